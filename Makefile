@@ -1,0 +1,53 @@
+# Ferry — the two commands a newcomer runs: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+FERRY := $(VENV)/bin/ferry
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test deps venv binaries lint format unit integration bench dev-up dev-down clean
+
+demo: deps venv binaries ## start the local stack, apply examples/, show the result
+	@bash scripts/demo.sh
+
+test: deps venv binaries ## the whole test suite (what CI runs)
+	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/ruff format --check operator tests bench
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+deps: ## system packages: PostgreSQL and Redis from Debian (idempotent)
+	@bash scripts/install-system-deps.sh
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+binaries: ## build (once) and cache kube-apiserver, etcd and kubectl under ~/.cache/ferry
+	@bash operator/ferry/devenv/control-plane-binaries.sh >/dev/null
+
+unit: venv
+	$(VENV)/bin/pytest -q tests/unit
+
+integration: deps venv binaries
+	$(VENV)/bin/pytest -q tests/integration
+
+lint: venv
+	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/ruff format --check operator tests bench
+
+format: venv
+	$(VENV)/bin/ruff check --fix operator tests bench
+	$(VENV)/bin/ruff format operator tests bench
+
+dev-up: deps venv binaries
+	$(FERRY) dev up
+
+dev-down: venv
+	$(FERRY) dev down
+
+clean:
+	-$(FERRY) dev down
+	rm -rf $(VENV) .ferry

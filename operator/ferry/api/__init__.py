@@ -1,0 +1,1 @@
+"""The HTTP read API: health, metrics and the cached rendered configuration."""

@@ -1,0 +1,23 @@
+"""Entry point of the `ferry` command."""
+
+from __future__ import annotations
+
+import click
+
+from ferry import __version__
+from ferry.cli.dev import dev
+from ferry.cli.run import run
+
+
+@click.group()
+@click.version_option(__version__, prog_name="ferry")
+def cli() -> None:
+    """Ferry: validated, versioned, audited configuration for Kubernetes workloads."""
+
+
+cli.add_command(dev)
+cli.add_command(run)
+
+
+def main() -> None:
+    cli()

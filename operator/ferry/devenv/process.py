@@ -1,0 +1,163 @@
+"""Starting, waiting for and stopping local server processes.
+
+Every wait has a deadline and every failure names the server, the log to read and what to do, so a
+broken environment gives one clear line instead of a hang.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class StartupError(RuntimeError):
+    """A server did not start: the message says which one, why, and where its log is."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_is_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join(text[-lines:])
+
+
+@dataclass
+class Process:
+    """A server process we started, identified by pid so it can be stopped from another process."""
+
+    name: str
+    pid: int
+    log: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+    def alive(self) -> bool:
+        if self.popen is not None:
+            return self.popen.poll() is None
+        return pid_alive(self.pid)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout``; the whole process group, so children go too."""
+        terminate(self.pid, timeout)
+        if self.popen is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout=1)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "pid": self.pid, "log": str(self.log)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Process:
+        return cls(name=str(data["name"]), pid=int(str(data["pid"])), log=Path(str(data["log"])))
+
+
+def spawn(
+    name: str,
+    argv: Sequence[str],
+    log: Path,
+    *,
+    user: str | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Process:
+    """Start ``argv`` in a new session (so it outlives a CLI and can be stopped as a group)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        try:
+            popen = subprocess.Popen(
+                list(argv),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                user=user,
+                group=user,
+                env=env,
+                cwd=cwd,
+            )
+        except FileNotFoundError as exc:
+            raise StartupError(f"{name}: executable {argv[0]!r} not found ({exc})") from exc
+    return Process(name=name, pid=popen.pid, log=log, popen=popen)
+
+
+def wait_until(
+    process: Process,
+    ready: Callable[[], bool],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.1,
+) -> None:
+    """Poll ``ready`` until true; fail fast if the process dies, and clearly at the deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not process.alive():
+            raise StartupError(
+                f"{process.name} exited before {what} (is the port busy, or the data dir in use?); "
+                f"log {process.log}:\n{log_tail(process.log)}"
+            )
+        try:
+            if ready():
+                return
+        except Exception:  # readiness probes fail in many ways while a server boots
+            pass
+        time.sleep(interval)
+    process.stop()
+    raise StartupError(
+        f"{process.name} did not become ready ({what}) within {timeout:.0f}s; stopped it. "
+        f"Log {process.log}:\n{log_tail(process.log)}"
+    )
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still "exists"; treat it as dead.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def terminate(pid: int, timeout: float = 15.0) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            pgid = os.getpgid(pid)
+            if pgid == pid:
+                os.killpg(pgid, sig)
+            else:
+                os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            if not pid_alive(pid):
+                return
+            time.sleep(0.05)

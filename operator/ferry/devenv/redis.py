@@ -1,0 +1,55 @@
+"""A Redis server from Debian's packages on a free loopback port, with persistence off.
+
+Redis is only a cache for Ferry, so nothing is saved to disk.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ferry.devenv.process import Process, StartupError, free_port, port_is_open, spawn, wait_until
+
+
+@dataclass
+class Redis:
+    directory: Path
+    port: int
+    process: Process
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def start_redis(directory: Path, *, timeout: float = 30) -> Redis:
+    server = shutil.which("redis-server")
+    if server is None:
+        raise StartupError("redis-server not found: run `make deps` (apt-get install redis-server)")
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    process = spawn(
+        "redis",
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
+            "--daemonize",
+            "no",
+        ],
+        directory / "redis.log",
+    )
+    wait_until(process, lambda: port_is_open(port), timeout=timeout, what=f"127.0.0.1:{port}")
+    return Redis(directory, port, process)

@@ -1,0 +1,98 @@
+"""What a ConfigEntry should become: resolve, validate, render, hash — one function, two callers.
+
+The admission webhook calls ``plan_entry`` to refuse bad input before it is stored; the reconciler
+calls it again before anything reaches a workload (defence in depth: an entry stored while the
+webhook was off is still never materialised if invalid). Both see the same violations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ferry.domain.errors import Invalid, Violation
+from ferry.domain.hashing import content_hash
+from ferry.domain.merge import resolve
+from ferry.domain.render import check_size, render
+from ferry.domain.targets import object_name
+from ferry.domain.validation import validate
+
+DEFAULT_FORMAT = "json"
+
+
+@dataclass(frozen=True)
+class EntryPlan:
+    data: dict[str, Any]  # the resolved content: bases merged, this entry last
+    hash: str  # content hash of ``data``: what revisions are keyed on
+    bases: tuple[str, ...]  # every entry name used, transitively
+    schema: str | None
+    format: str
+    object_name: str
+    rendered: dict[str, str]  # the ConfigMap's ``data``
+    rendered_hash: str
+
+
+def references(spec: Mapping[str, Any]) -> tuple[str | None, tuple[str, ...]]:
+    """The schema name and direct base names an entry refers to, tolerating malformed specs."""
+    schema_ref = spec.get("schemaRef")
+    schema = schema_ref.get("name") if isinstance(schema_ref, Mapping) else None
+    inherits = spec.get("inherits")
+    bases = tuple(
+        str(item["name"])
+        for item in (inherits if isinstance(inherits, list) else [])
+        if isinstance(item, Mapping) and isinstance(item.get("name"), str)
+    )
+    return (schema if isinstance(schema, str) else None), bases
+
+
+def plan_entry(
+    name: str,
+    spec: Mapping[str, Any],
+    *,
+    entries: Mapping[str, Mapping[str, Any]],
+    schemas: Mapping[str, Mapping[str, Any]],
+) -> EntryPlan:
+    """Plan one entry. ``entries`` and ``schemas`` map names to specs in the entry's namespace.
+
+    Raises ``Invalid`` listing every violation found: a missing schema or base, each schema
+    violation with its JSON path, render errors and the size limit.
+    """
+    resolved = resolve(name, {**entries, name: spec})
+    schema_name, _ = references(spec)
+    target = spec.get("target") if isinstance(spec.get("target"), Mapping) else {}
+    fmt = str(target.get("format") or DEFAULT_FORMAT)
+
+    violations: list[Violation] = []
+    reason = "SchemaViolation"
+    if schema_name is not None:
+        schema_spec = schemas.get(schema_name)
+        if schema_spec is None:
+            reason = "MissingSchema"
+            violations.append(
+                Violation("spec.schemaRef.name", f'ConfigSchema "{schema_name}" not found')
+            )
+        else:
+            violations += validate(resolved.data, schema_spec.get("schema", {}), "spec.data")
+
+    rendered: dict[str, str] = {}
+    try:
+        rendered = render(resolved.data, fmt)
+        check_size(rendered)
+    except Invalid as exc:
+        if not violations:
+            reason = exc.reason
+        violations += exc.violations
+    if violations:
+        raise Invalid(reason, violations)
+
+    return EntryPlan(
+        data=resolved.data,
+        hash=content_hash(resolved.data),
+        bases=resolved.bases,
+        schema=schema_name,
+        format=fmt,
+        object_name=object_name(name, target),
+        rendered=rendered,
+        rendered_hash=content_hash(rendered),
+    )

@@ -1,0 +1,8 @@
+"""Kopf handlers: thin translations of watch events into index entries and work-queue keys.
+
+Importing this package registers every handler with Kopf's default registry.
+"""
+
+from ferry.handlers import indexes, lifecycle, watches
+
+__all__ = ["indexes", "lifecycle", "watches"]

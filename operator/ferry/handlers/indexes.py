@@ -1,0 +1,98 @@
+"""Kopf indexes: the in-memory picture of the cluster the reconcilers read.
+
+Each returns plain copies of just what the reconcilers need, so memory stays small with thousands
+of objects and nothing aliases Kopf's own bodies.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import kopf
+
+from ferry.domain import labels as L
+from ferry.domain.hashing import content_hash
+
+GROUP, VERSION = "ferry.dev", "v1alpha1"
+
+
+def _snapshot(body: kopf.Body) -> dict[str, Any]:
+    meta = body.get("metadata", {})
+    return {
+        "uid": meta.get("uid"),
+        "generation": meta.get("generation", 0),
+        "resourceVersion": meta.get("resourceVersion"),
+        "annotations": dict(meta.get("annotations") or {}),
+        "finalizers": list(meta.get("finalizers") or []),
+        "deleting": meta.get("deletionTimestamp") is not None,
+        "spec": copy.deepcopy(dict(body.get("spec") or {})),
+        "status": copy.deepcopy(dict(body.get("status") or {})),
+    }
+
+
+@kopf.index(GROUP, VERSION, "configentries")
+def entries_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): _snapshot(body)}
+
+
+@kopf.index(GROUP, VERSION, "configschemas")
+def schemas_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): _snapshot(body)}
+
+
+@kopf.index("v1", "namespaces")
+def namespaces_index(
+    name: str, labels: kopf.Labels, annotations: kopf.Annotations, **_: Any
+) -> dict[Any, Any]:
+    return {name: (dict(labels), dict(annotations))}
+
+
+@kopf.index("v1", "configmaps", labels={L.MANAGED_BY: L.MANAGED_BY_FERRY})
+def configmaps_index(
+    body: kopf.Body,
+    namespace: str,
+    name: str,
+    labels: kopf.Labels,
+    annotations: kopf.Annotations,
+    **_: Any,
+) -> dict[Any, Any] | None:
+    uid = labels.get(L.ENTRY_UID)
+    if not uid:
+        return None
+    kept = (L.ENTRY_NAMESPACE, L.ENTRY_NAME, L.REVISION, L.HASH, L.RENDERED_HASH)
+    return {
+        uid: {
+            "namespace": namespace,
+            "name": name,
+            "entry_namespace": annotations.get(L.ENTRY_NAMESPACE),
+            "entry_name": annotations.get(L.ENTRY_NAME),
+            "annotations": {k: annotations[k] for k in kept if k in annotations},
+            "rendered_hash": annotations.get(L.RENDERED_HASH),
+            "data_hash": content_hash(dict(body.get("data") or {})),
+        }
+    }
+
+
+def _workload_index(kind: str):  # type: ignore[no-untyped-def]
+    def index(
+        body: kopf.Body, namespace: str, name: str, annotations: kopf.Annotations, **_: Any
+    ) -> dict[Any, Any]:
+        template = (body.get("spec") or {}).get("template") or {}
+        current = ((template.get("metadata") or {}).get("annotations") or {}).get(L.CONFIG_HASH)
+        return {
+            (namespace, annotations[L.RELOAD_ON]): {"kind": kind, "name": name, "hash": current}
+        }
+
+    index.__name__ = f"{kind.lower()}s_index"
+    return index
+
+
+for _kind, _plural in (
+    ("Deployment", "deployments"),
+    ("StatefulSet", "statefulsets"),
+    ("DaemonSet", "daemonsets"),
+):
+    kopf.index(
+        "apps", "v1", _plural, annotations={L.RELOAD_ON: kopf.PRESENT}, id=f"{_plural}_index"
+    )(_workload_index(_kind))

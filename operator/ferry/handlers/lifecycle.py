@@ -1,0 +1,92 @@
+"""Start-up and clean-up: build the adapters, migrate the database, start the workers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from ferry.adapters.cache import Cache
+from ferry.adapters.kube import Kube, make_client
+from ferry.adapters.store import Store, migrate
+from ferry.api.app import make_app, serve
+from ferry.reconcile.entries import EntryReconciler
+from ferry.reconcile.schemas import SchemaReconciler
+from ferry.reconcile.workqueue import Backoff, WorkQueue
+from ferry.reconcile.world import World
+from ferry.runtime import Runtime
+from ferry.settings import Settings
+
+logger = logging.getLogger(__name__)
+RESYNC_SECONDS = 300.0
+
+
+@kopf.on.startup()
+async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any) -> None:
+    config: Settings = memo["settings"]
+    settings.posting.enabled = False  # Ferry posts its own Events, on its own objects
+    settings.watching.server_timeout = 300
+    settings.persistence.finalizer = "ferry.dev/kopf"  # unused: Ferry manages its own finalizer
+
+    await asyncio.to_thread(migrate, config.database_url)
+    world = World(
+        entries=kwargs["entries_index"],
+        schemas=kwargs["schemas_index"],
+        namespaces=kwargs["namespaces_index"],
+        configmaps=kwargs["configmaps_index"],
+        workloads=(
+            kwargs["deployments_index"],
+            kwargs["statefulsets_index"],
+            kwargs["daemonsets_index"],
+        ),
+    )
+    kube = Kube(make_client(config.kubeconfig))
+    store = Store(config.database_url)
+    await store.open()
+    cache = Cache(config.redis_url)
+    runtime = Runtime(
+        settings=config,
+        world=world,
+        kube=kube,
+        store=store,
+        cache=cache,
+        entries=EntryReconciler(world, kube, store, cache),
+        schemas=SchemaReconciler(world, kube),
+        queue=WorkQueue(Backoff(maximum=config.requeue_max_seconds)),
+    )
+    memo["runtime"] = runtime
+    runner = await serve(make_app(cache, runtime.ready.is_set), config.api_host, config.api_port)
+    memo["api_runner"] = runner
+    runtime.tasks.append(asyncio.create_task(_work(runtime), name="ferry-workers"))
+    runtime.tasks.append(asyncio.create_task(_resync(runtime), name="ferry-resync"))
+
+
+async def _work(runtime: Runtime) -> None:
+    await runtime.ready.wait()
+    logger.info("indexes filled; reconciling")
+    await runtime.queue.run(runtime.reconcile, runtime.settings.workers)
+
+
+async def _resync(runtime: Runtime) -> None:
+    """Level-triggered safety net: look at everything again now and then."""
+    await runtime.ready.wait()
+    while True:
+        await asyncio.sleep(RESYNC_SECONDS)
+        for namespace, name in runtime.world.entry_keys():
+            runtime.enqueue_entry(namespace, name)
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    runtime: Runtime | None = memo.get("runtime")
+    if runtime is None:
+        return
+    for task in runtime.tasks:
+        task.cancel()
+    await asyncio.gather(*runtime.tasks, return_exceptions=True)
+    await memo["api_runner"].cleanup()
+    await runtime.kube.close()
+    await runtime.store.close()
+    await runtime.cache.close()

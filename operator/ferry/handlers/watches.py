@@ -1,0 +1,84 @@
+"""Event handlers: every watch event becomes work-queue keys for what it affects.
+
+Handlers only enqueue; they never call the API. Kopf calls them after all indexes are filled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from ferry.domain import labels as L
+from ferry.domain.hashing import content_hash
+from ferry.handlers.indexes import GROUP, VERSION
+from ferry.runtime import Runtime
+
+
+def _runtime(memo: kopf.Memo) -> Runtime:
+    runtime: Runtime = memo["runtime"]
+    runtime.ready.set()  # Kopf runs non-index handlers only once every index is filled
+    return runtime
+
+
+@kopf.on.event(GROUP, VERSION, "configentries")
+def entry_changed(memo: kopf.Memo, namespace: str, name: str, **_: Any) -> None:
+    runtime = _runtime(memo)
+    runtime.enqueue_entry(namespace, name)
+    for user in runtime.entries.users_of(namespace, name):
+        runtime.enqueue_entry(namespace, user)
+
+
+@kopf.on.event(GROUP, VERSION, "configschemas")
+def schema_changed(memo: kopf.Memo, namespace: str, name: str, **_: Any) -> None:
+    runtime = _runtime(memo)
+    runtime.queue.add(("ConfigSchema", namespace, name))
+    for user in runtime.entries.users_of(namespace, f"schema:{name}"):
+        runtime.enqueue_entry(namespace, user)
+
+
+@kopf.on.event("v1", "namespaces")
+def namespace_changed(memo: kopf.Memo, **_: Any) -> None:
+    """A namespace appeared, changed labels or went: entries that target others look again."""
+    runtime = _runtime(memo)
+    for namespace, name in runtime.world.entry_keys():
+        entry = runtime.world.entry(namespace, name)
+        target = (entry or {}).get("spec", {}).get("target") or {}
+        if target.get("namespaces") or target.get("namespaceSelector") is not None:
+            runtime.enqueue_entry(namespace, name)
+
+
+@kopf.on.event("v1", "configmaps", labels={L.MANAGED_BY: L.MANAGED_BY_FERRY})
+def configmap_changed(
+    memo: kopf.Memo, event: kopf.RawEvent, annotations: kopf.Annotations, body: kopf.Body, **_: Any
+) -> None:
+    """A materialised ConfigMap was deleted or edited by someone else: restore it."""
+    runtime = _runtime(memo)
+    entry_namespace = annotations.get(L.ENTRY_NAMESPACE)
+    entry_name = annotations.get(L.ENTRY_NAME)
+    if not entry_namespace or not entry_name:
+        return
+    if event.get("type") == "DELETED" or _edited(body, annotations):
+        runtime.enqueue_entry(entry_namespace, entry_name)
+
+
+def _edited(body: kopf.Body, annotations: kopf.Annotations) -> bool:
+    return content_hash(dict(body.get("data") or {})) != annotations.get(L.RENDERED_HASH)
+
+
+def _workload_changed(
+    memo: kopf.Memo, namespace: str, annotations: kopf.Annotations, **_: Any
+) -> None:
+    """A workload asked to reload on an entry: find the entries materialised there by that name."""
+    runtime = _runtime(memo)
+    wanted = annotations.get(L.RELOAD_ON)
+    for store in runtime.world.configmaps.values():
+        for obj in store:
+            if obj["namespace"] == namespace and obj["entry_name"] == wanted:
+                runtime.enqueue_entry(obj["entry_namespace"], obj["entry_name"])
+
+
+for _plural in ("deployments", "statefulsets", "daemonsets"):
+    kopf.on.event(
+        "apps", "v1", _plural, annotations={L.RELOAD_ON: kopf.PRESENT}, id=f"{_plural}_changed"
+    )(_workload_changed)

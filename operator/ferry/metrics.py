@@ -1,0 +1,14 @@
+"""Prometheus metrics. Labels carry kinds and results only: never names of secrets or values."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECONCILES = Counter("ferry_reconciles_total", "Reconciles by kind and result", ["kind", "result"])
+RECONCILE_SECONDS = Histogram(
+    "ferry_reconcile_duration_seconds", "Time spent in one reconcile", ["kind"]
+)
+REVISIONS = Counter("ferry_revisions_recorded_total", "Revisions written to PostgreSQL", ["kind"])
+DRIFT = Counter("ferry_drift_corrected_total", "Materialised objects restored after a hand edit")
+STORE_UP = Gauge("ferry_store_up", "1 when the last PostgreSQL write succeeded")
+CACHE_UP = Gauge("ferry_cache_up", "1 when the last Redis write succeeded")
+CACHE_ERRORS = Counter("ferry_cache_errors_total", "Failed writes to Redis")
+QUEUE_DEPTH = Gauge("ferry_queue_depth", "Keys waiting to be reconciled")

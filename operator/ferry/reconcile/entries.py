@@ -1,0 +1,505 @@
+"""Reconcile one ConfigEntry: resolve → record → materialise → cache → status and Events.
+
+Record before materialise: nothing reaches a workload without its revision row. Every step is
+idempotent, so the whole function can be repeated after a crash or any failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lightkube import ApiError
+
+from ferry import metrics
+from ferry.adapters.cache import Cache, CacheUnavailable
+from ferry.adapters.kube import Kube
+from ferry.adapters.store import Store, StoreUnavailable
+from ferry.domain import labels as L
+from ferry.domain.conditions import Condition, merge_conditions
+from ferry.domain.entry import EntryPlan, plan_entry, references
+from ferry.domain.errors import Invalid, Violation
+from ferry.domain.targets import desired_namespaces
+from ferry.reconcile.workqueue import Requeue
+from ferry.reconcile.world import Key, World
+
+KIND = "ConfigEntry"
+logger = logging.getLogger(__name__)
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class TargetResult:
+    namespace: str
+    name: str
+    synced: bool
+    revision: int | None = None
+    reason: str | None = None
+    message: str | None = None
+
+    def as_status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "namespace": self.namespace,
+            "name": self.name,
+            "synced": self.synced,
+        }
+        if self.revision is not None:
+            out["revision"] = self.revision
+        if self.reason:
+            out["reason"] = self.reason
+        if self.message:
+            out["message"] = self.message
+        return out
+
+
+@dataclass
+class EntryReconciler:
+    world: World
+    kube: Kube
+    store: Store
+    cache: Cache
+    # (namespace, base-or-schema name) → entries in that namespace that use it (from last resolve)
+    dependents: dict[Key, set[str]] = field(default_factory=dict)
+    # Events said once per (uid, reason, detail) while the operator runs, not on every resync
+    _events_seen: set[tuple[str, str, Any]] = field(default_factory=set)
+
+    # ----------------------------------------------------------------------------- entry point
+    async def reconcile(self, namespace: str, name: str) -> None:
+        entry = self.world.entry(namespace, name)
+        if entry is None:
+            return
+        with metrics.RECONCILE_SECONDS.labels(KIND).time():
+            try:
+                if entry["deleting"]:
+                    await self.finalize(namespace, name, entry)
+                else:
+                    await self.sync(namespace, name, entry)
+            except Requeue:
+                metrics.RECONCILES.labels(KIND, "requeued").inc()
+                raise
+            except Exception:
+                metrics.RECONCILES.labels(KIND, "error").inc()
+                raise
+            metrics.RECONCILES.labels(KIND, "ok").inc()
+
+    # ----------------------------------------------------------------------------- sync
+    async def sync(self, namespace: str, name: str, entry: dict[str, Any]) -> None:
+        spec, generation, uid = entry["spec"], entry["generation"], entry["uid"]
+        self._remember_dependencies(namespace, name, spec)
+        if L.FINALIZER not in entry["finalizers"]:
+            await self.kube.set_finalizers(
+                KIND, namespace, name, [*entry["finalizers"], L.FINALIZER], entry["resourceVersion"]
+            )
+
+        try:
+            plan = plan_entry(
+                name,
+                spec,
+                entries=self.world.entry_specs(namespace),
+                schemas=self.world.schema_specs(namespace),
+            )
+        except Invalid as exc:
+            await self._report_invalid(namespace, name, entry, exc)
+            return
+        except Exception as exc:  # a malformed object must never crash the operator
+            logger.exception("planning %s/%s failed", namespace, name)
+            malformed = Invalid("Malformed", [Violation("spec", f"malformed object: {exc}")])
+            await self._report_invalid(namespace, name, entry, malformed)
+            return
+        for base in plan.bases:
+            self.dependents.setdefault((namespace, base), set()).add(name)
+
+        try:
+            recorded = await self.store.record(
+                kind=KIND,
+                namespace=namespace,
+                name=name,
+                uid=uid,
+                content=plan.data,
+                spec=spec,
+                content_hash=plan.hash,
+                changed_by=entry["annotations"].get(L.CHANGED_BY),
+                reason=entry["annotations"].get(L.CHANGE_REASON),
+            )
+        except StoreUnavailable as exc:
+            metrics.STORE_UP.set(0)
+            await self._write_status(
+                namespace,
+                name,
+                entry,
+                [
+                    Condition("Valid", "True", "Valid", "content is valid", generation),
+                    Condition("Recorded", "False", "DatabaseUnavailable", str(exc), generation),
+                    Condition(
+                        "Ready",
+                        "False",
+                        "NotRecorded",
+                        "waiting for PostgreSQL; existing objects are untouched",
+                        generation,
+                    ),
+                ],
+            )
+            raise Requeue(str(exc)) from exc
+        metrics.STORE_UP.set(1)
+        revision = recorded.revision.revision
+        if recorded.created:
+            metrics.REVISIONS.labels(KIND).inc()
+            await self._event(
+                namespace,
+                name,
+                entry,
+                "Normal",
+                "RevisionRecorded",
+                f"recorded revision {revision} ({plan.hash[:19]})",
+            )
+
+        results = await self._materialise(namespace, name, entry, plan, revision)
+        cache_error = await self._cache(namespace, name, plan, revision)
+
+        conditions = _sync_conditions(results, revision, generation, cache_error)
+        await self._write_status(
+            namespace,
+            name,
+            entry,
+            conditions,
+            revision=revision,
+            content_hash=plan.hash,
+            targets=[r.as_status() for r in results],
+        )
+        if cache_error:
+            raise Requeue(cache_error)
+
+    # ----------------------------------------------------------------------------- materialise
+    async def _materialise(
+        self, namespace: str, name: str, entry: dict[str, Any], plan: EntryPlan, revision: int
+    ) -> list[TargetResult]:
+        uid = entry["uid"]
+        spec_target = entry["spec"].get("target")
+        targets = desired_namespaces(namespace, spec_target, self.world.all_namespaces())
+        existing = {(o["namespace"], o["name"]): o for o in self.world.materialised(uid)}
+        results: list[TargetResult] = []
+
+        for target_ns in targets.accepted:
+            results.append(
+                await self._apply_target(
+                    namespace,
+                    name,
+                    entry,
+                    plan,
+                    revision,
+                    target_ns,
+                    existing.get((target_ns, plan.object_name)),
+                )
+            )
+        for target_ns in targets.refused:
+            results.append(
+                TargetResult(
+                    target_ns,
+                    plan.object_name,
+                    False,
+                    None,
+                    "NamespaceNotAccepting",
+                    f'namespace "{target_ns}" does not accept entries from '
+                    f'"{namespace}" (label {"ferry.dev/accept"}="true" or '
+                    f"annotation ferry.dev/accept-from)",
+                )
+            )
+            await self._event(
+                namespace,
+                name,
+                entry,
+                "Warning",
+                "TargetRefused",
+                f'namespace "{target_ns}" does not accept entries from "{namespace}"',
+                once_per=("refused", target_ns),
+            )
+        for target_ns in targets.missing:
+            results.append(
+                TargetResult(
+                    target_ns,
+                    plan.object_name,
+                    False,
+                    None,
+                    "NamespaceNotFound",
+                    f'namespace "{target_ns}" not found',
+                )
+            )
+
+        wanted = {(ns, plan.object_name) for ns in targets.accepted}
+        for key in existing:
+            if key not in wanted:
+                await self.kube.delete_configmap(*key)
+                logger.info("removed %s/%s: no longer a target of %s/%s", *key, namespace, name)
+        return results
+
+    async def _apply_target(
+        self,
+        namespace: str,
+        name: str,
+        entry: dict[str, Any],
+        plan: EntryPlan,
+        revision: int,
+        target_ns: str,
+        current: dict[str, Any] | None,
+    ) -> TargetResult:
+        object_name = plan.object_name
+        annotations = {
+            L.ENTRY_NAMESPACE: namespace,
+            L.ENTRY_NAME: name,
+            L.REVISION: str(revision),
+            L.HASH: plan.hash,
+            L.RENDERED_HASH: plan.rendered_hash,
+        }
+        up_to_date = (
+            current is not None
+            and current["data_hash"] == plan.rendered_hash
+            and current["annotations"] == annotations
+        )
+        drifted = current is not None and current["data_hash"] != current["rendered_hash"]
+        if not up_to_date:
+            if current is None and not await self._may_write(target_ns, object_name, entry["uid"]):
+                return TargetResult(
+                    target_ns,
+                    object_name,
+                    False,
+                    None,
+                    "Conflict",
+                    f'ConfigMap "{object_name}" exists and was not created by Ferry',
+                )
+            try:
+                await self.kube.apply_configmap(
+                    target_ns,
+                    object_name,
+                    plan.rendered,
+                    {L.MANAGED_BY: L.MANAGED_BY_FERRY, L.ENTRY_UID: entry["uid"]},
+                    annotations,
+                )
+            except ApiError as exc:
+                if exc.status.code in (403, 404, 422):
+                    return TargetResult(
+                        target_ns, object_name, False, None, "ApplyFailed", str(exc.status.message)
+                    )
+                raise
+            if drifted:
+                metrics.DRIFT.inc()
+                await self._event(
+                    namespace,
+                    name,
+                    entry,
+                    "Normal",
+                    "DriftCorrected",
+                    f"restored ConfigMap {target_ns}/{object_name} edited by hand",
+                )
+        await self._reload_workloads(target_ns, name, plan.hash)
+        return TargetResult(target_ns, object_name, True, revision)
+
+    async def _may_write(self, namespace: str, object_name: str, uid: str) -> bool:
+        """A ConfigMap missing from our index may exist: never overwrite one we did not make."""
+        found = await self.kube.get_configmap(namespace, object_name)
+        if found is None:
+            return True
+        labels = (found.metadata.labels if found.metadata else None) or {}
+        return labels.get(L.ENTRY_UID) == uid
+
+    async def _reload_workloads(self, namespace: str, entry_name: str, content_hash: str) -> None:
+        for workload in self.world.reload_targets(namespace, entry_name):
+            if workload["hash"] != content_hash:
+                await self.kube.set_pod_template_annotation(
+                    workload["kind"], namespace, workload["name"], L.CONFIG_HASH, content_hash
+                )
+
+    async def _cache(self, namespace: str, name: str, plan: EntryPlan, revision: int) -> str | None:
+        try:
+            await self.cache.put(
+                namespace,
+                name,
+                revision=revision,
+                content_hash=plan.hash,
+                data=plan.data,
+                rendered=plan.rendered,
+                format=plan.format,
+            )
+        except CacheUnavailable as exc:
+            metrics.CACHE_UP.set(0)
+            metrics.CACHE_ERRORS.inc()
+            return str(exc)
+        metrics.CACHE_UP.set(1)
+        return None
+
+    # ----------------------------------------------------------------------------- delete
+    async def finalize(self, namespace: str, name: str, entry: dict[str, Any]) -> None:
+        """Remove every materialised object, then let the entry go."""
+        for obj in self.world.materialised(entry["uid"]):
+            await self.kube.delete_configmap(obj["namespace"], obj["name"])
+        for listed in await self.kube.list_configmaps({L.ENTRY_UID: entry["uid"]}):
+            assert listed.metadata is not None
+            await self.kube.delete_configmap(
+                str(listed.metadata.namespace), str(listed.metadata.name)
+            )
+        with contextlib.suppress(CacheUnavailable):  # a stale key is harmless; Redis is a cache
+            await self.cache.delete(namespace, name)
+        with contextlib.suppress(StoreUnavailable):
+            await self.store.audit(
+                "deleted",
+                kind=KIND,
+                namespace=namespace,
+                name=name,
+                uid=entry["uid"],
+                username=entry["annotations"].get(L.CHANGED_BY),
+            )
+        if L.FINALIZER in entry["finalizers"]:
+            remaining = [f for f in entry["finalizers"] if f != L.FINALIZER]
+            await self.kube.set_finalizers(
+                KIND, namespace, name, remaining, entry["resourceVersion"]
+            )
+
+    # ----------------------------------------------------------------------------- helpers
+    def _remember_dependencies(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
+        schema, bases = references(spec)
+        for dependency in (*bases, *([f"schema:{schema}"] if schema else [])):
+            self.dependents.setdefault((namespace, dependency), set()).add(name)
+
+    def users_of(self, namespace: str, dependency: str) -> Iterable[str]:
+        return tuple(self.dependents.get((namespace, dependency), ()))
+
+    async def _report_invalid(
+        self, namespace: str, name: str, entry: dict[str, Any], exc: Invalid
+    ) -> None:
+        generation = entry["generation"]
+        text = exc.message
+        previous = _condition(entry, "Valid")
+        await self._write_status(
+            namespace,
+            name,
+            entry,
+            [
+                Condition("Valid", "False", exc.reason, text, generation),
+                Condition(
+                    "Ready",
+                    "False",
+                    exc.reason,
+                    "invalid content: nothing materialised; existing objects are untouched",
+                    generation,
+                ),
+            ],
+        )
+        if previous is None or previous.get("message") != text:
+            await self._event(namespace, name, entry, "Warning", "InvalidConfig", text)
+            with contextlib.suppress(StoreUnavailable):
+                await self.store.audit(
+                    "invalid",
+                    kind=KIND,
+                    namespace=namespace,
+                    name=name,
+                    uid=entry["uid"],
+                    details={"reason": exc.reason},
+                )
+
+    async def _write_status(
+        self,
+        namespace: str,
+        name: str,
+        entry: dict[str, Any],
+        conditions: list[Condition],
+        *,
+        revision: int | None = None,
+        content_hash: str | None = None,
+        targets: list[dict[str, Any]] | None = None,
+    ) -> None:
+        current = entry.get("status") or {}
+        status: dict[str, Any] = {
+            "observedGeneration": entry["generation"],
+            "conditions": merge_conditions(current.get("conditions"), conditions, now()),
+        }
+        if revision is not None:
+            status["revision"] = revision
+        if content_hash is not None:
+            status["hash"] = content_hash
+        if targets is not None:
+            status["targets"] = targets
+        if _same_status(current, status):
+            return
+        await self.kube.patch_status(KIND, namespace, name, status)
+
+    async def _event(
+        self,
+        namespace: str,
+        name: str,
+        entry: dict[str, Any],
+        type_: str,
+        reason: str,
+        message: str,
+        once_per: Any = None,
+    ) -> None:
+        if once_per is not None:
+            marker = (entry["uid"], reason, once_per)
+            if marker in self._events_seen:
+                return
+            self._events_seen.add(marker)
+        await self.kube.post_event(
+            {"kind": KIND, "name": name, "namespace": namespace, "uid": entry["uid"]},
+            type=type_,
+            reason=reason,
+            message=message,
+        )
+
+
+# Targets that are wanted but refused or missing are reported, not failures of the entry: a
+# namespace that has not opted in is its owner's choice (docs/decisions/0004-targets.md).
+_NOT_BLOCKING = ("NamespaceNotAccepting", "NamespaceNotFound")
+
+
+def _sync_conditions(
+    results: list[TargetResult], revision: int, generation: int, cache_error: str | None
+) -> list[Condition]:
+    failed = [r for r in results if not r.synced and r.reason not in _NOT_BLOCKING]
+    skipped = [r for r in results if not r.synced and r.reason in _NOT_BLOCKING]
+    synced = [r for r in results if r.synced]
+    detail = "".join(f"; {r.namespace}: {r.reason}" for r in (*failed, *skipped))
+    ok = not failed
+    return [
+        Condition("Valid", "True", "Valid", "content is valid", generation),
+        Condition("Recorded", "True", "Recorded", f"revision {revision}", generation),
+        Condition(
+            "Synced",
+            "True" if ok else "False",
+            "Synced" if ok else str(failed[0].reason),
+            f"{len(synced)} target(s) synced, {len(failed)} failed, {len(skipped)} skipped"
+            + detail,
+            generation,
+        ),
+        Condition(
+            "Cached",
+            "False" if cache_error else "True",
+            "CacheUnavailable" if cache_error else "Cached",
+            cache_error or "rendered config is in Redis",
+            generation,
+        ),
+        Condition(
+            "Ready",
+            "True" if ok else "False",
+            "Synced" if ok else "TargetsNotSynced",
+            f"revision {revision} materialised in {len(synced)} namespace(s)"
+            if ok
+            else f"{len(failed)} target(s) failed" + detail,
+            generation,
+        ),
+    ]
+
+
+def _condition(entry: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    for condition in (entry.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == type_:
+            return dict(condition)
+    return None
+
+
+def _same_status(current: dict[str, Any], new: dict[str, Any]) -> bool:
+    return all(current.get(k) == v for k, v in new.items())

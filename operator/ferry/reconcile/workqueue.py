@@ -1,0 +1,87 @@
+"""A work queue in the style of client-go's: each key is queued at most once, never processed by two
+workers at once, and re-queued with exponential backoff when its reconcile fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+logger = logging.getLogger(__name__)
+
+
+class Requeue(Exception):
+    """Raised by a reconcile to be retried with backoff (the cause was already reported)."""
+
+
+@dataclass
+class Backoff:
+    initial: float = 0.5
+    maximum: float = 60.0
+    factor: float = 2.0
+
+    def delay(self, failures: int) -> float:
+        return float(min(self.maximum, self.initial * self.factor ** max(0, failures - 1)))
+
+
+@dataclass
+class WorkQueue(Generic[K]):
+    backoff: Backoff = field(default_factory=Backoff)
+    _queue: asyncio.Queue[K] = field(default_factory=asyncio.Queue)
+    _dirty: set[K] = field(default_factory=set)
+    _processing: set[K] = field(default_factory=set)
+    _failures: dict[K, int] = field(default_factory=dict)
+    _timers: dict[K, asyncio.TimerHandle] = field(default_factory=dict)
+
+    def add(self, key: K) -> None:
+        if key in self._dirty:
+            return
+        self._dirty.add(key)
+        if key not in self._processing:
+            self._queue.put_nowait(key)
+
+    def add_after(self, key: K, delay: float) -> None:
+        if key in self._timers:
+            return
+        loop = asyncio.get_running_loop()
+        self._timers[key] = loop.call_later(delay, self._fire, key)
+
+    def _fire(self, key: K) -> None:
+        self._timers.pop(key, None)
+        self.add(key)
+
+    def __len__(self) -> int:
+        return len(self._dirty)
+
+    def idle(self) -> bool:
+        return not self._dirty and not self._processing and not self._timers
+
+    async def run(self, reconcile: Callable[[K], Awaitable[None]], workers: int) -> None:
+        await asyncio.gather(*(self._worker(reconcile) for _ in range(workers)))
+
+    async def _worker(self, reconcile: Callable[[K], Awaitable[None]]) -> None:
+        while True:
+            key = await self._queue.get()
+            self._dirty.discard(key)
+            self._processing.add(key)
+            try:
+                await reconcile(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures = self._failures.get(key, 0) + 1
+                self._failures[key] = failures
+                delay = self.backoff.delay(failures)
+                if not isinstance(exc, Requeue):
+                    logger.exception("reconcile of %s failed; retrying in %.1fs", key, delay)
+                self.add_after(key, delay)
+            else:
+                self._failures.pop(key, None)
+            finally:
+                self._processing.discard(key)
+                if key in self._dirty:  # changed while we worked on it: go again
+                    self._queue.put_nowait(key)

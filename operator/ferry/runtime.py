@@ -1,0 +1,42 @@
+"""The running operator's parts, built once at start-up and shared with handlers via Kopf's memo."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from ferry.adapters.cache import Cache
+from ferry.adapters.kube import Kube
+from ferry.adapters.store import Store
+from ferry.reconcile.entries import EntryReconciler
+from ferry.reconcile.schemas import SchemaReconciler
+from ferry.reconcile.workqueue import WorkQueue
+from ferry.reconcile.world import World
+from ferry.settings import Settings
+
+QueueKey = tuple[str, str, str]  # (kind, namespace, name)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    world: World
+    kube: Kube
+    store: Store
+    cache: Cache
+    entries: EntryReconciler
+    schemas: SchemaReconciler
+    queue: WorkQueue[QueueKey] = field(default_factory=WorkQueue)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    async def reconcile(self, key: QueueKey) -> None:
+        kind, namespace, name = key
+        if kind == "ConfigEntry":
+            await self.entries.reconcile(namespace, name)
+        elif kind == "ConfigSchema":
+            await self.schemas.reconcile(namespace, name)
+
+    def enqueue_entry(self, namespace: str, name: str) -> None:
+        self.queue.add(("ConfigEntry", namespace, name))

@@ -1,0 +1,87 @@
+"""Session fixtures: the real servers the integration tests run against.
+
+Each server starts only when a test asks for it, on free loopback ports in a temp dir, and stops
+at the end of the session (also when tests fail). Point the tests at servers of your own with
+``FERRY_TEST_KUBECONFIG``, ``FERRY_TEST_DATABASE_URL`` and ``FERRY_TEST_REDIS_URL``; with Docker
+and kind present, ``FERRY_TEST_KIND=1`` runs the Kubernetes side on a kind cluster via pytest-kind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ferry.devenv.controlplane import ensure_binaries, start_control_plane
+from ferry.devenv.postgres import start_postgres
+from ferry.devenv.redis import start_redis
+from ferry.devenv.stack import install_crds
+from tests.support import Kube
+
+
+@pytest.fixture(scope="session")
+def k8s_bin_dir() -> Path:
+    return ensure_binaries()
+
+
+@pytest.fixture(scope="session")
+def kube(tmp_path_factory: pytest.TempPathFactory, k8s_bin_dir: Path) -> Iterator[Kube]:
+    """A kube-apiserver with Ferry's CRDs installed and Established."""
+    kubectl = k8s_bin_dir / "kubectl"
+    preset = os.environ.get("FERRY_TEST_KUBECONFIG")
+    if preset:
+        install_crds(kubectl, Path(preset))
+        yield Kube(Path(preset), kubectl)
+        return
+    if os.environ.get("FERRY_TEST_KIND") == "1":
+        yield from _kind_cluster(kubectl)
+        return
+    control_plane = start_control_plane(tmp_path_factory.mktemp("k8s"), k8s_bin_dir)
+    try:
+        install_crds(kubectl, control_plane.kubeconfig)
+        yield Kube(control_plane.kubeconfig, kubectl)
+    finally:
+        control_plane.stop()
+
+
+def _kind_cluster(kubectl: Path) -> Iterator[Kube]:
+    if shutil.which("docker") is None or shutil.which("kind") is None:
+        pytest.exit("FERRY_TEST_KIND=1 needs docker and kind on PATH", returncode=2)
+    from pytest_kind import KindCluster  # opt-in: pip install pytest-kind
+
+    cluster = KindCluster("ferry-test")
+    cluster.create()
+    try:
+        install_crds(kubectl, Path(cluster.kubeconfig_path))
+        yield Kube(Path(cluster.kubeconfig_path), kubectl)
+    finally:
+        cluster.delete()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    preset = os.environ.get("FERRY_TEST_DATABASE_URL")
+    if preset:
+        yield preset
+        return
+    postgres = start_postgres(tmp_path_factory.mktemp("postgres"))
+    try:
+        yield postgres.url
+    finally:
+        postgres.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    preset = os.environ.get("FERRY_TEST_REDIS_URL")
+    if preset:
+        yield preset
+        return
+    redis = start_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield redis.url
+    finally:
+        redis.stop()
