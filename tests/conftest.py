@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from ferry.devenv.controlplane import ensure_binaries, start_control_plane
-from ferry.devenv.postgres import start_postgres
-from ferry.devenv.redis import start_redis
+from ferry.devenv.postgres import Postgres, start_postgres
+from ferry.devenv.redis import Redis, start_redis
 from ferry.devenv.stack import install_crds
 from tests.support import Kube
 
@@ -61,27 +62,55 @@ def _kind_cluster(kubectl: Path) -> Iterator[Kube]:
         cluster.delete()
 
 
+@dataclass
+class Server:
+    """A database or cache the tests use; ``local`` is set when the tests started it themselves
+    (only then can a test take it down and bring it back)."""
+
+    url: str
+    local: Postgres | Redis | None = None
+
+    def pause(self) -> None:
+        if self.local is None:
+            pytest.skip("needs a server the tests started (not FERRY_TEST_*_URL)")
+        self.local.pause()
+
+    def resume(self) -> None:
+        assert self.local is not None
+        self.local.resume()
+
+
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     preset = os.environ.get("FERRY_TEST_DATABASE_URL")
     if preset:
-        yield preset
+        yield Server(preset)
         return
-    postgres = start_postgres(tmp_path_factory.mktemp("postgres"))
+    server = start_postgres(tmp_path_factory.mktemp("postgres"))
     try:
-        yield postgres.url
+        yield Server(server.url, server)
     finally:
-        postgres.stop()
+        server.stop()
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def database_url(postgres: Server) -> str:
+    return postgres.url
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     preset = os.environ.get("FERRY_TEST_REDIS_URL")
     if preset:
-        yield preset
+        yield Server(preset)
         return
-    redis = start_redis(tmp_path_factory.mktemp("redis"))
+    server = start_redis(tmp_path_factory.mktemp("redis"))
     try:
-        yield redis.url
+        yield Server(server.url, server)
     finally:
-        redis.stop()
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: Server) -> str:
+    return redis_server.url

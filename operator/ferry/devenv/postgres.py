@@ -39,6 +39,10 @@ def postgres_bin_dir() -> Path:
     )
 
 
+def _server_user() -> str | None:
+    return "postgres" if os.geteuid() == 0 else None
+
+
 @dataclass
 class Postgres:
     directory: Path
@@ -49,38 +53,38 @@ class Postgres:
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE}"
 
+    def pause(self) -> None:
+        """Stop the server but keep its data: the database is 'down' until ``resume``."""
+        self.process.stop()
+
+    def resume(self, timeout: float = 60) -> None:
+        self.process = _run_server(self.directory, self.port, timeout)
+
     def stop(self) -> None:
         self.process.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def start_postgres(parent: Path, *, timeout: float = 60) -> Postgres:
-    """Start a fresh cluster. Its files live in a new temp dir (removed by ``stop``) because, as
-    root, the server runs as ``postgres`` and must reach its data dir, which ``parent`` (say a
-    pytest tmp dir, mode 0700) may not allow; ``parent`` only records where it is."""
+    """Start a fresh cluster with a ``ferry`` database.
+
+    Its files live in a new temp dir (removed by ``stop``) because, as root, the server runs as
+    ``postgres`` and must reach its data dir, which ``parent`` (say a pytest tmp dir, mode 0700)
+    may not allow; ``parent`` only records where it is.
+    """
     bin_dir = postgres_bin_dir()
-    user = "postgres" if os.geteuid() == 0 else None
+    user = _server_user()
     parent.mkdir(parents=True, exist_ok=True)
     directory = Path(tempfile.mkdtemp(prefix="ferry-pg-"))
     (parent / "postgres-dir").write_text(str(directory))
-    data = directory / "data"
     if user is not None:
         entry = pwd.getpwnam(user)
         os.chown(directory, entry.pw_uid, entry.pw_gid)
-    log = directory / "postgres.log"
     init = subprocess.run(
         [
             str(bin_dir / "initdb"),
-            "-D",
-            str(data),
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-            "-E",
-            "UTF8",
-            "--no-sync",
-            "--locale=C.UTF-8",
+            *("-D", str(directory / "data"), "-U", "postgres", "-A", "trust", "-E", "UTF8"),
+            *("--no-sync", "--locale=C.UTF-8"),
         ],
         user=user,
         group=user,
@@ -91,44 +95,10 @@ def start_postgres(parent: Path, *, timeout: float = 60) -> Postgres:
         check=False,
     )
     if init.returncode != 0:
+        shutil.rmtree(directory, ignore_errors=True)
         raise StartupError(f"initdb failed (exit {init.returncode}):\n{init.stdout[-2000:]}")
     port = free_port()
-    process = spawn(
-        "postgres",
-        [
-            str(bin_dir / "postgres"),
-            "-D",
-            str(data),
-            "-p",
-            str(port),
-            "-k",
-            str(directory),
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "fsync=off",
-            "-c",
-            "synchronous_commit=off",
-            "-c",
-            "full_page_writes=off",
-            "-c",
-            "max_connections=200",
-        ],
-        log,
-        user=user,
-    )
-    pg_isready = bin_dir / "pg_isready"
-
-    def ready() -> bool:
-        probe = subprocess.run(
-            [str(pg_isready), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-t", "2"],
-            capture_output=True,
-            timeout=5,
-            check=False,
-        )
-        return probe.returncode == 0
-
-    wait_until(process, ready, timeout=timeout, what=f"connections on 127.0.0.1:{port}")
+    process = _run_server(directory, port, timeout)
     created = subprocess.run(
         [str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", DATABASE],
         capture_output=True,
@@ -138,5 +108,34 @@ def start_postgres(parent: Path, *, timeout: float = 60) -> Postgres:
     )
     if created.returncode != 0:
         process.stop()
+        shutil.rmtree(directory, ignore_errors=True)
         raise StartupError(f"createdb {DATABASE} failed: {created.stderr.strip()}")
     return Postgres(directory, port, process)
+
+
+def _run_server(directory: Path, port: int, timeout: float) -> Process:
+    bin_dir = postgres_bin_dir()
+    settings = {
+        "listen_addresses": "127.0.0.1",
+        "fsync": "off",  # a throwaway cluster: speed over durability
+        "synchronous_commit": "off",
+        "full_page_writes": "off",
+        "max_connections": "200",
+    }
+    argv = [str(bin_dir / "postgres"), "-D", str(directory / "data"), "-p", str(port)]
+    argv += ["-k", str(directory)]
+    for key, value in settings.items():
+        argv += ["-c", f"{key}={value}"]
+    process = spawn("postgres", argv, directory / "postgres.log", user=_server_user())
+
+    def ready() -> bool:
+        probe = subprocess.run(
+            [str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-t", "2"],
+            capture_output=True,
+            timeout=5,
+            check=False,
+        )
+        return probe.returncode == 0
+
+    wait_until(process, ready, timeout=timeout, what=f"connections on 127.0.0.1:{port}")
+    return process

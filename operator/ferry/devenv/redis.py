@@ -25,31 +25,26 @@ class Redis:
     def stop(self) -> None:
         self.process.stop()
 
+    def pause(self) -> None:
+        """Stop the server: Redis is 'down' until ``resume`` (empty: it was only a cache)."""
+        self.process.stop()
+
+    def resume(self, timeout: float = 30) -> None:
+        self.process = _run_server(self.directory, self.port, timeout)
+
 
 def start_redis(directory: Path, *, timeout: float = 30) -> Redis:
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    return Redis(directory, port, _run_server(directory, port, timeout))
+
+
+def _run_server(directory: Path, port: int, timeout: float) -> Process:
     server = shutil.which("redis-server")
     if server is None:
         raise StartupError("redis-server not found: run `make deps` (apt-get install redis-server)")
-    directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    process = spawn(
-        "redis",
-        [
-            server,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(directory),
-            "--daemonize",
-            "no",
-        ],
-        directory / "redis.log",
-    )
+    argv = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    argv += ["--dir", str(directory), "--daemonize", "no"]
+    process = spawn("redis", argv, directory / "redis.log")
     wait_until(process, lambda: port_is_open(port), timeout=timeout, what=f"127.0.0.1:{port}")
-    return Redis(directory, port, process)
+    return process

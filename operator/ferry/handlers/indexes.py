@@ -41,6 +41,11 @@ def schemas_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[
     return {(namespace, name): _snapshot(body)}
 
 
+@kopf.index(GROUP, VERSION, "featureflags")
+def flags_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): _snapshot(body)}
+
+
 @kopf.index("v1", "namespaces")
 def namespaces_index(
     name: str, labels: kopf.Labels, annotations: kopf.Annotations, **_: Any

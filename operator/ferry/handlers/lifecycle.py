@@ -34,6 +34,7 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any)
     world = World(
         entries=kwargs["entries_index"],
         schemas=kwargs["schemas_index"],
+        flags=kwargs["flags_index"],
         namespaces=kwargs["namespaces_index"],
         configmaps=kwargs["configmaps_index"],
         workloads=(

@@ -37,10 +37,17 @@ def schema_changed(memo: kopf.Memo, namespace: str, name: str, **_: Any) -> None
         runtime.enqueue_entry(namespace, user)
 
 
+@kopf.on.event(GROUP, VERSION, "featureflags")
+def flag_changed(memo: kopf.Memo, namespace: str, name: str, **_: Any) -> None:
+    _runtime(memo).queue.add(("FeatureFlag", namespace, name))
+
+
 @kopf.on.event("v1", "namespaces")
 def namespace_changed(memo: kopf.Memo, **_: Any) -> None:
-    """A namespace appeared, changed labels or went: entries that target others look again."""
+    """A namespace appeared, changed labels or went: entries and flags that target it look again."""
     runtime = _runtime(memo)
+    for namespace, name in runtime.world.flag_keys():
+        runtime.queue.add(("FeatureFlag", namespace, name))
     for namespace, name in runtime.world.entry_keys():
         entry = runtime.world.entry(namespace, name)
         target = (entry or {}).get("spec", {}).get("target") or {}

@@ -26,6 +26,7 @@ def _one(index: Mapping[Any, Any], key: Any) -> Any:
 class World:
     entries: kopf.Index[Key, dict[str, Any]]
     schemas: kopf.Index[Key, dict[str, Any]]
+    flags: kopf.Index[Key, dict[str, Any]]
     namespaces: kopf.Index[str, tuple[dict[str, str], dict[str, str]]]
     configmaps: kopf.Index[str, dict[str, Any]]  # entry uid → materialised objects
     # (namespace, reload-on entry name) → workloads; one index per kind (Deployment, ...)
@@ -36,6 +37,12 @@ class World:
 
     def schema(self, namespace: str, name: str) -> dict[str, Any] | None:
         return _one(self.schemas, (namespace, name))  # type: ignore[no-any-return]
+
+    def flag(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return _one(self.flags, (namespace, name))  # type: ignore[no-any-return]
+
+    def flag_keys(self) -> list[Key]:
+        return list(self.flags.keys())
 
     def entry_specs(self, namespace: str) -> dict[str, dict[str, Any]]:
         return {
