@@ -91,3 +91,31 @@ def eventually(
                 return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def manifest(
+    kind: str, name: str, namespace: str, spec: dict[str, Any], **meta: Any
+) -> dict[str, Any]:
+    """A Ferry custom resource as a user would write it."""
+    return {
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": namespace, **meta},
+        "spec": spec,
+    }
+
+
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
+    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if c.get("type") == type_:
+            return dict(c)
+    return None
+
+
+def get_or_none(kube: Kube, *args: str) -> Any:
+    result = kube.kubectl("get", *args, "-o", "json", check=False)
+    if result.returncode != 0:
+        if "NotFound" in result.stderr:
+            return None
+        raise AssertionError(result.stderr)
+    return json.loads(result.stdout)

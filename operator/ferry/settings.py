@@ -18,3 +18,7 @@ class Settings:
     webhook_dir: Path | None = None  # where generated webhook TLS files go
     workers: int = 8
     requeue_max_seconds: float = 30.0
+    # History retention (None: keep everything); see ferry.adapters.store.Retention.
+    retain_revisions: int | None = None
+    retain_days: int | None = None
+    audit_retain_days: int | None = None

@@ -24,6 +24,11 @@ def config_key(namespace: str, name: str) -> str:
     return f"ferry:config:{namespace}:{name}"
 
 
+def flags_key(namespace: str) -> str:
+    """Every flag served in ``namespace``: the ferry-flags document, keyed by target namespace."""
+    return f"ferry:flags:{namespace}"
+
+
 class Cache:
     def __init__(self, redis_url: str) -> None:
         self._redis = aioredis.Redis.from_url(
@@ -82,6 +87,27 @@ class Cache:
     async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             raw = await self._redis.get(config_key(namespace, name))
+        except (RedisError, OSError) as exc:
+            raise CacheUnavailable(f"Redis: {exc}") from exc
+        return None if raw is None else dict(json.loads(raw))
+
+    async def put_flags(self, namespace: str, document: Mapping[str, Any]) -> None:
+        """Store a namespace's flags.json document (and its sources) under ``ferry:flags:{ns}``,
+        so readers that cannot mount the ConfigMap get the very same flag definitions."""
+        try:
+            await self._redis.set(flags_key(namespace), json.dumps(document, ensure_ascii=False))
+        except (RedisError, OSError) as exc:
+            raise CacheUnavailable(f"Redis: {exc}") from exc
+
+    async def delete_flags(self, namespace: str) -> None:
+        try:
+            await self._redis.delete(flags_key(namespace))
+        except (RedisError, OSError) as exc:
+            raise CacheUnavailable(f"Redis: {exc}") from exc
+
+    async def get_flags(self, namespace: str) -> dict[str, Any] | None:
+        try:
+            raw = await self._redis.get(flags_key(namespace))
         except (RedisError, OSError) as exc:
             raise CacheUnavailable(f"Redis: {exc}") from exc
         return None if raw is None else dict(json.loads(raw))

@@ -37,6 +37,27 @@ import click
     help="Where the webhook CA and serving certificate are written.",
 )
 @click.option("--workers", envvar="FERRY_WORKERS", type=int, default=8, show_default=True)
+@click.option(
+    "--retain-revisions",
+    envvar="FERRY_RETAIN_REVISIONS",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Keep the last N revisions of each object (default: all).",
+)
+@click.option(
+    "--retain-days",
+    envvar="FERRY_RETAIN_DAYS",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Keep every revision current in the last D days (default: all).",
+)
+@click.option(
+    "--audit-retain-days",
+    envvar="FERRY_AUDIT_RETAIN_DAYS",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Keep audit rows for D days (default: forever).",
+)
 @click.option("--verbose", "-v", is_flag=True)
 def run(
     kubeconfig: str | None,
@@ -48,6 +69,9 @@ def run(
     webhook_port: int | None,
     webhook_dir: Path | None,
     workers: int,
+    retain_revisions: int | None,
+    retain_days: int | None,
+    audit_retain_days: int | None,
     verbose: bool,
 ) -> None:
     """Run the Ferry operator (Kopf) against the cluster in KUBECONFIG."""
@@ -73,5 +97,8 @@ def run(
         webhook_port=webhook_port,
         webhook_dir=webhook_dir,
         workers=workers,
+        retain_revisions=retain_revisions,
+        retain_days=retain_days,
+        audit_retain_days=audit_retain_days,
     )
     kopf.run(clusterwide=True, standalone=True, memo=kopf.Memo(settings=settings))

@@ -10,7 +10,7 @@ import kopf
 
 from ferry.adapters.cache import Cache
 from ferry.adapters.kube import Kube, make_client
-from ferry.adapters.store import Store, migrate
+from ferry.adapters.store import Retention, Store, StoreUnavailable, migrate
 from ferry.api.app import make_app, serve
 from ferry.reconcile.entries import EntryReconciler
 from ferry.reconcile.schemas import SchemaReconciler
@@ -21,6 +21,7 @@ from ferry.settings import Settings
 
 logger = logging.getLogger(__name__)
 RESYNC_SECONDS = 300.0
+PRUNE_SECONDS = 3600.0
 
 
 @kopf.on.startup()
@@ -54,7 +55,7 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any)
         store=store,
         cache=cache,
         entries=EntryReconciler(world, kube, store, cache),
-        schemas=SchemaReconciler(world, kube),
+        schemas=SchemaReconciler(world, kube, store),
         queue=WorkQueue(Backoff(maximum=config.requeue_max_seconds)),
     )
     memo["runtime"] = runtime
@@ -62,6 +63,7 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any)
     memo["api_runner"] = runner
     runtime.tasks.append(asyncio.create_task(_work(runtime), name="ferry-workers"))
     runtime.tasks.append(asyncio.create_task(_resync(runtime), name="ferry-resync"))
+    runtime.tasks.append(asyncio.create_task(_prune(runtime), name="ferry-prune"))
 
 
 async def _work(runtime: Runtime) -> None:
@@ -77,6 +79,29 @@ async def _resync(runtime: Runtime) -> None:
         await asyncio.sleep(RESYNC_SECONDS)
         for namespace, name in runtime.world.entry_keys():
             runtime.enqueue_entry(namespace, name)
+
+
+async def _prune(runtime: Runtime) -> None:
+    """Apply the history retention policy now and then (no-op when nothing is configured)."""
+    policy = Retention(
+        revisions=runtime.settings.retain_revisions,
+        days=runtime.settings.retain_days,
+        audit_days=runtime.settings.audit_retain_days,
+    )
+    if policy == Retention():
+        return
+    while True:
+        try:
+            pruned = await runtime.store.prune(policy)
+            if pruned.revisions or pruned.audit_rows:
+                logger.info(
+                    "retention: removed %s revision(s), %s audit row(s)",
+                    pruned.revisions,
+                    pruned.audit_rows,
+                )
+        except StoreUnavailable as exc:
+            logger.warning("retention: %s", exc)
+        await asyncio.sleep(PRUNE_SECONDS)
 
 
 @kopf.on.cleanup()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 from ferry.adapters.kube import Kube
+from ferry.adapters.store import Store, StoreUnavailable
+from ferry.domain import labels as L
 from ferry.domain.conditions import Condition, merge_conditions
 from ferry.domain.entry import references
+from ferry.domain.hashing import content_hash
 from ferry.domain.validation import check_schema
 from ferry.reconcile.entries import now
 from ferry.reconcile.world import World
@@ -19,11 +23,16 @@ KIND = "ConfigSchema"
 class SchemaReconciler:
     world: World
     kube: Kube
+    store: Store | None = None  # None: schemas are not recorded (history and export need it)
 
     async def reconcile(self, namespace: str, name: str) -> None:
         schema = self.world.schema(namespace, name)
         if schema is None:
+            if self.store is not None:
+                with contextlib.suppress(StoreUnavailable):  # best effort, as for entries
+                    await self.store.mark_deleted(KIND, namespace, name)
             return
+        await self._record(namespace, name, schema)
         generation = schema["generation"]
         violations = check_schema(schema["spec"].get("schema"))
         used_by = sum(
@@ -43,3 +52,25 @@ class SchemaReconciler:
         }
         if any(current.get(k) != v for k, v in status.items()):
             await self.kube.patch_status(KIND, namespace, name, status)
+
+    async def _record(self, namespace: str, name: str, schema: dict[str, Any]) -> None:
+        """Keep every schema spec as a revision, so `ferry export --at` can rebuild schemas too.
+
+        Recording never blocks the schema's status: the schema is not materialised anywhere, so
+        a PostgreSQL outage only delays its history until the next event or resync.
+        """
+        if self.store is None:
+            return
+        spec = schema["spec"]
+        with contextlib.suppress(StoreUnavailable):
+            await self.store.record(
+                kind=KIND,
+                namespace=namespace,
+                name=name,
+                uid=schema["uid"],
+                content=spec,
+                spec=spec,
+                content_hash=content_hash(spec),
+                changed_by=schema["annotations"].get(L.CHANGED_BY),
+                reason=schema["annotations"].get(L.CHANGE_REASON),
+            )

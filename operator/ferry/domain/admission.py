@@ -1,0 +1,240 @@
+"""What the admission webhooks decide: pure functions over specs, no I/O, never raising.
+
+The webhook and the reconciler must never disagree about what is valid, so these checks are thin
+compositions of the functions the reconciler already runs (``plan_entry``, ``check_schema``,
+``check_flag``). The webhook adds only what makes sense *before* storing: names of target
+namespaces, and ConfigSchema backward compatibility (whether an update would break entries that
+are valid today).
+
+Every function returns a list of :class:`Violation` and never raises: an exception in an admission
+webhook is an error answer, which with ``failurePolicy: Fail`` refuses the request without telling
+the user why. Anything unexpected becomes a violation at ``spec`` instead.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ferry.domain.entry import plan_entry, references
+from ferry.domain.errors import Invalid, Violation
+from ferry.domain.flags import check_flag
+from ferry.domain.labels import CHANGED_AT, CHANGED_BY
+from ferry.domain.validation import check_schema
+
+__all__ = [
+    "BACKWARD",
+    "COMPATIBILITY_NONE",
+    "check_entry",
+    "check_flag",
+    "check_schema_change",
+    "denial_message",
+    "stamp_changes",
+]
+
+BACKWARD = "Backward"
+COMPATIBILITY_NONE = "None"
+
+#: A namespace name: an RFC 1123 label (lower-case alphanumerics and '-', at most 63 characters).
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+#: A ConfigMap/Secret name: an RFC 1123 subdomain, at most 253 characters.
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+#: How many of a broken entry's violations a schema-update denial quotes (the rest are counted).
+QUOTED_PER_ENTRY = 3
+#: How many violations one denial message lists before counting the rest. kubectl prints the
+#: message on one line; thousands of lines would hide the first, most useful ones.
+MAX_LISTED = 50
+
+
+def _unexpected(path: str, error: BaseException) -> Violation:
+    text = str(error) or type(error).__name__
+    return Violation(path, f"could not be checked: {text[:300]}")
+
+
+def _target_name_violations(spec: Mapping[str, Any]) -> list[Violation]:
+    target = spec.get("target")
+    if not isinstance(target, Mapping):
+        return []
+    found: list[Violation] = []
+    namespaces = target.get("namespaces")
+    if isinstance(namespaces, list):
+        for i, namespace in enumerate(namespaces):
+            if not (
+                isinstance(namespace, str)
+                and len(namespace) <= 63
+                and _DNS1123_LABEL.fullmatch(namespace)
+            ):
+                found.append(
+                    Violation(
+                        f"spec.target.namespaces[{i}]",
+                        f"{namespace!r} is not a valid namespace name (RFC 1123 label: lower-case "
+                        "letters, digits and '-', starting and ending with a letter or digit, "
+                        "at most 63 characters)",
+                    )
+                )
+    name = target.get("name")
+    if name is not None and not (
+        isinstance(name, str) and len(name) <= 253 and _DNS1123_SUBDOMAIN.fullmatch(name)
+    ):
+        found.append(
+            Violation(
+                "spec.target.name",
+                f"{name!r} is not a valid ConfigMap name (RFC 1123 subdomain: lower-case letters, "
+                "digits, '-' and '.', at most 253 characters)",
+            )
+        )
+    return found
+
+
+def check_entry(
+    namespace: str,
+    name: str,
+    spec: object,
+    entries: Mapping[str, Mapping[str, Any]],
+    schemas: Mapping[str, Mapping[str, Any]],
+) -> list[Violation]:
+    """Every reason ConfigEntry ``namespace/name`` with ``spec`` must not be stored; empty if fine.
+
+    ``entries`` and ``schemas`` map names to specs in ``namespace`` (the stored ones; this entry's
+    own stored spec, if any, is replaced by ``spec``). This is ``plan_entry`` — the reconciler's
+    own check: bases and schema exist, resolved data satisfies the schema, rendering works and
+    fits in a ConfigMap — plus the target names, which the reconciler would only discover when
+    the API server refuses the write.
+    """
+    if not isinstance(spec, Mapping):
+        return [Violation("spec", "must be an object")]
+    try:
+        violations = _target_name_violations(spec)
+    except Exception as error:  # defensive: a spec shape nobody foresaw
+        violations = [_unexpected("spec.target", error)]
+    try:
+        plan_entry(name, spec, entries=entries, schemas=schemas)
+    except Invalid as invalid:
+        violations += invalid.violations
+    except RecursionError:
+        violations.append(Violation("spec", "is nested too deeply to be checked"))
+    except Exception as error:
+        violations.append(_unexpected("spec", error))
+    return sorted(set(violations))
+
+
+def _planned_violations(
+    name: str,
+    spec: Mapping[str, Any],
+    entries: Mapping[str, Mapping[str, Any]],
+    schemas: Mapping[str, Mapping[str, Any]],
+) -> list[Violation]:
+    try:
+        plan_entry(name, spec, entries=entries, schemas=schemas)
+    except Invalid as invalid:
+        return list(invalid.violations)
+    except RecursionError:
+        return [Violation("spec", "is nested too deeply to be checked")]
+    except Exception as error:
+        return [_unexpected("spec", error)]
+    return []
+
+
+def _quote(violations: list[Violation]) -> str:
+    quoted = "; ".join(str(v) for v in violations[:QUOTED_PER_ENTRY])
+    rest = len(violations) - QUOTED_PER_ENTRY
+    return quoted + (f" (and {rest} more)" if rest > 0 else "")
+
+
+def check_schema_change(
+    namespace: str,
+    name: str,
+    new_spec: object,
+    entries: Mapping[str, Mapping[str, Any]],
+    schemas: Mapping[str, Mapping[str, Any]],
+) -> list[Violation]:
+    """Every reason ConfigSchema ``namespace/name`` must not become ``new_spec``; empty if fine.
+
+    The schema must be usable (valid for its draft, local ``$ref`` only, RE2 patterns). With
+    ``compatibility: Backward`` (the default) an update must also keep every entry that uses the
+    schema valid: each entry in ``entries`` referring to it is planned again with the new schema,
+    and each one that is valid today but would not be is named, with its first violations.
+    Entries already invalid today do not block the update (it does not break them), and a newly
+    created schema has nothing to be compatible with. ``schemas`` holds the stored schemas.
+    """
+    if not isinstance(new_spec, Mapping):
+        return [Violation("spec", "must be an object")]
+    violations = check_schema(new_spec.get("schema"), "spec.schema")
+    compatibility = new_spec.get("compatibility", BACKWARD)
+    if compatibility not in (BACKWARD, COMPATIBILITY_NONE):
+        violations.append(
+            Violation("spec.compatibility", f"must be {BACKWARD} or {COMPATIBILITY_NONE}")
+        )
+    old_spec = schemas.get(name)
+    if violations or compatibility != BACKWARD or old_spec is None:
+        return sorted(set(violations))
+    try:
+        users = sorted(
+            entry_name
+            for entry_name, spec in entries.items()
+            if isinstance(spec, Mapping) and references(spec)[0] == name
+        )
+        proposed = {**schemas, name: new_spec}
+        for user in users:
+            spec = entries[user]
+            after = _planned_violations(user, spec, entries, proposed)
+            if not after or _planned_violations(user, spec, entries, schemas):
+                continue  # still valid, or already invalid before this update
+            violations.append(
+                Violation(
+                    "spec.schema",
+                    f'would make ConfigEntry "{user}" invalid ({_quote(sorted(after))}); '
+                    f"fix the entry first, or set spec.compatibility: {COMPATIBILITY_NONE}",
+                )
+            )
+    except Exception as error:  # defensive: the answer must be a denial, never an error
+        violations.append(_unexpected("spec.schema", error))
+    return sorted(set(violations))
+
+
+def denial_message(
+    kind: str, namespace: str | None, name: str | None, violations: Iterable[Violation]
+) -> str:
+    """The one line kubectl prints after ``admission webhook "…" denied the request:``.
+
+    Names the object (as ``kubectl get`` would), then every violation with its JSON path, so one
+    failed ``kubectl apply`` shows everything to fix. Past :data:`MAX_LISTED` the rest are counted.
+    """
+    listed = sorted(set(violations))
+    shown = "; ".join(str(v) for v in listed[:MAX_LISTED])
+    if len(listed) > MAX_LISTED:
+        shown += f"; and {len(listed) - MAX_LISTED} more"
+    where = f"{namespace}/{name}" if namespace else str(name)
+    return f"{kind} {where} is invalid: {shown}"
+
+
+def _annotations(body: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    metadata = (body or {}).get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
+    return annotations if isinstance(annotations, Mapping) else {}
+
+
+def stamp_changes(
+    operation: str | None,
+    old: Mapping[str, Any] | None,
+    new: Mapping[str, Any] | None,
+    username: str,
+    now: str,
+) -> dict[str, str | None]:
+    """The ``changed-by``/``changed-at`` annotations the mutating webhook sets (``None``: remove).
+
+    Stamped on create and on every update that changes ``spec``: the revision history records who
+    changed the *configuration*. An update that leaves ``spec`` alone (the operator adding its
+    finalizer, someone adding a label) keeps the stored stamp, and a stamp edited by hand is put
+    back, so the annotations can be trusted to name whoever last changed the content.
+    Only keys whose value must change are returned; an empty dict means no patch.
+    """
+    current = _annotations(new)
+    if operation == "CREATE" or (old or {}).get("spec") != (new or {}).get("spec"):
+        wanted: dict[str, str | None] = {CHANGED_BY: username, CHANGED_AT: now}
+    else:
+        previous = _annotations(old)
+        wanted = {key: previous.get(key) for key in (CHANGED_BY, CHANGED_AT)}
+    return {key: value for key, value in wanted.items() if current.get(key) != value}

@@ -1,0 +1,88 @@
+"""Crash safety: the operator SIGKILLed mid-convergence loses and duplicates nothing."""
+
+from __future__ import annotations
+
+import json
+import psycopg
+import pytest
+import yaml
+
+from tests.integration.conftest import Operator
+from tests.support import Kube, eventually, manifest
+
+pytestmark = pytest.mark.integration
+
+ENTRIES = 200
+TARGETS = 5
+
+
+def test_sigkill_while_200_entries_converge_into_5_namespaces(
+    kube: Kube, operator: Operator, database_url: str
+) -> None:
+    src = kube.namespace("crash")
+    targets = [
+        kube.namespace(f"crash-t{i}", labels={"ferry.dev/accept": "true"}) for i in range(TARGETS)
+    ]
+    names = [f"e{i:03d}" for i in range(ENTRIES)]
+
+    def entries(version: int) -> list[dict]:
+        return [
+            manifest(
+                "ConfigEntry",
+                name,
+                src,
+                {"data": {"name": name, "version": version}, "target": {"namespaces": targets}},
+            )
+            for name in names
+        ]
+
+    kube.kubectl("apply", "--server-side", "-f", "-", input=_yaml(entries(1)), timeout=120)
+    # Kill it as soon as it is part of the way: some ConfigMaps written, most not yet.
+    eventually(
+        lambda: kube.get_json(
+            "configmaps", "-n", targets[0], "-l", "app.kubernetes.io/managed-by=ferry"
+        )["items"],
+        interval=0.05,
+        what="the first ConfigMaps",
+    )
+    operator.kill()
+    # Half the entries change while the operator is down.
+    kube.kubectl("apply", "--server-side", "-f", "-", input=_yaml(entries(2)[::2]), timeout=120)
+    operator.start()
+
+    def converged() -> bool:
+        listed = kube.get_json("configmaps", "-A", "-l", "app.kubernetes.io/managed-by=ferry")
+        seen = {
+            (cm["metadata"]["namespace"], cm["metadata"]["name"]): json.loads(
+                cm["data"]["config.json"]
+            )["version"]
+            for cm in listed["items"]
+            if cm["metadata"]["namespace"] in targets
+        }
+        want = {(t, n): 2 if i % 2 == 0 else 1 for i, n in enumerate(names) for t in targets}
+        return seen == want
+
+    eventually(converged, timeout=240, interval=2, what="all 1000 ConfigMaps converged")
+
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT name, revision, content FROM revisions WHERE kind='ConfigEntry' "
+            "AND namespace=%s ORDER BY name, revision",
+            (src,),
+        ).fetchall()
+    by_name: dict[str, list[tuple[int, dict]]] = {}
+    for name, revision, content in rows:
+        by_name.setdefault(name, []).append((revision, content))
+    assert sorted(by_name) == names
+    for i, name in enumerate(names):
+        history = by_name[name]
+        numbers = [r for r, _ in history]
+        assert numbers == list(range(1, len(numbers) + 1)), (name, numbers)
+        contents = [c["version"] for _, c in history]
+        assert len(contents) == len(set(contents)), (name, contents)  # no duplicate revision
+        assert contents[-1] == (2 if i % 2 == 0 else 1), (name, contents)
+        assert set(contents) <= {1, 2}
+
+
+def _yaml(objects: list[dict]) -> str:
+    return yaml.safe_dump_all(objects)
