@@ -10,6 +10,7 @@ from ferry.adapters.cache import Cache
 from ferry.adapters.kube import Kube
 from ferry.adapters.store import Store
 from ferry.reconcile.entries import EntryReconciler
+from ferry.reconcile.flags import FlagReconciler
 from ferry.reconcile.schemas import SchemaReconciler
 from ferry.reconcile.workqueue import WorkQueue
 from ferry.reconcile.world import World
@@ -27,8 +28,10 @@ class Runtime:
     cache: Cache
     entries: EntryReconciler
     schemas: SchemaReconciler
+    flags: FlagReconciler
     queue: WorkQueue[QueueKey] = field(default_factory=WorkQueue)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    webhooks_ready: asyncio.Event = field(default_factory=asyncio.Event)  # see handlers/admission
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     async def reconcile(self, key: QueueKey) -> None:
@@ -37,6 +40,10 @@ class Runtime:
             await self.entries.reconcile(namespace, name)
         elif kind == "ConfigSchema":
             await self.schemas.reconcile(namespace, name)
+        elif kind == "FeatureFlag":
+            await self.flags.reconcile(namespace, name)
+        elif kind == "FlagSet":
+            await self.flags.reconcile_namespace(namespace)
 
     def enqueue_entry(self, namespace: str, name: str) -> None:
         self.queue.add(("ConfigEntry", namespace, name))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+
 import psycopg
 import pytest
 import yaml
@@ -37,7 +38,9 @@ def test_sigkill_while_200_entries_converge_into_5_namespaces(
         ]
 
     kube.kubectl("apply", "--server-side", "-f", "-", input=_yaml(entries(1)), timeout=120)
-    # Kill it as soon as it is part of the way: some ConfigMaps written, most not yet.
+    # Part of the way (some ConfigMaps written, most not yet), half the entries change, and the
+    # operator is killed right then. (Changes while it is down are refused: the admission webhook
+    # fails closed, so a single-replica operator must be up to accept configuration.)
     eventually(
         lambda: kube.get_json(
             "configmaps", "-n", targets[0], "-l", "app.kubernetes.io/managed-by=ferry"
@@ -45,9 +48,8 @@ def test_sigkill_while_200_entries_converge_into_5_namespaces(
         interval=0.05,
         what="the first ConfigMaps",
     )
-    operator.kill()
-    # Half the entries change while the operator is down.
     kube.kubectl("apply", "--server-side", "-f", "-", input=_yaml(entries(2)[::2]), timeout=120)
+    operator.kill()
     operator.start()
 
     def converged() -> bool:

@@ -293,7 +293,9 @@ class Pruned:
 async def _prune(conn: Any, policy: Retention, now: dt.datetime) -> Pruned:
     revision_cutoff, audit_cutoff = policy.cutoffs(now)
     removed_revisions = removed_audit = 0
-    deleted_cutoff = max((c for c in (revision_cutoff, audit_cutoff) if c is not None), default=None)
+    deleted_cutoff = max(
+        (c for c in (revision_cutoff, audit_cutoff) if c is not None), default=None
+    )
     if deleted_cutoff is not None:
         cur = await conn.execute(
             "WITH latest AS (SELECT kind, namespace, name, max(created_at) AS last_at"

@@ -10,9 +10,13 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ferry.adapters.cache import Cache, CacheUnavailable
+from ferry.api import flags as flags_api
+from ferry.reconcile.world import World
 
 
-def make_app(cache: Cache, is_ready: Callable[[], bool]) -> web.Application:
+def make_app(
+    cache: Cache, is_ready: Callable[[], bool], world: World | None = None
+) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
 
@@ -43,6 +47,8 @@ def make_app(cache: Cache, is_ready: Callable[[], bool]) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/configs/{namespace}/{name}", config)
+    if world is not None:
+        flags_api.add_routes(app, world)
     return app
 
 

@@ -6,6 +6,8 @@ import click
 
 from ferry import __version__
 from ferry.cli.dev import dev
+from ferry.cli.flags import flags
+from ferry.cli.history import COMMANDS as HISTORY_COMMANDS
 from ferry.cli.run import run
 
 
@@ -16,7 +18,10 @@ def cli() -> None:
 
 
 cli.add_command(dev)
+cli.add_command(flags)
 cli.add_command(run)
+for _command in HISTORY_COMMANDS:
+    cli.add_command(_command)
 
 
 def main() -> None:

@@ -3,6 +3,6 @@
 Importing this package registers every handler with Kopf's default registry.
 """
 
-from ferry.handlers import indexes, lifecycle, watches
+from ferry.handlers import admission, indexes, lifecycle, watches
 
-__all__ = ["indexes", "lifecycle", "watches"]
+__all__ = ["admission", "indexes", "lifecycle", "watches"]

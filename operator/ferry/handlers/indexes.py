@@ -12,6 +12,7 @@ from typing import Any
 import kopf
 
 from ferry.domain import labels as L
+from ferry.domain.flagset import CONFIGMAP_NAME, FLAGSET_LABEL, parse_listing
 from ferry.domain.hashing import content_hash
 
 GROUP, VERSION = "ferry.dev", "v1alpha1"
@@ -77,6 +78,16 @@ def configmaps_index(
             "data_hash": content_hash(dict(body.get("data") or {})),
         }
     }
+
+
+@kopf.index("v1", "configmaps", labels={L.MANAGED_BY: L.MANAGED_BY_FERRY, FLAGSET_LABEL: "true"})
+def flagsets_index(
+    namespace: str, name: str, annotations: kopf.Annotations, **_: Any
+) -> dict[Any, Any] | None:
+    """Target namespace → the flags its ``ferry-flags`` lists (where a flag is served now)."""
+    if name != CONFIGMAP_NAME:
+        return None
+    return {namespace: {"flags": parse_listing(annotations)}}
 
 
 def _workload_index(kind: str):  # type: ignore[no-untyped-def]

@@ -12,7 +12,9 @@ from ferry.adapters.cache import Cache
 from ferry.adapters.kube import Kube, make_client
 from ferry.adapters.store import Retention, Store, StoreUnavailable, migrate
 from ferry.api.app import make_app, serve
+from ferry.handlers import admission
 from ferry.reconcile.entries import EntryReconciler
+from ferry.reconcile.flags import FlagReconciler
 from ferry.reconcile.schemas import SchemaReconciler
 from ferry.reconcile.workqueue import Backoff, WorkQueue
 from ferry.reconcile.world import World
@@ -30,6 +32,7 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any)
     settings.posting.enabled = False  # Ferry posts its own Events, on its own objects
     settings.watching.server_timeout = 300
     settings.persistence.finalizer = "ferry.dev/kopf"  # unused: Ferry manages its own finalizer
+    admission.configure(settings, config)
 
     await asyncio.to_thread(migrate, config.database_url)
     world = World(
@@ -48,6 +51,7 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any)
     store = Store(config.database_url)
     await store.open()
     cache = Cache(config.redis_url)
+    queue: WorkQueue[tuple[str, str, str]] = WorkQueue(Backoff(maximum=config.requeue_max_seconds))
     runtime = Runtime(
         settings=config,
         world=world,
@@ -56,10 +60,20 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any)
         cache=cache,
         entries=EntryReconciler(world, kube, store, cache),
         schemas=SchemaReconciler(world, kube, store),
-        queue=WorkQueue(Backoff(maximum=config.requeue_max_seconds)),
+        flags=FlagReconciler(world, kube, store, cache, queue, kwargs["flagsets_index"]),
+        queue=queue,
     )
     memo["runtime"] = runtime
-    runner = await serve(make_app(cache, runtime.ready.is_set), config.api_host, config.api_port)
+    runtime.tasks.append(
+        asyncio.create_task(
+            admission.register(settings, config, runtime.webhooks_ready), name="ferry-webhooks"
+        )
+    )
+
+    def ready() -> bool:  # indexes filled, and the admission webhooks in force
+        return runtime.ready.is_set() and runtime.webhooks_ready.is_set()
+
+    runner = await serve(make_app(cache, ready, world), config.api_host, config.api_port)
     memo["api_runner"] = runner
     runtime.tasks.append(asyncio.create_task(_work(runtime), name="ferry-workers"))
     runtime.tasks.append(asyncio.create_task(_resync(runtime), name="ferry-resync"))
@@ -79,6 +93,8 @@ async def _resync(runtime: Runtime) -> None:
         await asyncio.sleep(RESYNC_SECONDS)
         for namespace, name in runtime.world.entry_keys():
             runtime.enqueue_entry(namespace, name)
+        for namespace, name in runtime.world.flag_keys():
+            runtime.queue.add(("FeatureFlag", namespace, name))
 
 
 async def _prune(runtime: Runtime) -> None:

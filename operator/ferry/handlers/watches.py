@@ -10,6 +10,7 @@ from typing import Any
 import kopf
 
 from ferry.domain import labels as L
+from ferry.domain.flagset import CONFIGMAP_NAME, FLAGSET_LABEL
 from ferry.domain.hashing import content_hash
 from ferry.handlers.indexes import GROUP, VERSION
 from ferry.runtime import Runtime
@@ -67,6 +68,21 @@ def configmap_changed(
         return
     if event.get("type") == "DELETED" or _edited(body, annotations):
         runtime.enqueue_entry(entry_namespace, entry_name)
+
+
+@kopf.on.event("v1", "configmaps", labels={L.MANAGED_BY: L.MANAGED_BY_FERRY, FLAGSET_LABEL: "true"})
+def flagset_changed(
+    memo: kopf.Memo,
+    event: kopf.RawEvent,
+    namespace: str,
+    name: str,
+    annotations: kopf.Annotations,
+    body: kopf.Body,
+    **_: Any,
+) -> None:
+    """A ``ferry-flags`` ConfigMap was deleted or edited by someone else: rebuild it."""
+    if name == CONFIGMAP_NAME and (event.get("type") == "DELETED" or _edited(body, annotations)):
+        _runtime(memo).queue.add(("FlagSet", namespace, ""))
 
 
 def _edited(body: kopf.Body, annotations: kopf.Annotations) -> bool:

@@ -1,7 +1,7 @@
 """History, rollback, audit and point-in-time recovery: the Python API behind the ``ferry`` CLI.
 
     from ferry.history import Session, history, diff, rollback, export, restore, audit
-    session = Session(database_url)            # caller's kubeconfig; Identity(as_user=...) to impersonate
+    session = Session(database_url, Identity(as_user="bob"))  # identity: optional
     for r in history(session, "platform", "payments-api"): ...
 
 Every call checks Kubernetes RBAC as the caller first; failures raise ``HistoryError``.

@@ -18,6 +18,7 @@ from ferry.adapters.store import AuditRecord, HistoryReader, Revision, StoreUnav
 from ferry.domain import labels as L
 from ferry.domain.entry import plan_entry, references
 from ferry.domain.errors import Invalid
+from ferry.domain.flagset import flag_content
 from ferry.history.cluster import Cluster, Identity
 from ferry.history.present import (
     KIND_ORDER,
@@ -100,9 +101,7 @@ def _pick(revisions: list[Revision], number: int) -> Revision:
 # --------------------------------------------------------------------------------- history
 
 
-def history(
-    session: Session, namespace: str, name: str, kind: str | None = None
-) -> list[Revision]:
+def history(session: Session, namespace: str, name: str, kind: str | None = None) -> list[Revision]:
     """Every kept revision of one object, oldest first."""
     with _Open(session) as (reader, cluster):
         return _revisions(reader, cluster, namespace, name, kind)[1]
@@ -149,12 +148,14 @@ def diff(
 
 
 def _live_content(cluster: Cluster, kind: str, namespace: str, name: str) -> Any:
-    """What the live object's spec resolves to now, computed as the reconciler does (entries:
-    bases merged in and validated; other kinds: the spec itself)."""
+    """What the live object's spec resolves to now, computed as the reconcilers do (entries:
+    bases merged in and validated; flags: ``flag_content``; schemas: the spec itself)."""
     live = cluster.get(kind, namespace, name)
     if live is None:
         raise NotFound(f"{kind} {namespace}/{name} not found in the cluster (compare revisions)")
     spec = live.get("spec") or {}
+    if kind == "FeatureFlag":
+        return flag_content(spec)
     if kind != "ConfigEntry":
         return spec
     entries: dict[str, Mapping[str, Any]] = {}
@@ -236,18 +237,20 @@ def rollback(
         text = f"rollback to {to}" + (f": {reason}" if reason else "")
         annotations = metadata.get("annotations")
         patch: list[dict[str, Any]] = [
-            {"op": "test", "path": "/metadata/resourceVersion", "value": metadata.get(
-                "resourceVersion"
-            )},
+            {
+                "op": "test",
+                "path": "/metadata/resourceVersion",
+                "value": metadata.get("resourceVersion"),
+            },
             {"op": "replace", "path": "/spec", "value": target.spec},
         ]
         if annotations:
             key = L.CHANGE_REASON.replace("~", "~0").replace("/", "~1")
             patch.append({"op": "add", "path": f"/metadata/annotations/{key}", "value": text})
         else:
-            patch.append({"op": "add", "path": "/metadata/annotations", "value": {
-                L.CHANGE_REASON: text
-            }})
+            patch.append(
+                {"op": "add", "path": "/metadata/annotations", "value": {L.CHANGE_REASON: text}}
+            )
         cluster.json_patch(kind, namespace, name, patch)
         reader.append_audit(
             "rolled back",

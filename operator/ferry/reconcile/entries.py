@@ -6,6 +6,7 @@ idempotent, so the whole function can be repeated after a crash or any failure.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import logging
@@ -69,11 +70,13 @@ class EntryReconciler:
     dependents: dict[Key, set[str]] = field(default_factory=dict)
     # Events said once per (uid, reason, detail) while the operator runs, not on every resync
     _events_seen: set[tuple[str, str, Any]] = field(default_factory=set)
+    _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     # ----------------------------------------------------------------------------- entry point
     async def reconcile(self, namespace: str, name: str) -> None:
         entry = self.world.entry(namespace, name)
         if entry is None:
+            await self._remove_leftovers(namespace, name)
             return
         with metrics.RECONCILE_SECONDS.labels(KIND).time():
             try:
@@ -91,13 +94,8 @@ class EntryReconciler:
 
     # ----------------------------------------------------------------------------- sync
     async def sync(self, namespace: str, name: str, entry: dict[str, Any]) -> None:
-        spec, generation, uid = entry["spec"], entry["generation"], entry["uid"]
+        spec, generation = entry["spec"], entry["generation"]
         self._remember_dependencies(namespace, name, spec)
-        if L.FINALIZER not in entry["finalizers"]:
-            await self.kube.set_finalizers(
-                KIND, namespace, name, [*entry["finalizers"], L.FINALIZER], entry["resourceVersion"]
-            )
-
         try:
             plan = plan_entry(
                 name,
@@ -117,17 +115,7 @@ class EntryReconciler:
             self.dependents.setdefault((namespace, base), set()).add(name)
 
         try:
-            recorded = await self.store.record(
-                kind=KIND,
-                namespace=namespace,
-                name=name,
-                uid=uid,
-                content=plan.data,
-                spec=spec,
-                content_hash=plan.hash,
-                changed_by=entry["annotations"].get(L.CHANGED_BY),
-                reason=entry["annotations"].get(L.CHANGE_REASON),
-            )
+            revision = await self._record(namespace, name, entry, plan)
         except StoreUnavailable as exc:
             metrics.STORE_UP.set(0)
             await self._write_status(
@@ -147,20 +135,15 @@ class EntryReconciler:
                 ],
             )
             raise Requeue(str(exc)) from exc
-        metrics.STORE_UP.set(1)
-        revision = recorded.revision.revision
-        if recorded.created:
-            metrics.REVISIONS.labels(KIND).inc()
-            await self._event(
-                namespace,
-                name,
-                entry,
-                "Normal",
-                "RevisionRecorded",
-                f"recorded revision {revision} ({plan.hash[:19]})",
-            )
 
         results = await self._materialise(namespace, name, entry, plan, revision)
+        if L.FINALIZER not in entry["finalizers"]:
+            # After the first write, not before: it keeps an API round trip (and two admission
+            # calls) off the path to the first ConfigMap. An entry deleted in between is cleaned
+            # up from the DELETED event (see ``reconcile``), and the finalizer covers the rest.
+            await self.kube.set_finalizers(
+                KIND, namespace, name, [*entry["finalizers"], L.FINALIZER], entry["resourceVersion"]
+            )
         cache_error = await self._cache(namespace, name, plan, revision)
 
         conditions = _sync_conditions(results, revision, generation, cache_error)
@@ -175,6 +158,39 @@ class EntryReconciler:
         )
         if cache_error:
             raise Requeue(cache_error)
+
+    async def _record(
+        self, namespace: str, name: str, entry: dict[str, Any], plan: EntryPlan
+    ) -> int:
+        """The revision number for ``plan``'s content, inserting a new revision if needed."""
+        status = entry.get("status") or {}
+        if status.get("hash") == plan.hash and status.get("revision"):
+            # Status carries a hash only after its revision row was committed: no need to ask.
+            return int(status["revision"])
+        recorded = await self.store.record(
+            kind=KIND,
+            namespace=namespace,
+            name=name,
+            uid=entry["uid"],
+            content=plan.data,
+            spec=entry["spec"],
+            content_hash=plan.hash,
+            changed_by=entry["annotations"].get(L.CHANGED_BY),
+            reason=entry["annotations"].get(L.CHANGE_REASON),
+        )
+        metrics.STORE_UP.set(1)
+        revision = recorded.revision.revision
+        if recorded.created:
+            metrics.REVISIONS.labels(KIND).inc()
+            self._event(
+                namespace,
+                name,
+                entry,
+                "Normal",
+                "RevisionRecorded",
+                f"recorded revision {revision} ({plan.hash[:19]})",
+            )
+        return revision
 
     # ----------------------------------------------------------------------------- materialise
     async def _materialise(
@@ -211,7 +227,7 @@ class EntryReconciler:
                     f"annotation ferry.dev/accept-from)",
                 )
             )
-            await self._event(
+            self._event(
                 namespace,
                 name,
                 entry,
@@ -289,7 +305,7 @@ class EntryReconciler:
                 raise
             if drifted:
                 metrics.DRIFT.inc()
-                await self._event(
+                self._event(
                     namespace,
                     name,
                     entry,
@@ -360,6 +376,14 @@ class EntryReconciler:
                 KIND, namespace, name, remaining, entry["resourceVersion"]
             )
 
+    async def _remove_leftovers(self, namespace: str, name: str) -> None:
+        """An entry gone without our finalizer (deleted before its first sync finished, or the
+        finalizer removed by hand): remove what it materialised, found by its annotations."""
+        for store in list(self.world.configmaps.values()):
+            for obj in list(store):
+                if (obj["entry_namespace"], obj["entry_name"]) == (namespace, name):
+                    await self.kube.delete_configmap(obj["namespace"], obj["name"])
+
     # ----------------------------------------------------------------------------- helpers
     def _remember_dependencies(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
         schema, bases = references(spec)
@@ -391,7 +415,7 @@ class EntryReconciler:
             ],
         )
         if previous is None or previous.get("message") != text:
-            await self._event(namespace, name, entry, "Warning", "InvalidConfig", text)
+            self._event(namespace, name, entry, "Warning", "InvalidConfig", text)
             with contextlib.suppress(StoreUnavailable):
                 await self.store.audit(
                     "invalid",
@@ -428,7 +452,7 @@ class EntryReconciler:
             return
         await self.kube.patch_status(KIND, namespace, name, status)
 
-    async def _event(
+    def _event(
         self,
         namespace: str,
         name: str,
@@ -443,12 +467,17 @@ class EntryReconciler:
             if marker in self._events_seen:
                 return
             self._events_seen.add(marker)
-        await self.kube.post_event(
-            {"kind": KIND, "name": name, "namespace": namespace, "uid": entry["uid"]},
-            type=type_,
-            reason=reason,
-            message=message,
+        # Fire and forget: an Event is informative and must not add a round trip to a sync.
+        task = asyncio.create_task(
+            self.kube.post_event(
+                {"kind": KIND, "name": name, "namespace": namespace, "uid": entry["uid"]},
+                type=type_,
+                reason=reason,
+                message=message,
+            )
         )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
 
 # Targets that are wanted but refused or missing are reported, not failures of the entry: a

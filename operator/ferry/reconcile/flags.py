@@ -111,6 +111,9 @@ class FlagReconciler:
     # (namespace, name) → target namespaces this process last served the flag in (covers the
     # moment before the ConfigMap index hears of our own write)
     _served: dict[Key, set[str]] = field(default_factory=dict)
+    # uid → (generation, namespaces fingerprint, plan): a namespace sync asks every flag where
+    # it goes; without this a namespace event would cost flags^2 * namespaces
+    _plans: dict[str, tuple[int, int, TargetPlan]] = field(default_factory=dict)
     _events_seen: set[tuple[str, str, Any]] = field(default_factory=set)
 
     # ----------------------------------------------------------------------------- entry points
@@ -241,11 +244,24 @@ class FlagReconciler:
         if cache_errors:
             raise Requeue(cache_errors[0])
 
-    def _targets(self, namespace: str, snapshot: dict[str, Any]) -> TargetPlan:
+    def _targets(
+        self,
+        namespace: str,
+        snapshot: dict[str, Any],
+        namespaces: list[tuple[str, dict[str, str], dict[str, str]]] | None = None,
+        fingerprint: int | None = None,
+    ) -> TargetPlan:
         """Where the flag goes: ``spec.target``, or its own namespace when absent."""
-        return desired_namespaces(
-            namespace, snapshot["spec"].get("target"), self.world.all_namespaces()
-        )
+        if namespaces is None or fingerprint is None:
+            namespaces = list(self.world.all_namespaces())
+            fingerprint = _fingerprint(namespaces)
+        uid, generation = str(snapshot["uid"]), snapshot["generation"]
+        cached = self._plans.get(uid)
+        if cached is not None and cached[:2] == (generation, fingerprint):
+            return cached[2]
+        plan = desired_namespaces(namespace, snapshot["spec"].get("target"), namespaces)
+        self._plans[uid] = (generation, fingerprint, plan)
+        return plan
 
     def _target_status(
         self, namespace: str, plan: TargetPlan, placements: dict[str, Placement]
@@ -279,6 +295,7 @@ class FlagReconciler:
         """Make ``target``'s ``ferry-flags`` hold exactly the flags served there now."""
         async with self._lock(target):
             namespaces = list(self.world.all_namespaces())
+            fingerprint = _fingerprint(namespaces)
             if target not in {n for n, _, _ in namespaces}:
                 # The namespace is gone, and its ConfigMap with it.
                 self._forget_served(target, set())
@@ -311,9 +328,7 @@ class FlagReconciler:
                     digest = content_hash(flag_content(snapshot["spec"]))
                     revision = self._revision_of(namespace, name, snapshot, digest)
                     if revision is not None:
-                        wanted = desired_namespaces(
-                            namespace, snapshot["spec"].get("target"), namespaces
-                        )
+                        wanted = self._targets(namespace, snapshot, namespaces, fingerprint)
                         if target in wanted.accepted:
                             candidates.append(
                                 Candidate(
@@ -526,6 +541,7 @@ class FlagReconciler:
         self._served.pop((namespace, name), None)
         for stale in {uid, recorded[0] if recorded else None} - {None}:
             self._parsed.pop(str(stale), None)
+            self._plans.pop(str(stale), None)
 
     # ----------------------------------------------------------------------------- helpers
     def _snapshots(self) -> Iterator[tuple[Key, dict[str, Any]]]:
@@ -663,6 +679,18 @@ class FlagReconciler:
             reason=reason,
             message=message,
         )
+
+
+def _fingerprint(namespaces: list[tuple[str, dict[str, str], dict[str, str]]]) -> int:
+    """Changes whenever a namespace appears, goes, or changes its labels or annotations."""
+    return hash(
+        tuple(
+            sorted(
+                (n, tuple(sorted(lb.items())), tuple(sorted(an.items())))
+                for n, lb, an in namespaces
+            )
+        )
+    )
 
 
 def _document_flags(data: Mapping[str, str]) -> dict[str, Any]:

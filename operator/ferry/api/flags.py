@@ -1,0 +1,74 @@
+"""``GET /v1/flags/{namespace}/{name}/evaluate``: one flag answer over HTTP.
+
+Answers from the operator's own index of FeatureFlags (the live spec, as ``ferry flags eval`` reads
+it) through the same pure evaluator that flagd's ``flags.json`` is tested against, so an app
+asking here gets the variant its flagd provider would give. Query:
+``targetingKey=K`` (optional) and ``attr=name=value`` (repeatable; values typed as in
+:mod:`ferry.domain.flags.context`).
+
+Responses: 200 with ``{namespace, flag, variant, value, reason[, errorCode], revision}``; 400 for
+a malformed ``attr``; 404 for an unknown flag; 422 with every violation for an invalid flag.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ferry.domain.errors import Invalid
+from ferry.domain.flags import Flag, evaluate, parse_flag
+from ferry.domain.flags.context import BadAttribute, answer_json, parse_attributes
+from ferry.reconcile.world import World
+
+
+def add_routes(app: web.Application, world: World) -> None:
+    """Register the flag routes on ``app`` (before it starts)."""
+    # uid → (generation, parse result): each flag version is parsed once, not once per request
+    parsed: dict[str, tuple[int, Flag | Invalid]] = {}
+
+    def flag_of(name: str, snapshot: dict[str, Any]) -> Flag | Invalid:
+        uid, generation = str(snapshot["uid"]), snapshot["generation"]
+        cached = parsed.get(uid)
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        result: Flag | Invalid
+        try:
+            result = parse_flag(name, snapshot["spec"])
+        except Invalid as exc:
+            result = exc
+        if len(parsed) > 10_000:  # bound memory across many deleted flags
+            parsed.clear()
+        parsed[uid] = (generation, result)
+        return result
+
+    async def evaluate_flag(request: web.Request) -> web.Response:
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        try:
+            attributes = parse_attributes(request.query.getall("attr", []))
+        except BadAttribute as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        snapshot = world.flag(namespace, name)
+        if snapshot is None or snapshot["deleting"]:
+            return web.json_response(
+                {"error": f"FeatureFlag {namespace}/{name} not found"}, status=404
+            )
+        flag = flag_of(name, snapshot)
+        if isinstance(flag, Invalid):
+            return web.json_response(
+                {
+                    "error": f"FeatureFlag {namespace}/{name} is invalid",
+                    "reason": flag.reason,
+                    "violations": [{"path": v.path, "message": v.message} for v in flag.violations],
+                },
+                status=422,
+            )
+        evaluation = evaluate(flag, request.query.get("targetingKey"), attributes)
+        revision = (snapshot.get("status") or {}).get("revision")
+        return web.json_response(
+            answer_json(
+                namespace, name, evaluation, revision if isinstance(revision, int) else None
+            )
+        )
+
+    app.router.add_get("/v1/flags/{namespace}/{name}/evaluate", evaluate_flag)
