@@ -11,6 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
+import yaml
 
 from ferry.devenv.process import pid_alive, port_is_open
 from tests.support import Kube
@@ -160,9 +161,15 @@ def test_dev_up_twice_then_down_leaves_nothing_behind(tmp_path: Path) -> None:
     assert exported.stdout.startswith("export KUBECONFIG=")
     assert "FERRY_DATABASE_URL=postgresql://" in exported.stdout
     assert "FERRY_REDIS_URL=redis://127.0.0.1:" in exported.stdout
-    ports = [
-        int(u.rsplit(":", 1)[1].split("/")[0]) for u in (state["database_url"], state["redis_url"])
+    kubeconfig = yaml.safe_load(Path(state["kubeconfig"]).read_text())
+    urls = [
+        state["database_url"],
+        state["redis_url"],
+        state["extra"]["FERRY_API_URL"],
+        kubeconfig["clusters"][0]["cluster"]["server"],
     ]
+    ports = [int(u.rsplit(":", 1)[1].split("/")[0]) for u in urls]
+    assert all(port_is_open(port) for port in ports)
 
     second = _ferry("dev", "up", env=env)
     assert second.returncode == 0, second.stderr

@@ -6,10 +6,11 @@ Redis is only a cache for Ferry, so nothing is saved to disk.
 from __future__ import annotations
 
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from ferry.devenv.process import Process, StartupError, free_port, port_is_open, spawn, wait_until
+from ferry.devenv.process import Process, StartupError, free_port, spawn, wait_until
 
 
 @dataclass
@@ -46,5 +47,12 @@ def _run_server(directory: Path, port: int, timeout: float) -> Process:
     argv = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     argv += ["--dir", str(directory), "--daemonize", "no"]
     process = spawn("redis", argv, directory / "redis.log")
-    wait_until(process, lambda: port_is_open(port), timeout=timeout, what=f"127.0.0.1:{port}")
+    wait_until(process, lambda: _pong(port), timeout=timeout, what=f"PONG on 127.0.0.1:{port}")
     return process
+
+
+def _pong(port: int) -> bool:
+    """Ask Redis itself: an open port alone could be someone else's server."""
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+        conn.sendall(b"PING\r\n")
+        return conn.recv(16).startswith(b"+PONG")
