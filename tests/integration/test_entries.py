@@ -280,6 +280,7 @@ def test_redis_down_never_blocks_materialisation_and_the_cache_catches_up(
 
         cached = eventually(materialised_uncached, what="ConfigMap written, Cached=False")
         assert cached["reason"] == "CacheUnavailable"
+        assert "ferry_cache_up 0.0" in metrics(operator)
         assert (
             condition(get_or_none(kube, "configentry", "e", "-n", ns), "Ready")["status"] == "True"
         )
@@ -291,6 +292,14 @@ def test_redis_down_never_blocks_materialisation_and_the_cache_catches_up(
         return raw is not None and json.loads(raw)["revision"] == 1
 
     eventually(caught_up, timeout=60, what="cache written after Redis came back")
+    assert "ferry_cache_up 1.0" in metrics(operator)
+
+
+def metrics(operator: Operator) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{operator.api_url}/metrics", timeout=5) as response:
+        return str(response.read().decode())
 
 
 # ------------------------------------------------------------------------------ targets

@@ -18,7 +18,7 @@ from lightkube import ApiError
 
 from ferry import metrics
 from ferry.adapters.cache import Cache, CacheUnavailable
-from ferry.adapters.kube import Kube
+from ferry.adapters.kube import Kube, is_transient
 from ferry.adapters.store import Store, StoreUnavailable
 from ferry.domain import labels as L
 from ferry.domain.conditions import Condition, merge_conditions
@@ -87,9 +87,14 @@ class EntryReconciler:
             except Requeue:
                 metrics.RECONCILES.labels(KIND, "requeued").inc()
                 raise
-            except Exception:
-                metrics.RECONCILES.labels(KIND, "error").inc()
-                raise
+            except Exception as exc:
+                if not is_transient(exc):
+                    metrics.RECONCILES.labels(KIND, "error").inc()
+                    raise
+                # Conflicts, 429s, 5xx and network errors: expected now and then; retry quietly.
+                metrics.RECONCILES.labels(KIND, "requeued").inc()
+                logger.warning("%s/%s: %s; retrying", namespace, name, exc)
+                raise Requeue(str(exc)) from exc
             metrics.RECONCILES.labels(KIND, "ok").inc()
 
     # ----------------------------------------------------------------------------- sync
