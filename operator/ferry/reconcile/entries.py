@@ -6,9 +6,7 @@ idempotent, so the whole function can be repeated after a crash or any failure.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import datetime as dt
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,19 +19,16 @@ from ferry.adapters.cache import Cache, CacheUnavailable
 from ferry.adapters.kube import Kube, is_transient
 from ferry.adapters.store import Store, StoreUnavailable
 from ferry.domain import labels as L
-from ferry.domain.conditions import Condition, merge_conditions
+from ferry.domain.conditions import Condition
 from ferry.domain.entry import EntryPlan, plan_entry, references
 from ferry.domain.errors import Invalid, Violation
 from ferry.domain.targets import desired_namespaces
+from ferry.reconcile.reporting import Reporter
 from ferry.reconcile.workqueue import Requeue
 from ferry.reconcile.world import Key, World
 
 KIND = "ConfigEntry"
 logger = logging.getLogger(__name__)
-
-
-def now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -68,9 +63,10 @@ class EntryReconciler:
     cache: Cache
     # (namespace, base-or-schema name) → entries in that namespace that use it (from last resolve)
     dependents: dict[Key, set[str]] = field(default_factory=dict)
-    # Events said once per (uid, reason, detail) while the operator runs, not on every resync
-    _events_seen: set[tuple[str, str, Any]] = field(default_factory=set)
-    _background: set[asyncio.Task[None]] = field(default_factory=set)
+    report: Reporter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.report = Reporter(KIND, self.kube, self.store)
 
     # ----------------------------------------------------------------------------- entry point
     async def reconcile(self, namespace: str, name: str) -> None:
@@ -123,7 +119,7 @@ class EntryReconciler:
             revision = await self._record(namespace, name, entry, plan)
         except StoreUnavailable as exc:
             metrics.STORE_UP.set(0)
-            await self._write_status(
+            await self.report.status(
                 namespace,
                 name,
                 entry,
@@ -152,13 +148,13 @@ class EntryReconciler:
         cache_error = await self._cache(namespace, name, plan, revision)
 
         conditions = _sync_conditions(results, revision, generation, cache_error)
-        await self._write_status(
+        await self.report.status(
             namespace,
             name,
             entry,
             conditions,
             revision=revision,
-            content_hash=plan.hash,
+            hash=plan.hash,
             targets=[r.as_status() for r in results],
         )
         if cache_error:
@@ -187,10 +183,10 @@ class EntryReconciler:
         revision = recorded.revision.revision
         if recorded.created:
             metrics.REVISIONS.labels(KIND).inc()
-            self._event(
+            self.report.event(
                 namespace,
                 name,
-                entry,
+                entry["uid"],
                 "Normal",
                 "RevisionRecorded",
                 f"recorded revision {revision} ({plan.hash[:19]})",
@@ -232,10 +228,10 @@ class EntryReconciler:
                     f"annotation ferry.dev/accept-from)",
                 )
             )
-            self._event(
+            self.report.event(
                 namespace,
                 name,
-                entry,
+                entry["uid"],
                 "Warning",
                 "TargetRefused",
                 f'namespace "{target_ns}" does not accept entries from "{namespace}"',
@@ -310,10 +306,10 @@ class EntryReconciler:
                 raise
             if drifted:
                 metrics.DRIFT.inc()
-                self._event(
+                self.report.event(
                     namespace,
                     name,
-                    entry,
+                    entry["uid"],
                     "Normal",
                     "DriftCorrected",
                     f"restored ConfigMap {target_ns}/{object_name} edited by hand",
@@ -401,88 +397,14 @@ class EntryReconciler:
     async def _report_invalid(
         self, namespace: str, name: str, entry: dict[str, Any], exc: Invalid
     ) -> None:
-        generation = entry["generation"]
-        text = exc.message
-        previous = _condition(entry, "Valid")
-        await self._write_status(
+        await self.report.invalid(
             namespace,
             name,
             entry,
-            [
-                Condition("Valid", "False", exc.reason, text, generation),
-                Condition(
-                    "Ready",
-                    "False",
-                    exc.reason,
-                    "invalid content: nothing materialised; existing objects are untouched",
-                    generation,
-                ),
-            ],
+            exc,
+            event_reason="InvalidConfig",
+            consequence="invalid content: nothing materialised; existing objects are untouched",
         )
-        if previous is None or previous.get("message") != text:
-            self._event(namespace, name, entry, "Warning", "InvalidConfig", text)
-            with contextlib.suppress(StoreUnavailable):
-                await self.store.audit(
-                    "invalid",
-                    kind=KIND,
-                    namespace=namespace,
-                    name=name,
-                    uid=entry["uid"],
-                    details={"reason": exc.reason},
-                )
-
-    async def _write_status(
-        self,
-        namespace: str,
-        name: str,
-        entry: dict[str, Any],
-        conditions: list[Condition],
-        *,
-        revision: int | None = None,
-        content_hash: str | None = None,
-        targets: list[dict[str, Any]] | None = None,
-    ) -> None:
-        current = entry.get("status") or {}
-        status: dict[str, Any] = {
-            "observedGeneration": entry["generation"],
-            "conditions": merge_conditions(current.get("conditions"), conditions, now()),
-        }
-        if revision is not None:
-            status["revision"] = revision
-        if content_hash is not None:
-            status["hash"] = content_hash
-        if targets is not None:
-            status["targets"] = targets
-        if _same_status(current, status):
-            return
-        await self.kube.patch_status(KIND, namespace, name, status)
-
-    def _event(
-        self,
-        namespace: str,
-        name: str,
-        entry: dict[str, Any],
-        type_: str,
-        reason: str,
-        message: str,
-        once_per: Any = None,
-    ) -> None:
-        if once_per is not None:
-            marker = (entry["uid"], reason, once_per)
-            if marker in self._events_seen:
-                return
-            self._events_seen.add(marker)
-        # Fire and forget: an Event is informative and must not add a round trip to a sync.
-        task = asyncio.create_task(
-            self.kube.post_event(
-                {"kind": KIND, "name": name, "namespace": namespace, "uid": entry["uid"]},
-                type=type_,
-                reason=reason,
-                message=message,
-            )
-        )
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
 
 # Targets that are wanted but refused or missing are reported, not failures of the entry: a
@@ -526,14 +448,3 @@ def _sync_conditions(
             generation,
         ),
     ]
-
-
-def _condition(entry: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    for condition in (entry.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == type_:
-            return dict(condition)
-    return None
-
-
-def _same_status(current: dict[str, Any], new: dict[str, Any]) -> bool:
-    return all(current.get(k) == v for k, v in new.items())

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import logging
 from collections.abc import Iterator, Mapping
@@ -37,7 +36,7 @@ from ferry.adapters.cache import Cache, CacheUnavailable
 from ferry.adapters.kube import Kube
 from ferry.adapters.store import Store, StoreUnavailable
 from ferry.domain import labels as L
-from ferry.domain.conditions import Condition, merge_conditions
+from ferry.domain.conditions import Condition
 from ferry.domain.errors import Invalid, Violation
 from ferry.domain.flags import Flag, parse_flag
 from ferry.domain.flagset import (
@@ -53,6 +52,7 @@ from ferry.domain.flagset import (
 )
 from ferry.domain.hashing import content_hash
 from ferry.domain.targets import TargetPlan, desired_namespaces
+from ferry.reconcile.reporting import Reporter
 from ferry.reconcile.workqueue import Requeue, WorkQueue
 from ferry.reconcile.world import Key, World
 
@@ -65,10 +65,6 @@ _STORE_ERRORS = (psycopg.Error, OSError, asyncio.TimeoutError, StoreUnavailable)
 # Target results that are reported but do not make a flag un-Ready: a namespace that has not
 # opted in is its owner's choice, and one that does not exist yet may be created later.
 _NOT_BLOCKING = ("NamespaceNotAccepting", "NamespaceNotFound")
-
-
-def now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -114,7 +110,10 @@ class FlagReconciler:
     # uid → (generation, namespaces fingerprint, plan): a namespace sync asks every flag where
     # it goes; without this a namespace event would cost flags^2 * namespaces
     _plans: dict[str, tuple[int, int, TargetPlan]] = field(default_factory=dict)
-    _events_seen: set[tuple[str, str, Any]] = field(default_factory=set)
+    report: Reporter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.report = Reporter(KIND, self.kube, self.store)
 
     # ----------------------------------------------------------------------------- entry points
     async def reconcile(self, namespace: str, name: str) -> None:
@@ -176,7 +175,7 @@ class FlagReconciler:
             )
         except StoreUnavailable as exc:
             metrics.STORE_UP.set(0)
-            await self._write_status(
+            await self.report.status(
                 namespace,
                 name,
                 snapshot,
@@ -198,10 +197,10 @@ class FlagReconciler:
         self._recorded[(namespace, name)] = (uid, digest, revision)
         if recorded.created:
             metrics.REVISIONS.labels(KIND).inc()
-            await self._event(
+            self.report.event(
                 namespace,
                 name,
-                snapshot,
+                snapshot["uid"],
                 "Normal",
                 "RevisionRecorded",
                 f"recorded revision {revision} ({digest[:19]})",
@@ -223,22 +222,22 @@ class FlagReconciler:
         targets = self._target_status(namespace, plan, placements)
         for target, placement in placements.items():
             if placement.reason in ("NameConflict", "Conflict", "ApplyFailed"):
-                await self._event(
+                self.report.event(
                     namespace,
                     name,
-                    snapshot,
+                    snapshot["uid"],
                     "Normal" if placement.synced else "Warning",
                     placement.reason,
                     f"{target}: {placement.message}",
                     once_per=(target, placement.message),
                 )
-        await self._write_status(
+        await self.report.status(
             namespace,
             name,
             snapshot,
             _sync_conditions(targets, revision, generation, cache_errors),
             revision=revision,
-            content_hash=digest,
+            hash=digest,
             targets=targets,
         )
         if cache_errors:
@@ -394,7 +393,7 @@ class FlagReconciler:
                         if drifted:
                             metrics.DRIFT.inc()
                             for winner in plan.winners.values():
-                                await self._event_on(
+                                self.report.event(
                                     winner.namespace,
                                     winner.name,
                                     winner.uid,
@@ -591,93 +590,13 @@ class FlagReconciler:
     async def _report_invalid(
         self, namespace: str, name: str, snapshot: dict[str, Any], exc: Invalid
     ) -> None:
-        generation = snapshot["generation"]
-        previous = _condition(snapshot, "Valid")
-        await self._write_status(
+        await self.report.invalid(
             namespace,
             name,
             snapshot,
-            [
-                Condition("Valid", "False", exc.reason, exc.message, generation),
-                Condition(
-                    "Ready",
-                    "False",
-                    exc.reason,
-                    "invalid flag: nothing recorded or served; what was served is untouched",
-                    generation,
-                ),
-            ],
-        )
-        if previous is None or previous.get("message") != exc.message:
-            await self._event(namespace, name, snapshot, "Warning", "InvalidFlag", exc.message)
-            with contextlib.suppress(StoreUnavailable):
-                await self.store.audit(
-                    "invalid",
-                    kind=KIND,
-                    namespace=namespace,
-                    name=name,
-                    uid=snapshot["uid"],
-                    details={"reason": exc.reason, "violations": [str(v) for v in exc.violations]},
-                )
-
-    async def _write_status(
-        self,
-        namespace: str,
-        name: str,
-        snapshot: dict[str, Any],
-        conditions: list[Condition],
-        *,
-        revision: int | None = None,
-        content_hash: str | None = None,
-        targets: list[dict[str, Any]] | None = None,
-    ) -> None:
-        current = snapshot.get("status") or {}
-        status: dict[str, Any] = {
-            "observedGeneration": snapshot["generation"],
-            "conditions": merge_conditions(current.get("conditions"), conditions, now()),
-        }
-        if revision is not None:
-            status["revision"] = revision
-        if content_hash is not None:
-            status["hash"] = content_hash
-        if targets is not None:
-            status["targets"] = targets
-        if all(current.get(k) == v for k, v in status.items()):
-            return
-        await self.kube.patch_status(KIND, namespace, name, status)
-
-    async def _event(
-        self,
-        namespace: str,
-        name: str,
-        snapshot: dict[str, Any],
-        type_: str,
-        reason: str,
-        message: str,
-        once_per: Any = None,
-    ) -> None:
-        await self._event_on(namespace, name, snapshot["uid"], type_, reason, message, once_per)
-
-    async def _event_on(
-        self,
-        namespace: str,
-        name: str,
-        uid: str,
-        type_: str,
-        reason: str,
-        message: str,
-        once_per: Any = None,
-    ) -> None:
-        if once_per is not None:
-            marker = (uid, reason, once_per)
-            if marker in self._events_seen:
-                return
-            self._events_seen.add(marker)
-        await self.kube.post_event(
-            {"kind": KIND, "name": name, "namespace": namespace, "uid": uid},
-            type=type_,
-            reason=reason,
-            message=message,
+            exc,
+            event_reason="InvalidFlag",
+            consequence="invalid flag: nothing recorded or served; what was served is untouched",
         )
 
 
@@ -740,10 +659,3 @@ def _sync_conditions(
             generation,
         ),
     ]
-
-
-def _condition(snapshot: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    for condition in (snapshot.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == type_:
-            return dict(condition)
-    return None

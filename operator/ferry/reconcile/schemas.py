@@ -13,7 +13,7 @@ from ferry.domain.conditions import Condition, merge_conditions
 from ferry.domain.entry import references
 from ferry.domain.hashing import content_hash
 from ferry.domain.validation import check_schema
-from ferry.reconcile.entries import now
+from ferry.reconcile.reporting import now
 from ferry.reconcile.world import World
 
 KIND = "ConfigSchema"

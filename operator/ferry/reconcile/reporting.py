@@ -1,0 +1,121 @@
+"""How reconcilers tell users what happened: status (conditions), Events and the audit trail.
+
+Shared by every kind so that ConfigEntry and FeatureFlag report in exactly the same shape, which is
+what `kubectl wait`, Argo CD and Flux read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from ferry.adapters.kube import Kube
+from ferry.adapters.store import Store, StoreUnavailable
+from ferry.domain.conditions import Condition, merge_conditions
+from ferry.domain.errors import Invalid
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def condition(snapshot: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    for found in (snapshot.get("status") or {}).get("conditions") or []:
+        if found.get("type") == type_:
+            return dict(found)
+    return None
+
+
+@dataclass
+class Reporter:
+    kind: str
+    kube: Kube
+    store: Store
+    # Events said once per (uid, reason, detail) while the operator runs, not on every resync.
+    _said: set[tuple[str, str, Any]] = field(default_factory=set)
+    _background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def status(
+        self,
+        namespace: str,
+        name: str,
+        snapshot: dict[str, Any],
+        conditions: list[Condition],
+        **fields: Any,
+    ) -> None:
+        """Patch the status subresource, unless it already says exactly this.
+
+        ``fields`` are extra top-level status fields (revision, hash, targets); None values are
+        left out so an earlier value stays (status.hash only ever names a committed revision).
+        """
+        current = snapshot.get("status") or {}
+        status: dict[str, Any] = {
+            "observedGeneration": snapshot["generation"],
+            "conditions": merge_conditions(current.get("conditions"), conditions, now()),
+            **{k: v for k, v in fields.items() if v is not None},
+        }
+        if all(current.get(k) == v for k, v in status.items()):
+            return
+        await self.kube.patch_status(self.kind, namespace, name, status)
+
+    def event(
+        self,
+        namespace: str,
+        name: str,
+        uid: str,
+        type_: str,
+        reason: str,
+        message: str,
+        once_per: Any = None,
+    ) -> None:
+        """Post an Event in the background: informative, so never a round trip on a sync."""
+        if once_per is not None:
+            marker = (uid, reason, once_per)
+            if marker in self._said:
+                return
+            self._said.add(marker)
+        involved = {"kind": self.kind, "name": name, "namespace": namespace, "uid": uid}
+        task = asyncio.create_task(
+            self.kube.post_event(involved, type=type_, reason=reason, message=message)
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def invalid(
+        self,
+        namespace: str,
+        name: str,
+        snapshot: dict[str, Any],
+        exc: Invalid,
+        *,
+        event_reason: str,
+        consequence: str,
+    ) -> None:
+        """Valid=False and Ready=False with every violation; an Event and an audit row when the
+        message is new (not on every resync)."""
+        generation = snapshot["generation"]
+        previous = condition(snapshot, "Valid")
+        await self.status(
+            namespace,
+            name,
+            snapshot,
+            [
+                Condition("Valid", "False", exc.reason, exc.message, generation),
+                Condition("Ready", "False", exc.reason, consequence, generation),
+            ],
+        )
+        if previous is not None and previous.get("message") == exc.message:
+            return
+        self.event(namespace, name, snapshot["uid"], "Warning", event_reason, exc.message)
+        with contextlib.suppress(StoreUnavailable):
+            await self.store.audit(
+                "invalid",
+                kind=self.kind,
+                namespace=namespace,
+                name=name,
+                uid=snapshot["uid"],
+                details={"reason": exc.reason, "violations": [str(v) for v in exc.violations]},
+            )
