@@ -306,6 +306,42 @@ def test_server_side_dry_run_goes_through_the_same_checks(kube: Kube, ns: str) -
     assert not exists(kube, "configentry", "ok", ns)
 
 
+def test_denials_are_in_the_audit_trail_with_the_user_but_dry_runs_are_not(
+    kube: Kube, ns: str, database_url: str
+) -> None:
+    kube.apply(schema("payments", ns, PAYMENTS))
+    bad = entry("api", ns, {"schemaRef": {"name": "payments"}, "data": {"db": {"poolSize": 500}}})
+    dry = entry("dry", ns, {"schemaRef": {"name": "payments"}, "data": {"db": {"poolSize": 500}}})
+
+    refused = kube.kubectl(
+        "apply",
+        "--server-side",
+        "--as=carol",
+        "--as-group=system:masters",
+        "-f",
+        "-",
+        input=json.dumps(bad),
+        check=False,
+    )
+    kube.kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(dry), check=False)
+    assert refused.returncode != 0
+
+    def denials() -> list[tuple[str, str, str]]:
+        with psycopg.connect(database_url) as conn:
+            rows = conn.execute(
+                "SELECT name, username, details->>'message' FROM audit_log "
+                "WHERE action='admission-denied' AND namespace=%s ORDER BY id",
+                (ns,),
+            ).fetchall()
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    [(name, user, message)] = eventually(denials, what="the denial in the audit trail")
+    time.sleep(1)  # audit rows are written in the background: give a wrong one time to appear
+    assert len(denials()) == 1
+    assert (name, user) == ("api", "carol")
+    assert "spec.data.db.poolSize: 500 is greater than the maximum of 100" in message
+
+
 def test_registered_webhooks_fail_closed_quickly_and_have_no_side_effects(
     kube: Kube, ns: str
 ) -> None:

@@ -306,7 +306,7 @@ def metrics(operator: Operator) -> str:
 
 
 def test_targets_need_opt_in_and_follow_namespaces_created_or_relabelled_later(
-    kube: Kube, operator: Operator
+    kube: Kube, operator: Operator, database_url: str
 ) -> None:
     src = kube.namespace("src")
     team = f"team-{src[-8:]}"
@@ -337,6 +337,10 @@ def test_targets_need_opt_in_and_follow_namespaces_created_or_relabelled_later(
     assert configmap_data(kube, accepting, "shared") == {"config.json": '{\n  "k": "v"\n}'}
     assert configmap_data(kube, refusing, "shared") is None
     assert "TargetRefused" in event_reasons(kube, src, "shared")
+    eventually(
+        lambda: "target-refused" in audit_actions(database_url, src, "shared"),
+        what="the refusal in the audit trail",
+    )
 
     # Opting in by annotation naming the source namespace.
     kube.kubectl("annotate", "namespace", refusing, f"ferry.dev/accept-from=other,{src}")
@@ -365,7 +369,17 @@ def test_explicit_target_list_and_dropped_target_removed(kube: Kube, operator: O
 # ------------------------------------------------------------------------------ lifecycle
 
 
-def test_hand_edits_and_deletes_are_restored_with_an_event(kube: Kube, operator: Operator) -> None:
+def audit_actions(database_url: str, ns: str, name: str) -> list[str]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT action FROM audit_log WHERE namespace=%s AND name=%s ORDER BY id", (ns, name)
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def test_hand_edits_and_deletes_are_restored_with_an_event(
+    kube: Kube, operator: Operator, database_url: str
+) -> None:
     ns = kube.namespace("drift")
     kube.apply(entry("e", ns, {"data": {"x": 1}}))
     wait_ready(kube, ns, "e")
@@ -386,6 +400,15 @@ def test_hand_edits_and_deletes_are_restored_with_an_event(kube: Kube, operator:
 
     kube.kubectl("delete", "configmap", "e", "-n", ns)
     eventually(lambda: configmap_data(kube, ns, "e") == good, what="deleted ConfigMap restored")
+    messages = {e["message"] for e in events(kube, ns, "e") if e["reason"] == "DriftCorrected"}
+    assert messages == {
+        f"restored ConfigMap {ns}/e edited by hand",
+        f"restored ConfigMap {ns}/e deleted by hand",
+    }
+    eventually(
+        lambda: audit_actions(database_url, ns, "e").count("drift-corrected") == 2,
+        what="both corrections in the audit trail",
+    )
 
 
 def test_foreign_configmap_is_never_overwritten(kube: Kube, operator: Operator) -> None:

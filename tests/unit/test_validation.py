@@ -410,3 +410,22 @@ def test_validate_never_raises(instance: Any, schema: Any) -> None:
 @given(schema=json_values)
 def test_check_schema_never_raises(schema: Any) -> None:
     assert isinstance(check_schema(schema), list)
+
+
+def test_plan_entry_bounds_nesting_even_without_a_schema() -> None:
+    from ferry.domain.entry import plan_entry
+    from ferry.domain.errors import Invalid
+
+    data: dict = {}
+    node = data
+    for _ in range(2000):
+        node["a"] = {}
+        node = node["a"]
+
+    with pytest.raises(Invalid) as raised:
+        plan_entry("e", {"data": data}, entries={}, schemas={})
+
+    assert raised.value.reason == "InvalidData"
+    [violation] = raised.value.violations
+    assert violation.path == "spec.data" + ".a" * 64
+    assert violation.message == "data is nested deeper than 64 levels"

@@ -7,6 +7,7 @@ webhook was off is still never materialised if invalid). Both see the same viola
 
 from __future__ import annotations
 
+from collections import ChainMap
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ from ferry.domain.hashing import content_hash
 from ferry.domain.merge import resolve
 from ferry.domain.render import check_size, render
 from ferry.domain.targets import object_name
-from ferry.domain.validation import validate
+from ferry.domain.validation import check_depth, validate
 
 DEFAULT_FORMAT = "json"
 
@@ -58,7 +59,9 @@ def plan_entry(
     Raises ``Invalid`` listing every violation found: a missing schema or base, each schema
     violation with its JSON path, render errors and the size limit.
     """
-    resolved = resolve(name, {**entries, name: spec})
+    if deep := check_depth(spec.get("data")):
+        raise Invalid("InvalidData", deep)
+    resolved = resolve(name, ChainMap({name: spec}, entries))  # lazy: only bases are read
     schema_name, _ = references(spec)
     target = spec.get("target") if isinstance(spec.get("target"), Mapping) else {}
     fmt = str(target.get("format") or DEFAULT_FORMAT)

@@ -527,6 +527,15 @@ def _compiled(canonical: str) -> _Compiled:
     return _Compiled(validator=_safe_class(draft)(schema, registry=_REGISTRY))
 
 
+def check_depth(instance: object, path: str = "spec.data") -> list[Violation]:
+    """A violation if ``instance`` nests deeper than ``MAX_DATA_DEPTH``: bounds the work every
+    later step (merge, hash, render, validate) does on hostile input, with or without a schema."""
+    if (deep := _too_deep(instance, MAX_DATA_DEPTH)) is not None:
+        message = f"data is nested deeper than {MAX_DATA_DEPTH} levels"
+        return [Violation(field_path(path, deep), message)]
+    return []
+
+
 def validate(instance: object, schema: object, path: str = "spec.data") -> list[Violation]:
     """Every way ``instance`` fails ``schema``, each at the full path of the offending value.
 
@@ -535,9 +544,8 @@ def validate(instance: object, schema: object, path: str = "spec.data") -> list[
     ``$ref`` recursion) yields a violation at ``path`` explaining why, after any violations found
     before the failure.
     """
-    if (deep := _too_deep(instance, MAX_DATA_DEPTH)) is not None:
-        message = f"data is nested deeper than {MAX_DATA_DEPTH} levels"
-        return [Violation(field_path(path, deep), message)]
+    if deep := check_depth(instance, path):
+        return deep
     if _too_deep(schema, MAX_SCHEMA_DEPTH) is not None:
         return [
             Violation(path, f"cannot validate: schema is nested too deeply ({MAX_SCHEMA_DEPTH})")

@@ -61,6 +61,8 @@ from ferry.domain.entry import references
 from ferry.domain.errors import Violation
 from ferry.domain.validation import MAX_DATA_DEPTH
 from ferry.handlers.indexes import GROUP, VERSION
+from ferry.reconcile.reporting import Reporter
+from ferry.reconcile.world import NamespaceSpecs
 from ferry.settings import Settings
 from ferry.tls import CertificateAuthority
 
@@ -534,6 +536,13 @@ def _never_raises(kind: str) -> Callable[[Handler], Handler]:
         @functools.wraps(handler)
         async def wrapper(**kwargs: Any) -> None:
             try:
+                await _checked(**kwargs)
+            except kopf.AdmissionError as denied:
+                _audit_denial(kind, kwargs, str(denied))
+                raise
+
+        async def _checked(**kwargs: Any) -> None:
+            try:
                 await handler(**kwargs)
             except kopf.AdmissionError:
                 raise
@@ -552,6 +561,23 @@ def _never_raises(kind: str) -> Callable[[Handler], Handler]:
     return decorate
 
 
+_reporters: dict[str, Reporter] = {}
+
+
+def _audit_denial(kind: str, kwargs: Mapping[str, Any], message: str) -> None:
+    """Record a refused write in the audit trail (not dry runs: nothing would have been stored)."""
+    memo = kwargs.get("memo")
+    runtime = memo.get("runtime") if isinstance(memo, Mapping) else None
+    if runtime is None or kwargs.get("dryrun"):
+        return
+    reporter = _reporters.setdefault(kind, Reporter(kind, runtime.kube, runtime.store))
+    namespace, name = _identity(kwargs.get("body") or {})
+    username = str((kwargs.get("userinfo") or {}).get("username") or "") or None
+    reporter.audit(
+        "admission-denied", namespace, name, username=username, details={"message": message}
+    )
+
+
 def _skip(operation: str | None, old: Mapping[str, Any] | None, body: Mapping[str, Any]) -> bool:
     """Updates that leave ``spec`` alone are not re-checked: the operator must be able to add or
     remove its finalizer, and users to label, an object stored before the webhook existed (or
@@ -561,14 +587,9 @@ def _skip(operation: str | None, old: Mapping[str, Any] | None, body: Mapping[st
     return operation == "UPDATE" and old is not None and old.get("spec") == body.get("spec")
 
 
-def _specs(index: Any, namespace: str) -> dict[str, Mapping[str, Any]]:
-    """Names to stored specs in ``namespace``, read from a Kopf index of snapshots."""
-    found: dict[str, Mapping[str, Any]] = {}
-    for (ns, name), store in list(index.items()):
-        if ns == namespace:
-            for snapshot in store:
-                found[name] = snapshot["spec"]
-    return found
+def _specs(index: Any, namespace: str) -> NamespaceSpecs:
+    """Names to stored specs in ``namespace``, read lazily from a Kopf index of snapshots."""
+    return NamespaceSpecs(index, namespace)
 
 
 async def _live_spec(client: AsyncClient | None, resource: Any, namespace: str, name: str) -> Any:

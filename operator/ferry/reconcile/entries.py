@@ -228,7 +228,7 @@ class EntryReconciler:
                     f"annotation ferry.dev/accept-from)",
                 )
             )
-            self.report.event(
+            if self.report.event(
                 namespace,
                 name,
                 entry["uid"],
@@ -236,7 +236,14 @@ class EntryReconciler:
                 "TargetRefused",
                 f'namespace "{target_ns}" does not accept entries from "{namespace}"',
                 once_per=("refused", target_ns),
-            )
+            ):
+                self.report.audit(
+                    "target-refused",
+                    namespace,
+                    name,
+                    uid=entry["uid"],
+                    details={"target": target_ns},
+                )
         for target_ns in targets.missing:
             results.append(
                 TargetResult(
@@ -279,7 +286,10 @@ class EntryReconciler:
             and current["data_hash"] == plan.rendered_hash
             and current["annotations"] == annotations
         )
-        drifted = current is not None and current["data_hash"] != current["rendered_hash"]
+        if current is not None:
+            drift = "edited by hand" if current["data_hash"] != current["rendered_hash"] else None
+        else:
+            drift = "deleted by hand" if _was_synced(entry, target_ns, object_name) else None
         if not up_to_date:
             if current is None and not await self._may_write(target_ns, object_name, entry["uid"]):
                 return TargetResult(
@@ -304,15 +314,18 @@ class EntryReconciler:
                         target_ns, object_name, False, None, "ApplyFailed", str(exc.status.message)
                     )
                 raise
-            if drifted:
+            if drift:
                 metrics.DRIFT.inc()
+                message = f"restored ConfigMap {target_ns}/{object_name} {drift}"
                 self.report.event(
+                    namespace, name, entry["uid"], "Normal", "DriftCorrected", message
+                )
+                self.report.audit(
+                    "drift-corrected",
                     namespace,
                     name,
-                    entry["uid"],
-                    "Normal",
-                    "DriftCorrected",
-                    f"restored ConfigMap {target_ns}/{object_name} edited by hand",
+                    uid=entry["uid"],
+                    details={"target": f"{target_ns}/{object_name}", "drift": drift},
                 )
         await self._reload_workloads(target_ns, name, plan.hash)
         return TargetResult(target_ns, object_name, True, revision)
@@ -448,3 +461,11 @@ def _sync_conditions(
             generation,
         ),
     ]
+
+
+def _was_synced(entry: dict[str, Any], namespace: str, object_name: str) -> bool:
+    """Whether status says we had written this target: then its absence is someone's delete."""
+    return any(
+        t.get("namespace") == namespace and t.get("name") == object_name and t.get("synced")
+        for t in (entry.get("status") or {}).get("targets") or []
+    )

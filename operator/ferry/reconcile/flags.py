@@ -401,6 +401,13 @@ class FlagReconciler:
                                     "DriftCorrected",
                                     f"restored ConfigMap {target}/{CONFIGMAP_NAME} edited by hand",
                                 )
+                                self.report.audit(
+                                    "drift-corrected",
+                                    winner.namespace,
+                                    winner.name,
+                                    uid=winner.uid,
+                                    details={"target": f"{target}/{CONFIGMAP_NAME}"},
+                                )
 
             for key, winner in plan.winners.items():
                 others = sorted(f"{ns}/{n}" for (ns, n), w in plan.shadowed.items() if w is winner)

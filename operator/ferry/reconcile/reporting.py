@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,17 +71,49 @@ class Reporter:
         reason: str,
         message: str,
         once_per: Any = None,
-    ) -> None:
-        """Post an Event in the background: informative, so never a round trip on a sync."""
+    ) -> bool:
+        """Post an Event in the background: informative, so never a round trip on a sync.
+
+        With ``once_per``, only the first of its kind while the operator runs is posted; returns
+        whether this one was.
+        """
         if once_per is not None:
             marker = (uid, reason, once_per)
             if marker in self._said:
-                return
+                return False
             self._said.add(marker)
         involved = {"kind": self.kind, "name": name, "namespace": namespace, "uid": uid}
-        task = asyncio.create_task(
-            self.kube.post_event(involved, type=type_, reason=reason, message=message)
-        )
+        self._spawn(self.kube.post_event(involved, type=type_, reason=reason, message=message))
+        return True
+
+    def audit(
+        self,
+        action: str,
+        namespace: str,
+        name: str,
+        *,
+        uid: str | None = None,
+        username: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Append to the audit trail in the background; PostgreSQL down loses only this row."""
+
+        async def write() -> None:
+            with contextlib.suppress(StoreUnavailable):
+                await self.store.audit(
+                    action,
+                    kind=self.kind,
+                    namespace=namespace,
+                    name=name,
+                    uid=uid,
+                    username=username,
+                    details=details,
+                )
+
+        self._spawn(write())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -110,12 +143,5 @@ class Reporter:
         if previous is not None and previous.get("message") == exc.message:
             return
         self.event(namespace, name, snapshot["uid"], "Warning", event_reason, exc.message)
-        with contextlib.suppress(StoreUnavailable):
-            await self.store.audit(
-                "invalid",
-                kind=self.kind,
-                namespace=namespace,
-                name=name,
-                uid=snapshot["uid"],
-                details={"reason": exc.reason, "violations": [str(v) for v in exc.violations]},
-            )
+        details = {"reason": exc.reason, "violations": [str(v) for v in exc.violations]}
+        self.audit("invalid", namespace, name, uid=snapshot["uid"], details=details)

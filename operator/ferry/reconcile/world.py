@@ -6,7 +6,7 @@ half-listed cluster (which would make it delete objects in namespaces it had not
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,48 @@ def _one(index: Mapping[Any, Any], key: Any) -> Any:
     if not store:
         return None
     return next(iter(store))
+
+
+class NamespaceSpecs(MutableMapping[str, Mapping[str, Any]]):
+    """Specs of one kind in one namespace, read lazily from a Kopf index of snapshots.
+
+    Resolving an entry touches only its bases, so looking names up one by one keeps a reconcile
+    (or an admission request) independent of how many entries share the namespace. Writes and
+    deletes stay local to this view: the admission webhook uses them to see "what would be".
+    """
+
+    def __init__(self, index: Mapping[Any, Any], namespace: str) -> None:
+        self._index = index
+        self._namespace = namespace
+        self._local: dict[str, Mapping[str, Any]] = {}
+        self._hidden: set[str] = set()
+
+    def __getitem__(self, name: str) -> Mapping[str, Any]:
+        if name in self._local:
+            return self._local[name]
+        snapshot = None if name in self._hidden else _one(self._index, (self._namespace, name))
+        if snapshot is None:
+            raise KeyError(name)
+        return snapshot["spec"]  # type: ignore[no-any-return]
+
+    def __setitem__(self, name: str, spec: Mapping[str, Any]) -> None:
+        self._local[name] = spec
+        self._hidden.discard(name)
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self:
+            raise KeyError(name)
+        self._local.pop(name, None)
+        self._hidden.add(name)
+
+    def __iter__(self) -> Iterator[str]:
+        stored = {
+            n for (ns, n), store in list(self._index.items()) if ns == self._namespace and store
+        }
+        return iter(sorted((stored | set(self._local)) - self._hidden))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 @dataclass
@@ -44,21 +86,11 @@ class World:
     def flag_keys(self) -> list[Key]:
         return list(self.flags.keys())
 
-    def entry_specs(self, namespace: str) -> dict[str, dict[str, Any]]:
-        return {
-            n: v["spec"]
-            for (ns, n), store in self.entries.items()
-            if ns == namespace
-            for v in store
-        }
+    def entry_specs(self, namespace: str) -> NamespaceSpecs:
+        return NamespaceSpecs(self.entries, namespace)
 
-    def schema_specs(self, namespace: str) -> dict[str, dict[str, Any]]:
-        return {
-            n: v["spec"]
-            for (ns, n), store in self.schemas.items()
-            if ns == namespace
-            for v in store
-        }
+    def schema_specs(self, namespace: str) -> NamespaceSpecs:
+        return NamespaceSpecs(self.schemas, namespace)
 
     def all_namespaces(self) -> Iterator[tuple[str, dict[str, str], dict[str, str]]]:
         for name, store in self.namespaces.items():
