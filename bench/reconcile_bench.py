@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx2 as httpx
 from lightkube import Client, KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.meta_v1 import ObjectMeta
@@ -61,9 +62,12 @@ class Seen:
         time.sleep(0.5)
 
     def _run(self, client: Client, ns: str) -> None:
-        for _, cm in client.watch(ConfigMap, namespace=ns):
-            assert cm.metadata is not None
-            self.times.setdefault(str(cm.metadata.name), time.perf_counter())
+        try:
+            for _, cm in client.watch(ConfigMap, namespace=ns):
+                assert cm.metadata is not None
+                self.times.setdefault(str(cm.metadata.name), time.perf_counter())
+        except httpx.TransportError:
+            pass  # the API server stopped at the end of the run
 
     def wait(self, name: str, timeout: float = 30) -> float:
         deadline = time.monotonic() + timeout

@@ -129,6 +129,15 @@ HOOKS = (
 _PATHS = frozenset(hook.path for hook in HOOKS)
 
 
+_CHANGED_SPEC = "request.operation == 'CREATE' || object.spec != oldObject.spec"
+# The stamp lives in annotations: a hand edit of it is put back, so those changes are sent too.
+_CHANGED_STAMPED = (
+    _CHANGED_SPEC
+    + " || (has(object.metadata.annotations) ? object.metadata.annotations : {})"
+    + " != (has(oldObject.metadata.annotations) ? oldObject.metadata.annotations : {})"
+)
+
+
 def webhook_configurations(
     client_config: Callable[[str], dict[str, Any]],
     annotations: Mapping[str, str] | None = None,
@@ -166,6 +175,13 @@ def webhook_configurations(
                 "sideEffects": "None",
                 "timeoutSeconds": TIMEOUT_SECONDS,
             }
+            # Let the API server skip the call when nothing we check changed: the operator's own
+            # finalizer patches and users' label edits then cost no admission round trip.
+            webhook["matchConditions"] = [
+                {"name": "spec-changed", "expression": _CHANGED_SPEC}
+                if not mutating
+                else {"name": "spec-or-annotations-changed", "expression": _CHANGED_STAMPED}
+            ]
             if mutating:
                 webhook["reinvocationPolicy"] = "Never"
             webhooks.append(webhook)
