@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from ferry import metrics
 from ferry.adapters.cache import Cache
 from ferry.adapters.kube import Kube
 from ferry.adapters.store import Store
@@ -35,6 +36,7 @@ class Runtime:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     async def reconcile(self, key: QueueKey) -> None:
+        metrics.QUEUE_DEPTH.set(len(self.queue))
         kind, namespace, name = key
         if kind == "ConfigEntry":
             await self.entries.reconcile(namespace, name)

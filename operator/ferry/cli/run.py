@@ -85,7 +85,7 @@ def run(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not verbose:  # one line per request or handler call drowns what matters
-        for noisy in ("kopf.objects", "httpx2", "httpx"):
+        for noisy in ("kopf.objects", "httpx2", "httpx", "aiohttp.access"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     settings = Settings(
         database_url=database_url,

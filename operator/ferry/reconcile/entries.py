@@ -115,27 +115,14 @@ class EntryReconciler:
         for base in plan.bases:
             self.dependents.setdefault((namespace, base), set()).add(name)
 
-        try:
-            revision = await self._record(namespace, name, entry, plan)
-        except StoreUnavailable as exc:
-            metrics.STORE_UP.set(0)
-            await self.report.status(
-                namespace,
-                name,
-                entry,
-                [
-                    Condition("Valid", "True", "Valid", "content is valid", generation),
-                    Condition("Recorded", "False", "DatabaseUnavailable", str(exc), generation),
-                    Condition(
-                        "Ready",
-                        "False",
-                        "NotRecorded",
-                        "waiting for PostgreSQL; existing objects are untouched",
-                        generation,
-                    ),
-                ],
-            )
-            raise Requeue(str(exc)) from exc
+        revision = await self.report.record(
+            namespace,
+            name,
+            entry,
+            plan.data,
+            plan.hash,
+            untouched="waiting for PostgreSQL; existing objects are untouched",
+        )
 
         results = await self._materialise(namespace, name, entry, plan, revision)
         if L.FINALIZER not in entry["finalizers"]:
@@ -159,39 +146,6 @@ class EntryReconciler:
         )
         if cache_error:
             raise Requeue(cache_error)
-
-    async def _record(
-        self, namespace: str, name: str, entry: dict[str, Any], plan: EntryPlan
-    ) -> int:
-        """The revision number for ``plan``'s content, inserting a new revision if needed."""
-        status = entry.get("status") or {}
-        if status.get("hash") == plan.hash and status.get("revision"):
-            # Status carries a hash only after its revision row was committed: no need to ask.
-            return int(status["revision"])
-        recorded = await self.store.record(
-            kind=KIND,
-            namespace=namespace,
-            name=name,
-            uid=entry["uid"],
-            content=plan.data,
-            spec=entry["spec"],
-            content_hash=plan.hash,
-            changed_by=entry["annotations"].get(L.CHANGED_BY),
-            reason=entry["annotations"].get(L.CHANGE_REASON),
-        )
-        metrics.STORE_UP.set(1)
-        revision = recorded.revision.revision
-        if recorded.created:
-            metrics.REVISIONS.labels(KIND).inc()
-            self.report.event(
-                namespace,
-                name,
-                entry["uid"],
-                "Normal",
-                "RevisionRecorded",
-                f"recorded revision {revision} ({plan.hash[:19]})",
-            )
-        return revision
 
     # ----------------------------------------------------------------------------- materialise
     async def _materialise(

@@ -161,50 +161,15 @@ class FlagReconciler:
 
         content = flag_content(spec)
         digest = content_hash(content)
-        try:
-            recorded = await self.store.record(
-                kind=KIND,
-                namespace=namespace,
-                name=name,
-                uid=uid,
-                content=content,
-                spec=spec,
-                content_hash=digest,
-                changed_by=snapshot["annotations"].get(L.CHANGED_BY),
-                reason=snapshot["annotations"].get(L.CHANGE_REASON),
-            )
-        except StoreUnavailable as exc:
-            metrics.STORE_UP.set(0)
-            await self.report.status(
-                namespace,
-                name,
-                snapshot,
-                [
-                    Condition("Valid", "True", "Valid", "flag is valid", generation),
-                    Condition("Recorded", "False", "DatabaseUnavailable", str(exc), generation),
-                    Condition(
-                        "Ready",
-                        "False",
-                        "NotRecorded",
-                        "waiting for PostgreSQL; served flags are untouched",
-                        generation,
-                    ),
-                ],
-            )
-            raise Requeue(str(exc)) from exc
-        metrics.STORE_UP.set(1)
-        revision = recorded.revision.revision
+        revision = await self.report.record(
+            namespace,
+            name,
+            snapshot,
+            content,
+            digest,
+            untouched="waiting for PostgreSQL; served flags are untouched",
+        )
         self._recorded[(namespace, name)] = (uid, digest, revision)
-        if recorded.created:
-            metrics.REVISIONS.labels(KIND).inc()
-            self.report.event(
-                namespace,
-                name,
-                snapshot["uid"],
-                "Normal",
-                "RevisionRecorded",
-                f"recorded revision {revision} ({digest[:19]})",
-            )
 
         plan = self._targets(namespace, snapshot)
         held = self._held(namespace, name)

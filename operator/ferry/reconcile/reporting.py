@@ -13,10 +13,13 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from ferry import metrics
 from ferry.adapters.kube import Kube
 from ferry.adapters.store import Store, StoreUnavailable
+from ferry.domain import labels as L
 from ferry.domain.conditions import Condition, merge_conditions
 from ferry.domain.errors import Invalid
+from ferry.reconcile.workqueue import Requeue
 
 
 def now() -> str:
@@ -111,6 +114,61 @@ class Reporter:
                 )
 
         self._spawn(write())
+
+    async def record(
+        self,
+        namespace: str,
+        name: str,
+        snapshot: dict[str, Any],
+        content: Any,
+        content_hash: str,
+        *,
+        untouched: str,
+    ) -> int:
+        """Record-before-materialise: the revision number for ``content``, inserting a new one
+        (with the user and reason from the object's annotations) when the content changed.
+
+        PostgreSQL down: status says Recorded=False (``untouched`` tells the user what was left
+        alone) and ``Requeue`` retries with backoff.
+        """
+        status = snapshot.get("status") or {}
+        if status.get("hash") == content_hash and status.get("revision"):
+            # Status carries a hash only after its revision row was committed: no need to ask.
+            return int(status["revision"])
+        annotations = snapshot["annotations"]
+        try:
+            recorded = await self.store.record(
+                kind=self.kind,
+                namespace=namespace,
+                name=name,
+                uid=snapshot["uid"],
+                content=content,
+                spec=snapshot["spec"],
+                content_hash=content_hash,
+                changed_by=annotations.get(L.CHANGED_BY),
+                reason=annotations.get(L.CHANGE_REASON),
+            )
+        except StoreUnavailable as exc:
+            metrics.STORE_UP.set(0)
+            generation = snapshot["generation"]
+            await self.status(
+                namespace,
+                name,
+                snapshot,
+                [
+                    Condition("Valid", "True", "Valid", "content is valid", generation),
+                    Condition("Recorded", "False", "DatabaseUnavailable", str(exc), generation),
+                    Condition("Ready", "False", "NotRecorded", untouched, generation),
+                ],
+            )
+            raise Requeue(str(exc)) from exc
+        metrics.STORE_UP.set(1)
+        revision = recorded.revision.revision
+        if recorded.created:
+            metrics.REVISIONS.labels(self.kind).inc()
+            message = f"recorded revision {revision} ({content_hash[:19]})"
+            self.event(namespace, name, snapshot["uid"], "Normal", "RevisionRecorded", message)
+        return revision
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
