@@ -31,6 +31,14 @@ step "Where payments-api went (payments-dev has not opted in, so nothing was wri
 kubectl get configentry payments-api -n platform \
   -o go-template='{{range .status.targets}}{{.namespace}}: synced={{.synced}}{{with .reason}} ({{.}}){{end}}{{"\n"}}{{end}}'
 
+step "The feature flag, evaluated by Ferry's evaluator (the same answer flagd gives from ferry-flags)"
+$FERRY flags eval platform/new-checkout --targeting-key alice --attr email=alice@example.com
+$FERRY flags eval platform/new-checkout --targeting-key bob --attr region=eu-west-1
+kubectl get configmap ferry-flags -n payments-prod -o jsonpath='{.data.flags\.json}' | head -c 400; echo " ..."
+
+step "History of payments-api (who, when, why) from PostgreSQL"
+$FERRY history platform/payments-api
+
 step "An invalid change: poolSize 500 against a schema maximum of 100"
 if out=$(kubectl apply --server-side -f examples/invalid/ 2>&1); then
   echo "$out"

@@ -27,6 +27,12 @@ _MIGRATION_LOCK = 0x6665727279  # "ferry"
 _UNAVAILABLE = (psycopg.Error, OSError, asyncio.TimeoutError)
 
 
+INSERT_AUDIT = (
+    "INSERT INTO audit_log (action, kind, namespace, name, uid, username, revision, details)"
+    " VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"
+)
+
+
 class StoreUnavailable(Exception):
     """PostgreSQL could not be reached or failed; the caller reports Recorded=False and retries."""
 
@@ -158,8 +164,7 @@ class Store:
                 row = await cur.fetchone()
                 assert row is not None
                 await cur.execute(
-                    "INSERT INTO audit_log (action, kind, namespace, name, uid, username, revision,"
-                    " details) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
+                    INSERT_AUDIT,
                     (
                         action,
                         kind,
@@ -191,8 +196,7 @@ class Store:
         try:
             async with self._pool.connection() as conn:
                 await conn.execute(
-                    "INSERT INTO audit_log (action, kind, namespace, name, uid, username, revision,"
-                    " details) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
+                    INSERT_AUDIT,
                     (
                         action,
                         kind,
@@ -453,7 +457,6 @@ class HistoryReader:
         details: Mapping[str, Any] | None = None,
     ) -> None:
         self._rows(
-            "INSERT INTO audit_log (action, kind, namespace, name, uid, username, revision,"
-            " details) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
+            INSERT_AUDIT + " RETURNING id",
             (action, kind, namespace, name, uid, username, revision, Jsonb(dict(details or {}))),
         )

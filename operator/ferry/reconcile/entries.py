@@ -17,7 +17,7 @@ from lightkube import ApiError
 from ferry import metrics
 from ferry.adapters.cache import Cache, CacheUnavailable
 from ferry.adapters.kube import Kube, is_transient
-from ferry.adapters.store import Store, StoreUnavailable
+from ferry.adapters.store import Store
 from ferry.domain import labels as L
 from ferry.domain.conditions import Condition
 from ferry.domain.entry import EntryPlan, plan_entry, references
@@ -329,20 +329,7 @@ class EntryReconciler:
             )
         with contextlib.suppress(CacheUnavailable):  # a stale key is harmless; Redis is a cache
             await self.cache.delete(namespace, name)
-        with contextlib.suppress(StoreUnavailable):
-            await self.store.audit(
-                "deleted",
-                kind=KIND,
-                namespace=namespace,
-                name=name,
-                uid=entry["uid"],
-                username=entry["annotations"].get(L.CHANGED_BY),
-            )
-        if L.FINALIZER in entry["finalizers"]:
-            remaining = [f for f in entry["finalizers"] if f != L.FINALIZER]
-            await self.kube.set_finalizers(
-                KIND, namespace, name, remaining, entry["resourceVersion"]
-            )
+        await self.report.let_go(namespace, name, entry)
 
     async def _remove_leftovers(self, namespace: str, name: str) -> None:
         """An entry gone without our finalizer (deleted before its first sync finished, or the

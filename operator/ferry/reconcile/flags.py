@@ -484,20 +484,7 @@ class FlagReconciler:
             spots |= set(self._targets(namespace, snapshot).accepted)
         for target in sorted(spots):
             await self._sync_namespace(target)  # a deleting flag is never a candidate
-        with contextlib.suppress(StoreUnavailable):
-            await self.store.audit(
-                "deleted",
-                kind=KIND,
-                namespace=namespace,
-                name=name,
-                uid=snapshot["uid"],
-                username=snapshot["annotations"].get(L.CHANGED_BY),
-            )
-        if L.FINALIZER in snapshot["finalizers"]:
-            remaining = [f for f in snapshot["finalizers"] if f != L.FINALIZER]
-            await self.kube.set_finalizers(
-                KIND, namespace, name, remaining, snapshot["resourceVersion"]
-            )
+        await self.report.let_go(namespace, name, snapshot)
         self._drop(namespace, name, snapshot["uid"])
 
     async def _gone(self, namespace: str, name: str) -> None:

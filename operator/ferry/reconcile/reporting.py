@@ -170,6 +170,24 @@ class Reporter:
             self.event(namespace, name, snapshot["uid"], "Normal", "RevisionRecorded", message)
         return revision
 
+    async def let_go(self, namespace: str, name: str, snapshot: dict[str, Any]) -> None:
+        """The last step of a deletion: its audit row (awaited: `ferry export --at` relies on it),
+        then our finalizer removed so Kubernetes can delete the object."""
+        with contextlib.suppress(StoreUnavailable):
+            await self.store.audit(
+                "deleted",
+                kind=self.kind,
+                namespace=namespace,
+                name=name,
+                uid=snapshot["uid"],
+                username=snapshot["annotations"].get(L.CHANGED_BY),
+            )
+        if L.FINALIZER in snapshot["finalizers"]:
+            remaining = [f for f in snapshot["finalizers"] if f != L.FINALIZER]
+            await self.kube.set_finalizers(
+                self.kind, namespace, name, remaining, snapshot["resourceVersion"]
+            )
+
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self._background.add(task)
