@@ -33,29 +33,29 @@ def _snapshot(body: kopf.Body) -> dict[str, Any]:
 
 
 @kopf.index(GROUP, VERSION, "configentries")
-def entries_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
+async def entries_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
     return {(namespace, name): _snapshot(body)}
 
 
 @kopf.index(GROUP, VERSION, "configschemas")
-def schemas_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
+async def schemas_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
     return {(namespace, name): _snapshot(body)}
 
 
 @kopf.index(GROUP, VERSION, "featureflags")
-def flags_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
+async def flags_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
     return {(namespace, name): _snapshot(body)}
 
 
 @kopf.index("v1", "namespaces")
-def namespaces_index(
+async def namespaces_index(
     name: str, labels: kopf.Labels, annotations: kopf.Annotations, **_: Any
 ) -> dict[Any, Any]:
     return {name: (dict(labels), dict(annotations))}
 
 
 @kopf.index("v1", "configmaps", labels={L.MANAGED_BY: L.MANAGED_BY_FERRY})
-def configmaps_index(
+async def configmaps_index(
     body: kopf.Body,
     namespace: str,
     name: str,
@@ -81,7 +81,7 @@ def configmaps_index(
 
 
 @kopf.index("v1", "configmaps", labels={L.MANAGED_BY: L.MANAGED_BY_FERRY, FLAGSET_LABEL: "true"})
-def flagsets_index(
+async def flagsets_index(
     namespace: str, name: str, annotations: kopf.Annotations, **_: Any
 ) -> dict[Any, Any] | None:
     """Target namespace → the flags its ``ferry-flags`` lists (where a flag is served now)."""
@@ -91,7 +91,7 @@ def flagsets_index(
 
 
 def _workload_index(kind: str):  # type: ignore[no-untyped-def]
-    def index(
+    async def index(
         body: kopf.Body, namespace: str, name: str, annotations: kopf.Annotations, **_: Any
     ) -> dict[Any, Any]:
         template = (body.get("spec") or {}).get("template") or {}

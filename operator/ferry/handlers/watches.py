@@ -1,5 +1,8 @@
 """Event handlers: every watch event becomes work-queue keys for what it affects.
 
+They are ``async`` (as are the indexes) although they never await: Kopf runs sync handlers in a
+thread pool, and a thread hop per watch event costs more than the handler itself.
+
 Handlers only enqueue; they never call the API. Kopf calls them after all indexes are filled.
 """
 
@@ -23,7 +26,7 @@ def _runtime(memo: kopf.Memo) -> Runtime:
 
 
 @kopf.on.event(GROUP, VERSION, "configentries")
-def entry_changed(memo: kopf.Memo, namespace: str, name: str, **_: Any) -> None:
+async def entry_changed(memo: kopf.Memo, namespace: str, name: str, **_: Any) -> None:
     runtime = _runtime(memo)
     runtime.enqueue_entry(namespace, name)
     for user in runtime.entries.users_of(namespace, name):
@@ -31,7 +34,7 @@ def entry_changed(memo: kopf.Memo, namespace: str, name: str, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, "configschemas")
-def schema_changed(memo: kopf.Memo, namespace: str, name: str, **_: Any) -> None:
+async def schema_changed(memo: kopf.Memo, namespace: str, name: str, **_: Any) -> None:
     runtime = _runtime(memo)
     runtime.queue.add(("ConfigSchema", namespace, name))
     for user in runtime.entries.users_of(namespace, f"schema:{name}"):
@@ -39,12 +42,12 @@ def schema_changed(memo: kopf.Memo, namespace: str, name: str, **_: Any) -> None
 
 
 @kopf.on.event(GROUP, VERSION, "featureflags")
-def flag_changed(memo: kopf.Memo, namespace: str, name: str, **_: Any) -> None:
+async def flag_changed(memo: kopf.Memo, namespace: str, name: str, **_: Any) -> None:
     _runtime(memo).queue.add(("FeatureFlag", namespace, name))
 
 
 @kopf.on.event("v1", "namespaces")
-def namespace_changed(memo: kopf.Memo, **_: Any) -> None:
+async def namespace_changed(memo: kopf.Memo, **_: Any) -> None:
     """A namespace appeared, changed labels or went: entries and flags that target it look again."""
     runtime = _runtime(memo)
     for namespace, name in runtime.world.flag_keys():
@@ -57,8 +60,14 @@ def namespace_changed(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event("v1", "configmaps", labels={L.MANAGED_BY: L.MANAGED_BY_FERRY})
-def configmap_changed(
-    memo: kopf.Memo, event: kopf.RawEvent, annotations: kopf.Annotations, body: kopf.Body, **_: Any
+async def configmap_changed(
+    memo: kopf.Memo,
+    event: kopf.RawEvent,
+    annotations: kopf.Annotations,
+    body: kopf.Body,
+    namespace: str,
+    name: str,
+    **_: Any,
 ) -> None:
     """A materialised ConfigMap was deleted or edited by someone else: restore it."""
     runtime = _runtime(memo)
@@ -66,12 +75,15 @@ def configmap_changed(
     entry_name = annotations.get(L.ENTRY_NAME)
     if not entry_namespace or not entry_name:
         return
-    if event.get("type") == "DELETED" or _edited(body, annotations):
+    deleted = event.get("type") == "DELETED"
+    if deleted:
+        runtime.entries.forget(namespace, name)
+    if deleted or _edited(body, annotations):
         runtime.enqueue_entry(entry_namespace, entry_name)
 
 
 @kopf.on.event("v1", "configmaps", labels={L.MANAGED_BY: L.MANAGED_BY_FERRY, FLAGSET_LABEL: "true"})
-def flagset_changed(
+async def flagset_changed(
     memo: kopf.Memo,
     event: kopf.RawEvent,
     namespace: str,
@@ -89,7 +101,7 @@ def _edited(body: kopf.Body, annotations: kopf.Annotations) -> bool:
     return content_hash(dict(body.get("data") or {})) != annotations.get(L.RENDERED_HASH)
 
 
-def _workload_changed(
+async def _workload_changed(
     memo: kopf.Memo, namespace: str, annotations: kopf.Annotations, **_: Any
 ) -> None:
     """A workload asked to reload on an entry: find the entries materialised there by that name."""

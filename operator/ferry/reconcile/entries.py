@@ -64,6 +64,9 @@ class EntryReconciler:
     # (namespace, base-or-schema name) → entries in that namespace that use it (from last resolve)
     dependents: dict[Key, set[str]] = field(default_factory=dict)
     report: Reporter = field(init=False)
+    # (namespace, name) → what we last wrote there, for the moment before the ConfigMap index
+    # hears of it: the reconcile our own status write triggers then needs no GET and no apply.
+    _written: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.report = Reporter(KIND, self.kube, self.store)
@@ -166,7 +169,8 @@ class EntryReconciler:
                     plan,
                     revision,
                     target_ns,
-                    existing.get((target_ns, plan.object_name)),
+                    existing.get((target_ns, plan.object_name))
+                    or self._written.get((target_ns, plan.object_name)),
                 )
             )
         for target_ns in targets.refused:
@@ -213,7 +217,7 @@ class EntryReconciler:
         wanted = {(ns, plan.object_name) for ns in targets.accepted}
         for key in existing:
             if key not in wanted:
-                await self.kube.delete_configmap(*key)
+                await self._delete(*key)
                 logger.info("removed %s/%s: no longer a target of %s/%s", *key, namespace, name)
         return results
 
@@ -263,11 +267,19 @@ class EntryReconciler:
                     annotations,
                 )
             except ApiError as exc:
+                self.forget(target_ns, object_name)
                 if exc.status.code in (403, 404, 422):
                     return TargetResult(
                         target_ns, object_name, False, None, "ApplyFailed", str(exc.status.message)
                     )
                 raise
+            self._written[(target_ns, object_name)] = {
+                "namespace": target_ns,
+                "name": object_name,
+                "annotations": annotations,
+                "rendered_hash": plan.rendered_hash,
+                "data_hash": plan.rendered_hash,
+            }
             if drift:
                 metrics.DRIFT.inc()
                 message = f"restored ConfigMap {target_ns}/{object_name} {drift}"
@@ -321,15 +333,21 @@ class EntryReconciler:
     async def finalize(self, namespace: str, name: str, entry: dict[str, Any]) -> None:
         """Remove every materialised object, then let the entry go."""
         for obj in self.world.materialised(entry["uid"]):
-            await self.kube.delete_configmap(obj["namespace"], obj["name"])
+            await self._delete(obj["namespace"], obj["name"])
         for listed in await self.kube.list_configmaps({L.ENTRY_UID: entry["uid"]}):
             assert listed.metadata is not None
-            await self.kube.delete_configmap(
-                str(listed.metadata.namespace), str(listed.metadata.name)
-            )
+            await self._delete(str(listed.metadata.namespace), str(listed.metadata.name))
         with contextlib.suppress(CacheUnavailable):  # a stale key is harmless; Redis is a cache
             await self.cache.delete(namespace, name)
         await self.report.let_go(namespace, name, entry)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """A ConfigMap we wrote is gone (its DELETED event): stop assuming it is there."""
+        self._written.pop((namespace, name), None)
+
+    async def _delete(self, namespace: str, name: str) -> None:
+        self.forget(namespace, name)
+        await self.kube.delete_configmap(namespace, name)
 
     async def _remove_leftovers(self, namespace: str, name: str) -> None:
         """An entry gone without our finalizer (deleted before its first sync finished, or the
@@ -337,7 +355,7 @@ class EntryReconciler:
         for store in list(self.world.configmaps.values()):
             for obj in list(store):
                 if (obj["entry_namespace"], obj["entry_name"]) == (namespace, name):
-                    await self.kube.delete_configmap(obj["namespace"], obj["name"])
+                    await self._delete(obj["namespace"], obj["name"])
 
     # ----------------------------------------------------------------------------- helpers
     def _remember_dependencies(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
