@@ -429,3 +429,22 @@ def test_plan_entry_bounds_nesting_even_without_a_schema() -> None:
     [violation] = raised.value.violations
     assert violation.path == "spec.data" + ".a" * 64
     assert violation.message == "data is nested deeper than 64 levels"
+
+
+def test_secret_data_is_refused_not_silently_ignored() -> None:
+    from ferry.domain.entry import plan_entry
+    from ferry.domain.errors import Invalid
+
+    spec = {
+        "data": {"a": 1},
+        "secretData": {"DB_PASSWORD": {"vault": {"path": "secret/data/db", "key": "password"}}},
+    }
+
+    with pytest.raises(Invalid) as raised:
+        plan_entry("e", spec, entries={}, schemas={})
+
+    assert raised.value.reason == "Unsupported"
+    assert [str(v) for v in raised.value.violations] == [
+        "spec.secretData: values from Vault are not supported by this version of Ferry yet; "
+        "remove secretData (nothing would be written to a Secret)"
+    ]

@@ -20,6 +20,10 @@ from ferry.domain.targets import object_name
 from ferry.domain.validation import check_depth, validate
 
 DEFAULT_FORMAT = "json"
+SECRET_DATA_UNSUPPORTED = (
+    "values from Vault are not supported by this version of Ferry yet; "
+    "remove secretData (nothing would be written to a Secret)"
+)
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,11 @@ def plan_entry(
 
     violations: list[Violation] = []
     reason = "SchemaViolation"
+    if spec.get("secretData"):
+        # Refused rather than ignored: an entry that names secrets must never look synced while
+        # no Secret was written (docs/decisions/0010-secret-data-not-yet.md).
+        reason = "Unsupported"
+        violations.append(Violation("spec.secretData", SECRET_DATA_UNSUPPORTED))
     if schema_name is not None:
         schema_spec = schemas.get(schema_name)
         if schema_spec is None:
