@@ -19,11 +19,10 @@ from ferry.adapters.cache import Cache, CacheUnavailable
 from ferry.adapters.kube import Kube, is_transient
 from ferry.adapters.store import Store
 from ferry.domain import labels as L
-from ferry.domain.conditions import Condition
 from ferry.domain.entry import EntryPlan, plan_entry, references
 from ferry.domain.errors import Invalid, Violation
 from ferry.domain.targets import desired_namespaces
-from ferry.reconcile.reporting import Reporter
+from ferry.reconcile.reporting import Reporter, sync_conditions
 from ferry.reconcile.workqueue import Requeue
 from ferry.reconcile.world import Key, World
 
@@ -137,7 +136,16 @@ class EntryReconciler:
             )
         cache_error = await self._cache(namespace, name, plan, revision)
 
-        conditions = _sync_conditions(results, revision, generation, cache_error)
+        targets = [r.as_status() for r in results]
+        conditions = sync_conditions(
+            targets,
+            revision,
+            generation,
+            cache_error,
+            valid="content is valid",
+            cached="rendered config is in Redis",
+            placed="materialised",
+        )
         await self.report.status(
             namespace,
             name,
@@ -145,7 +153,7 @@ class EntryReconciler:
             conditions,
             revision=revision,
             hash=plan.hash,
-            targets=[r.as_status() for r in results],
+            targets=targets,
         )
         if cache_error:
             raise Requeue(cache_error)
@@ -377,49 +385,6 @@ class EntryReconciler:
             event_reason="InvalidConfig",
             consequence="invalid content: nothing materialised; existing objects are untouched",
         )
-
-
-# Targets that are wanted but refused or missing are reported, not failures of the entry: a
-# namespace that has not opted in is its owner's choice (docs/decisions/0004-targets.md).
-_NOT_BLOCKING = ("NamespaceNotAccepting", "NamespaceNotFound")
-
-
-def _sync_conditions(
-    results: list[TargetResult], revision: int, generation: int, cache_error: str | None
-) -> list[Condition]:
-    failed = [r for r in results if not r.synced and r.reason not in _NOT_BLOCKING]
-    skipped = [r for r in results if not r.synced and r.reason in _NOT_BLOCKING]
-    synced = [r for r in results if r.synced]
-    detail = "".join(f"; {r.namespace}: {r.reason}" for r in (*failed, *skipped))
-    ok = not failed
-    return [
-        Condition("Valid", "True", "Valid", "content is valid", generation),
-        Condition("Recorded", "True", "Recorded", f"revision {revision}", generation),
-        Condition(
-            "Synced",
-            "True" if ok else "False",
-            "Synced" if ok else str(failed[0].reason),
-            f"{len(synced)} target(s) synced, {len(failed)} failed, {len(skipped)} skipped"
-            + detail,
-            generation,
-        ),
-        Condition(
-            "Cached",
-            "False" if cache_error else "True",
-            "CacheUnavailable" if cache_error else "Cached",
-            cache_error or "rendered config is in Redis",
-            generation,
-        ),
-        Condition(
-            "Ready",
-            "True" if ok else "False",
-            "Synced" if ok else "TargetsNotSynced",
-            f"revision {revision} materialised in {len(synced)} namespace(s)"
-            if ok
-            else f"{len(failed)} target(s) failed" + detail,
-            generation,
-        ),
-    ]
 
 
 def _was_synced(entry: dict[str, Any], namespace: str, object_name: str) -> bool:

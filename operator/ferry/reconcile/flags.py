@@ -36,7 +36,6 @@ from ferry.adapters.cache import Cache, CacheUnavailable
 from ferry.adapters.kube import Kube
 from ferry.adapters.store import Store, StoreUnavailable
 from ferry.domain import labels as L
-from ferry.domain.conditions import Condition
 from ferry.domain.errors import Invalid, Violation
 from ferry.domain.flags import Flag, parse_flag
 from ferry.domain.flagset import (
@@ -52,7 +51,7 @@ from ferry.domain.flagset import (
 )
 from ferry.domain.hashing import content_hash
 from ferry.domain.targets import TargetPlan, desired_namespaces
-from ferry.reconcile.reporting import Reporter
+from ferry.reconcile.reporting import Reporter, sync_conditions
 from ferry.reconcile.workqueue import Requeue, WorkQueue
 from ferry.reconcile.world import Key, World
 
@@ -62,9 +61,6 @@ logger = logging.getLogger(__name__)
 
 QueueKey = tuple[str, str, str]
 _STORE_ERRORS = (psycopg.Error, OSError, asyncio.TimeoutError, StoreUnavailable)
-# Target results that are reported but do not make a flag un-Ready: a namespace that has not
-# opted in is its owner's choice, and one that does not exist yet may be created later.
-_NOT_BLOCKING = ("NamespaceNotAccepting", "NamespaceNotFound")
 
 
 @dataclass(frozen=True)
@@ -200,7 +196,15 @@ class FlagReconciler:
             namespace,
             name,
             snapshot,
-            _sync_conditions(targets, revision, generation, cache_errors),
+            sync_conditions(
+                targets,
+                revision,
+                generation,
+                cache_errors[0] if cache_errors else None,
+                valid="flag is valid",
+                cached="served flags are in Redis",
+                placed="served",
+            ),
             revision=revision,
             hash=digest,
             targets=targets,
@@ -579,42 +583,3 @@ def _document_flags(data: Mapping[str, str]) -> dict[str, Any]:
         return {}
     flags = document.get("flags") if isinstance(document, dict) else None
     return flags if isinstance(flags, dict) else {}
-
-
-def _sync_conditions(
-    targets: list[dict[str, Any]], revision: int, generation: int, cache_errors: list[str]
-) -> list[Condition]:
-    failed = [t for t in targets if not t["synced"] and t.get("reason") not in _NOT_BLOCKING]
-    skipped = [t for t in targets if not t["synced"] and t.get("reason") in _NOT_BLOCKING]
-    synced = [t for t in targets if t["synced"]]
-    detail = "".join(f"; {t['namespace']}: {t.get('reason')}" for t in (*failed, *skipped))
-    ok = not failed
-    cache_error = cache_errors[0] if cache_errors else None
-    return [
-        Condition("Valid", "True", "Valid", "flag is valid", generation),
-        Condition("Recorded", "True", "Recorded", f"revision {revision}", generation),
-        Condition(
-            "Synced",
-            "True" if ok else "False",
-            "Synced" if ok else str(failed[0].get("reason")),
-            f"{len(synced)} target(s) synced, {len(failed)} failed, {len(skipped)} skipped"
-            + detail,
-            generation,
-        ),
-        Condition(
-            "Cached",
-            "False" if cache_error else "True",
-            "CacheUnavailable" if cache_error else "Cached",
-            cache_error or "served flags are in Redis",
-            generation,
-        ),
-        Condition(
-            "Ready",
-            "True" if ok else "False",
-            "Synced" if ok else "TargetsNotSynced",
-            f"revision {revision} served in {len(synced)} namespace(s)"
-            if ok
-            else f"{len(failed)} target(s) failed" + detail,
-            generation,
-        ),
-    ]

@@ -221,3 +221,58 @@ class Reporter:
         self.event(namespace, name, snapshot["uid"], "Warning", event_reason, exc.message)
         details = {"reason": exc.reason, "violations": [str(v) for v in exc.violations]}
         self.audit("invalid", namespace, name, uid=snapshot["uid"], details=details)
+
+
+# Targets that are wanted but refused or missing are reported, not failures: a namespace that
+# has not opted in is its owner's choice (docs/decisions/0004-targets-and-status.md).
+NOT_BLOCKING = ("NamespaceNotAccepting", "NamespaceNotFound")
+
+
+def sync_conditions(
+    targets: list[dict[str, Any]],
+    revision: int,
+    generation: int,
+    cache_error: str | None,
+    *,
+    valid: str,
+    cached: str,
+    placed: str,
+) -> list[Condition]:
+    """The conditions after a successful record: Valid, Recorded, Synced, Cached and Ready.
+
+    ``targets`` are ``status.targets`` items; ``valid``, ``cached`` and ``placed`` word the
+    messages for the kind ("content is valid" / "flag is valid", ...).
+    """
+    failed = [t for t in targets if not t["synced"] and t.get("reason") not in NOT_BLOCKING]
+    skipped = [t for t in targets if not t["synced"] and t.get("reason") in NOT_BLOCKING]
+    synced = [t for t in targets if t["synced"]]
+    detail = "".join(f"; {t['namespace']}: {t.get('reason')}" for t in (*failed, *skipped))
+    ok = not failed
+    return [
+        Condition("Valid", "True", "Valid", valid, generation),
+        Condition("Recorded", "True", "Recorded", f"revision {revision}", generation),
+        Condition(
+            "Synced",
+            "True" if ok else "False",
+            "Synced" if ok else str(failed[0].get("reason")),
+            f"{len(synced)} target(s) synced, {len(failed)} failed, {len(skipped)} skipped"
+            + detail,
+            generation,
+        ),
+        Condition(
+            "Cached",
+            "False" if cache_error else "True",
+            "CacheUnavailable" if cache_error else "Cached",
+            cache_error or cached,
+            generation,
+        ),
+        Condition(
+            "Ready",
+            "True" if ok else "False",
+            "Synced" if ok else "TargetsNotSynced",
+            f"revision {revision} {placed} in {len(synced)} namespace(s)"
+            if ok
+            else f"{len(failed)} target(s) failed" + detail,
+            generation,
+        ),
+    ]
