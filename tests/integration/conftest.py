@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from ferry.devenv.process import Process, free_port, log_tail, spawn, wait_until
+from ferry.devenv.process import Process, free_port, log_tail
+from ferry.devenv.stack import run_operator
 from tests.support import Kube
 
 
@@ -32,16 +31,14 @@ class Operator:
         return f"http://127.0.0.1:{self.api_port}"
 
     def start(self, timeout: float = 60) -> None:
-        argv = [sys.executable, "-m", "ferry", "run"]
-        argv += ["--api-port", str(self.api_port), "--webhook-port", str(self.webhook_port)]
-        argv += ["--webhook-dir", str(self.workdir / "webhook")]
-        self.process = spawn("ferry-operator", argv, self.log, env=self.env)
-
-        def ready() -> bool:
-            with urllib.request.urlopen(f"{self.api_url}/readyz", timeout=2) as response:
-                return bool(response.status == 200)
-
-        wait_until(self.process, ready, timeout=timeout, what="the operator's /readyz")
+        self.process = run_operator(
+            self.env,
+            self.workdir / "webhook",
+            self.log,
+            api_port=self.api_port,
+            webhook_port=self.webhook_port,
+            timeout=timeout,
+        )
 
     def kill(self) -> None:
         """SIGKILL: no clean-up handlers run, as when a node dies."""

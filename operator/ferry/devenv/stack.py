@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,32 +148,37 @@ def start_stack(directory: Path, *, with_operator: bool = False) -> Stack:
 
 def start_operator(stack: Stack, *, timeout: float = 60) -> Process:
     """Run `ferry run` from the working tree against the stack; ready once /readyz answers."""
-    webhook_port = free_port()
     api_port = free_port()
-    env = {**os.environ, **stack.env()}
     stack.extra["FERRY_API_URL"] = f"http://127.0.0.1:{api_port}"
-    process = spawn(
-        "ferry-operator",
-        [
-            sys.executable,
-            "-m",
-            "ferry",
-            "run",
-            "--webhook-port",
-            str(webhook_port),
-            "--api-port",
-            str(api_port),
-            "--webhook-dir",
-            str(stack.directory / "webhook"),
-        ],
+    return run_operator(
+        {**os.environ, **stack.env()},
+        stack.directory / "webhook",
         stack.directory / "operator.log",
-        env=env,
+        api_port=api_port,
+        webhook_port=free_port(),
+        timeout=timeout,
     )
 
-    def healthy() -> bool:
+
+def run_operator(
+    env: Mapping[str, str],
+    webhook_dir: Path,
+    log: Path,
+    *,
+    api_port: int,
+    webhook_port: int,
+    timeout: float = 60,
+) -> Process:
+    """`python -m ferry run` in its own process (as in production), once its /readyz answers:
+    indexes filled and admission webhooks registered. Shared by `ferry dev` and the tests."""
+    argv = [sys.executable, "-m", "ferry", "run", "--api-port", str(api_port)]
+    argv += ["--webhook-port", str(webhook_port), "--webhook-dir", str(webhook_dir)]
+    process = spawn("ferry-operator", argv, log, env=dict(env))
+
+    def ready() -> bool:
         url = f"http://127.0.0.1:{api_port}/readyz"
         with urllib.request.urlopen(url, timeout=2) as response:
             return bool(response.status == 200)
 
-    wait_until(process, healthy, timeout=timeout, what="the operator's /readyz")
+    wait_until(process, ready, timeout=timeout, what="the operator's /readyz")
     return process
