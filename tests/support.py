@@ -105,6 +105,20 @@ def manifest(
     }
 
 
+def entry(name: str, namespace: str, spec: Any, **meta: Any) -> dict[str, Any]:
+    return manifest("ConfigEntry", name, namespace, spec, **meta)
+
+
+def schema(name: str, namespace: str, body: Any, compatibility: str = "Backward") -> dict[str, Any]:
+    return manifest(
+        "ConfigSchema", name, namespace, {"schema": body, "compatibility": compatibility}
+    )
+
+
+def flag(name: str, namespace: str, spec: Any) -> dict[str, Any]:
+    return manifest("FeatureFlag", name, namespace, spec)
+
+
 def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
     for c in ((obj or {}).get("status") or {}).get("conditions") or []:
         if c.get("type") == type_:

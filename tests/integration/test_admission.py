@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from ferry.handlers.admission import TIMEOUT_SECONDS
 from tests.integration.conftest import Operator
-from tests.support import Kube, eventually
+from tests.support import Kube, condition, entry, eventually, flag, schema
 
 pytestmark = pytest.mark.integration
 
@@ -39,27 +39,6 @@ PAYMENTS = {
 }
 
 
-def manifest(kind: str, name: str, ns: str, spec: Any, **meta: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "ferry.dev/v1alpha1",
-        "kind": kind,
-        "metadata": {"name": name, "namespace": ns, **meta},
-        "spec": spec,
-    }
-
-
-def entry(name: str, ns: str, spec: Any) -> dict[str, Any]:
-    return manifest("ConfigEntry", name, ns, spec)
-
-
-def schema(name: str, ns: str, body: Any, compatibility: str = "Backward") -> dict[str, Any]:
-    return manifest("ConfigSchema", name, ns, {"schema": body, "compatibility": compatibility})
-
-
-def flag(name: str, ns: str, spec: Any) -> dict[str, Any]:
-    return manifest("FeatureFlag", name, ns, spec)
-
-
 def denial(hook: str, message: str) -> str:
     """The line kubectl prints for a refusal by one of Ferry's webhooks (server-side apply)."""
     return (
@@ -69,13 +48,6 @@ def denial(hook: str, message: str) -> str:
 
 def exists(kube: Kube, kind: str, name: str, ns: str) -> bool:
     return kube.kubectl("get", kind, name, "-n", ns, check=False).returncode == 0
-
-
-def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
-    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if c.get("type") == kind:
-            return dict(c)
-    return None
 
 
 def wait_condition(kube: Kube, ns: str, name: str, kind: str, status: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import redis
 import yaml
 
 from tests.integration.conftest import Operator
-from tests.support import Kube, condition, eventually, get_or_none, manifest
+from tests.support import Kube, condition, entry, eventually, get_or_none, schema
 
 pytestmark = pytest.mark.integration
 
@@ -29,14 +29,6 @@ SCHEMA = {
         }
     },
 }
-
-
-def entry(name: str, ns: str, spec: dict[str, Any], **meta: Any) -> dict[str, Any]:
-    return manifest("ConfigEntry", name, ns, spec, **meta)
-
-
-def schema(name: str, ns: str, body: dict[str, Any], compatibility: str = "Backward") -> dict:
-    return manifest("ConfigSchema", name, ns, {"schema": body, "compatibility": compatibility})
 
 
 def configmap_data(kube: Kube, ns: str, name: str) -> dict[str, str] | None:

@@ -14,20 +14,11 @@ import redis
 import yaml
 
 from ferry.devenv.process import pid_alive, port_is_open
-from tests.support import Kube
+from tests.support import Kube, entry
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def entry(name: str, namespace: str, spec: dict) -> dict:
-    return {
-        "apiVersion": "ferry.dev/v1alpha1",
-        "kind": "ConfigEntry",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    }
 
 
 def test_config_entry_round_trips_intact(kube: Kube) -> None:
