@@ -34,6 +34,10 @@ class Runtime:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     webhooks_ready: asyncio.Event = field(default_factory=asyncio.Event)  # see handlers/admission
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    # What each Ferry object's last watch event said about its spec, deletion and annotations:
+    # events that change none of them (status and finalizer writes, mostly Ferry's own) queue
+    # no reconcile. See handlers/watches.
+    seen: dict[QueueKey, tuple[Any, ...]] = field(default_factory=dict)
 
     async def reconcile(self, key: QueueKey) -> None:
         metrics.QUEUE_DEPTH.set(len(self.queue))

@@ -97,7 +97,9 @@ class Store:
             min_size=min_size,
             max_size=max_size,
             open=False,
-            kwargs={"connect_timeout": 5, "autocommit": False},
+            # Autocommit: single statements are their own transaction (no BEGIN/COMMIT round
+            # trips); methods that need more than one statement open ``conn.transaction()``.
+            kwargs={"connect_timeout": 5, "autocommit": True},
             timeout=10,
         )
 
@@ -122,63 +124,34 @@ class Store:
         action: str = "updated",
     ) -> Recorded:
         """Insert revision n+1 and its audit row in one transaction, unless ``content_hash`` is
-        already the latest revision of this object (then return that one: idempotent)."""
+        already the latest revision of this object (then return that one: idempotent).
+
+        One statement, one round trip: ``ferry_record_revision`` (migration 0002) takes the
+        per-object advisory lock, reads the latest revision and writes both rows.
+        """
         try:
-            async with self._pool.connection() as conn, conn.transaction():
+            async with self._pool.connection() as conn:
                 cur = conn.cursor(row_factory=dict_row)
                 await cur.execute(
-                    "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                    (f"{kind}/{namespace}/{name}",),
-                )
-                await cur.execute(
-                    "SELECT * FROM revisions WHERE kind=%s AND namespace=%s AND name=%s "
-                    "ORDER BY revision DESC LIMIT 1",
-                    (kind, namespace, name),
-                )
-                latest = await cur.fetchone()
-                # A re-created object (new uid) gets a new revision even with equal content, so
-                # the revision store can tell "deleted, then created again" apart from "deleted"
-                # (point-in-time export honours deletions; see docs/decisions/0007).
-                same_object = latest is not None and latest["uid"] == uid
-                if latest is not None and same_object and latest["hash"] == content_hash:
-                    return Recorded(Revision.from_row(latest), created=False)
-                number = 1 if latest is None else latest["revision"] + 1
-                if not same_object:
-                    action = "created"
-                await cur.execute(
-                    "INSERT INTO revisions (kind, uid, namespace, name, revision, content, spec,"
-                    " hash, changed_by, reason) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING *",
+                    "SELECT * FROM ferry_record_revision(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
                     (
                         kind,
                         uid,
                         namespace,
                         name,
-                        number,
                         Jsonb(content),
                         Jsonb(spec),
                         content_hash,
                         changed_by,
                         reason,
+                        action,
                     ),
                 )
                 row = await cur.fetchone()
-                assert row is not None
-                await cur.execute(
-                    INSERT_AUDIT,
-                    (
-                        action,
-                        kind,
-                        namespace,
-                        name,
-                        uid,
-                        changed_by,
-                        number,
-                        Jsonb({"hash": content_hash, "reason": reason}),
-                    ),
-                )
-                return Recorded(Revision.from_row(row), created=True)
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
+        assert row is not None
+        return Recorded(Revision.from_row(row), created=bool(row["created"]))
 
     async def audit(
         self,
@@ -208,7 +181,6 @@ class Store:
                         Jsonb(dict(details or {})),
                     ),
                 )
-                await conn.commit()
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
 

@@ -25,25 +25,73 @@ def _runtime(memo: kopf.Memo) -> Runtime:
     return runtime
 
 
+def _changed(runtime: Runtime, kind: str, event: kopf.RawEvent, body: kopf.Body) -> bool:
+    """Whether this event may change what reconciling the object does.
+
+    Every status patch and finalizer update Ferry makes comes back as a watch event; reconciling
+    again for those would only find the work done (a plan, perhaps a PostgreSQL read) and, while
+    the index lags, write the same status twice. Like controller-runtime's generation-changed
+    predicate, only a new generation (spec), a deletion, a change of annotations (who changed
+    it, why) or the object's first event count. The periodic resync covers the rest.
+    """
+    meta = body.get("metadata") or {}
+    key = (kind, str(meta.get("namespace")), str(meta.get("name")))
+    if event.get("type") == "DELETED":
+        runtime.seen.pop(key, None)
+        return True
+    signature = (
+        meta.get("uid"),
+        meta.get("generation"),
+        meta.get("deletionTimestamp") is not None,
+        tuple(sorted((meta.get("annotations") or {}).items())),
+    )
+    if runtime.seen.get(key) == signature:
+        return False
+    runtime.seen[key] = signature
+    return True
+
+
 @kopf.on.event(GROUP, VERSION, "configentries")
-async def entry_changed(memo: kopf.Memo, namespace: str, name: str, **_: Any) -> None:
+async def entry_changed(
+    memo: kopf.Memo,
+    event: kopf.RawEvent,
+    body: kopf.Body,
+    namespace: str,
+    name: str,
+    **_: Any,
+) -> None:
     runtime = _runtime(memo)
+    if not _changed(runtime, "ConfigEntry", event, body):
+        return
     runtime.enqueue_entry(namespace, name)
     for user in runtime.entries.users_of(namespace, name):
         runtime.enqueue_entry(namespace, user)
 
 
 @kopf.on.event(GROUP, VERSION, "configschemas")
-async def schema_changed(memo: kopf.Memo, namespace: str, name: str, **_: Any) -> None:
+async def schema_changed(
+    memo: kopf.Memo,
+    event: kopf.RawEvent,
+    body: kopf.Body,
+    namespace: str,
+    name: str,
+    **_: Any,
+) -> None:
     runtime = _runtime(memo)
+    if not _changed(runtime, "ConfigSchema", event, body):
+        return
     runtime.queue.add(("ConfigSchema", namespace, name))
     for user in runtime.entries.users_of(namespace, f"schema:{name}"):
         runtime.enqueue_entry(namespace, user)
 
 
 @kopf.on.event(GROUP, VERSION, "featureflags")
-async def flag_changed(memo: kopf.Memo, namespace: str, name: str, **_: Any) -> None:
-    _runtime(memo).queue.add(("FeatureFlag", namespace, name))
+async def flag_changed(
+    memo: kopf.Memo, event: kopf.RawEvent, body: kopf.Body, namespace: str, name: str, **_: Any
+) -> None:
+    runtime = _runtime(memo)
+    if _changed(runtime, "FeatureFlag", event, body):
+        runtime.queue.add(("FeatureFlag", namespace, name))
 
 
 @kopf.on.event("v1", "namespaces")

@@ -6,9 +6,10 @@ idempotent, so the whole function can be repeated after a crash or any failure.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,12 +22,14 @@ from ferry.adapters.store import Store
 from ferry.domain import labels as L
 from ferry.domain.entry import EntryPlan, plan_entry, references
 from ferry.domain.errors import Invalid, Violation
-from ferry.domain.targets import desired_namespaces
+from ferry.domain.targets import TargetPlan, desired_namespaces
 from ferry.reconcile.reporting import Reporter, sync_conditions
 from ferry.reconcile.workqueue import Requeue
 from ferry.reconcile.world import Key, World
 
 KIND = "ConfigEntry"
+#: Target namespaces written at the same time by one reconcile (fan-out to many namespaces).
+PARALLEL_APPLIES = 16
 logger = logging.getLogger(__name__)
 
 
@@ -117,16 +120,37 @@ class EntryReconciler:
         for base in plan.bases:
             self.dependents.setdefault((namespace, base), set()).add(name)
 
-        revision = await self.report.record(
-            namespace,
-            name,
-            entry,
-            plan.data,
-            plan.hash,
-            untouched="waiting for PostgreSQL; existing objects are untouched",
-        )
+        targets = desired_namespaces(namespace, spec.get("target"), self.world.all_namespaces())
+        existing = {(o["namespace"], o["name"]): o for o in self.world.materialised(entry["uid"])}
+        current = {
+            ns: existing.get((ns, plan.object_name)) or self._written.get((ns, plan.object_name))
+            for ns in targets.accepted
+        }
+        # A target we hold no ConfigMap for may still have one that is not ours. Asking is a
+        # read, so it runs while the revision is recorded instead of after it.
+        checks = {
+            ns: asyncio.ensure_future(self._may_write(ns, plan.object_name, entry["uid"]))
+            for ns, obj in current.items()
+            if obj is None
+        }
+        try:
+            revision = await self.report.record(
+                namespace,
+                name,
+                entry,
+                plan.data,
+                plan.hash,
+                untouched="waiting for PostgreSQL; existing objects are untouched",
+            )
+        except BaseException:
+            for check in checks.values():
+                check.cancel()
+            await asyncio.gather(*checks.values(), return_exceptions=True)
+            raise
 
-        results = await self._materialise(namespace, name, entry, plan, revision)
+        results = await self._materialise(
+            namespace, name, entry, plan, revision, targets, existing, current, checks
+        )
         if L.FINALIZER not in entry["finalizers"]:
             # After the first write, not before: it keeps an API round trip (and two admission
             # calls) off the path to the first ConfigMap. An entry deleted in between is cleaned
@@ -160,27 +184,42 @@ class EntryReconciler:
 
     # ----------------------------------------------------------------------------- materialise
     async def _materialise(
-        self, namespace: str, name: str, entry: dict[str, Any], plan: EntryPlan, revision: int
+        self,
+        namespace: str,
+        name: str,
+        entry: dict[str, Any],
+        plan: EntryPlan,
+        revision: int,
+        targets: TargetPlan,
+        existing: dict[tuple[str, str], dict[str, Any]],
+        current: dict[str, dict[str, Any] | None],
+        checks: dict[str, asyncio.Future[bool]],
     ) -> list[TargetResult]:
-        uid = entry["uid"]
-        spec_target = entry["spec"].get("target")
-        targets = desired_namespaces(namespace, spec_target, self.world.all_namespaces())
-        existing = {(o["namespace"], o["name"]): o for o in self.world.materialised(uid)}
-        results: list[TargetResult] = []
+        limit = asyncio.Semaphore(PARALLEL_APPLIES)
 
-        for target_ns in targets.accepted:
-            results.append(
-                await self._apply_target(
+        async def apply(target_ns: str) -> TargetResult:
+            async with limit:
+                return await self._apply_target(
                     namespace,
                     name,
                     entry,
                     plan,
                     revision,
                     target_ns,
-                    existing.get((target_ns, plan.object_name))
-                    or self._written.get((target_ns, plan.object_name)),
+                    current[target_ns],
+                    checks.get(target_ns),
                 )
-            )
+
+        # Targets are independent: write them side by side, and let every one finish before a
+        # failure is raised (each retry starts from what is already in place).
+        outcomes = await asyncio.gather(
+            *(apply(ns) for ns in targets.accepted), return_exceptions=True
+        )
+        results: list[TargetResult] = []
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            results.append(outcome)
         for target_ns in targets.refused:
             results.append(
                 TargetResult(
@@ -238,6 +277,7 @@ class EntryReconciler:
         revision: int,
         target_ns: str,
         current: dict[str, Any] | None,
+        may_write: Awaitable[bool] | None,
     ) -> TargetResult:
         object_name = plan.object_name
         annotations = {
@@ -257,7 +297,7 @@ class EntryReconciler:
         else:
             drift = "deleted by hand" if _was_synced(entry, target_ns, object_name) else None
         if not up_to_date:
-            if current is None and not await self._may_write(target_ns, object_name, entry["uid"]):
+            if current is None and may_write is not None and not await may_write:
                 return TargetResult(
                     target_ns,
                     object_name,
