@@ -18,6 +18,7 @@ from ferry.domain.admission import (
     check_flag,
     check_schema_change,
     denial_message,
+    finalizers_on_create,
     stamp_changes,
 )
 from ferry.domain.errors import Violation
@@ -488,3 +489,15 @@ def test_check_schema_change_always_answers(
 )
 def test_check_flag_always_answers(spec: Any) -> None:
     assert answers(check_flag(spec))
+
+
+def test_new_objects_are_stored_with_ferrys_finalizer_and_updates_leave_finalizers_alone() -> None:
+    new = {"metadata": {"name": "e", "finalizers": ["example.com/keep"]}, "spec": {}}
+
+    assert finalizers_on_create("CREATE", new) == ["example.com/keep", "ferry.dev/cleanup"]
+    assert finalizers_on_create("CREATE", {"metadata": {"name": "e"}}) == ["ferry.dev/cleanup"]
+    assert (
+        finalizers_on_create("CREATE", {"metadata": {"finalizers": ["ferry.dev/cleanup"]}}) is None
+    )
+    # Removing it is how a deleted object is let go; an update must never put it back.
+    assert finalizers_on_create("UPDATE", {"metadata": {"finalizers": []}}) is None

@@ -20,7 +20,7 @@ from typing import Any
 from ferry.domain.entry import plan_entry, references
 from ferry.domain.errors import Invalid, Violation
 from ferry.domain.flags import check_flag
-from ferry.domain.labels import CHANGED_AT, CHANGED_BY
+from ferry.domain.labels import CHANGED_AT, CHANGED_BY, FINALIZER
 from ferry.domain.validation import check_schema
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "check_flag",
     "check_schema_change",
     "denial_message",
+    "finalizers_on_create",
     "stamp_changes",
 ]
 
@@ -238,3 +239,19 @@ def stamp_changes(
         previous = _annotations(old)
         wanted = {key: previous.get(key) for key in (CHANGED_BY, CHANGED_AT)}
     return {key: value for key, value in wanted.items() if current.get(key) != value}
+
+
+def finalizers_on_create(operation: str | None, new: Mapping[str, Any] | None) -> list[str] | None:
+    """The finalizers a new object is stored with: its own plus Ferry's (``None``: no change).
+
+    Added by the mutating webhook, which is called on every create anyway, so the object never
+    needs a separate update (an API write, a watch event, a reconcile) just for the finalizer.
+    The reconciler still adds it to objects stored while the webhook was off.
+    """
+    if operation != "CREATE":
+        return None
+    meta = (new or {}).get("metadata") or {}
+    finalizers = meta.get("finalizers") or []
+    if not isinstance(finalizers, list) or FINALIZER in finalizers:
+        return None
+    return [*finalizers, FINALIZER]

@@ -55,6 +55,7 @@ from ferry.domain.admission import (
     check_flag,
     check_schema_change,
     denial_message,
+    finalizers_on_create,
     stamp_changes,
 )
 from ferry.domain.entry import references
@@ -734,6 +735,8 @@ def _stamp(
     username = str((userinfo or {}).get("username") or "")
     for key, value in stamp_changes(operation, old, body, username, now).items():
         patch.metadata.annotations[key] = value
+    if (finalizers := finalizers_on_create(operation, body)) is not None:
+        patch.metadata["finalizers"] = finalizers
 
 
 @kopf.on.mutate(GROUP, VERSION, "configentries", id="stamp-configentry", operations=_CHANGES)
@@ -746,7 +749,8 @@ async def stamp_entry(
     patch: kopf.Patch,
     **_: Any,
 ) -> None:
-    """Record who changed the configuration and when; the revision history reads it."""
+    """Record who changed the configuration and when (the revision history reads it); a new
+    entry is stored with Ferry's finalizer."""
     _stamp(body, old, operation, userinfo, patch)
 
 
@@ -760,5 +764,5 @@ async def stamp_flag(
     patch: kopf.Patch,
     **_: Any,
 ) -> None:
-    """Record who changed the flag and when."""
+    """Record who changed the flag and when; a new flag is stored with Ferry's finalizer."""
     _stamp(body, old, operation, userinfo, patch)

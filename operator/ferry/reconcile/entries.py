@@ -152,9 +152,9 @@ class EntryReconciler:
             namespace, name, entry, plan, revision, targets, existing, current, checks
         )
         if L.FINALIZER not in entry["finalizers"]:
-            # After the first write, not before: it keeps an API round trip (and two admission
-            # calls) off the path to the first ConfigMap. An entry deleted in between is cleaned
-            # up from the DELETED event (see ``reconcile``), and the finalizer covers the rest.
+            # Stored while the webhook was off (the webhook adds it on create). After the first
+            # write, not before: an entry deleted in between is cleaned up from its DELETED event
+            # (see ``reconcile``), and the finalizer covers the rest.
             await self.kube.set_finalizers(
                 KIND, namespace, name, [*entry["finalizers"], L.FINALIZER], entry["resourceVersion"]
             )
