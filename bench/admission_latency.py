@@ -6,7 +6,9 @@ ConfigSchema, changing one value each time, over one keep-alive HTTPS connection
 
 1. with the webhooks registered (mutating stamp + validating check),
 2. the same applies with both webhook configurations deleted: the floor,
-3. with the webhooks registered again (to see drift between phases).
+3. with a webhook that checks nothing (``noop_webhook.py``, same configurations, same aiohttp and
+   TLS stack) in their place: the floor for any out-of-process webhook on this machine,
+4. with Ferry's webhooks registered again (to see drift between phases).
 
 For each phase it prints client-side p50/p99 and the API server's own view from its /metrics:
 ``apiserver_request_duration_seconds`` for the APPLY of configentries (whole request) and
@@ -23,12 +25,14 @@ at p99)
 from __future__ import annotations
 
 import argparse
+import base64
 import http.client
 import json
 import math
 import re
 import ssl
 import statistics
+import sys
 import tempfile
 import time
 import urllib.request
@@ -37,7 +41,10 @@ from pathlib import Path
 from typing import Any
 
 from ferry.devenv.controlplane import client_ssl_context
+from ferry.devenv.process import free_port, port_is_open, spawn, wait_until
 from ferry.devenv.stack import Stack, run_kubectl, start_operator, start_stack
+from ferry.handlers.admission import webhook_configurations
+from ferry.tls import CertificateAuthority
 
 GOAL_MS = 10.0
 PROPERTIES = 50
@@ -260,20 +267,21 @@ def measure(stack: Stack, requests: int) -> None:
     size = len(json.dumps(entry_payload(0)["spec"]["data"]))
     print(f"entry data {size} bytes, schema {PROPERTIES} properties, {requests} applies per phase")
 
-    saved = {
-        kind: json.loads(run_kubectl(stack.kubectl, kubeconfig, "get", kind, "ferry", "-o", "json"))
+    ferry_hooks = [
+        json.loads(run_kubectl(stack.kubectl, kubeconfig, "get", kind, "ferry", "-o", "json"))
         for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration")
-    }
-    for obj in saved.values():
+    ]
+    for obj in ferry_hooks:
         for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields", "generation"):
             obj["metadata"].pop(key, None)
+    noop_hooks = start_noop_webhook(stack)
+    registered = {"on": ferry_hooks, "off": [], "no-op": noop_hooks}
 
-    def webhooks(on: bool) -> None:
-        for kind, obj in saved.items():
-            if on:
-                _create(stack, obj)
-            else:
-                run_kubectl(stack.kubectl, kubeconfig, "delete", kind, "ferry")
+    def webhooks(mode: str) -> None:
+        for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
+            run_kubectl(stack.kubectl, kubeconfig, "delete", kind, "ferry", "--ignore-not-found")
+        for obj in registered[mode]:
+            _create(stack, obj)
         time.sleep(1)  # the API server's webhook informer catches up
 
     offset = 0
@@ -283,24 +291,61 @@ def measure(stack: Stack, requests: int) -> None:
     ):
         print(f"\n{title}")
         rows = {}
-        for label, on in (("on", True), ("off", False), ("on again", True)):
+        for label in ("on", "off", "no-op", "on again"):
             if label != "on":
-                webhooks(on)
+                webhooks(label.removesuffix(" again"))
             offset += 10_000
-            rows[label] = report(
-                f"webhooks {label}", *run_phase(api, stack, requests, offset, dry_run)
-            )
-        on_p50 = statistics.fmean([rows["on"]["client_p50"], rows["on again"]["client_p50"]])
-        on_p99 = statistics.fmean([rows["on"]["client_p99"], rows["on again"]["client_p99"]])
-        added_p50, added_p99 = (
-            on_p50 - rows["off"]["client_p50"],
-            on_p99 - rows["off"]["client_p99"],
-        )
-        verdict = "met" if added_p99 <= GOAL_MS else "NOT met"
-        print(
-            f"webhooks add (client, mean of both 'on' phases - floor): p50 {added_p50:+.2f} ms, "
-            f"p99 {added_p99:+.2f} ms; goal <= {GOAL_MS:.0f} ms at p99: {verdict}"
-        )
+            name = "no-op webhook" if label == "no-op" else f"webhooks {label}"
+            rows[label] = report(name, *run_phase(api, stack, requests, offset, dry_run))
+
+        summarize(rows)
+
+
+def summarize(rows: dict[str, dict[str, float]]) -> None:
+    """What Ferry's webhooks add over no webhook, and over a webhook that checks nothing."""
+
+    def added(key: str, over: str) -> float:
+        on = statistics.fmean([rows["on"][key], rows["on again"][key]])
+        return on - rows[over][key]
+
+    verdict = "met" if added("client_p99", "off") <= GOAL_MS else "NOT met"
+    print(
+        f"Ferry's webhooks add (client, mean of both 'on' phases - no webhooks): "
+        f"p50 {added('client_p50', 'off'):+.2f} ms, p99 {added('client_p99', 'off'):+.2f} ms; "
+        f"goal <= {GOAL_MS:.0f} ms at p99: {verdict}"
+    )
+    noop_p50 = rows["no-op"]["client_p50"] - rows["off"]["client_p50"]
+    noop_p99 = rows["no-op"]["client_p99"] - rows["off"]["client_p99"]
+    print(
+        f"  floor: a no-op webhook pair adds p50 {noop_p50:+.2f} ms, p99 {noop_p99:+.2f} ms; "
+        f"Ferry's beyond it: p50 {added('client_p50', 'no-op'):+.2f} ms, "
+        f"p99 {added('client_p99', 'no-op'):+.2f} ms"
+    )
+
+
+def start_noop_webhook(stack: Stack) -> list[dict[str, Any]]:
+    """Start ``noop_webhook.py`` on a free port; its configurations, shaped like Ferry's."""
+    directory = stack.directory / "noop-webhook"
+    directory.mkdir()
+    authority = CertificateAuthority.create("bench-noop-ca")
+    authority.issue("127.0.0.1", hosts=("127.0.0.1",)).write(
+        directory / "tls.crt", directory / "tls.key"
+    )
+    port = free_port()
+    script = Path(__file__).with_name("noop_webhook.py")
+    argv = [
+        sys.executable,
+        str(script),
+        str(port),
+        *(str(directory / f) for f in ("tls.crt", "tls.key")),
+    ]
+    process = spawn("noop-webhook", argv, directory / "log")
+    stack.processes.append(process)
+    wait_until(process, lambda: port_is_open(port), timeout=30, what="listening")
+    bundle = base64.b64encode(authority.cert_pem).decode()
+    return webhook_configurations(
+        lambda path: {"url": f"https://127.0.0.1:{port}/{path}", "caBundle": bundle}
+    )
 
 
 def _create(stack: Stack, obj: dict[str, Any]) -> None:

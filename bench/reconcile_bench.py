@@ -1,12 +1,17 @@
 """Reconciliation benchmarks (issue: reconciliation). Prints figures next to their floors.
 
-    .venv/bin/python bench/reconcile_bench.py [--applies 200] [--fanout 100] [--scale 5000]
+    .venv/bin/python bench/reconcile_bench.py [--applies 200] [--pause 0.1] [--fanout 100]
+        [--scale 5000]
 
 Starts its own control plane, PostgreSQL, Redis and operator (webhooks on), like `ferry dev up`.
-- latency: server-side apply of a ConfigEntry → its ConfigMap seen by a watch, p50/p99, next to
-  the floor: a plain ConfigMap create against the same API server, in the same run. Measured
-  with the admission webhooks (what a user sees) and again with their configurations taken out
-  (reconciliation alone: the apply is then as cheap as the floor's create).
+- latency: server-side apply of a new ConfigEntry → its ConfigMap seen by a watch, p50/p99, next
+  to the floor: a plain ConfigMap create against the same API server, in the same run. First as
+  isolated changes, ``--pause`` apart (a user's change arriving at an idle operator), for: the
+  floor; a no-op controller (`noop_controller.py`: watch → server-side apply, nothing else) in
+  the operator's place, the floor for any controller of this shape on this machine; Ferry with
+  its webhook configurations taken out; Ferry as a user meets it, webhooks on. Then Ferry back
+  to back (each apply arriving while the operator still finishes the previous one): a stream
+  that keeps the machine's CPUs busy, so it measures throughput as much as latency.
 - fan-out: one entry into N accepting namespaces → status Ready with N targets synced.
 - scale: N entries created while the operator is stopped → operator started → all Ready; the
   operator's peak RSS (VmHWM).
@@ -20,6 +25,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +39,8 @@ from lightkube.resources.admissionregistration_v1 import (
 )
 from lightkube.resources.core_v1 import ConfigMap, Namespace
 
-from ferry.devenv.process import Process
-from ferry.devenv.stack import start_operator, start_stack
+from ferry.devenv.process import Process, spawn
+from ferry.devenv.stack import Stack, start_operator, start_stack
 
 ConfigEntry = create_namespaced_resource("ferry.dev", "v1alpha1", "ConfigEntry", "configentries")
 
@@ -113,46 +119,103 @@ def percentiles(values: list[float]) -> str:
     return f"p50 {ms(percentile(values, 50))}  p99 {ms(percentile(values, 99))}"
 
 
-def latency_phase(client: Client, ns: str, seen: Seen, prefix: str, applies: int) -> list[float]:
-    """Apply ``applies`` new entries one after the other; print and return apply → seen times."""
+@dataclass
+class Latency:
+    """One apply → ConfigMap phase: whole times, and the apply request's share of each."""
+
+    total: list[float]
+    admitted: list[float]
+
+    def line(self, label: str, floor_p99: float | None) -> str:
+        text = f"  {label:<44} {percentiles(self.total)}"
+        if floor_p99 is not None:
+            text += f"  (p99 = {percentile(self.total, 99) / floor_p99:.1f}x floor p99)"
+        after = [t - a for t, a in zip(self.total, self.admitted, strict=True)]
+        return (
+            f"{text}\n      of which the apply request {percentiles(self.admitted)};"
+            f" apply returned → ConfigMap seen {percentiles(after)}"
+        )
+
+
+def latency_phase(
+    client: Client, ns: str, seen: Seen, prefix: str, applies: int, pause: float
+) -> Latency:
+    """Apply ``applies`` new entries one after the other, ``pause`` seconds apart."""
     total, admitted = [], []
     for i in range(applies):
         start = time.perf_counter()
         client.apply(entry(f"{prefix}-{i}", ns, {"data": {"i": i}}), field_manager="bench")
         admitted.append(time.perf_counter() - start)
         total.append(seen.wait(f"{prefix}-{i}") - start)
-    after = [t - a for t, a in zip(total, admitted, strict=True)]
-    print(f"    apply request (admission included):  {percentiles(admitted)}")
-    print(f"    apply returned → ConfigMap seen:     {percentiles(after)}")
-    return total
+        time.sleep(pause)
+    return Latency(total, admitted)
 
 
-def bench_latency(client: Client, applies: int) -> None:
-    ns = namespace(client, "bench-lat")
-    seen = Seen(client, ns)
-    floor = []
+def floor_phase(client: Client, ns: str, applies: int, pause: float) -> list[float]:
+    times = []
     for i in range(applies):
         start = time.perf_counter()
         client.create(
             ConfigMap(
-                metadata=ObjectMeta(name=f"plain-{i}", namespace=ns),
+                metadata=ObjectMeta(name=f"plain-{pause}-{i}", namespace=ns),
                 data={"config.json": f'{{"i": {i}}}'},
             )
         )
-        floor.append(time.perf_counter() - start)
-    floor_p99 = percentile(floor, 99)
-    print(f"latency over {applies} applies (apply → ConfigMap present)")
-    print(f"  floor (plain ConfigMap create):          {percentiles(floor)}")
+        times.append(time.perf_counter() - start)
+        time.sleep(pause)
+    return times
+
+
+def noop_phase(
+    client: Client, stack: Stack, ns: str, seen: Seen, applies: int, pause: float
+) -> Latency:
+    """The same applies answered by ``noop_controller.py`` instead of the operator."""
+    script = Path(__file__).with_name("noop_controller.py")
+    controller = spawn(
+        "noop-controller",
+        [sys.executable, str(script), str(stack.kubeconfig), ns],
+        stack.directory / "noop-controller.log",
+    )
+    try:
+        client.apply(entry("noop-warmup", ns, {"data": {}}), field_manager="bench")
+        seen.wait("noop-warmup")
+        return latency_phase(client, ns, seen, "noop", applies, pause)
+    finally:
+        controller.stop()
+        # Gone before the operator starts (no finalizer: nothing was admitted by Ferry), so it
+        # never spends the next phase reporting their ConfigMaps as not its own.
+        for obj in client.list(ConfigEntry, namespace=ns):
+            client.delete(ConfigEntry, str(obj.metadata.name), namespace=ns)
+
+
+def bench_latency(client: Client, stack: Stack, applies: int, pause: float) -> None:
+    """Isolated changes (``pause`` apart, the operator idle when each arrives) against their
+    floors, then the same applies back to back (each arriving while the operator still writes
+    the previous one's status and Event)."""
+    ns = namespace(client, "bench-lat")
+    seen = Seen(client, ns)
+    floor = floor_phase(client, ns, applies, pause)
+    noop = noop_phase(client, stack, ns, seen, applies, pause)
+    stack.processes.append(start_operator(stack))
+    ferry = latency_phase(client, ns, seen, "e", applies, pause)
     webhooks = Webhooks(client)
-    for label, prefix in (("webhooks on ", "e"), ("webhooks off", "off")):
-        if prefix == "off":
-            webhooks.off()
-        total = latency_phase(client, ns, seen, prefix, applies)
-        print(
-            f"  ferry, {label} (ConfigEntry → ConfigMap): {percentiles(total)}  "
-            f"(p99 = {percentile(total, 99) / floor_p99:.1f}x floor p99; goal <= 3x)"
-        )
+    webhooks.off()
+    unchecked = latency_phase(client, ns, seen, "off", applies, pause)
     webhooks.on()
+    floor_p99 = percentile(floor, 99)
+    print(f"latency, {applies} applies {pause * 1000:.0f} ms apart (apply → ConfigMap present)")
+    print(f"  {'floor: plain ConfigMap create':<44} {percentiles(floor)}")
+    print(noop.line("floor: no-op controller, no webhooks", floor_p99))
+    print(unchecked.line("ferry, webhooks off", floor_p99))
+    print(ferry.line("ferry, webhooks on (what a user sees)", floor_p99))
+    verdict = "met" if percentile(ferry.total, 99) <= 3 * floor_p99 else "NOT met"
+    print(f"  goal p99 <= 3x floor p99 (webhooks on): {verdict}")
+
+    stream_floor = floor_phase(client, ns, applies, 0)
+    stream = latency_phase(client, ns, seen, "stream", applies, 0)
+    print(f"latency, {applies} applies back to back")
+    print(f"  {'floor: plain ConfigMap create':<44} {percentiles(stream_floor)}")
+    print(stream.line("ferry, webhooks on", percentile(stream_floor, 99)))
 
 
 def wait_ready(client: Client, ns: str, names: set[str], timeout: float) -> float:
@@ -240,15 +303,18 @@ def bench_scale(client: Client, count: int, stack: Any, operator: Process) -> No
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--applies", type=int, default=200)
+    parser.add_argument("--pause", type=float, default=0.1, help="seconds between isolated applies")
     parser.add_argument("--fanout", type=int, default=100)
     parser.add_argument("--scale", type=int, default=5000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ferry-bench-") as tmp:
-        stack = start_stack(Path(tmp), with_operator=True)
+        stack = start_stack(Path(tmp))
         try:
             client = Client(KubeConfig.from_file(str(stack.kubeconfig)), field_manager="bench")
             if args.applies:
-                bench_latency(client, args.applies)
+                bench_latency(client, stack, args.applies, args.pause)
+            else:
+                stack.processes.append(start_operator(stack))
             if args.fanout:
                 bench_fanout(client, args.fanout)
             if args.scale:

@@ -80,6 +80,19 @@ async def configmaps_index(
     }
 
 
+@kopf.index("v1", "configmaps")
+async def configmap_owners_index(
+    namespace: str, name: str, labels: kopf.Labels, **_: Any
+) -> dict[Any, Any]:
+    """Every ConfigMap in the cluster → the uid of the entry that made it ("" if none did).
+
+    Ferry never overwrites a ConfigMap it did not create; with this index that check is a lookup
+    instead of a GET before each first write. Kopf receives every ConfigMap event anyway (it
+    watches a resource whole and filters per handler), so the cost is a name per ConfigMap.
+    """
+    return {(namespace, name): labels.get(L.ENTRY_UID, "")}
+
+
 @kopf.index("v1", "configmaps", labels={L.MANAGED_BY: L.MANAGED_BY_FERRY, FLAGSET_LABEL: "true"})
 async def flagsets_index(
     namespace: str, name: str, annotations: kopf.Annotations, **_: Any

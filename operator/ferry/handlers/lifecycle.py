@@ -41,6 +41,7 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any)
         flags=kwargs["flags_index"],
         namespaces=kwargs["namespaces_index"],
         configmaps=kwargs["configmaps_index"],
+        configmap_owners=kwargs["configmap_owners_index"],
         workloads=(
             kwargs["deployments_index"],
             kwargs["statefulsets_index"],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,7 @@ from ferry.adapters.store import Store
 from ferry.domain import labels as L
 from ferry.domain.entry import EntryPlan, plan_entry, references
 from ferry.domain.errors import Invalid, Violation
-from ferry.domain.targets import TargetPlan, desired_namespaces
+from ferry.domain.targets import desired_namespaces
 from ferry.reconcile.reporting import Reporter, sync_conditions
 from ferry.reconcile.workqueue import Requeue
 from ferry.reconcile.world import Key, World
@@ -120,37 +120,16 @@ class EntryReconciler:
         for base in plan.bases:
             self.dependents.setdefault((namespace, base), set()).add(name)
 
-        targets = desired_namespaces(namespace, spec.get("target"), self.world.all_namespaces())
-        existing = {(o["namespace"], o["name"]): o for o in self.world.materialised(entry["uid"])}
-        current = {
-            ns: existing.get((ns, plan.object_name)) or self._written.get((ns, plan.object_name))
-            for ns in targets.accepted
-        }
-        # A target we hold no ConfigMap for may still have one that is not ours. Asking is a
-        # read, so it runs while the revision is recorded instead of after it.
-        checks = {
-            ns: asyncio.ensure_future(self._may_write(ns, plan.object_name, entry["uid"]))
-            for ns, obj in current.items()
-            if obj is None
-        }
-        try:
-            revision = await self.report.record(
-                namespace,
-                name,
-                entry,
-                plan.data,
-                plan.hash,
-                untouched="waiting for PostgreSQL; existing objects are untouched",
-            )
-        except BaseException:
-            for check in checks.values():
-                check.cancel()
-            await asyncio.gather(*checks.values(), return_exceptions=True)
-            raise
-
-        results = await self._materialise(
-            namespace, name, entry, plan, revision, targets, existing, current, checks
+        revision = await self.report.record(
+            namespace,
+            name,
+            entry,
+            plan.data,
+            plan.hash,
+            untouched="waiting for PostgreSQL; existing objects are untouched",
         )
+
+        results = await self._materialise(namespace, name, entry, plan, revision)
         if L.FINALIZER not in entry["finalizers"]:
             # Stored while the webhook was off (the webhook adds it on create). After the first
             # write, not before: an entry deleted in between is cleaned up from its DELETED event
@@ -190,11 +169,11 @@ class EntryReconciler:
         entry: dict[str, Any],
         plan: EntryPlan,
         revision: int,
-        targets: TargetPlan,
-        existing: dict[tuple[str, str], dict[str, Any]],
-        current: dict[str, dict[str, Any] | None],
-        checks: dict[str, asyncio.Future[bool]],
     ) -> list[TargetResult]:
+        targets = desired_namespaces(
+            namespace, entry["spec"].get("target"), self.world.all_namespaces()
+        )
+        existing = {(o["namespace"], o["name"]): o for o in self.world.materialised(entry["uid"])}
         limit = asyncio.Semaphore(PARALLEL_APPLIES)
 
         async def apply(target_ns: str) -> TargetResult:
@@ -206,8 +185,8 @@ class EntryReconciler:
                     plan,
                     revision,
                     target_ns,
-                    current[target_ns],
-                    checks.get(target_ns),
+                    existing.get((target_ns, plan.object_name))
+                    or self._written.get((target_ns, plan.object_name)),
                 )
 
         # Targets are independent: write them side by side, and let every one finish before a
@@ -277,7 +256,6 @@ class EntryReconciler:
         revision: int,
         target_ns: str,
         current: dict[str, Any] | None,
-        may_write: Awaitable[bool] | None,
     ) -> TargetResult:
         object_name = plan.object_name
         annotations = {
@@ -297,7 +275,7 @@ class EntryReconciler:
         else:
             drift = "deleted by hand" if _was_synced(entry, target_ns, object_name) else None
         if not up_to_date:
-            if current is None and may_write is not None and not await may_write:
+            if current is None and not self._may_write(target_ns, object_name, entry["uid"]):
                 return TargetResult(
                     target_ns,
                     object_name,
@@ -344,13 +322,9 @@ class EntryReconciler:
         await self._reload_workloads(target_ns, name, plan.hash)
         return TargetResult(target_ns, object_name, True, revision)
 
-    async def _may_write(self, namespace: str, object_name: str, uid: str) -> bool:
-        """A ConfigMap missing from our index may exist: never overwrite one we did not make."""
-        found = await self.kube.get_configmap(namespace, object_name)
-        if found is None:
-            return True
-        labels = (found.metadata.labels if found.metadata else None) or {}
-        return labels.get(L.ENTRY_UID) == uid
+    def _may_write(self, namespace: str, object_name: str, uid: str) -> bool:
+        """A ConfigMap we have not written may still exist: never overwrite one we did not make."""
+        return self.world.configmap_owner(namespace, object_name) in (None, uid)
 
     async def _reload_workloads(self, namespace: str, entry_name: str, content_hash: str) -> None:
         for workload in self.world.reload_targets(namespace, entry_name):

@@ -71,6 +71,7 @@ class World:
     flags: kopf.Index[Key, dict[str, Any]]
     namespaces: kopf.Index[str, tuple[dict[str, str], dict[str, str]]]
     configmaps: kopf.Index[str, dict[str, Any]]  # entry uid → materialised objects
+    configmap_owners: kopf.Index[Key, str]  # every ConfigMap → its entry uid label, or ""
     # (namespace, reload-on entry name) → workloads; one index per kind (Deployment, ...)
     workloads: tuple[kopf.Index[Key, dict[str, Any]], ...]
 
@@ -96,6 +97,10 @@ class World:
         for name, store in self.namespaces.items():
             for ns_labels, ns_annotations in store:
                 yield name, ns_labels, ns_annotations
+
+    def configmap_owner(self, namespace: str, name: str) -> str | None:
+        """The entry uid a ConfigMap is labelled with ("" if none); ``None``: no such ConfigMap."""
+        return _one(self.configmap_owners, (namespace, name))  # type: ignore[no-any-return]
 
     def materialised(self, uid: str) -> list[dict[str, Any]]:
         return list(self.configmaps.get(uid, []))

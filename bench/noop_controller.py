@@ -1,0 +1,39 @@
+"""The floor for a controller: a ConfigEntry watch event → a server-side applied ConfigMap.
+
+The shortest path any operator of this shape has from a custom resource to a ConfigMap, in
+Python on the same client library as Ferry (lightkube, asyncio): no index, no validation, no
+revision in PostgreSQL, no ownership check, no status. ``bench/reconcile_bench.py`` runs it in
+place of the operator, so Ferry's latency can be read against it as well as against a plain
+ConfigMap create.
+
+    python bench/noop_controller.py KUBECONFIG NAMESPACE
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from lightkube import AsyncClient, KubeConfig
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import ConfigMap
+
+from ferry.adapters.kube import ConfigEntry
+
+
+async def main(kubeconfig: str, namespace: str) -> None:
+    client = AsyncClient(KubeConfig.from_file(kubeconfig), field_manager="noop")
+    async for event, obj in client.watch(ConfigEntry, namespace=namespace):
+        if event != "ADDED":
+            continue
+        data = json.dumps((obj.get("spec") or {}).get("data"))
+        name = str(obj.metadata.name)  # type: ignore[union-attr]
+        configmap = ConfigMap(
+            metadata=ObjectMeta(name=name, namespace=namespace), data={"config.json": data}
+        )
+        await client.apply(configmap, force=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
