@@ -25,14 +25,12 @@ at p99)
 from __future__ import annotations
 
 import argparse
-import base64
 import http.client
 import json
 import math
 import re
 import ssl
 import statistics
-import sys
 import tempfile
 import time
 import urllib.request
@@ -40,11 +38,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from floors import register, saved_configurations, start_noop_webhook
+
 from ferry.devenv.controlplane import client_ssl_context
-from ferry.devenv.process import free_port, port_is_open, spawn, wait_until
 from ferry.devenv.stack import Stack, run_kubectl, start_operator, start_stack
-from ferry.handlers.admission import webhook_configurations
-from ferry.tls import CertificateAuthority
 
 GOAL_MS = 10.0
 PROPERTIES = 50
@@ -267,22 +264,9 @@ def measure(stack: Stack, requests: int) -> None:
     size = len(json.dumps(entry_payload(0)["spec"]["data"]))
     print(f"entry data {size} bytes, schema {PROPERTIES} properties, {requests} applies per phase")
 
-    ferry_hooks = [
-        json.loads(run_kubectl(stack.kubectl, kubeconfig, "get", kind, "ferry", "-o", "json"))
-        for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration")
-    ]
-    for obj in ferry_hooks:
-        for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields", "generation"):
-            obj["metadata"].pop(key, None)
-    noop_hooks = start_noop_webhook(stack)
-    registered = {"on": ferry_hooks, "off": [], "no-op": noop_hooks}
-
-    def webhooks(mode: str) -> None:
-        for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
-            run_kubectl(stack.kubectl, kubeconfig, "delete", kind, "ferry", "--ignore-not-found")
-        for obj in registered[mode]:
-            _create(stack, obj)
-        time.sleep(1)  # the API server's webhook informer catches up
+    noop, noop_hooks = start_noop_webhook(stack)
+    stack.processes.append(noop)
+    registered = {"on": saved_configurations(stack), "off": [], "no-op": noop_hooks}
 
     offset = 0
     for dry_run, title in (
@@ -293,7 +277,7 @@ def measure(stack: Stack, requests: int) -> None:
         rows = {}
         for label in ("on", "off", "no-op", "on again"):
             if label != "on":
-                webhooks(label.removesuffix(" again"))
+                register(stack, registered[label.removesuffix(" again")])
             offset += 10_000
             name = "no-op webhook" if label == "no-op" else f"webhooks {label}"
             rows[label] = report(name, *run_phase(api, stack, requests, offset, dry_run))
@@ -321,37 +305,6 @@ def summarize(rows: dict[str, dict[str, float]]) -> None:
         f"Ferry's beyond it: p50 {added('client_p50', 'no-op'):+.2f} ms, "
         f"p99 {added('client_p99', 'no-op'):+.2f} ms"
     )
-
-
-def start_noop_webhook(stack: Stack) -> list[dict[str, Any]]:
-    """Start ``noop_webhook.py`` on a free port; its configurations, shaped like Ferry's."""
-    directory = stack.directory / "noop-webhook"
-    directory.mkdir()
-    authority = CertificateAuthority.create("bench-noop-ca")
-    authority.issue("127.0.0.1", hosts=("127.0.0.1",)).write(
-        directory / "tls.crt", directory / "tls.key"
-    )
-    port = free_port()
-    script = Path(__file__).with_name("noop_webhook.py")
-    argv = [
-        sys.executable,
-        str(script),
-        str(port),
-        *(str(directory / f) for f in ("tls.crt", "tls.key")),
-    ]
-    process = spawn("noop-webhook", argv, directory / "log")
-    stack.processes.append(process)
-    wait_until(process, lambda: port_is_open(port), timeout=30, what="listening")
-    bundle = base64.b64encode(authority.cert_pem).decode()
-    return webhook_configurations(
-        lambda path: {"url": f"https://127.0.0.1:{port}/{path}", "caBundle": bundle}
-    )
-
-
-def _create(stack: Stack, obj: dict[str, Any]) -> None:
-    path = stack.directory / f"{obj['kind']}.json"
-    path.write_text(json.dumps(obj))
-    run_kubectl(stack.kubectl, stack.kubeconfig, "create", "-f", str(path))
 
 
 if __name__ == "__main__":

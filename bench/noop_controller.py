@@ -15,7 +15,8 @@ import asyncio
 import json
 import sys
 
-from lightkube import AsyncClient, KubeConfig
+import httpx2 as httpx
+from lightkube import ApiError, AsyncClient, KubeConfig
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ConfigMap
 
@@ -24,6 +25,14 @@ from ferry.adapters.kube import ConfigEntry
 
 async def main(kubeconfig: str, namespace: str) -> None:
     client = AsyncClient(KubeConfig.from_file(kubeconfig), field_manager="noop")
+    while True:  # right after start the API server answers 429 until the CRD's storage is ready
+        try:
+            await copy_entries(client, namespace)
+        except (httpx.HTTPError, ApiError):
+            await asyncio.sleep(0.2)
+
+
+async def copy_entries(client: AsyncClient, namespace: str) -> None:
     async for event, obj in client.watch(ConfigEntry, namespace=namespace):
         if event != "ADDED":
             continue

@@ -8,8 +8,9 @@ Starts its own control plane, PostgreSQL, Redis and operator (webhooks on), like
   to the floor: a plain ConfigMap create against the same API server, in the same run. First as
   isolated changes, ``--pause`` apart (a user's change arriving at an idle operator), for: the
   floor; a no-op controller (`noop_controller.py`: watch → server-side apply, nothing else) in
-  the operator's place, the floor for any controller of this shape on this machine; Ferry with
-  its webhook configurations taken out; Ferry as a user meets it, webhooks on. Then Ferry back
+  the operator's place, without and with no-op admission webhooks (`noop_webhook.py`,
+  registered like Ferry's): the floors for any controller of this shape on this machine; Ferry
+  with its webhook configurations taken out; Ferry as a user meets it, webhooks on. Then Ferry back
   to back (each apply arriving while the operator still finishes the previous one): a stream
   that keeps the machine's CPUs busy, so it measures throughput as much as latency.
 - fan-out: one entry into N accepting namespaces → status Ready with N targets synced.
@@ -30,16 +31,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
+from floors import register, saved_configurations, start_noop_controller, start_noop_webhook
 from lightkube import Client, KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.admissionregistration_v1 import (
-    MutatingWebhookConfiguration,
-    ValidatingWebhookConfiguration,
-)
 from lightkube.resources.core_v1 import ConfigMap, Namespace
 
-from ferry.devenv.process import Process, spawn
+from ferry.devenv.process import Process, log_tail
 from ferry.devenv.stack import Stack, start_operator, start_stack
 
 ConfigEntry = create_namespaced_resource("ferry.dev", "v1alpha1", "ConfigEntry", "configentries")
@@ -92,29 +90,6 @@ class Seen:
             return self.times[name]
 
 
-class Webhooks:
-    """Take Ferry's webhook configurations out and put them back: latency without admission."""
-
-    KINDS = (ValidatingWebhookConfiguration, MutatingWebhookConfiguration)
-
-    def __init__(self, client: Client) -> None:
-        self.client = client
-        self.saved = [client.get(kind, "ferry") for kind in self.KINDS]
-
-    def off(self) -> None:
-        for kind in self.KINDS:
-            self.client.delete(kind, "ferry")
-        time.sleep(1)  # the API server's webhook informer catches up
-
-    def on(self) -> None:
-        for obj in self.saved:
-            assert obj.metadata is not None
-            obj.metadata.resourceVersion = obj.metadata.uid = None
-            obj.metadata.managedFields = None
-            self.client.create(obj)
-        time.sleep(1)
-
-
 def percentiles(values: list[float]) -> str:
     return f"p50 {ms(percentile(values, 50))}  p99 {ms(percentile(values, 99))}"
 
@@ -126,13 +101,12 @@ class Latency:
     total: list[float]
     admitted: list[float]
 
-    def line(self, label: str, floor_p99: float | None) -> str:
-        text = f"  {label:<44} {percentiles(self.total)}"
-        if floor_p99 is not None:
-            text += f"  (p99 = {percentile(self.total, 99) / floor_p99:.1f}x floor p99)"
+    def line(self, label: str, floor_p99: float) -> str:
+        ratio = percentile(self.total, 99) / floor_p99
         after = [t - a for t, a in zip(self.total, self.admitted, strict=True)]
         return (
-            f"{text}\n      of which the apply request {percentiles(self.admitted)};"
+            f"  {label:<44} {percentiles(self.total)}  (p99 = {ratio:.1f}x floor p99)\n"
+            f"      of which the apply request {percentiles(self.admitted)};"
             f" apply returned → ConfigMap seen {percentiles(after)}"
         )
 
@@ -166,22 +140,29 @@ def floor_phase(client: Client, ns: str, applies: int, pause: float) -> list[flo
     return times
 
 
-def noop_phase(
+def noop_phases(
     client: Client, stack: Stack, ns: str, seen: Seen, applies: int, pause: float
-) -> Latency:
-    """The same applies answered by ``noop_controller.py`` instead of the operator."""
-    script = Path(__file__).with_name("noop_controller.py")
-    controller = spawn(
-        "noop-controller",
-        [sys.executable, str(script), str(stack.kubeconfig), ns],
-        stack.directory / "noop-controller.log",
-    )
+) -> tuple[Latency, Latency]:
+    """The same applies answered by the no-op controller: without webhooks, then with no-op
+    webhooks registered the way Ferry registers its own."""
+    controller = start_noop_controller(stack, ns)
+    webhook, configurations = start_noop_webhook(stack)
     try:
         client.apply(entry("noop-warmup", ns, {"data": {}}), field_manager="bench")
-        seen.wait("noop-warmup")
-        return latency_phase(client, ns, seen, "noop", applies, pause)
+        try:
+            seen.wait("noop-warmup")
+        except TimeoutError:
+            raise RuntimeError(
+                f"no-op controller silent; log:\n{log_tail(controller.log)}"
+            ) from None
+        bare = latency_phase(client, ns, seen, "noop", applies, pause)
+        register(stack, configurations)
+        hooked = latency_phase(client, ns, seen, "noop-hooked", applies, pause)
+        register(stack, [])
+        return bare, hooked
     finally:
         controller.stop()
+        webhook.stop()
         # Gone before the operator starts (no finalizer: nothing was admitted by Ferry), so it
         # never spends the next phase reporting their ConfigMaps as not its own.
         for obj in client.list(ConfigEntry, namespace=ns):
@@ -195,17 +176,19 @@ def bench_latency(client: Client, stack: Stack, applies: int, pause: float) -> N
     ns = namespace(client, "bench-lat")
     seen = Seen(client, ns)
     floor = floor_phase(client, ns, applies, pause)
-    noop = noop_phase(client, stack, ns, seen, applies, pause)
+    noop, noop_hooked = noop_phases(client, stack, ns, seen, applies, pause)
     stack.processes.append(start_operator(stack))
     ferry = latency_phase(client, ns, seen, "e", applies, pause)
-    webhooks = Webhooks(client)
-    webhooks.off()
+    ferry_webhooks = saved_configurations(stack)
+    register(stack, [])
     unchecked = latency_phase(client, ns, seen, "off", applies, pause)
-    webhooks.on()
+    register(stack, ferry_webhooks)
+
     floor_p99 = percentile(floor, 99)
     print(f"latency, {applies} applies {pause * 1000:.0f} ms apart (apply → ConfigMap present)")
     print(f"  {'floor: plain ConfigMap create':<44} {percentiles(floor)}")
-    print(noop.line("floor: no-op controller, no webhooks", floor_p99))
+    print(noop.line("floor: no-op controller", floor_p99))
+    print(noop_hooked.line("floor: no-op controller + no-op webhooks", floor_p99))
     print(unchecked.line("ferry, webhooks off", floor_p99))
     print(ferry.line("ferry, webhooks on (what a user sees)", floor_p99))
     verdict = "met" if percentile(ferry.total, 99) <= 3 * floor_p99 else "NOT met"

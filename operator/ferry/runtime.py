@@ -12,6 +12,7 @@ from ferry.adapters.kube import Kube
 from ferry.adapters.store import Store
 from ferry.reconcile.entries import EntryReconciler
 from ferry.reconcile.flags import FlagReconciler
+from ferry.reconcile.reporting import hold_reports
 from ferry.reconcile.schemas import SchemaReconciler
 from ferry.reconcile.workqueue import WorkQueue
 from ferry.reconcile.world import World
@@ -42,14 +43,15 @@ class Runtime:
     async def reconcile(self, key: QueueKey) -> None:
         metrics.QUEUE_DEPTH.set(len(self.queue))
         kind, namespace, name = key
-        if kind == "ConfigEntry":
-            await self.entries.reconcile(namespace, name)
-        elif kind == "ConfigSchema":
-            await self.schemas.reconcile(namespace, name)
-        elif kind == "FeatureFlag":
-            await self.flags.reconcile(namespace, name)
-        elif kind == "FlagSet":
-            await self.flags.reconcile_namespace(namespace)
+        with hold_reports():  # Events and audit rows go out after the writes they describe
+            if kind == "ConfigEntry":
+                await self.entries.reconcile(namespace, name)
+            elif kind == "ConfigSchema":
+                await self.schemas.reconcile(namespace, name)
+            elif kind == "FeatureFlag":
+                await self.flags.reconcile(namespace, name)
+            elif kind == "FlagSet":
+                await self.flags.reconcile_namespace(namespace)
 
     def enqueue_entry(self, namespace: str, name: str) -> None:
         self.queue.add(("ConfigEntry", namespace, name))

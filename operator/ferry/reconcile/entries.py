@@ -189,16 +189,19 @@ class EntryReconciler:
                     or self._written.get((target_ns, plan.object_name)),
                 )
 
-        # Targets are independent: write them side by side, and let every one finish before a
-        # failure is raised (each retry starts from what is already in place).
-        outcomes = await asyncio.gather(
-            *(apply(ns) for ns in targets.accepted), return_exceptions=True
-        )
         results: list[TargetResult] = []
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-            results.append(outcome)
+        if len(targets.accepted) == 1:  # the usual case: no task, so no wait for the loop
+            results.append(await apply(targets.accepted[0]))
+        else:
+            # Targets are independent: write them side by side, and let every one finish before
+            # a failure is raised (each retry starts from what is already in place).
+            outcomes = await asyncio.gather(
+                *(apply(ns) for ns in targets.accepted), return_exceptions=True
+            )
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                results.append(outcome)
         for target_ns in targets.refused:
             results.append(
                 TargetResult(

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,28 @@ from ferry.domain import labels as L
 from ferry.domain.conditions import Condition, merge_conditions
 from ferry.domain.errors import Invalid
 from ferry.reconcile.workqueue import Requeue
+
+# Background reports (Events, audit rows) said while a reconcile runs, sent when it ends.
+_held: ContextVar[list[Callable[[], None]] | None] = ContextVar("ferry_held_reports", default=None)
+
+
+@contextlib.contextmanager
+def hold_reports() -> Iterator[None]:
+    """Send the Events and audit rows said inside the block only when it ends.
+
+    They describe writes the block makes (a revision recorded, a ConfigMap restored). Sent at
+    once, they put an API call and a database round trip on the event loop exactly while those
+    writes are on their way; held, the ConfigMap reaches the workload first and the Event
+    follows a few milliseconds later. Tasks started inside the block share the hold.
+    """
+    held: list[Callable[[], None]] = []
+    token = _held.set(held)
+    try:
+        yield
+    finally:
+        _held.reset(token)
+        for send in held:
+            send()
 
 
 def now() -> str:
@@ -189,6 +212,12 @@ class Reporter:
             )
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        if (held := _held.get()) is not None:
+            held.append(lambda: self._start(work))
+        else:
+            self._start(work)
+
+    def _start(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)

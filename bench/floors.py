@@ -1,0 +1,80 @@
+"""Floors the benchmarks measure Ferry against: stand-ins that do the least any operator must.
+
+- :func:`start_noop_webhook` runs ``noop_webhook.py`` (allows everything, on aiohttp over TLS like
+  Ferry's webhooks) and returns webhook configurations shaped exactly like Ferry's, pointing at it.
+- :func:`start_noop_controller` runs ``noop_controller.py`` (ConfigEntry watch → server-side
+  applied ConfigMap, nothing else) for one namespace.
+- :func:`register` puts a set of webhook configurations in place of whatever is registered.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ferry.devenv.process import Process, free_port, port_is_open, spawn, wait_until
+from ferry.devenv.stack import Stack, run_kubectl
+from ferry.handlers.admission import CONFIGURATION_NAME, webhook_configurations
+from ferry.tls import CertificateAuthority
+
+HERE = Path(__file__).parent
+KINDS = ("validatingwebhookconfiguration", "mutatingwebhookconfiguration")
+
+
+def start_noop_webhook(stack: Stack) -> tuple[Process, list[dict[str, Any]]]:
+    """The no-op webhook server on a free port, and its configurations (Ferry's, re-pointed)."""
+    directory = stack.directory / "noop-webhook"
+    directory.mkdir(exist_ok=True)
+    authority = CertificateAuthority.create("bench-noop-ca")
+    cert, key = directory / "tls.crt", directory / "tls.key"
+    authority.issue("127.0.0.1", hosts=("127.0.0.1",)).write(cert, key)
+    port = free_port()
+    argv = [sys.executable, str(HERE / "noop_webhook.py"), str(port), str(cert), str(key)]
+    process = spawn("noop-webhook", argv, directory / "log")
+    wait_until(process, lambda: port_is_open(port), timeout=30, what="listening")
+    bundle = base64.b64encode(authority.cert_pem).decode()
+    configurations = webhook_configurations(
+        lambda path: {"url": f"https://127.0.0.1:{port}/{path}", "caBundle": bundle}
+    )
+    return process, configurations
+
+
+def start_noop_controller(stack: Stack, namespace: str) -> Process:
+    argv = [sys.executable, str(HERE / "noop_controller.py"), str(stack.kubeconfig), namespace]
+    return spawn("noop-controller", argv, stack.directory / "noop-controller.log")
+
+
+def saved_configurations(stack: Stack) -> list[dict[str, Any]]:
+    """Ferry's registered webhook configurations, ready to be created again."""
+    saved = []
+    for kind in KINDS:
+        text = run_kubectl(
+            stack.kubectl, stack.kubeconfig, "get", kind, CONFIGURATION_NAME, "-o", "json"
+        )
+        obj = json.loads(text)
+        for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields", "generation"):
+            obj["metadata"].pop(key, None)
+        saved.append(obj)
+    return saved
+
+
+def register(stack: Stack, configurations: list[dict[str, Any]]) -> None:
+    """Replace the registered webhook configurations with ``configurations`` (may be none)."""
+    for kind in KINDS:
+        run_kubectl(
+            stack.kubectl,
+            stack.kubeconfig,
+            "delete",
+            kind,
+            CONFIGURATION_NAME,
+            "--ignore-not-found",
+        )
+    for obj in configurations:
+        path = stack.directory / f"{obj['kind']}.json"
+        path.write_text(json.dumps(obj))
+        run_kubectl(stack.kubectl, stack.kubeconfig, "create", "-f", str(path))
+    time.sleep(1)  # the API server's webhook informer catches up
