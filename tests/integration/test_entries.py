@@ -403,7 +403,9 @@ def test_hand_edits_and_deletes_are_restored_with_an_event(
     )
 
 
-def test_foreign_configmap_is_never_overwritten(kube: Kube, operator: Operator) -> None:
+def test_foreign_configmap_is_never_overwritten_and_taken_over_once_gone(
+    kube: Kube, operator: Operator
+) -> None:
     ns = kube.namespace("conflict")
     kube.apply(
         {
@@ -423,6 +425,17 @@ def test_foreign_configmap_is_never_overwritten(kube: Kube, operator: Operator) 
     assert synced["reason"] == "Conflict"
     assert condition(get_or_none(kube, "configentry", "e", "-n", ns), "Ready")["status"] == "False"
     assert configmap_data(kube, ns, "app") == {"mine": "yes"}
+
+    # Its owner deletes it: the entry writes there without waiting for a resync.
+    kube.kubectl("delete", "configmap", "app", "-n", ns)
+    eventually(
+        lambda: (
+            json.loads((configmap_data(kube, ns, "app") or {}).get("config.json", "{}")) == {"x": 1}
+        ),
+        what="the entry's ConfigMap in place of the deleted one",
+        timeout=20,
+    )
+    wait_ready(kube, ns, "e")
 
 
 def test_delete_removes_every_materialised_object(kube: Kube, operator: Operator) -> None:

@@ -130,6 +130,17 @@ async def configmap_changed(
         runtime.enqueue_entry(entry_namespace, entry_name)
 
 
+@kopf.on.event("v1", "configmaps")
+async def any_configmap_changed(
+    memo: kopf.Memo, event: kopf.RawEvent, namespace: str, name: str, **_: Any
+) -> None:
+    """A ConfigMap Ferry refused to overwrite is gone: the entry it blocked can write now."""
+    if event.get("type") == "DELETED":
+        runtime = _runtime(memo)
+        if (blocked := runtime.entries.unblocked_by(namespace, name)) is not None:
+            runtime.enqueue_entry(*blocked)
+
+
 @kopf.on.event("v1", "configmaps", labels={L.MANAGED_BY: L.MANAGED_BY_FERRY, FLAGSET_LABEL: "true"})
 async def flagset_changed(
     memo: kopf.Memo,

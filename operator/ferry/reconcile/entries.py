@@ -69,6 +69,9 @@ class EntryReconciler:
     # (namespace, name) → what we last wrote there, for the moment before the ConfigMap index
     # hears of it: the reconcile our own status write triggers then needs no GET and no apply.
     _written: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # (namespace, name) of a ConfigMap Ferry did not make → the entry it keeps out: when that
+    # ConfigMap goes, the entry is reconciled at once instead of at the next resync.
+    _blocked_by: dict[tuple[str, str], Key] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.report = Reporter(KIND, self.kube, self.store)
@@ -279,6 +282,7 @@ class EntryReconciler:
             drift = "deleted by hand" if _was_synced(entry, target_ns, object_name) else None
         if not up_to_date:
             if current is None and not self._may_write(target_ns, object_name, entry["uid"]):
+                self._blocked_by[(target_ns, object_name)] = (namespace, name)
                 return TargetResult(
                     target_ns,
                     object_name,
@@ -369,6 +373,10 @@ class EntryReconciler:
     def forget(self, namespace: str, name: str) -> None:
         """A ConfigMap we wrote is gone (its DELETED event): stop assuming it is there."""
         self._written.pop((namespace, name), None)
+
+    def unblocked_by(self, namespace: str, name: str) -> Key | None:
+        """A ConfigMap was deleted: the entry it kept from writing there, if any."""
+        return self._blocked_by.pop((namespace, name), None)
 
     async def _delete(self, namespace: str, name: str) -> None:
         self.forget(namespace, name)
