@@ -39,6 +39,8 @@ class Runtime:
     # events that change none of them (status and finalizer writes, mostly Ferry's own) queue
     # no reconcile. See handlers/watches.
     seen: dict[QueueKey, tuple[Any, ...]] = field(default_factory=dict)
+    # (namespace, entry) → the ConfigSchema it names, so a schema's usedBy follows its entries.
+    schema_refs: dict[tuple[str, str], str] = field(default_factory=dict)
 
     async def reconcile(self, key: QueueKey) -> None:
         metrics.QUEUE_DEPTH.set(len(self.queue))

@@ -403,6 +403,22 @@ def test_hand_edits_and_deletes_are_restored_with_an_event(
     )
 
 
+def test_schema_status_counts_the_entries_that_use_it(kube: Kube, operator: Operator) -> None:
+    ns = kube.namespace("usedby")
+    uses = {"schemaRef": {"name": "payments"}, "data": {"db": {"poolSize": 5}}}
+    kube.apply(schema("payments", ns, SCHEMA), entry("a", ns, uses), entry("b", ns, uses))
+
+    def used_by(count: int) -> bool:
+        status = (get_or_none(kube, "configschema", "payments", "-n", ns) or {}).get("status", {})
+        return status.get("usedBy") == count
+
+    eventually(lambda: used_by(2), what="usedBy 2")
+    kube.kubectl("delete", "configentry", "a", "-n", ns)
+    eventually(lambda: used_by(1), what="usedBy 1 after a delete")
+    kube.apply(entry("b", ns, {"data": {"db": {"poolSize": 5}}}))  # b stops naming the schema
+    eventually(lambda: used_by(0), what="usedBy 0 after b dropped its schemaRef")
+
+
 def test_foreign_configmap_is_never_overwritten_and_taken_over_once_gone(
     kube: Kube, operator: Operator
 ) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import kopf
 
 from ferry.domain import labels as L
+from ferry.domain.entry import references
 from ferry.domain.flagset import CONFIGMAP_NAME, FLAGSET_LABEL
 from ferry.domain.hashing import content_hash
 from ferry.handlers.indexes import GROUP, VERSION
@@ -66,6 +67,13 @@ async def entry_changed(
     runtime.enqueue_entry(namespace, name)
     for user in runtime.entries.users_of(namespace, name):
         runtime.enqueue_entry(namespace, user)
+    # The schema it names now and the one it named before count their users again (usedBy).
+    schema = references(body.get("spec") or {})[0]
+    before = runtime.schema_refs.pop((namespace, name), None)
+    if schema is not None and event.get("type") != "DELETED":
+        runtime.schema_refs[(namespace, name)] = schema
+    for counted in {schema, before} - {None}:
+        runtime.queue.add(("ConfigSchema", namespace, str(counted)))
 
 
 @kopf.on.event(GROUP, VERSION, "configschemas")
