@@ -67,7 +67,8 @@ class EntryReconciler:
     dependents: dict[Key, set[str]] = field(default_factory=dict)
     report: Reporter = field(init=False)
     # (namespace, name) → what we last wrote there, for the moment before the ConfigMap index
-    # hears of it: the reconcile our own status write triggers then needs no GET and no apply.
+    # hears of it: a reconcile in that moment (a quick second change) then skips an apply that
+    # is already in place.
     _written: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     # (namespace, name) of a ConfigMap Ferry did not make → the entry it keeps out: when that
     # ConfigMap goes, the entry is reconciled at once instead of at the next resync.
@@ -166,12 +167,7 @@ class EntryReconciler:
 
     # ----------------------------------------------------------------------------- materialise
     async def _materialise(
-        self,
-        namespace: str,
-        name: str,
-        entry: dict[str, Any],
-        plan: EntryPlan,
-        revision: int,
+        self, namespace: str, name: str, entry: dict[str, Any], plan: EntryPlan, revision: int
     ) -> list[TargetResult]:
         targets = desired_namespaces(
             namespace, entry["spec"].get("target"), self.world.all_namespaces()
