@@ -44,7 +44,9 @@ def _changed(runtime: Runtime, kind: str, event: kopf.RawEvent, body: kopf.Body)
         meta.get("uid"),
         meta.get("generation"),
         meta.get("deletionTimestamp") is not None,
-        tuple(sorted((meta.get("annotations") or {}).items())),
+        # A hash, not the items: kubectl's last-applied-configuration annotation holds the
+        # whole object, and this is kept for every Ferry object.
+        hash(tuple(sorted((meta.get("annotations") or {}).items()))),
     )
     if runtime.seen.get(key) == signature:
         return False
