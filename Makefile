@@ -42,6 +42,11 @@ format: venv
 	$(VENV)/bin/ruff check --fix operator tests bench
 	$(VENV)/bin/ruff format operator tests bench
 
+bench: deps venv binaries ## the benchmarks behind docs/benchmarks.md (minutes; not part of `make test`)
+	$(VENV)/bin/python bench/reconcile_bench.py --applies 200 --fanout 100 --scale 5000
+	$(VENV)/bin/python bench/admission_latency.py --requests 300
+	$(VENV)/bin/python bench/flag_eval.py
+
 dev-up: deps venv binaries
 	$(FERRY) dev up
 
