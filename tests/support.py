@@ -1,4 +1,4 @@
-"""Small helpers shared by the integration tests (no mocks: these drive the real servers)."""
+"""Small helpers shared by the tests (no mocks: the integration helpers drive the real servers)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,21 @@ from typing import Any, TypeVar
 import yaml
 
 T = TypeVar("T")
+
+#: The ConfigSchema most tests validate against (as in examples/: db.poolSize 1..100).
+PAYMENTS = {
+    "type": "object",
+    "required": ["db"],
+    "properties": {
+        "db": {
+            "type": "object",
+            "properties": {
+                "poolSize": {"type": "integer", "minimum": 1, "maximum": 100},
+                "host": {"type": "string"},
+            },
+        }
+    },
+}
 
 
 @dataclass(frozen=True)

@@ -16,27 +16,13 @@ from hypothesis import strategies as st
 
 from ferry.handlers.admission import TIMEOUT_SECONDS
 from tests.integration.conftest import Operator
-from tests.support import Kube, condition, entry, eventually, flag, schema
+from tests.support import PAYMENTS, Kube, condition, entry, eventually, flag, schema
 
 pytestmark = pytest.mark.integration
 
 ENTRY_HOOK = "configentries.validate.ferry.dev"
 SCHEMA_HOOK = "configschemas.validate.ferry.dev"
 FLAG_HOOK = "featureflags.validate.ferry.dev"
-
-PAYMENTS = {
-    "type": "object",
-    "required": ["db"],
-    "properties": {
-        "db": {
-            "type": "object",
-            "properties": {
-                "poolSize": {"type": "integer", "minimum": 1, "maximum": 100},
-                "host": {"type": "string"},
-            },
-        }
-    },
-}
 
 
 def denial(hook: str, message: str) -> str:

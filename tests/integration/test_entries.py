@@ -15,20 +15,9 @@ import redis
 import yaml
 
 from tests.integration.conftest import Operator
-from tests.support import Kube, condition, entry, eventually, get_or_none, schema
+from tests.support import PAYMENTS, Kube, condition, entry, eventually, get_or_none, schema
 
 pytestmark = pytest.mark.integration
-
-SCHEMA = {
-    "type": "object",
-    "required": ["db"],
-    "properties": {
-        "db": {
-            "type": "object",
-            "properties": {"poolSize": {"type": "integer", "minimum": 1, "maximum": 100}},
-        }
-    },
-}
 
 
 def configmap_data(kube: Kube, ns: str, name: str) -> dict[str, str] | None:
@@ -76,7 +65,7 @@ def test_inherited_entry_is_merged_validated_recorded_and_materialised(
 ) -> None:
     ns = kube.namespace("resolve")
     kube.apply(
-        schema("payments", ns, SCHEMA),
+        schema("payments", ns, PAYMENTS),
         entry("defaults", ns, {"data": {"db": {"poolSize": 10, "host": "db"}, "log": "info"}}),
         entry(
             "payments-api",
@@ -119,7 +108,7 @@ def test_changing_a_base_or_schema_re_resolves_every_entry_using_it(
 ) -> None:
     ns = kube.namespace("deps")
     kube.apply(
-        schema("s", ns, SCHEMA, compatibility="None"),
+        schema("s", ns, PAYMENTS, compatibility="None"),
         entry("base", ns, {"data": {"db": {"poolSize": 5}}}),
         entry("a", ns, {"inherits": [{"name": "base"}], "schemaRef": {"name": "s"}, "data": {}}),
         entry("b", ns, {"inherits": [{"name": "base"}], "data": {"b": 1}}),
@@ -141,7 +130,7 @@ def test_changing_a_base_or_schema_re_resolves_every_entry_using_it(
 
     # A schema change (compatibility None) that the entry no longer satisfies: Valid=False,
     # no new revision, and the ConfigMap keeps the last good content.
-    strict = json.loads(json.dumps(SCHEMA))
+    strict = json.loads(json.dumps(PAYMENTS))
     strict["properties"]["db"]["properties"]["poolSize"]["maximum"] = 6
     kube.apply(schema("s", ns, strict, compatibility="None"))
 
@@ -406,7 +395,7 @@ def test_hand_edits_and_deletes_are_restored_with_an_event(
 def test_schema_status_counts_the_entries_that_use_it(kube: Kube, operator: Operator) -> None:
     ns = kube.namespace("usedby")
     uses = {"schemaRef": {"name": "payments"}, "data": {"db": {"poolSize": 5}}}
-    kube.apply(schema("payments", ns, SCHEMA), entry("a", ns, uses), entry("b", ns, uses))
+    kube.apply(schema("payments", ns, PAYMENTS), entry("a", ns, uses), entry("b", ns, uses))
 
     def used_by(count: int) -> bool:
         status = (get_or_none(kube, "configschema", "payments", "-n", ns) or {}).get("status", {})

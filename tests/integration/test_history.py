@@ -24,20 +24,10 @@ import yaml
 
 from ferry.adapters.store import Retention, Store, migrate
 from tests.integration.conftest import Operator
-from tests.support import Kube, eventually, get_or_none, manifest
+from tests.support import PAYMENTS, Kube, eventually, get_or_none, manifest
 
 pytestmark = pytest.mark.integration
 
-SCHEMA = {
-    "type": "object",
-    "required": ["db"],
-    "properties": {
-        "db": {
-            "type": "object",
-            "properties": {"poolSize": {"type": "integer", "minimum": 1, "maximum": 100}},
-        }
-    },
-}
 #: The three changes every history test starts from: (user, reason, data).
 CHANGES = (
     ("alice", "initial", {"db": {"poolSize": 10}}),
@@ -158,7 +148,7 @@ def three_changes(kube: Kube, name: str = "payments") -> str:
     apply_as(
         kube,
         "alice",
-        manifest("ConfigSchema", "payments", ns, {"schema": SCHEMA, "compatibility": "Backward"}),
+        manifest("ConfigSchema", "payments", ns, {"schema": PAYMENTS, "compatibility": "Backward"}),
     )
     for number, (user, reason, data) in enumerate(CHANGES, 1):
         apply_as(kube, user, entry(ns, name, data, reason))
@@ -199,7 +189,7 @@ def test_history_shows_each_change_with_its_user_and_reason(
     )
     # (The mutating webhook stamps ConfigEntries and FeatureFlags only, so no user here.)
     assert [(r["kind"], r["revision"], r["content"]["schema"]) for r in schemas] == [
-        ("ConfigSchema", 1, SCHEMA)
+        ("ConfigSchema", 1, PAYMENTS)
     ]
 
 
@@ -318,7 +308,7 @@ def test_rollback_of_an_object_argo_cd_manages_warns_and_shows_the_git_fix(
     kube: Kube, operator: Operator, ferry: Cli
 ) -> None:
     ns = kube.namespace("hist")
-    kube.apply(manifest("ConfigSchema", "payments", ns, {"schema": SCHEMA}))
+    kube.apply(manifest("ConfigSchema", "payments", ns, {"schema": PAYMENTS}))
     for number, data in enumerate(({"db": {"poolSize": 5}}, {"db": {"poolSize": 6}}), 1):
         obj = entry(ns, "synced", data, f"git commit {number}")
         obj["metadata"]["annotations"]["argocd.argoproj.io/tracking-id"] = (
@@ -357,7 +347,7 @@ def test_export_at_a_moment_between_changes_reproduces_that_state_exactly(
     kube: Kube, operator: Operator, ferry: Cli
 ) -> None:
     ns = namespace_for_people(kube)
-    schema_spec = {"schema": SCHEMA, "compatibility": "Backward"}
+    schema_spec = {"schema": PAYMENTS, "compatibility": "Backward"}
     apply_as(kube, "alice", manifest("ConfigSchema", "payments", ns, schema_spec))
     apply_as(kube, "alice", entry(ns, "gone", {"db": {"poolSize": 1}}, "short-lived"))
     wait_revision(kube, ns, "gone", 1)
@@ -461,12 +451,12 @@ def test_validate_offline_prints_the_webhooks_message_and_exits_1(
     kube: Kube, operator: Operator, ferry: Cli, tmp_path: Path
 ) -> None:
     ns = kube.namespace("hist")
-    kube.apply(manifest("ConfigSchema", "payments", ns, {"schema": SCHEMA}))
+    kube.apply(manifest("ConfigSchema", "payments", ns, {"schema": PAYMENTS}))
     bad = entry(ns, "bad", {"db": {"poolSize": 500}}, "typo")
     good = entry(ns, "good", {"db": {"poolSize": 50}}, "fine")
     schema_file = tmp_path / "schema.yaml"
     schema_file.write_text(
-        yaml.safe_dump(manifest("ConfigSchema", "payments", ns, {"schema": SCHEMA}))
+        yaml.safe_dump(manifest("ConfigSchema", "payments", ns, {"schema": PAYMENTS}))
     )
     manifests = tmp_path / "entries.yaml"
     manifests.write_text(yaml.safe_dump_all([good, bad]))
@@ -483,7 +473,7 @@ def test_validate_offline_prints_the_webhooks_message_and_exits_1(
     good_only = tmp_path / "good.yaml"
     good_only.write_text(yaml.safe_dump(good))
     bare = tmp_path / "bare.json"
-    bare.write_text(json.dumps(SCHEMA))
+    bare.write_text(json.dumps(PAYMENTS))
     unref = manifest("ConfigEntry", "plain", ns, {"data": {"db": {"poolSize": 0}}})
     (tmp_path / "plain.yaml").write_text(yaml.safe_dump(unref))
     assert ferry("validate", "-f", str(good_only), "--schema", str(schema_file)).returncode == 0

@@ -30,22 +30,9 @@ from ferry.handlers.admission import (
     templates,
     webhook_configurations,
 )
+from tests.support import PAYMENTS
 
 REPO = Path(__file__).resolve().parents[2]
-
-PAYMENTS = {
-    "type": "object",
-    "required": ["db"],
-    "properties": {
-        "db": {
-            "type": "object",
-            "properties": {
-                "poolSize": {"type": "integer", "minimum": 1, "maximum": 100},
-                "host": {"type": "string"},
-            },
-        }
-    },
-}
 
 
 def schema_spec(schema: Any, compatibility: str | None = None) -> dict[str, Any]:

@@ -11,17 +11,7 @@ from hypothesis import strategies as st
 
 from ferry.domain.errors import Violation
 from ferry.domain.validation import MAX_DATA_DEPTH, check_schema, validate
-
-PAYMENTS = {
-    "type": "object",
-    "required": ["db"],
-    "properties": {
-        "db": {
-            "type": "object",
-            "properties": {"poolSize": {"type": "integer", "minimum": 1, "maximum": 100}},
-        }
-    },
-}
+from tests.support import PAYMENTS
 
 RECURSIVE = {
     "$defs": {
