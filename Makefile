@@ -25,8 +25,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
 	@touch $(STAMP)
 
-binaries: ## build (once) and cache kube-apiserver, etcd and kubectl under ~/.cache/ferry
+binaries: ## build (once) and cache kube-apiserver, etcd, kubectl, helm, kustomize, kstatus under ~/.cache/ferry
 	@bash operator/ferry/devenv/control-plane-binaries.sh >/dev/null
+	@bash scripts/tool-binaries.sh >/dev/null
 
 unit: venv
 	$(VENV)/bin/pytest -q tests/unit

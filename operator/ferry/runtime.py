@@ -10,15 +10,14 @@ from ferry import metrics
 from ferry.adapters.cache import Cache
 from ferry.adapters.kube import Kube
 from ferry.adapters.store import Store
+from ferry.domain import kinds
 from ferry.reconcile.entries import EntryReconciler
 from ferry.reconcile.flags import FlagReconciler
 from ferry.reconcile.reporting import hold_reports
 from ferry.reconcile.schemas import SchemaReconciler
-from ferry.reconcile.workqueue import WorkQueue
+from ferry.reconcile.workqueue import QueueKey, WorkQueue
 from ferry.reconcile.world import World
 from ferry.settings import Settings
-
-QueueKey = tuple[str, str, str]  # (kind, namespace, name)
 
 
 @dataclass
@@ -46,14 +45,17 @@ class Runtime:
         metrics.QUEUE_DEPTH.set(len(self.queue))
         kind, namespace, name = key
         with hold_reports():  # Events and audit rows go out after the writes they describe
-            if kind == "ConfigEntry":
+            if kind == kinds.CONFIG_ENTRY.kind:
                 await self.entries.reconcile(namespace, name)
-            elif kind == "ConfigSchema":
+            elif kind == kinds.CONFIG_SCHEMA.kind:
                 await self.schemas.reconcile(namespace, name)
-            elif kind == "FeatureFlag":
+            elif kind == kinds.FEATURE_FLAG.kind:
                 await self.flags.reconcile(namespace, name)
-            elif kind == "FlagSet":
+            elif kind == kinds.FLAG_SET:
                 await self.flags.reconcile_namespace(namespace)
 
+    def enqueue(self, kind: str, namespace: str, name: str = "") -> None:
+        self.queue.add(QueueKey(kind, namespace, name))
+
     def enqueue_entry(self, namespace: str, name: str) -> None:
-        self.queue.add(("ConfigEntry", namespace, name))
+        self.enqueue(kinds.CONFIG_ENTRY.kind, namespace, name)

@@ -1,14 +1,18 @@
-"""Certificates for the local control plane and the admission webhook.
+"""Certificates: every CA, key pair and TLS context Ferry makes or reads, in one module.
 
 Kopf's built-in self-signed certificates (certbuilder + oscrypto) cannot read OpenSSL 3's version
-on these machines, so Ferry makes its own CA and leaf certificates with `cryptography`. One small
-module serves both the dev/test control plane and the webhook server.
+on these machines, so Ferry makes its own CA and leaf certificates with `cryptography`. Used by the
+dev/test control plane (its CA, the API server's serving certificate, the admin and webhook-client
+identities) and by the admission webhook server (its serving certificate and the TLS context that
+requires the API server's client certificate).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import ssl
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,7 +138,77 @@ def _private_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
 
 
 def _general_name(host: str) -> x509.GeneralName:
+    """``host`` as a subjectAltName: an IP address entry for an address, a DNS entry otherwise."""
     try:
         return x509.IPAddress(ipaddress.ip_address(host))
     except ValueError:
         return x509.DNSName(host)
+
+
+# ------------------------------------------------------------------------- serving certificates
+
+#: A generated serving certificate is replaced at start when it expires sooner than this.
+_RENEW_BEFORE = dt.timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class ServingCertificate:
+    """The files an HTTPS server presents; ``ca`` is the bundle its clients verify it with."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    generated: bool
+    """True: made here (the caller registers ``ca`` itself); False: mounted (e.g. cert-manager)."""
+
+
+def serving_certificate(directory: Path | None, host: str) -> ServingCertificate:
+    """The serving certificate in ``directory``: mounted (``tls.crt``/``tls.key``/``ca.crt``, as
+    cert-manager writes a Secret) or generated for ``host``.
+
+    Generated files use other names (``generated-*``) so that a restart never mistakes them for a
+    mounted Secret, and are reused while valid for ``host`` (a restart keeps the CA bundle that
+    was registered valid). The generated CA's key is not kept: nothing else is ever signed by it.
+    """
+    if directory is not None and (directory / "tls.crt").exists():
+        ca = directory / "ca.crt"
+        return ServingCertificate(
+            ca=ca if ca.exists() else directory / "tls.crt",
+            cert=directory / "tls.crt",
+            key=directory / "tls.key",
+            generated=False,
+        )
+    directory = directory or Path(tempfile.mkdtemp(prefix="ferry-webhook-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = directory / "generated-ca.crt"
+    cert, key = directory / "generated-tls.crt", directory / "generated-tls.key"
+    if not _reusable(ca, cert, key, host):
+        authority = CertificateAuthority.create("ferry-webhook-ca")
+        ca.write_bytes(authority.cert_pem)
+        authority.issue(host, hosts=(host,)).write(cert, key)
+    return ServingCertificate(ca=ca, cert=cert, key=key, generated=True)
+
+
+def _reusable(ca: Path, cert: Path, key: Path, host: str) -> bool:
+    if not (ca.exists() and cert.exists() and key.exists()):
+        return False
+    try:
+        parsed = x509.load_pem_x509_certificate(cert.read_bytes())
+        sans = parsed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound):
+        return False
+    fresh = parsed.not_valid_after_utc > dt.datetime.now(dt.UTC) + _RENEW_BEFORE
+    return fresh and _general_name(host) in sans
+
+
+def server_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.SSLContext:
+    """A TLS server context presenting ``cert``; with ``client_ca``, one that completes a handshake
+    only with a client certificate signed by that CA (and by no other: the system's trust store is
+    never loaded, so a certificate from a public CA does not pass)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    if client_ca is not None:
+        context.load_verify_locations(cafile=client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+from ferry.domain import labels as L
 from ferry.domain.flags import evaluate, parse_flag, to_flagd
 from ferry.domain.flags.context import BadAttribute, answer_json, parse_attributes
 from ferry.domain.flagset import (
-    FLAGS_ANNOTATION,
     Candidate,
     choose,
     definition,
@@ -60,8 +60,8 @@ def test_render_is_to_flagd_plus_a_listing_of_sources() -> None:
 
 
 def test_unreadable_listing_is_empty() -> None:
-    assert parse_listing({FLAGS_ANNOTATION: "{not json"}) == {}
-    assert parse_listing({FLAGS_ANNOTATION: "[1]"}) == {}
+    assert parse_listing({L.FLAGS_LISTING: "{not json"}) == {}
+    assert parse_listing({L.FLAGS_LISTING: "[1]"}) == {}
     assert parse_listing(None) == {}
 
 

@@ -30,9 +30,14 @@ def flags_key(namespace: str) -> str:
 
 
 class Cache:
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, *, timeout_seconds: float = 2.0) -> None:
+        """``timeout_seconds`` bounds connecting and each command: past it Redis counts as down
+        (``CacheUnavailable``) rather than holding up the reconcile that writes to it."""
         self._redis = aioredis.Redis.from_url(
-            redis_url, socket_timeout=2, socket_connect_timeout=2, decode_responses=True
+            redis_url,
+            socket_timeout=timeout_seconds,
+            socket_connect_timeout=timeout_seconds,
+            decode_responses=True,
         )
 
     async def close(self) -> None:

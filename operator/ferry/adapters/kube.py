@@ -7,6 +7,7 @@ Kopf keeps its own client for watching; this module is for what Ferry writes.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import uuid
@@ -19,21 +20,23 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import DaemonSet, Deployment, StatefulSet
-from lightkube.resources.core_v1 import ConfigMap, Event
+from lightkube.resources.core_v1 import ConfigMap, Event, Secret
 from lightkube.types import PatchType
 
+from ferry.domain import kinds
+from ferry.domain.placement import Desired
+
 FIELD_MANAGER = "ferry"
-GROUP, VERSION = "ferry.dev", "v1alpha1"
 
-ConfigEntry = create_namespaced_resource(GROUP, VERSION, "ConfigEntry", "configentries")
-ConfigSchema = create_namespaced_resource(GROUP, VERSION, "ConfigSchema", "configschemas")
-FeatureFlag = create_namespaced_resource(GROUP, VERSION, "FeatureFlag", "featureflags")
-KINDS = {"ConfigEntry": ConfigEntry, "ConfigSchema": ConfigSchema, "FeatureFlag": FeatureFlag}
+KINDS = {
+    k.kind: create_namespaced_resource(kinds.GROUP, kinds.VERSION, k.kind, k.plural)
+    for k in kinds.ALL
+}
+ConfigEntry = KINDS[kinds.CONFIG_ENTRY.kind]
+ConfigSchema = KINDS[kinds.CONFIG_SCHEMA.kind]
+FeatureFlag = KINDS[kinds.FEATURE_FLAG.kind]
 WORKLOADS = {"Deployment": Deployment, "StatefulSet": StatefulSet, "DaemonSet": DaemonSet}
-
-
-class TransientApiError(Exception):
-    """A conflict, a 5xx or a network error: retry the whole step later."""
+MATERIALISED = {"ConfigMap": ConfigMap, "Secret": Secret}
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -64,28 +67,29 @@ class Kube:
                 return None
             raise
 
-    async def apply_configmap(
-        self,
-        namespace: str,
-        name: str,
-        data: Mapping[str, str],
-        labels: Mapping[str, str],
-        annotations: Mapping[str, str],
-    ) -> str:
-        """Server-side apply (field manager ``ferry``); returns the new resourceVersion."""
-        obj = ConfigMap(
-            metadata=ObjectMeta(
-                name=name, namespace=namespace, labels=dict(labels), annotations=dict(annotations)
-            ),
-            data=dict(data),
+    async def apply(self, desired: Desired) -> str:
+        """Server-side apply of a ConfigMap or Secret (field manager ``ferry``); returns the new
+        resourceVersion. A Secret's data is base64-encoded here, and only here."""
+        metadata = ObjectMeta(
+            name=desired.name,
+            namespace=desired.namespace,
+            labels=dict(desired.labels),
+            annotations=dict(desired.annotations),
         )
+        obj: ConfigMap | Secret
+        if desired.kind == "Secret":
+            encoded = {k: base64.b64encode(v.encode()).decode() for k, v in desired.data.items()}
+            obj = Secret(metadata=metadata, type="Opaque", data=encoded)
+        else:
+            obj = ConfigMap(metadata=metadata, data=dict(desired.data))
         result = await self.client.apply(obj, field_manager=FIELD_MANAGER, force=True)
         assert result.metadata is not None
         return str(result.metadata.resourceVersion)
 
-    async def delete_configmap(self, namespace: str, name: str) -> None:
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        """Delete a ConfigMap or Secret; already gone is fine."""
         try:
-            await self.client.delete(ConfigMap, name, namespace=namespace)
+            await self.client.delete(MATERIALISED[kind], name, namespace=namespace)
         except ApiError as exc:
             if exc.status.code != 404:
                 raise
@@ -170,7 +174,7 @@ class Kube:
                 name=f"{involved['name']}.{uuid.uuid4().hex[:12]}", namespace=namespace
             ),
             involvedObject=ObjectReference(
-                apiVersion=involved.get("apiVersion", f"{GROUP}/{VERSION}"),
+                apiVersion=involved.get("apiVersion", kinds.API_VERSION),
                 kind=involved["kind"],
                 name=involved["name"],
                 namespace=namespace,

@@ -3,38 +3,56 @@
 Answers from the operator's own index of FeatureFlags (the live spec, as ``ferry flags eval`` reads
 it) through the same pure evaluator that flagd's ``flags.json`` is tested against, so an app
 asking here gets the variant its flagd provider would give. Query:
-``targetingKey=K`` (optional) and ``attr=name=value`` (repeatable; values typed as in
-:mod:`ferry.domain.flags.context`).
+``targetingKey=K`` (optional), ``attr=name=value`` (repeatable; values typed as in
+:mod:`ferry.domain.flags.context`) and ``bucketing=flagd-v2|flagd-v3`` (optional: answer as a
+provider of that generation would; otherwise the flag's own, :func:`bucketing_for` of its spec and
+status with the operator-wide default).
 
-Responses: 200 with ``{namespace, flag, variant, value, reason[, errorCode], revision}``; 400 for
-a malformed ``attr``; 404 for an unknown flag; 422 with every violation for an invalid flag.
+Whom it trusts: the caller only chooses what to ask; every answer is computed from the flag as the
+operator's index holds it, so no query can change what others are served.
+
+Responses: 200 with ``{namespace, flag, variant, value, reason[, errorCode], revision,
+bucketing}``; 400 for a malformed ``attr`` or an unknown ``bucketing``; 404 for an unknown flag;
+422 with every violation for an invalid flag.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from ferry.domain.errors import Invalid
-from ferry.domain.flags import Flag, evaluate, parse_flag
+from ferry.domain.flags import (
+    DEFAULT_BUCKETING,
+    Flag,
+    bucketing_for,
+    evaluate,
+    parse_bucketing,
+    parse_flag,
+)
 from ferry.domain.flags.context import BadAttribute, answer_json, parse_attributes
-from ferry.reconcile.world import World
+from ferry.reconcile.world import Snapshot, World
 
 
-def add_routes(app: web.Application, world: World) -> None:
-    """Register the flag routes on ``app`` (before it starts)."""
+def add_routes(
+    app: web.Application, world: World, default_bucketing: str = DEFAULT_BUCKETING
+) -> None:
+    """Register the flag routes on ``app`` (before it starts).
+
+    ``default_bucketing`` is the operator-wide default generation, used for a flag whose spec and
+    status name none (one not reconciled yet).
+    """
+    default_bucketing = parse_bucketing(default_bucketing, "default bucketing")
     # uid → (generation, parse result): each flag version is parsed once, not once per request
     parsed: dict[str, tuple[int, Flag | Invalid]] = {}
 
-    def flag_of(name: str, snapshot: dict[str, Any]) -> Flag | Invalid:
-        uid, generation = str(snapshot["uid"]), snapshot["generation"]
+    def flag_of(name: str, snapshot: Snapshot) -> Flag | Invalid:
+        uid, generation = snapshot.uid, snapshot.generation
         cached = parsed.get(uid)
         if cached is not None and cached[0] == generation:
             return cached[1]
         result: Flag | Invalid
         try:
-            result = parse_flag(name, snapshot["spec"])
+            result = parse_flag(name, snapshot.spec)
         except Invalid as exc:
             result = exc
         if len(parsed) > 10_000:  # bound memory across many deleted flags
@@ -48,8 +66,13 @@ def add_routes(app: web.Application, world: World) -> None:
             attributes = parse_attributes(request.query.getall("attr", []))
         except BadAttribute as exc:
             return web.json_response({"error": str(exc)}, status=400)
+        asked = request.query.get("bucketing")
+        try:
+            forced = None if asked is None else parse_bucketing(asked, "query parameter bucketing")
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
         snapshot = world.flag(namespace, name)
-        if snapshot is None or snapshot["deleting"]:
+        if snapshot is None or snapshot.deleting:
             return web.json_response(
                 {"error": f"FeatureFlag {namespace}/{name} not found"}, status=404
             )
@@ -63,11 +86,17 @@ def add_routes(app: web.Application, world: World) -> None:
                 },
                 status=422,
             )
-        evaluation = evaluate(flag, request.query.get("targetingKey"), attributes)
-        revision = (snapshot.get("status") or {}).get("revision")
+        status = snapshot.status
+        bucketing = forced or bucketing_for(snapshot.spec, status, default_bucketing)
+        evaluation = evaluate(flag, request.query.get("targetingKey"), attributes, bucketing)
+        revision = status.get("revision")
         return web.json_response(
             answer_json(
-                namespace, name, evaluation, revision if isinstance(revision, int) else None
+                namespace,
+                name,
+                evaluation,
+                revision if isinstance(revision, int) else None,
+                bucketing,
             )
         )
 

@@ -1,84 +1,94 @@
-"""`ferry run`: the operator."""
+"""`ferry run`: the operator.
+
+Its options are generated from :mod:`ferry.settings` (names, types, defaults, help, environment
+variables): a setting is added there, never here. A value comes from the option, else from its
+environment variable, else from the default.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
+from ferry.settings import Settings, SettingsError
+from ferry.settings.options import Option, build, options
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _param(option: Option) -> str:
+    return option.path.replace(".", "__")  # the click parameter: "reconcile__workers"
+
+
+def _click_type(option: Option) -> click.ParamType:
+    if option.choices:
+        return click.Choice(option.choices)
+    if option.type is Path:
+        return click.Path(path_type=Path)
+    bounds = option.bounds
+    if bounds is not None and option.type is int:
+        low, high = (None if b is None else int(b) for b in (bounds.min, bounds.max))
+        return click.IntRange(min=low, max=high)
+    if bounds is not None and option.type is float:
+        low = bounds.min if bounds.above is None else bounds.above
+        return click.FloatRange(min=low, max=bounds.max, min_open=bounds.above is not None)
+    return click.types.convert_type(option.type)
+
+
+def settings_options(command: F) -> F:
+    """Add one click option per setting that has one (credentials are environment only)."""
+    for option in reversed(options()):
+        if option.option is None:
+            continue
+        # click 8.5 takes an explicit ``default=None`` as a value: a required option has none.
+        default = {} if option.required else {"default": option.default}
+        command = click.option(
+            option.option,
+            _param(option),
+            type=_click_type(option),
+            envvar=option.env,
+            show_envvar=True,
+            required=option.required,
+            multiple=option.multiple,
+            show_default=option.default not in (None, ()),
+            help=option.help.replace("``", ""),  # reStructuredText literals read as plain text
+            **default,
+        )(command)
+    return command
+
+
+def settings_from(params: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> Settings:
+    """Settings from the parsed options (and the environment, for credentials)."""
+    values: dict[str, Any] = {}
+    for option in options():
+        if option.option is not None:
+            values[option.path] = params[_param(option)]
+        elif environ.get(option.env):
+            values[option.path] = environ[option.env]
+    try:
+        return build(values)
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from exc
+
 
 @click.command()
-@click.option("--kubeconfig", envvar="KUBECONFIG", default=None, help="Default: in-cluster.")
-@click.option("--database-url", envvar="FERRY_DATABASE_URL", required=True)
-@click.option("--redis-url", envvar="FERRY_REDIS_URL", required=True)
-@click.option("--api-host", envvar="FERRY_API_HOST", default="127.0.0.1", show_default=True)
-@click.option(
-    "--api-port",
-    envvar="FERRY_API_PORT",
-    type=int,
-    default=8080,
-    show_default=True,
-    help="Read API, /healthz, /readyz and /metrics.",
-)
-@click.option("--webhook-host", envvar="FERRY_WEBHOOK_HOST", default="127.0.0.1", show_default=True)
-@click.option(
-    "--webhook-port",
-    envvar="FERRY_WEBHOOK_PORT",
-    type=int,
-    default=None,
-    help="Serve the admission webhooks on this port (default: no webhooks).",
-)
-@click.option(
-    "--webhook-dir",
-    envvar="FERRY_WEBHOOK_DIR",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Where the webhook CA and serving certificate are written.",
-)
-@click.option("--workers", envvar="FERRY_WORKERS", type=int, default=8, show_default=True)
-@click.option(
-    "--retain-revisions",
-    envvar="FERRY_RETAIN_REVISIONS",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Keep the last N revisions of each object (default: all).",
-)
-@click.option(
-    "--retain-days",
-    envvar="FERRY_RETAIN_DAYS",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Keep every revision current in the last D days (default: all).",
-)
-@click.option(
-    "--audit-retain-days",
-    envvar="FERRY_AUDIT_RETAIN_DAYS",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Keep audit rows for D days (default: forever).",
-)
-@click.option("--verbose", "-v", is_flag=True)
-def run(
-    kubeconfig: str | None,
-    database_url: str,
-    redis_url: str,
-    api_host: str,
-    api_port: int,
-    webhook_host: str,
-    webhook_port: int | None,
-    webhook_dir: Path | None,
-    workers: int,
-    retain_revisions: int | None,
-    retain_days: int | None,
-    audit_retain_days: int | None,
-    verbose: bool,
-) -> None:
-    """Run the Ferry operator (Kopf) against the cluster in KUBECONFIG."""
+@settings_options
+@click.option("--verbose", "-v", is_flag=True, help="Log every request and handler call.")
+def run(verbose: bool, **params: Any) -> None:
+    """Run the Ferry operator (Kopf) against the cluster in KUBECONFIG.
+
+    Every option can also be set with the environment variable shown; docs/configuration.md
+    lists them all.
+    """
+    settings = settings_from(params)
     import kopf
 
     import ferry.handlers  # noqa: F401 - registers the handlers
-    from ferry.settings import Settings
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -87,18 +97,4 @@ def run(
     if not verbose:  # one line per request or handler call drowns what matters
         for noisy in ("kopf.objects", "httpx2", "httpx", "aiohttp.access"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-    settings = Settings(
-        database_url=database_url,
-        redis_url=redis_url,
-        kubeconfig=kubeconfig,
-        api_host=api_host,
-        api_port=api_port,
-        webhook_host=webhook_host,
-        webhook_port=webhook_port,
-        webhook_dir=webhook_dir,
-        workers=workers,
-        retain_revisions=retain_revisions,
-        retain_days=retain_days,
-        audit_retain_days=audit_retain_days,
-    )
     kopf.run(clusterwide=True, standalone=True, memo=kopf.Memo(settings=settings))

@@ -6,31 +6,49 @@ compositions of the functions the reconciler already runs (``plan_entry``, ``che
 namespaces, and ConfigSchema backward compatibility (whether an update would break entries that
 are valid today).
 
-Every function returns a list of :class:`Violation` and never raises: an exception in an admission
+Every check returns a list of :class:`Violation` and never raises: an exception in an admission
 webhook is an error answer, which with ``failurePolicy: Fail`` refuses the request without telling
 the user why. Anything unexpected becomes a violation at ``spec`` instead.
+
+A denial reaches whoever sent the request, so it speaks only of the object in the request: the
+compatibility check names the entries a schema change would break, never their data. (Values an
+entry *inherits* are part of that entry's resolved configuration, which is what is checked.)
+
+The webhook handlers (``ferry.webhooks.handlers``) are a few lines each over the functions here:
+which requests are checked (:func:`is_checked`), who the object is (:func:`identity`), which
+references the index has not seen yet (:func:`next_unresolved`), and what the mutating webhook
+writes (:func:`stamp`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from ferry.domain import kinds
 from ferry.domain.entry import plan_entry, references
 from ferry.domain.errors import Invalid, Violation
 from ferry.domain.flags import check_flag
 from ferry.domain.labels import CHANGED_AT, CHANGED_BY, FINALIZER
-from ferry.domain.validation import check_schema
+from ferry.domain.validation import MAX_DATA_DEPTH, check_schema
 
 __all__ = [
     "BACKWARD",
     "COMPATIBILITY_NONE",
+    "NESTED_TOO_DEEPLY",
+    "Stamp",
     "check_entry",
     "check_flag",
     "check_schema_change",
+    "check_schema_request",
     "denial_message",
     "finalizers_on_create",
+    "identity",
+    "is_checked",
+    "next_unresolved",
+    "stamp",
     "stamp_changes",
 ]
 
@@ -42,8 +60,12 @@ _DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 #: A ConfigMap/Secret name: an RFC 1123 subdomain, at most 253 characters.
 _DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
-#: How many of a broken entry's violations a schema-update denial quotes (the rest are counted).
-QUOTED_PER_ENTRY = 3
+#: What a user reads for data nested past what can even be decoded (Python's recursion limit);
+#: the domain's own, lower bound (MAX_DATA_DEPTH) produces a violation with a path instead.
+NESTED_TOO_DEEPLY = (
+    f"is nested too deeply to be checked (configuration data may nest at most "
+    f"{MAX_DATA_DEPTH} levels)"
+)
 #: How many violations one denial message lists before counting the rest. kubectl prints the
 #: message on one line; thousands of lines would hide the first, most useful ones.
 MAX_LISTED = 50
@@ -138,10 +160,8 @@ def _planned_violations(
     return []
 
 
-def _quote(violations: list[Violation]) -> str:
-    quoted = "; ".join(str(v) for v in violations[:QUOTED_PER_ENTRY])
-    rest = len(violations) - QUOTED_PER_ENTRY
-    return quoted + (f" (and {rest} more)" if rest > 0 else "")
+def _counted(violations: list[Violation]) -> str:
+    return f"{len(violations)} violation{'s' if len(violations) != 1 else ''}"
 
 
 def check_schema_change(
@@ -186,7 +206,7 @@ def check_schema_change(
             violations.append(
                 Violation(
                     "spec.schema",
-                    f'would make ConfigEntry "{user}" invalid ({_quote(sorted(after))}); '
+                    f'would make ConfigEntry "{user}" invalid ({_counted(after)}); '
                     f"fix the entry first, or set spec.compatibility: {COMPATIBILITY_NONE}",
                 )
             )
@@ -255,3 +275,132 @@ def finalizers_on_create(operation: str | None, new: Mapping[str, Any] | None) -
     if not isinstance(finalizers, list) or FINALIZER in finalizers:
         return None
     return [*finalizers, FINALIZER]
+
+
+# ------------------------------------------------------------------- what the handlers ask
+
+
+def identity(body: Mapping[str, Any] | None) -> tuple[str, str]:
+    """The namespace and name a denial names (``generateName`` when the name is not chosen yet)."""
+    meta = (body or {}).get("metadata")
+    meta = meta if isinstance(meta, Mapping) else {}
+    return str(meta.get("namespace") or ""), str(meta.get("name") or meta.get("generateName") or "")
+
+
+def _deleting(body: Mapping[str, Any] | None) -> bool:
+    meta = (body or {}).get("metadata")
+    return isinstance(meta, Mapping) and bool(meta.get("deletionTimestamp"))
+
+
+def is_checked(
+    operation: str | None, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None
+) -> bool:
+    """Whether a request is checked at all.
+
+    Updates that leave ``spec`` alone are not: the operator must be able to add or remove its
+    finalizer, and users to label, an object stored before the webhook existed (or made invalid
+    by a ``compatibility: None`` schema change). Objects being deleted are let go.
+    """
+    if _deleting(new):
+        return False
+    return not (
+        operation == "UPDATE" and old is not None and old.get("spec") == (new or {}).get("spec")
+    )
+
+
+class _Replaced(Mapping[str, Mapping[str, Any]]):
+    """``specs`` with ``name`` replaced by ``spec`` (or hidden, for ``None``), without copying."""
+
+    def __init__(
+        self, specs: Mapping[str, Mapping[str, Any]], name: str, spec: Mapping[str, Any] | None
+    ) -> None:
+        self._specs, self._name, self._spec = specs, name, spec
+
+    def __getitem__(self, key: str) -> Mapping[str, Any]:
+        if key == self._name:
+            if self._spec is None:
+                raise KeyError(key)
+            return self._spec
+        return self._specs[key]
+
+    def __iter__(self) -> Iterator[str]:
+        others = (key for key in self._specs if key != self._name)
+        yield from others
+        if self._spec is not None:
+            yield self._name
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def check_schema_request(
+    operation: str | None,
+    namespace: str,
+    name: str,
+    new_spec: object,
+    old_spec: object,
+    entries: Mapping[str, Mapping[str, Any]],
+    schemas: Mapping[str, Mapping[str, Any]],
+) -> list[Violation]:
+    """:func:`check_schema_change` for an admission request: the request's own ``oldObject`` is
+    what is stored "today" (authoritative even when ``schemas``, read from an index, lags), and a
+    create has nothing stored to be compatible with."""
+    today = old_spec if operation == "UPDATE" and isinstance(old_spec, Mapping) else None
+    return check_schema_change(namespace, name, new_spec, entries, _Replaced(schemas, name, today))
+
+
+def next_unresolved(
+    name: str,
+    spec: Mapping[str, Any],
+    entries: Mapping[str, Mapping[str, Any]],
+    schemas: Mapping[str, Mapping[str, Any]],
+    tried: set[tuple[str, str]],
+) -> tuple[kinds.Kind, str] | None:
+    """The next schema or base entry ConfigEntry ``name`` needs that neither ``schemas`` nor
+    ``entries`` holds and that is not in ``tried`` (``(kind, name)`` pairs); ``None`` when none.
+
+    ``kubectl apply -f`` of a schema and an entry in one file sends them milliseconds apart, so
+    the index the webhook reads may not have the schema yet. The caller fetches what this names,
+    adds it, and asks again (bases of a fetched base are found on the next call), within its own
+    budget of reads.
+    """
+    schema_name, bases = references(spec)
+    schema_key = (kinds.CONFIG_SCHEMA.kind, schema_name or "")
+    if schema_name is not None and schema_name not in schemas and schema_key not in tried:
+        return kinds.CONFIG_SCHEMA, schema_name
+    pending, seen = list(bases), {name}
+    while pending:
+        base = pending.pop()
+        if base in seen:
+            continue
+        seen.add(base)
+        if base in entries:
+            pending.extend(references(entries[base])[1])
+        elif (kinds.CONFIG_ENTRY.kind, base) not in tried:
+            return kinds.CONFIG_ENTRY, base
+    return None
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """What the mutating webhook writes: annotation changes (``None``: remove) and, on create,
+    the finalizers to store the object with (``None``: leave them)."""
+
+    annotations: dict[str, str | None]
+    finalizers: list[str] | None
+
+
+def stamp(
+    operation: str | None,
+    old: Mapping[str, Any] | None,
+    new: Mapping[str, Any] | None,
+    username: str,
+    now: str,
+) -> Stamp:
+    """The whole mutation for one request: :func:`stamp_changes` and :func:`finalizers_on_create`;
+    nothing for an object being deleted."""
+    if _deleting(new):
+        return Stamp({}, None)
+    return Stamp(
+        stamp_changes(operation, old, new, username, now), finalizers_on_create(operation, new)
+    )

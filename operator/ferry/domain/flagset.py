@@ -14,13 +14,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ferry.domain import labels as L
 from ferry.domain.flags import SCHEMA_URI, Flag, to_flagd
 from ferry.domain.hashing import canonical_json, content_hash
 
 CONFIGMAP_NAME = "ferry-flags"
 DATA_KEY = "flags.json"
-FLAGSET_LABEL = "ferry.dev/flagset"
-FLAGS_ANNOTATION = "ferry.dev/flags"  # JSON: flag key → source namespace, name, uid, revision
 
 _CONTENT_KEYS = ("state", "variants", "defaultVariant", "targeting")
 
@@ -124,12 +123,12 @@ def render(plan: FlagSetPlan) -> tuple[dict[str, Any], dict[str, str], dict[str,
         }
         for key, c in sorted(plan.winners.items())
     }
-    return document, data, {FLAGS_ANNOTATION: canonical_json(listing)}
+    return document, data, {L.FLAGS_LISTING: canonical_json(listing)}
 
 
 def parse_listing(annotations: Mapping[str, str] | None) -> dict[str, dict[str, Any]]:
     """The flags a ``ferry-flags`` ConfigMap says it holds; {} if the annotation is unreadable."""
-    raw = (annotations or {}).get(FLAGS_ANNOTATION)
+    raw = (annotations or {}).get(L.FLAGS_LISTING)
     if not raw:
         return {}
     try:

@@ -10,8 +10,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-ACCEPT_LABEL = "ferry.dev/accept"
-ACCEPT_FROM_ANNOTATION = "ferry.dev/accept-from"
+from ferry.domain import labels as L
+
 
 Namespace = tuple[str, Mapping[str, str] | None, Mapping[str, str] | None]
 
@@ -65,9 +65,9 @@ def accepts(
     """
     if source_namespace == target_namespace:
         return True
-    if (labels or {}).get(ACCEPT_LABEL) == "true":
+    if (labels or {}).get(L.ACCEPT) == "true":
         return True
-    allowed = (annotations or {}).get(ACCEPT_FROM_ANNOTATION) or ""
+    allowed = (annotations or {}).get(L.ACCEPT_FROM) or ""
     return source_namespace in {name.strip() for name in allowed.split(",")}
 
 

@@ -61,7 +61,7 @@ from ferry.domain.admission import (
 from ferry.domain.entry import references
 from ferry.domain.errors import Violation
 from ferry.domain.validation import MAX_DATA_DEPTH
-from ferry.handlers.indexes import GROUP, VERSION
+from ferry.domain.kinds import GROUP, VERSION
 from ferry.reconcile.reporting import Reporter
 from ferry.reconcile.world import NamespaceSpecs
 from ferry.settings import Settings
@@ -431,15 +431,15 @@ def configure(settings: kopf.OperatorSettings, config: Settings) -> None:
     """Set up Kopf's admission server from Ferry's settings (called first thing at start-up)."""
     settings.admission.managed = None  # Ferry writes the configurations; see the module doc
     logging.getLogger("kopf.objects").addFilter(_DenialsAreNotErrors())
-    if config.webhook_port is None:
+    if config.webhooks.port is None:
         settings.admission.server = _NoWebhooks()
         return
-    tls = certificates(config.webhook_dir, config.webhook_host)
+    tls = certificates(config.webhooks.cert_dir, config.webhooks.host)
     settings.admission.server = FerryWebhookServer(
         register=tls.generated,
-        addr=config.webhook_host,
-        host=config.webhook_host,
-        port=config.webhook_port,
+        addr=config.webhooks.host,
+        host=config.webhooks.host,
+        port=config.webhooks.port,
         cafile=tls.ca,
         certfile=tls.cert,
         pkeyfile=tls.key,
@@ -465,7 +465,7 @@ async def register(settings: kopf.OperatorSettings, config: Settings, ready: asy
         async for _ in server.client_configs():
             ready.set()
         return
-    client = make_client(config.kubeconfig)
+    client = make_client(config.kubernetes.kubeconfig)
     registered = False
     try:
         async for client_config in server.client_configs():

@@ -11,38 +11,38 @@ from typing import Any
 
 import kopf
 
+from ferry.domain import kinds
 from ferry.domain import labels as L
-from ferry.domain.flagset import CONFIGMAP_NAME, FLAGSET_LABEL, parse_listing
+from ferry.domain.flagset import CONFIGMAP_NAME, parse_listing
 from ferry.domain.hashing import content_hash
+from ferry.reconcile.world import Materialised, Snapshot, Workload
 
-GROUP, VERSION = "ferry.dev", "v1alpha1"
 
-
-def _snapshot(body: kopf.Body) -> dict[str, Any]:
+def _snapshot(body: kopf.Body) -> Snapshot:
     meta = body.get("metadata", {})
-    return {
-        "uid": meta.get("uid"),
-        "generation": meta.get("generation", 0),
-        "resourceVersion": meta.get("resourceVersion"),
-        "annotations": dict(meta.get("annotations") or {}),
-        "finalizers": list(meta.get("finalizers") or []),
-        "deleting": meta.get("deletionTimestamp") is not None,
-        "spec": copy.deepcopy(dict(body.get("spec") or {})),
-        "status": copy.deepcopy(dict(body.get("status") or {})),
-    }
+    return Snapshot(
+        uid=str(meta.get("uid")),
+        generation=int(meta.get("generation", 0)),
+        resource_version=str(meta.get("resourceVersion")),
+        annotations=dict(meta.get("annotations") or {}),
+        finalizers=tuple(meta.get("finalizers") or ()),
+        deleting=meta.get("deletionTimestamp") is not None,
+        spec=copy.deepcopy(dict(body.get("spec") or {})),
+        status=copy.deepcopy(dict(body.get("status") or {})),
+    )
 
 
-@kopf.index(GROUP, VERSION, "configentries")
+@kopf.index(kinds.GROUP, kinds.VERSION, kinds.CONFIG_ENTRY.plural)
 async def entries_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
     return {(namespace, name): _snapshot(body)}
 
 
-@kopf.index(GROUP, VERSION, "configschemas")
+@kopf.index(kinds.GROUP, kinds.VERSION, kinds.CONFIG_SCHEMA.plural)
 async def schemas_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
     return {(namespace, name): _snapshot(body)}
 
 
-@kopf.index(GROUP, VERSION, "featureflags")
+@kopf.index(kinds.GROUP, kinds.VERSION, kinds.FEATURE_FLAG.plural)
 async def flags_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
     return {(namespace, name): _snapshot(body)}
 
@@ -68,15 +68,15 @@ async def configmaps_index(
         return None
     kept = (L.ENTRY_NAMESPACE, L.ENTRY_NAME, L.REVISION, L.HASH, L.RENDERED_HASH)
     return {
-        uid: {
-            "namespace": namespace,
-            "name": name,
-            "entry_namespace": annotations.get(L.ENTRY_NAMESPACE),
-            "entry_name": annotations.get(L.ENTRY_NAME),
-            "annotations": {k: annotations[k] for k in kept if k in annotations},
-            "rendered_hash": annotations.get(L.RENDERED_HASH),
-            "data_hash": content_hash(dict(body.get("data") or {})),
-        }
+        uid: Materialised(
+            kind="ConfigMap",
+            namespace=namespace,
+            name=name,
+            entry_namespace=str(annotations.get(L.ENTRY_NAMESPACE, "")),
+            entry_name=str(annotations.get(L.ENTRY_NAME, "")),
+            annotations={k: annotations[k] for k in kept if k in annotations},
+            data_hash=content_hash(dict(body.get("data") or {})),
+        )
     }
 
 
@@ -93,7 +93,7 @@ async def configmap_owners_index(
     return {(namespace, name): labels.get(L.ENTRY_UID, "")}
 
 
-@kopf.index("v1", "configmaps", labels={L.MANAGED_BY: L.MANAGED_BY_FERRY, FLAGSET_LABEL: "true"})
+@kopf.index("v1", "configmaps", labels={L.MANAGED_BY: L.MANAGED_BY_FERRY, L.FLAGSET: "true"})
 async def flagsets_index(
     namespace: str, name: str, annotations: kopf.Annotations, **_: Any
 ) -> dict[Any, Any] | None:
@@ -109,9 +109,7 @@ def _workload_index(kind: str):  # type: ignore[no-untyped-def]
     ) -> dict[Any, Any]:
         template = (body.get("spec") or {}).get("template") or {}
         current = ((template.get("metadata") or {}).get("annotations") or {}).get(L.CONFIG_HASH)
-        return {
-            (namespace, annotations[L.RELOAD_ON]): {"kind": kind, "name": name, "hash": current}
-        }
+        return {(namespace, annotations[L.RELOAD_ON]): Workload(kind, name, current)}
 
     index.__name__ = f"{kind.lower()}s_index"
     return index

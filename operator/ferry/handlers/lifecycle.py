@@ -12,29 +12,28 @@ from ferry.adapters.cache import Cache
 from ferry.adapters.kube import Kube, make_client
 from ferry.adapters.store import Retention, Store, StoreUnavailable, migrate
 from ferry.api.app import make_app, serve
+from ferry.domain import kinds
 from ferry.handlers import admission
 from ferry.reconcile.entries import EntryReconciler
 from ferry.reconcile.flags import FlagReconciler
 from ferry.reconcile.schemas import SchemaReconciler
-from ferry.reconcile.workqueue import Backoff, WorkQueue
+from ferry.reconcile.workqueue import Backoff, QueueKey, WorkQueue
 from ferry.reconcile.world import World
 from ferry.runtime import Runtime
 from ferry.settings import Settings
 
 logger = logging.getLogger(__name__)
-RESYNC_SECONDS = 300.0
-PRUNE_SECONDS = 3600.0
 
 
 @kopf.on.startup()
 async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     config: Settings = memo["settings"]
     settings.posting.enabled = False  # Ferry posts its own Events, on its own objects
-    settings.watching.server_timeout = 300
+    settings.watching.server_timeout = int(config.kubernetes.watch_timeout_seconds)
     settings.persistence.finalizer = "ferry.dev/kopf"  # unused: Ferry manages its own finalizer
     admission.configure(settings, config)
 
-    await asyncio.to_thread(migrate, config.database_url)
+    await asyncio.to_thread(migrate, config.database.url)
     world = World(
         entries=kwargs["entries_index"],
         schemas=kwargs["schemas_index"],
@@ -48,11 +47,15 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any)
             kwargs["daemonsets_index"],
         ),
     )
-    kube = Kube(make_client(config.kubeconfig))
-    store = Store(config.database_url)
+    kube = Kube(make_client(config.kubernetes.kubeconfig))
+    store = Store(config.database.url, max_size=config.database.pool_max_size)
     await store.open()
-    cache = Cache(config.redis_url)
-    queue: WorkQueue[tuple[str, str, str]] = WorkQueue(Backoff(maximum=config.requeue_max_seconds))
+    cache = Cache(config.cache.url, timeout_seconds=config.cache.timeout_seconds)
+    backoff = Backoff(
+        initial=config.reconcile.requeue_initial_seconds,
+        maximum=config.reconcile.requeue_max_seconds,
+    )
+    queue: WorkQueue[QueueKey] = WorkQueue(backoff)
     runtime = Runtime(
         settings=config,
         world=world,
@@ -74,7 +77,7 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any)
     def ready() -> bool:  # indexes filled, and the admission webhooks in force
         return runtime.ready.is_set() and runtime.webhooks_ready.is_set()
 
-    runner = await serve(make_app(cache, ready, world), config.api_host, config.api_port)
+    runner = await serve(make_app(cache, ready, world), config.api.host, config.api.port)
     memo["api_runner"] = runner
     runtime.tasks.append(asyncio.create_task(_work(runtime), name="ferry-workers"))
     runtime.tasks.append(asyncio.create_task(_resync(runtime), name="ferry-resync"))
@@ -84,26 +87,27 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any)
 async def _work(runtime: Runtime) -> None:
     await runtime.ready.wait()
     logger.info("indexes filled; reconciling")
-    await runtime.queue.run(runtime.reconcile, runtime.settings.workers)
+    await runtime.queue.run(runtime.reconcile, runtime.settings.reconcile.workers)
 
 
 async def _resync(runtime: Runtime) -> None:
     """Level-triggered safety net: look at everything again now and then."""
     await runtime.ready.wait()
     while True:
-        await asyncio.sleep(RESYNC_SECONDS)
+        await asyncio.sleep(runtime.settings.reconcile.resync_seconds)
         for namespace, name in runtime.world.entry_keys():
             runtime.enqueue_entry(namespace, name)
         for namespace, name in runtime.world.flag_keys():
-            runtime.queue.add(("FeatureFlag", namespace, name))
+            runtime.enqueue(kinds.FEATURE_FLAG.kind, namespace, name)
 
 
 async def _prune(runtime: Runtime) -> None:
     """Apply the history retention policy now and then (no-op when nothing is configured)."""
+    history = runtime.settings.history
     policy = Retention(
-        revisions=runtime.settings.retain_revisions,
-        days=runtime.settings.retain_days,
-        audit_days=runtime.settings.audit_retain_days,
+        revisions=history.retain_revisions,
+        days=history.retain_days,
+        audit_days=history.audit_retain_days,
     )
     if policy == Retention():
         return
@@ -118,7 +122,7 @@ async def _prune(runtime: Runtime) -> None:
                 )
         except StoreUnavailable as exc:
             logger.warning("retention: %s", exc)
-        await asyncio.sleep(PRUNE_SECONDS)
+        await asyncio.sleep(history.prune_seconds)
 
 
 @kopf.on.cleanup()

@@ -12,12 +12,15 @@ from typing import Any
 
 import kopf
 
+from ferry.domain import kinds
 from ferry.domain import labels as L
 from ferry.domain.entry import references
-from ferry.domain.flagset import CONFIGMAP_NAME, FLAGSET_LABEL
+from ferry.domain.flagset import CONFIGMAP_NAME
 from ferry.domain.hashing import content_hash
-from ferry.handlers.indexes import GROUP, VERSION
+from ferry.reconcile.workqueue import QueueKey
 from ferry.runtime import Runtime
+
+ENTRY, SCHEMA, FLAG = kinds.CONFIG_ENTRY, kinds.CONFIG_SCHEMA, kinds.FEATURE_FLAG
 
 
 def _runtime(memo: kopf.Memo) -> Runtime:
@@ -36,7 +39,7 @@ def _changed(runtime: Runtime, kind: str, event: kopf.RawEvent, body: kopf.Body)
     it, why) or the object's first event count. The periodic resync covers the rest.
     """
     meta = body.get("metadata") or {}
-    key = (kind, str(meta.get("namespace")), str(meta.get("name")))
+    key = QueueKey(kind, str(meta.get("namespace")), str(meta.get("name")))
     if event.get("type") == "DELETED":
         runtime.seen.pop(key, None)
         return True
@@ -54,7 +57,7 @@ def _changed(runtime: Runtime, kind: str, event: kopf.RawEvent, body: kopf.Body)
     return True
 
 
-@kopf.on.event(GROUP, VERSION, "configentries")
+@kopf.on.event(kinds.GROUP, kinds.VERSION, ENTRY.plural)
 async def entry_changed(
     memo: kopf.Memo,
     event: kopf.RawEvent,
@@ -64,10 +67,10 @@ async def entry_changed(
     **_: Any,
 ) -> None:
     runtime = _runtime(memo)
-    if not _changed(runtime, "ConfigEntry", event, body):
+    if not _changed(runtime, ENTRY.kind, event, body):
         return
     runtime.enqueue_entry(namespace, name)
-    for user in runtime.entries.users_of(namespace, name):
+    for user in runtime.entries.users_of(ENTRY.kind, namespace, name):
         runtime.enqueue_entry(namespace, user)
     # The schema it names now and the one it named before count their users again (usedBy).
     schema = references(body.get("spec") or {})[0]
@@ -75,10 +78,10 @@ async def entry_changed(
     if schema is not None and event.get("type") != "DELETED":
         runtime.schema_refs[(namespace, name)] = schema
     for counted in {schema, before} - {None}:
-        runtime.queue.add(("ConfigSchema", namespace, str(counted)))
+        runtime.enqueue(SCHEMA.kind, namespace, str(counted))
 
 
-@kopf.on.event(GROUP, VERSION, "configschemas")
+@kopf.on.event(kinds.GROUP, kinds.VERSION, SCHEMA.plural)
 async def schema_changed(
     memo: kopf.Memo,
     event: kopf.RawEvent,
@@ -88,20 +91,20 @@ async def schema_changed(
     **_: Any,
 ) -> None:
     runtime = _runtime(memo)
-    if not _changed(runtime, "ConfigSchema", event, body):
+    if not _changed(runtime, SCHEMA.kind, event, body):
         return
-    runtime.queue.add(("ConfigSchema", namespace, name))
-    for user in runtime.entries.users_of(namespace, f"schema:{name}"):
+    runtime.enqueue(SCHEMA.kind, namespace, name)
+    for user in runtime.entries.users_of(SCHEMA.kind, namespace, name):
         runtime.enqueue_entry(namespace, user)
 
 
-@kopf.on.event(GROUP, VERSION, "featureflags")
+@kopf.on.event(kinds.GROUP, kinds.VERSION, FLAG.plural)
 async def flag_changed(
     memo: kopf.Memo, event: kopf.RawEvent, body: kopf.Body, namespace: str, name: str, **_: Any
 ) -> None:
     runtime = _runtime(memo)
-    if _changed(runtime, "FeatureFlag", event, body):
-        runtime.queue.add(("FeatureFlag", namespace, name))
+    if _changed(runtime, FLAG.kind, event, body):
+        runtime.enqueue(FLAG.kind, namespace, name)
 
 
 @kopf.on.event("v1", "namespaces")
@@ -109,10 +112,10 @@ async def namespace_changed(memo: kopf.Memo, **_: Any) -> None:
     """A namespace appeared, changed labels or went: entries and flags that target it look again."""
     runtime = _runtime(memo)
     for namespace, name in runtime.world.flag_keys():
-        runtime.queue.add(("FeatureFlag", namespace, name))
+        runtime.enqueue(FLAG.kind, namespace, name)
     for namespace, name in runtime.world.entry_keys():
         entry = runtime.world.entry(namespace, name)
-        target = (entry or {}).get("spec", {}).get("target") or {}
+        target = (entry.spec.get("target") if entry else None) or {}
         if target.get("namespaces") or target.get("namespaceSelector") is not None:
             runtime.enqueue_entry(namespace, name)
 
@@ -151,7 +154,7 @@ async def any_configmap_changed(
             runtime.enqueue_entry(*blocked)
 
 
-@kopf.on.event("v1", "configmaps", labels={L.MANAGED_BY: L.MANAGED_BY_FERRY, FLAGSET_LABEL: "true"})
+@kopf.on.event("v1", "configmaps", labels={L.MANAGED_BY: L.MANAGED_BY_FERRY, L.FLAGSET: "true"})
 async def flagset_changed(
     memo: kopf.Memo,
     event: kopf.RawEvent,
@@ -163,7 +166,7 @@ async def flagset_changed(
 ) -> None:
     """A ``ferry-flags`` ConfigMap was deleted or edited by someone else: rebuild it."""
     if name == CONFIGMAP_NAME and (event.get("type") == "DELETED" or _edited(body, annotations)):
-        _runtime(memo).queue.add(("FlagSet", namespace, ""))
+        _runtime(memo).enqueue(kinds.FLAG_SET, namespace)
 
 
 def _edited(body: kopf.Body, annotations: kopf.Annotations) -> bool:
@@ -173,13 +176,12 @@ def _edited(body: kopf.Body, annotations: kopf.Annotations) -> bool:
 async def _workload_changed(
     memo: kopf.Memo, namespace: str, annotations: kopf.Annotations, **_: Any
 ) -> None:
-    """A workload asked to reload on an entry: find the entries materialised there by that name."""
-    runtime = _runtime(memo)
-    wanted = annotations.get(L.RELOAD_ON)
-    for store in runtime.world.configmaps.values():
-        for obj in store:
-            if obj["namespace"] == namespace and obj["entry_name"] == wanted:
-                runtime.enqueue_entry(obj["entry_namespace"], obj["entry_name"])
+    """A workload asked to reload on an entry (``<namespace>/<name>``, or ``<name>`` of its own
+    namespace): reconcile that entry, which rolls the workload if its hash is behind."""
+    wanted = str(annotations.get(L.RELOAD_ON) or "")
+    source_ns, _, entry = wanted.rpartition("/")
+    if entry:
+        _runtime(memo).enqueue_entry(source_ns or namespace, entry)
 
 
 for _plural in ("deployments", "statefulsets", "daemonsets"):

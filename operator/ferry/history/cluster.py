@@ -20,7 +20,8 @@ from lightkube.resources.authentication_v1 import SelfSubjectReview
 from lightkube.resources.authorization_v1 import SelfSubjectAccessReview
 from lightkube.types import PatchType
 
-from ferry.adapters.kube import GROUP, KINDS, VERSION
+from ferry.adapters.kube import KINDS
+from ferry.domain.kinds import GROUP, VERSION
 from ferry.history.present import Forbidden, HistoryError
 
 PLURALS = {

@@ -1,7 +1,9 @@
 """Reconcile one ConfigEntry: resolve → record → materialise → cache → status and Events.
 
 Record before materialise: nothing reaches a workload without its revision row. Every step is
-idempotent, so the whole function can be repeated after a crash or any failure.
+idempotent, so the whole function can be repeated after a crash or any failure. Writing into the
+target namespaces is placement's job (``reconcile/placement.py``); this module says what each
+target should hold.
 """
 
 from __future__ import annotations
@@ -11,50 +13,35 @@ import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
-from lightkube import ApiError
-
-from ferry import metrics
 from ferry.adapters.cache import Cache, CacheUnavailable
-from ferry.adapters.kube import Kube, is_transient
+from ferry.adapters.kube import Kube
 from ferry.adapters.store import Store
+from ferry.domain import kinds
 from ferry.domain import labels as L
+from ferry.domain import placement as P
 from ferry.domain.entry import EntryPlan, plan_entry, references
 from ferry.domain.errors import Invalid, Violation
 from ferry.domain.targets import desired_namespaces
-from ferry.reconcile.reporting import Reporter, sync_conditions
+from ferry.reconcile import runner
+from ferry.reconcile.placement import Placer
+from ferry.reconcile.reporting import Reporter, Source, cache_write, sync_conditions
 from ferry.reconcile.workqueue import Requeue
-from ferry.reconcile.world import Key, World
+from ferry.reconcile.world import Key, Materialised, Snapshot, World
 
-KIND = "ConfigEntry"
+KIND = kinds.CONFIG_ENTRY.kind
 #: Target namespaces written at the same time by one reconcile (fan-out to many namespaces).
 PARALLEL_APPLIES = 16
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class TargetResult:
+@dataclass(frozen=True)
+class Dependency:
+    """Something an entry's content depends on, in the entry's namespace."""
+
+    kind: str  # ConfigEntry (a base) or ConfigSchema
     namespace: str
     name: str
-    synced: bool
-    revision: int | None = None
-    reason: str | None = None
-    message: str | None = None
-
-    def as_status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "namespace": self.namespace,
-            "name": self.name,
-            "synced": self.synced,
-        }
-        if self.revision is not None:
-            out["revision"] = self.revision
-        if self.reason:
-            out["reason"] = self.reason
-        if self.message:
-            out["message"] = self.message
-        return out
 
 
 @dataclass
@@ -63,19 +50,21 @@ class EntryReconciler:
     kube: Kube
     store: Store
     cache: Cache
-    # (namespace, base-or-schema name) → entries in that namespace that use it (from last resolve)
-    dependents: dict[Key, set[str]] = field(default_factory=dict)
+    # A base or schema → entries that used it at their last resolve (re-resolved when it changes).
+    dependents: dict[Dependency, set[str]] = field(default_factory=dict)
     report: Reporter = field(init=False)
+    placer: Placer = field(init=False)
     # (namespace, name) → what we last wrote there, for the moment before the ConfigMap index
     # hears of it: a reconcile in that moment (a quick second change) then skips an apply that
     # is already in place.
-    _written: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    _written: dict[Key, P.Observed] = field(default_factory=dict)
     # (namespace, name) of a ConfigMap Ferry did not make → the entry it keeps out: when that
     # ConfigMap goes, the entry is reconciled at once instead of at the next resync.
-    _blocked_by: dict[tuple[str, str], Key] = field(default_factory=dict)
+    _blocked_by: dict[Key, Key] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.report = Reporter(KIND, self.kube, self.store)
+        self.placer = Placer(self.kube)
 
     # ----------------------------------------------------------------------------- entry point
     async def reconcile(self, namespace: str, name: str) -> None:
@@ -83,33 +72,16 @@ class EntryReconciler:
         if entry is None:
             await self._remove_leftovers(namespace, name)
             return
-        with metrics.RECONCILE_SECONDS.labels(KIND).time():
-            try:
-                if entry["deleting"]:
-                    await self.finalize(namespace, name, entry)
-                else:
-                    await self.sync(namespace, name, entry)
-            except Requeue:
-                metrics.RECONCILES.labels(KIND, "requeued").inc()
-                raise
-            except Exception as exc:
-                if not is_transient(exc):
-                    metrics.RECONCILES.labels(KIND, "error").inc()
-                    raise
-                # Conflicts, 429s, 5xx and network errors: expected now and then; retry quietly.
-                metrics.RECONCILES.labels(KIND, "requeued").inc()
-                logger.warning("%s/%s: %s; retrying", namespace, name, exc)
-                raise Requeue(str(exc)) from exc
-            metrics.RECONCILES.labels(KIND, "ok").inc()
+        work = self.finalize if entry.deleting else self.sync
+        await runner.run(KIND, f"{namespace}/{name}", work(namespace, name, entry))
 
     # ----------------------------------------------------------------------------- sync
-    async def sync(self, namespace: str, name: str, entry: dict[str, Any]) -> None:
-        spec, generation = entry["spec"], entry["generation"]
-        self._remember_dependencies(namespace, name, spec)
+    async def sync(self, namespace: str, name: str, entry: Snapshot) -> None:
+        self._remember_dependencies(namespace, name, entry)
         try:
             plan = plan_entry(
                 name,
-                spec,
+                entry.spec,
                 entries=self.world.entry_specs(namespace),
                 schemas=self.world.schema_specs(namespace),
             )
@@ -122,7 +94,7 @@ class EntryReconciler:
             await self._report_invalid(namespace, name, entry, malformed)
             return
         for base in plan.bases:
-            self.dependents.setdefault((namespace, base), set()).add(name)
+            self.dependents.setdefault(Dependency(KIND, namespace, base), set()).add(name)
 
         revision = await self.report.record(
             namespace,
@@ -134,20 +106,24 @@ class EntryReconciler:
         )
 
         results = await self._materialise(namespace, name, entry, plan, revision)
-        if L.FINALIZER not in entry["finalizers"]:
-            # Stored while the webhook was off (the webhook adds it on create). After the first
-            # write, not before: an entry deleted in between is cleaned up from its DELETED event
-            # (see ``reconcile``), and the finalizer covers the rest.
-            await self.kube.set_finalizers(
-                KIND, namespace, name, [*entry["finalizers"], L.FINALIZER], entry["resourceVersion"]
+        # After the first write, not before: an entry deleted in between is cleaned up from its
+        # DELETED event (see ``reconcile``), and the finalizer covers the rest.
+        await self.report.hold_on(namespace, name, entry)
+        cache_error = await cache_write(
+            self.cache.put(
+                namespace,
+                name,
+                revision=revision,
+                content_hash=plan.hash,
+                data=plan.data,
+                rendered=plan.rendered,
+                format=plan.format,
             )
-        cache_error = await self._cache(namespace, name, plan, revision)
-
-        targets = [r.as_status() for r in results]
+        )
         conditions = sync_conditions(
-            targets,
+            results,
             revision,
-            generation,
+            entry.generation,
             cache_error,
             valid="content is valid",
             cached="rendered config is in Redis",
@@ -160,35 +136,27 @@ class EntryReconciler:
             conditions,
             revision=revision,
             hash=plan.hash,
-            targets=targets,
+            targets=[r.as_status() for r in results],
         )
         if cache_error:
             raise Requeue(cache_error)
 
     # ----------------------------------------------------------------------------- materialise
     async def _materialise(
-        self, namespace: str, name: str, entry: dict[str, Any], plan: EntryPlan, revision: int
-    ) -> list[TargetResult]:
+        self, namespace: str, name: str, entry: Snapshot, plan: EntryPlan, revision: int
+    ) -> list[P.TargetResult]:
         targets = desired_namespaces(
-            namespace, entry["spec"].get("target"), self.world.all_namespaces()
+            namespace, entry.spec.get("target"), self.world.all_namespaces()
         )
-        existing = {(o["namespace"], o["name"]): o for o in self.world.materialised(entry["uid"])}
+        existing = {(o.namespace, o.name): o for o in self.world.materialised(entry.uid)}
         limit = asyncio.Semaphore(PARALLEL_APPLIES)
+        source = Source(namespace, name, entry.uid)
 
-        async def apply(target_ns: str) -> TargetResult:
+        async def apply(target_ns: str) -> P.TargetResult:
             async with limit:
-                return await self._apply_target(
-                    namespace,
-                    name,
-                    entry,
-                    plan,
-                    revision,
-                    target_ns,
-                    existing.get((target_ns, plan.object_name))
-                    or self._written.get((target_ns, plan.object_name)),
-                )
+                return await self._apply_target(source, entry, plan, revision, target_ns, existing)
 
-        results: list[TargetResult] = []
+        results: list[P.TargetResult] = []
         if len(targets.accepted) == 1:  # the usual case: no task, so no wait for the loop
             results.append(await apply(targets.accepted[0]))
         else:
@@ -202,166 +170,101 @@ class EntryReconciler:
                     raise outcome
                 results.append(outcome)
         for target_ns in targets.refused:
-            results.append(
-                TargetResult(
-                    target_ns,
-                    plan.object_name,
-                    False,
-                    None,
-                    "NamespaceNotAccepting",
-                    f'namespace "{target_ns}" does not accept entries from '
-                    f'"{namespace}" (label {"ferry.dev/accept"}="true" or '
-                    f"annotation ferry.dev/accept-from)",
-                )
-            )
+            results.append(P.not_accepting(target_ns, namespace, "entries", plan.object_name))
             if self.report.event(
                 namespace,
                 name,
-                entry["uid"],
+                entry.uid,
                 "Warning",
                 "TargetRefused",
                 f'namespace "{target_ns}" does not accept entries from "{namespace}"',
                 once_per=("refused", target_ns),
             ):
-                self.report.audit(
-                    "target-refused",
-                    namespace,
-                    name,
-                    uid=entry["uid"],
-                    details={"target": target_ns},
-                )
-        for target_ns in targets.missing:
-            results.append(
-                TargetResult(
-                    target_ns,
-                    plan.object_name,
-                    False,
-                    None,
-                    "NamespaceNotFound",
-                    f'namespace "{target_ns}" not found',
-                )
-            )
+                details = {"target": target_ns}
+                self.report.audit("target-refused", namespace, name, uid=entry.uid, details=details)
+        results.extend(P.not_found(ns, plan.object_name) for ns in targets.missing)
 
         wanted = {(ns, plan.object_name) for ns in targets.accepted}
-        for key in existing:
+        for key, obj in existing.items():
             if key not in wanted:
-                await self._delete(*key)
+                await self._delete(obj)
                 logger.info("removed %s/%s: no longer a target of %s/%s", *key, namespace, name)
         return results
 
+    def _observed(
+        self, uid: str, target_ns: str, object_name: str, existing: dict[Key, Materialised]
+    ) -> P.Observed | None:
+        """What is under the ConfigMap's name in ``target_ns``, from the indexes."""
+        key = (target_ns, object_name)
+        if (ours := existing.get(key)) is not None:
+            return P.Observed(True, ours.data_hash, ours.annotations)
+        if (written := self._written.get(key)) is not None:
+            return written
+        owner = self.world.configmap_owner(target_ns, object_name)
+        if owner is None or owner == uid:
+            return None  # nothing there (or ours, and the materialised index has yet to hear)
+        return P.FOREIGN
+
     async def _apply_target(
         self,
-        namespace: str,
-        name: str,
-        entry: dict[str, Any],
+        source: Source,
+        entry: Snapshot,
         plan: EntryPlan,
         revision: int,
         target_ns: str,
-        current: dict[str, Any] | None,
-    ) -> TargetResult:
+        existing: dict[Key, Materialised],
+    ) -> P.TargetResult:
         object_name = plan.object_name
-        annotations = {
-            L.ENTRY_NAMESPACE: namespace,
-            L.ENTRY_NAME: name,
-            L.REVISION: str(revision),
-            L.HASH: plan.hash,
-            L.RENDERED_HASH: plan.rendered_hash,
-        }
-        up_to_date = (
-            current is not None
-            and current["data_hash"] == plan.rendered_hash
-            and current["annotations"] == annotations
+        desired = P.Desired(
+            "ConfigMap",
+            target_ns,
+            object_name,
+            plan.rendered,
+            {L.MANAGED_BY: L.MANAGED_BY_FERRY, L.ENTRY_UID: entry.uid},
+            {
+                L.ENTRY_NAMESPACE: source.namespace,
+                L.ENTRY_NAME: source.name,
+                L.REVISION: str(revision),
+                L.HASH: plan.hash,
+                L.RENDERED_HASH: plan.rendered_hash,
+            },
         )
-        if current is not None:
-            drift = "edited by hand" if current["data_hash"] != current["rendered_hash"] else None
-        else:
-            drift = "deleted by hand" if _was_synced(entry, target_ns, object_name) else None
-        if not up_to_date:
-            if current is None and not self._may_write(target_ns, object_name, entry["uid"]):
-                self._blocked_by[(target_ns, object_name)] = (namespace, name)
-                return TargetResult(
-                    target_ns,
-                    object_name,
-                    False,
-                    None,
-                    "Conflict",
-                    f'ConfigMap "{object_name}" exists and was not created by Ferry',
-                )
-            try:
-                await self.kube.apply_configmap(
-                    target_ns,
-                    object_name,
-                    plan.rendered,
-                    {L.MANAGED_BY: L.MANAGED_BY_FERRY, L.ENTRY_UID: entry["uid"]},
-                    annotations,
-                )
-            except ApiError as exc:
-                self.forget(target_ns, object_name)
-                if exc.status.code in (403, 404, 422):
-                    return TargetResult(
-                        target_ns, object_name, False, None, "ApplyFailed", str(exc.status.message)
-                    )
-                raise
-            self._written[(target_ns, object_name)] = {
-                "namespace": target_ns,
-                "name": object_name,
-                "annotations": annotations,
-                "rendered_hash": plan.rendered_hash,
-                "data_hash": plan.rendered_hash,
-            }
-            if drift:
-                metrics.DRIFT.inc()
-                message = f"restored ConfigMap {target_ns}/{object_name} {drift}"
-                self.report.event(
-                    namespace, name, entry["uid"], "Normal", "DriftCorrected", message
-                )
-                self.report.audit(
-                    "drift-corrected",
-                    namespace,
-                    name,
-                    uid=entry["uid"],
-                    details={"target": f"{target_ns}/{object_name}", "drift": drift},
-                )
-        await self._reload_workloads(target_ns, name, plan.hash)
-        return TargetResult(target_ns, object_name, True, revision)
-
-    def _may_write(self, namespace: str, object_name: str, uid: str) -> bool:
-        """A ConfigMap we have not written may still exist: never overwrite one we did not make."""
-        return self.world.configmap_owner(namespace, object_name) in (None, uid)
-
-    async def _reload_workloads(self, namespace: str, entry_name: str, content_hash: str) -> None:
-        for workload in self.world.reload_targets(namespace, entry_name):
-            if workload["hash"] != content_hash:
-                await self.kube.set_pod_template_annotation(
-                    workload["kind"], namespace, workload["name"], L.CONFIG_HASH, content_hash
-                )
-
-    async def _cache(self, namespace: str, name: str, plan: EntryPlan, revision: int) -> str | None:
-        try:
-            await self.cache.put(
-                namespace,
-                name,
-                revision=revision,
-                content_hash=plan.hash,
-                data=plan.data,
-                rendered=plan.rendered,
-                format=plan.format,
+        placed = await self.placer.place(
+            desired,
+            self._observed(entry.uid, target_ns, object_name, existing),
+            sources=[(self.report, source)],
+            was_synced=_was_synced(entry, target_ns, object_name),
+            status_name=object_name,
+        )
+        if placed.failure is not None:
+            self.forget(target_ns, object_name)
+            if placed.failure.reason == P.CONFLICT:
+                self._blocked_by[(target_ns, object_name)] = (source.namespace, source.name)
+            return placed.failure
+        if placed.written:
+            self._written[(target_ns, object_name)] = P.Observed(
+                True, plan.rendered_hash, desired.annotations
             )
-        except CacheUnavailable as exc:
-            metrics.CACHE_UP.set(0)
-            metrics.CACHE_ERRORS.inc()
-            return str(exc)
-        metrics.CACHE_UP.set(1)
-        return None
+        await self._reload_workloads(target_ns, source, plan.hash)
+        return P.TargetResult(target_ns, True, object_name, revision)
+
+    async def _reload_workloads(self, target_ns: str, source: Source, content_hash: str) -> None:
+        for workload in self.world.reload_targets(target_ns, source.namespace, source.name):
+            if workload.config_hash != content_hash:
+                await self.kube.set_pod_template_annotation(
+                    workload.kind, target_ns, workload.name, L.CONFIG_HASH, content_hash
+                )
 
     # ----------------------------------------------------------------------------- delete
-    async def finalize(self, namespace: str, name: str, entry: dict[str, Any]) -> None:
+    async def finalize(self, namespace: str, name: str, entry: Snapshot) -> None:
         """Remove every materialised object, then let the entry go."""
-        for obj in self.world.materialised(entry["uid"]):
-            await self._delete(obj["namespace"], obj["name"])
-        for listed in await self.kube.list_configmaps({L.ENTRY_UID: entry["uid"]}):
+        for obj in self.world.materialised(entry.uid):
+            await self._delete(obj)
+        for listed in await self.kube.list_configmaps({L.ENTRY_UID: entry.uid}):
             assert listed.metadata is not None
-            await self._delete(str(listed.metadata.namespace), str(listed.metadata.name))
+            namespace_, name_ = str(listed.metadata.namespace), str(listed.metadata.name)
+            self.forget(namespace_, name_)
+            await self.placer.remove("ConfigMap", namespace_, name_)
         with contextlib.suppress(CacheUnavailable):  # a stale key is harmless; Redis is a cache
             await self.cache.delete(namespace, name)
         await self.report.let_go(namespace, name, entry)
@@ -374,29 +277,31 @@ class EntryReconciler:
         """A ConfigMap was deleted: the entry it kept from writing there, if any."""
         return self._blocked_by.pop((namespace, name), None)
 
-    async def _delete(self, namespace: str, name: str) -> None:
-        self.forget(namespace, name)
-        await self.kube.delete_configmap(namespace, name)
+    async def _delete(self, obj: Materialised) -> None:
+        self.forget(obj.namespace, obj.name)
+        await self.placer.remove(obj.kind, obj.namespace, obj.name)
 
     async def _remove_leftovers(self, namespace: str, name: str) -> None:
         """An entry gone without our finalizer (deleted before its first sync finished, or the
         finalizer removed by hand): remove what it materialised, found by its annotations."""
-        for store in list(self.world.configmaps.values()):
-            for obj in list(store):
-                if (obj["entry_namespace"], obj["entry_name"]) == (namespace, name):
-                    await self._delete(obj["namespace"], obj["name"])
+        for obj in list(self.world.materialised_by_name(namespace, name)):
+            await self._delete(obj)
 
     # ----------------------------------------------------------------------------- helpers
-    def _remember_dependencies(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
-        schema, bases = references(spec)
-        for dependency in (*bases, *([f"schema:{schema}"] if schema else [])):
-            self.dependents.setdefault((namespace, dependency), set()).add(name)
+    def _remember_dependencies(self, namespace: str, name: str, entry: Snapshot) -> None:
+        schema, bases = references(entry.spec)
+        dependencies = [Dependency(KIND, namespace, base) for base in bases]
+        if schema:
+            dependencies.append(Dependency(kinds.CONFIG_SCHEMA.kind, namespace, schema))
+        for dependency in dependencies:
+            self.dependents.setdefault(dependency, set()).add(name)
 
-    def users_of(self, namespace: str, dependency: str) -> Iterable[str]:
-        return tuple(self.dependents.get((namespace, dependency), ()))
+    def users_of(self, kind: str, namespace: str, name: str) -> Iterable[str]:
+        """Entries in ``namespace`` that used the ``kind`` object ``name`` when last resolved."""
+        return tuple(self.dependents.get(Dependency(kind, namespace, name), ()))
 
     async def _report_invalid(
-        self, namespace: str, name: str, entry: dict[str, Any], exc: Invalid
+        self, namespace: str, name: str, entry: Snapshot, exc: Invalid
     ) -> None:
         await self.report.invalid(
             namespace,
@@ -408,9 +313,9 @@ class EntryReconciler:
         )
 
 
-def _was_synced(entry: dict[str, Any], namespace: str, object_name: str) -> bool:
+def _was_synced(entry: Snapshot, namespace: str, object_name: str) -> bool:
     """Whether status says we had written this target: then its absence is someone's delete."""
     return any(
         t.get("namespace") == namespace and t.get("name") == object_name and t.get("synced")
-        for t in (entry.get("status") or {}).get("targets") or []
+        for t in entry.status.get("targets") or []
     )

@@ -29,19 +29,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from lightkube import ApiError
+from lightkube.resources.core_v1 import ConfigMap
 
-from ferry import metrics
-from ferry.adapters.cache import Cache, CacheUnavailable
+from ferry.adapters.cache import Cache
 from ferry.adapters.kube import Kube
 from ferry.adapters.store import Store, StoreUnavailable
+from ferry.domain import kinds
 from ferry.domain import labels as L
+from ferry.domain import placement as P
 from ferry.domain.errors import Invalid, Violation
 from ferry.domain.flags import Flag, parse_flag
 from ferry.domain.flagset import (
     CONFIGMAP_NAME,
     DATA_KEY,
-    FLAGSET_LABEL,
     Candidate,
     choose,
     definition,
@@ -51,38 +51,25 @@ from ferry.domain.flagset import (
 )
 from ferry.domain.hashing import content_hash
 from ferry.domain.targets import TargetPlan, desired_namespaces
-from ferry.reconcile.reporting import Reporter, sync_conditions
-from ferry.reconcile.workqueue import Requeue, WorkQueue
-from ferry.reconcile.world import Key, World
+from ferry.reconcile import runner
+from ferry.reconcile.placement import Placer
+from ferry.reconcile.reporting import Reporter, Source, cache_write, sync_conditions
+from ferry.reconcile.workqueue import QueueKey, Requeue, WorkQueue
+from ferry.reconcile.world import Key, Snapshot, World
 
-KIND = "FeatureFlag"
-FLAGSET = "FlagSet"
+KIND = kinds.FEATURE_FLAG.kind
+FLAGSET = kinds.FLAG_SET
+NAME_CONFLICT = "NameConflict"
 logger = logging.getLogger(__name__)
 
-QueueKey = tuple[str, str, str]
 _STORE_ERRORS = (psycopg.Error, OSError, asyncio.TimeoutError, StoreUnavailable)
-
-
-@dataclass(frozen=True)
-class Placement:
-    """What happened to one flag in one target namespace."""
-
-    synced: bool
-    reason: str | None = None
-    message: str | None = None
-
-    def as_status(self, namespace: str) -> dict[str, Any]:
-        out: dict[str, Any] = {"namespace": namespace, "synced": self.synced}
-        if self.reason:
-            out["reason"] = self.reason
-        if self.message:
-            out["message"] = self.message
-        return out
 
 
 @dataclass
 class NamespaceResult:
-    outcomes: dict[Key, Placement] = field(default_factory=dict)
+    """What one namespace's sync did for each flag that wanted to be served there."""
+
+    outcomes: dict[Key, P.TargetResult] = field(default_factory=dict)
     cache_error: str | None = None
 
 
@@ -98,8 +85,6 @@ class FlagReconciler:
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     # uid → (generation, parse result): parse each flag version once, not once per namespace
     _parsed: dict[str, tuple[int, Flag | Invalid]] = field(default_factory=dict)
-    # (namespace, name) → (uid, content hash, revision) recorded by this process
-    _recorded: dict[Key, tuple[str, str, int]] = field(default_factory=dict)
     # (namespace, name) → target namespaces this process last served the flag in (covers the
     # moment before the ConfigMap index hears of our own write)
     _served: dict[Key, set[str]] = field(default_factory=dict)
@@ -107,55 +92,42 @@ class FlagReconciler:
     # it goes; without this a namespace event would cost flags^2 * namespaces
     _plans: dict[str, tuple[int, int, TargetPlan]] = field(default_factory=dict)
     report: Reporter = field(init=False)
+    placer: Placer = field(init=False)
 
     def __post_init__(self) -> None:
         self.report = Reporter(KIND, self.kube, self.store)
+        self.placer = Placer(self.kube)
 
     # ----------------------------------------------------------------------------- entry points
     async def reconcile(self, namespace: str, name: str) -> None:
         snapshot = self.world.flag(namespace, name)
-        with metrics.RECONCILE_SECONDS.labels(KIND).time():
-            try:
-                if snapshot is None:
-                    await self._gone(namespace, name)
-                elif snapshot["deleting"]:
-                    await self.finalize(namespace, name, snapshot)
-                else:
-                    await self.sync(namespace, name, snapshot)
-            except Requeue:
-                metrics.RECONCILES.labels(KIND, "requeued").inc()
-                raise
-            except Exception:
-                metrics.RECONCILES.labels(KIND, "error").inc()
-                raise
-            metrics.RECONCILES.labels(KIND, "ok").inc()
+        if snapshot is None:
+            work = self._gone(namespace, name)
+        elif snapshot.deleting:
+            work = self.finalize(namespace, name, snapshot)
+        else:
+            work = self.sync(namespace, name, snapshot)
+        await runner.run(KIND, f"{namespace}/{name}", work)
 
     async def reconcile_namespace(self, target: str) -> None:
         """The ``FlagSet`` key: rebuild one namespace's ``ferry-flags`` from the index."""
-        with metrics.RECONCILE_SECONDS.labels(FLAGSET).time():
+
+        async def work() -> None:
             result = await self._sync_namespace(target)
-        if result.cache_error:
-            metrics.RECONCILES.labels(FLAGSET, "requeued").inc()
-            raise Requeue(result.cache_error)
-        metrics.RECONCILES.labels(FLAGSET, "ok").inc()
+            if result.cache_error:
+                raise Requeue(result.cache_error)
+
+        await runner.run(FLAGSET, target, work())
 
     # ----------------------------------------------------------------------------- one flag
-    async def sync(self, namespace: str, name: str, snapshot: dict[str, Any]) -> None:
-        spec, generation, uid = snapshot["spec"], snapshot["generation"], snapshot["uid"]
-        if L.FINALIZER not in snapshot["finalizers"]:
-            await self.kube.set_finalizers(
-                KIND,
-                namespace,
-                name,
-                [*snapshot["finalizers"], L.FINALIZER],
-                snapshot["resourceVersion"],
-            )
+    async def sync(self, namespace: str, name: str, snapshot: Snapshot) -> None:
+        await self.report.hold_on(namespace, name, snapshot)
         parsed = self._parse(name, snapshot)
         if isinstance(parsed, Invalid):
             await self._report_invalid(namespace, name, snapshot, parsed)
             return
 
-        content = flag_content(spec)
+        content = flag_content(snapshot.spec)
         digest = content_hash(content)
         revision = await self.report.record(
             namespace,
@@ -165,41 +137,38 @@ class FlagReconciler:
             digest,
             untouched="waiting for PostgreSQL; served flags are untouched",
         )
-        self._recorded[(namespace, name)] = (uid, digest, revision)
 
         plan = self._targets(namespace, snapshot)
         held = self._held(namespace, name)
-        placements: dict[str, Placement] = {}
+        results: list[P.TargetResult] = []
         cache_errors: list[str] = []
         for target in sorted(set(plan.accepted) | held):
-            result = await self._sync_namespace(target, about=(namespace, name))
-            if result.cache_error:
-                cache_errors.append(result.cache_error)
+            synced = await self._sync_namespace(target, about=(namespace, name))
+            if synced.cache_error:
+                cache_errors.append(synced.cache_error)
             if target in plan.accepted:
-                placements[target] = result.outcomes.get(
-                    (namespace, name),
-                    Placement(False, "NamespaceNotFound", f'namespace "{target}" not found'),
-                )
-        targets = self._target_status(namespace, plan, placements)
-        for target, placement in placements.items():
-            if placement.reason in ("NameConflict", "Conflict", "ApplyFailed"):
-                self.report.event(
-                    namespace,
-                    name,
-                    snapshot["uid"],
-                    "Normal" if placement.synced else "Warning",
-                    placement.reason,
-                    f"{target}: {placement.message}",
-                    once_per=(target, placement.message),
-                )
+                result = synced.outcomes.get((namespace, name), P.not_found(target))
+                results.append(result)
+                if result.reason in (NAME_CONFLICT, P.CONFLICT, P.APPLY_FAILED):
+                    self.report.event(
+                        namespace,
+                        name,
+                        snapshot.uid,
+                        "Normal" if result.synced else "Warning",
+                        str(result.reason),
+                        f"{target}: {result.message}",
+                        once_per=(target, result.message),
+                    )
+        results.extend(P.not_accepting(t, namespace, "flags") for t in plan.refused)
+        results.extend(P.not_found(t) for t in plan.missing)
         await self.report.status(
             namespace,
             name,
             snapshot,
             sync_conditions(
-                targets,
+                results,
                 revision,
-                generation,
+                snapshot.generation,
                 cache_errors[0] if cache_errors else None,
                 valid="flag is valid",
                 cached="served flags are in Redis",
@@ -207,7 +176,7 @@ class FlagReconciler:
             ),
             revision=revision,
             hash=digest,
-            targets=targets,
+            targets=[r.as_status() for r in results],
         )
         if cache_errors:
             raise Requeue(cache_errors[0])
@@ -215,7 +184,7 @@ class FlagReconciler:
     def _targets(
         self,
         namespace: str,
-        snapshot: dict[str, Any],
+        snapshot: Snapshot,
         namespaces: list[tuple[str, dict[str, str], dict[str, str]]] | None = None,
         fingerprint: int | None = None,
     ) -> TargetPlan:
@@ -223,37 +192,12 @@ class FlagReconciler:
         if namespaces is None or fingerprint is None:
             namespaces = list(self.world.all_namespaces())
             fingerprint = _fingerprint(namespaces)
-        uid, generation = str(snapshot["uid"]), snapshot["generation"]
-        cached = self._plans.get(uid)
-        if cached is not None and cached[:2] == (generation, fingerprint):
+        cached = self._plans.get(snapshot.uid)
+        if cached is not None and cached[:2] == (snapshot.generation, fingerprint):
             return cached[2]
-        plan = desired_namespaces(namespace, snapshot["spec"].get("target"), namespaces)
-        self._plans[uid] = (generation, fingerprint, plan)
+        plan = desired_namespaces(namespace, snapshot.spec.get("target"), namespaces)
+        self._plans[snapshot.uid] = (snapshot.generation, fingerprint, plan)
         return plan
-
-    def _target_status(
-        self, namespace: str, plan: TargetPlan, placements: dict[str, Placement]
-    ) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for target in plan.accepted:
-            placement = placements[target]
-            out.append(placement.as_status(target))
-        for target in plan.refused:
-            out.append(
-                Placement(
-                    False,
-                    "NamespaceNotAccepting",
-                    f'namespace "{target}" does not accept flags from "{namespace}" (label '
-                    'ferry.dev/accept="true" or annotation ferry.dev/accept-from)',
-                ).as_status(target)
-            )
-        for target in plan.missing:
-            out.append(
-                Placement(False, "NamespaceNotFound", f'namespace "{target}" not found').as_status(
-                    target
-                )
-            )
-        return out
 
     # ----------------------------------------------------------------------------- one namespace
     def _lock(self, target: str) -> asyncio.Lock:
@@ -267,152 +211,124 @@ class FlagReconciler:
             if target not in {n for n, _, _ in namespaces}:
                 # The namespace is gone, and its ConfigMap with it.
                 self._forget_served(target, set())
-                return NamespaceResult(cache_error=await self._cache_flags(target, None))
-
-            live = await self.kube.get_configmap(target, CONFIGMAP_NAME)
-            live_meta = live.metadata if live is not None else None
-            live_labels = dict((live_meta.labels if live_meta else None) or {})
-            live_annotations = dict((live_meta.annotations if live_meta else None) or {})
-            live_data = dict((live.data if live is not None else None) or {})
-            ours = live is None or (
-                live_labels.get(FLAGSET_LABEL) == "true"
-                and live_labels.get(L.MANAGED_BY) == L.MANAGED_BY_FERRY
-            )
-            drifted = (
-                live is not None
-                and ours
-                and content_hash(live_data) != live_annotations.get(L.RENDERED_HASH)
-            )
-            listing = parse_listing(live_annotations) if live is not None and ours else {}
-            live_flags = {} if drifted else _document_flags(live_data)
-
-            candidates: list[Candidate] = []
-            servable: set[Key] = set()
-            for (namespace, name), snapshot in self._snapshots():
-                if snapshot["deleting"]:
-                    continue
-                parsed = self._parse(name, snapshot)
-                if isinstance(parsed, Flag):
-                    digest = content_hash(flag_content(snapshot["spec"]))
-                    revision = self._revision_of(namespace, name, snapshot, digest)
-                    if revision is not None:
-                        wanted = self._targets(namespace, snapshot, namespaces, fingerprint)
-                        if target in wanted.accepted:
-                            candidates.append(
-                                Candidate(
-                                    namespace,
-                                    name,
-                                    snapshot["uid"],
-                                    definition(parsed),
-                                    revision,
-                                    digest,
-                                )
-                            )
-                            servable.add((namespace, name))
-                        continue
-                held = listing.get(name)
-                if (
-                    held
-                    and held.get("namespace") == namespace
-                    and held.get("uid") == snapshot["uid"]
-                ):
-                    carried = await self._carried(namespace, name, held, live_flags)
-                    if carried is not None:
-                        candidates.append(carried)
-
-            plan = choose(target, candidates)
-            outcomes: dict[Key, Placement] = {}
-            if not ours:
-                message = (
-                    f'ConfigMap "{CONFIGMAP_NAME}" in namespace "{target}" exists and was not '
-                    "created by Ferry; it is left alone"
+                return NamespaceResult(
+                    cache_error=await cache_write(self.cache.delete_flags(target))
                 )
-                for candidate in candidates:
-                    outcomes[candidate.source] = Placement(False, "Conflict", message)
-                self._nudge(target, outcomes, servable, about)
-                return NamespaceResult(outcomes)
 
+            # A live read, not an index: a flag that is not servable now keeps serving the
+            # definition this ConfigMap holds (see ``_carried``).
+            live = await self.kube.get_configmap(target, CONFIGMAP_NAME)
+            observed = _observe(live)
+            live_data = dict((live.data if live is not None else None) or {})
+            listing = parse_listing(observed.annotations) if observed and observed.ours else {}
+            live_flags = {} if observed is None or observed.edited else _document_flags(live_data)
+
+            candidates, servable = await self._candidates(
+                target, namespaces, fingerprint, listing, live_flags
+            )
+            plan = choose(target, candidates)
             document, data, annotations = render(plan)
-            failure: Placement | None = None
+            outcomes: dict[Key, P.TargetResult] = {}
+            failure: P.TargetResult | None = None
             if not data:
-                if live is not None:
-                    await self.kube.delete_configmap(target, CONFIGMAP_NAME)
+                if observed is not None and observed.ours:
+                    await self.placer.remove("ConfigMap", target, CONFIGMAP_NAME)
                     logger.info("removed %s/%s: no flag is served there", target, CONFIGMAP_NAME)
             else:
                 annotations[L.RENDERED_HASH] = content_hash(data)
-                up_to_date = (
-                    live is not None
-                    and live_data == data
-                    and all(live_annotations.get(k) == v for k, v in annotations.items())
+                desired = P.Desired(
+                    "ConfigMap",
+                    target,
+                    CONFIGMAP_NAME,
+                    data,
+                    {L.MANAGED_BY: L.MANAGED_BY_FERRY, L.FLAGSET: "true"},
+                    annotations,
                 )
-                if not up_to_date:
-                    try:
-                        await self.kube.apply_configmap(
-                            target,
-                            CONFIGMAP_NAME,
-                            data,
-                            {L.MANAGED_BY: L.MANAGED_BY_FERRY, FLAGSET_LABEL: "true"},
-                            annotations,
-                        )
-                    except ApiError as exc:
-                        if exc.status.code not in (403, 404, 422):
-                            raise
-                        failure = Placement(False, "ApplyFailed", str(exc.status.message))
-                    else:
-                        if drifted:
-                            metrics.DRIFT.inc()
-                            for winner in plan.winners.values():
-                                self.report.event(
-                                    winner.namespace,
-                                    winner.name,
-                                    winner.uid,
-                                    "Normal",
-                                    "DriftCorrected",
-                                    f"restored ConfigMap {target}/{CONFIGMAP_NAME} edited by hand",
-                                )
-                                self.report.audit(
-                                    "drift-corrected",
-                                    winner.namespace,
-                                    winner.name,
-                                    uid=winner.uid,
-                                    details={"target": f"{target}/{CONFIGMAP_NAME}"},
-                                )
+                winners = [Source(w.namespace, w.name, w.uid) for w in plan.winners.values()]
+                placed = await self.placer.place(
+                    desired, observed, sources=[(self.report, w) for w in winners]
+                )
+                failure = placed.failure
+                if failure is not None and failure.reason == P.CONFLICT:
+                    # Someone else's ferry-flags: every flag that wanted to be here is refused.
+                    outcomes = {c.source: failure for c in candidates}
+                    self._nudge(target, outcomes, servable, about)
+                    return NamespaceResult(outcomes)
 
             for key, winner in plan.winners.items():
                 others = sorted(f"{ns}/{n}" for (ns, n), w in plan.shadowed.items() if w is winner)
                 if failure is not None:
                     outcomes[winner.source] = failure
                 elif others:
-                    outcomes[winner.source] = Placement(
+                    outcomes[winner.source] = P.TargetResult(
+                        target,
                         True,
-                        "NameConflict",
-                        f'served here as flag "{key}"; also defined by FeatureFlag '
+                        reason=NAME_CONFLICT,
+                        message=f'served here as flag "{key}"; also defined by FeatureFlag '
                         f"{', '.join(others)}, which is not served in this namespace",
                     )
                 else:
-                    outcomes[winner.source] = Placement(True)
+                    outcomes[winner.source] = P.TargetResult(target, True)
             for source, winner in plan.shadowed.items():
-                outcomes[source] = Placement(
+                outcomes[source] = P.TargetResult(
+                    target,
                     False,
-                    "NameConflict",
-                    f'flag "{source[1]}" in namespace "{target}" is served from FeatureFlag '
-                    f"{winner.namespace}/{winner.name} (the namespace's own flag wins, then the "
-                    "first source namespace in alphabetical order)",
+                    reason=NAME_CONFLICT,
+                    message=f'flag "{source[1]}" in namespace "{target}" is served from '
+                    f"FeatureFlag {winner.namespace}/{winner.name} (the namespace's own flag "
+                    "wins, then the first source namespace in alphabetical order)",
                 )
             self._forget_served(
                 target,
                 {c.source for c in plan.winners.values()} if failure is None and data else set(),
             )
-            cached = None
             if data:
                 cached = {
                     "namespace": target,
                     "document": document,
                     "flags": parse_listing(annotations),
                 }
-            cache_error = await self._cache_flags(target, cached)
+                cache_error = await cache_write(self.cache.put_flags(target, cached))
+            else:
+                cache_error = await cache_write(self.cache.delete_flags(target))
             self._nudge(target, outcomes, servable, about)
             return NamespaceResult(outcomes, cache_error)
+
+    async def _candidates(
+        self,
+        target: str,
+        namespaces: list[tuple[str, dict[str, str], dict[str, str]]],
+        fingerprint: int,
+        listing: dict[str, dict[str, Any]],
+        live_flags: dict[str, Any],
+    ) -> tuple[list[Candidate], set[Key]]:
+        """Every flag that wants to be served in ``target``, and which of them are servable now
+        (valid, recorded); the others keep the definition they were served with, if any."""
+        candidates: list[Candidate] = []
+        servable: set[Key] = set()
+        for (namespace, name), snapshot in self.world.flag_snapshots():
+            if snapshot.deleting:
+                continue
+            parsed = self._parse(name, snapshot)
+            if isinstance(parsed, Flag):
+                digest = content_hash(flag_content(snapshot.spec))
+                revision = self.report.recorded_revision(snapshot.uid, digest)
+                if revision is not None:
+                    wanted = self._targets(namespace, snapshot, namespaces, fingerprint)
+                    if target in wanted.accepted:
+                        candidates.append(
+                            Candidate(
+                                namespace, name, snapshot.uid, definition(parsed), revision, digest
+                            )
+                        )
+                        servable.add((namespace, name))
+                    continue
+            held = listing.get(name)
+            if held and held.get("namespace") == namespace and held.get("uid") == snapshot.uid:
+                carried = await self._carried(namespace, name, held, live_flags)
+                if carried is not None:
+                    candidates.append(carried)
+        return candidates, servable
 
     async def _carried(
         self, namespace: str, name: str, held: dict[str, Any], live_flags: dict[str, Any]
@@ -442,23 +358,25 @@ class FlagReconciler:
         return None
 
     def _nudge(
-        self, target: str, outcomes: dict[Key, Placement], servable: set[Key], about: Key | None
+        self,
+        target: str,
+        outcomes: dict[Key, P.TargetResult],
+        servable: set[Key],
+        about: Key | None,
     ) -> None:
         """Queue the other flags whose status no longer says what happened to them here (a new
         flag shadowing theirs, a foreign ConfigMap removed), so every flag's status is true."""
-        for source, placement in outcomes.items():
+        for source, outcome in outcomes.items():
             if source == about or source not in servable:
                 continue
             snapshot = self.world.flag(*source)
             if snapshot is None:
                 continue
             reported = [
-                t
-                for t in (snapshot.get("status") or {}).get("targets") or []
-                if t.get("namespace") == target
+                t for t in snapshot.status.get("targets") or [] if t.get("namespace") == target
             ]
-            if reported != [placement.as_status(target)]:
-                self.queue.add((KIND, *source))
+            if reported != [outcome.as_status()]:
+                self.queue.add(QueueKey(KIND, *source))
 
     def _forget_served(self, target: str, served: set[Key]) -> None:
         for source, spots in self._served.items():
@@ -467,21 +385,8 @@ class FlagReconciler:
         for source in served:
             self._served.setdefault(source, set()).add(target)
 
-    async def _cache_flags(self, target: str, document: dict[str, Any] | None) -> str | None:
-        try:
-            if document is None:
-                await self.cache.delete_flags(target)
-            else:
-                await self.cache.put_flags(target, document)
-        except CacheUnavailable as exc:
-            metrics.CACHE_UP.set(0)
-            metrics.CACHE_ERRORS.inc()
-            return str(exc)
-        metrics.CACHE_UP.set(1)
-        return None
-
     # ----------------------------------------------------------------------------- delete
-    async def finalize(self, namespace: str, name: str, snapshot: dict[str, Any]) -> None:
+    async def finalize(self, namespace: str, name: str, snapshot: Snapshot) -> None:
         """Take the flag out of every ``ferry-flags`` (deleting emptied ones), then let it go."""
         spots = self._held(namespace, name)
         if isinstance(self._parse(name, snapshot), Flag):
@@ -489,7 +394,7 @@ class FlagReconciler:
         for target in sorted(spots):
             await self._sync_namespace(target)  # a deleting flag is never a candidate
         await self.report.let_go(namespace, name, snapshot)
-        self._drop(namespace, name, snapshot["uid"])
+        self._drop(namespace, name, snapshot.uid)
 
     async def _gone(self, namespace: str, name: str) -> None:
         """The flag left the index (deleted, perhaps with its finalizer removed by hand): make
@@ -499,59 +404,48 @@ class FlagReconciler:
         self._drop(namespace, name, None)
 
     def _drop(self, namespace: str, name: str, uid: str | None) -> None:
-        recorded = self._recorded.pop((namespace, name), None)
         self._served.pop((namespace, name), None)
-        for stale in {uid, recorded[0] if recorded else None} - {None}:
-            self._parsed.pop(str(stale), None)
-            self._plans.pop(str(stale), None)
+        if uid is None:  # gone from the index: its uid is whatever the listings named
+            uid = next(
+                (e.get("uid") for _, e in self._listings(name) if e.get("namespace") == namespace),
+                None,
+            )
+        if uid is not None:
+            self.report.forget(str(uid))
+            self._parsed.pop(str(uid), None)
+            self._plans.pop(str(uid), None)
 
     # ----------------------------------------------------------------------------- helpers
-    def _snapshots(self) -> Iterator[tuple[Key, dict[str, Any]]]:
-        for key, store in list(self.world.flags.items()):
-            for snapshot in store:
-                yield key, snapshot
-
-    def _parse(self, name: str, snapshot: dict[str, Any]) -> Flag | Invalid:
-        uid, generation = str(snapshot["uid"]), snapshot["generation"]
-        cached = self._parsed.get(uid)
-        if cached is not None and cached[0] == generation:
+    def _parse(self, name: str, snapshot: Snapshot) -> Flag | Invalid:
+        cached = self._parsed.get(snapshot.uid)
+        if cached is not None and cached[0] == snapshot.generation:
             return cached[1]
         result: Flag | Invalid
         try:
-            result = parse_flag(name, snapshot["spec"])
+            result = parse_flag(name, snapshot.spec)
         except Invalid as exc:
             result = exc
         except Exception as exc:  # a malformed object must never crash the operator
             logger.exception("parsing FeatureFlag %s failed", name)
             result = Invalid("Malformed", [Violation("spec", f"malformed object: {exc}")])
-        self._parsed[uid] = (generation, result)
+        self._parsed[snapshot.uid] = (snapshot.generation, result)
         return result
 
-    def _revision_of(
-        self, namespace: str, name: str, snapshot: dict[str, Any], digest: str
-    ) -> int | None:
-        """The recorded revision of this exact content, if known; None: not recorded yet."""
-        known = self._recorded.get((namespace, name))
-        if known is not None and known[0] == snapshot["uid"] and known[1] == digest:
-            return known[2]
-        status = snapshot.get("status") or {}
-        revision = status.get("revision")
-        if status.get("hash") == digest and isinstance(revision, int):
-            return revision
-        return None
+    def _listings(self, name: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(target namespace, listing entry) of every ``ferry-flags`` that lists flag ``name``."""
+        for target, store in list(self.flagsets.items()):
+            for obj in store:
+                if listed := (obj.get("flags") or {}).get(name):
+                    yield target, listed
 
     def _held(self, namespace: str, name: str) -> set[str]:
         """Namespaces whose ``ferry-flags`` lists this flag (index), or where we just served it."""
         out = set(self._served.get((namespace, name), ()))
-        for target, store in list(self.flagsets.items()):
-            for obj in store:
-                listed = (obj.get("flags") or {}).get(name) or {}
-                if listed.get("namespace") == namespace:
-                    out.add(target)
+        out.update(t for t, listed in self._listings(name) if listed.get("namespace") == namespace)
         return out
 
     async def _report_invalid(
-        self, namespace: str, name: str, snapshot: dict[str, Any], exc: Invalid
+        self, namespace: str, name: str, snapshot: Snapshot, exc: Invalid
     ) -> None:
         await self.report.invalid(
             namespace,
@@ -573,6 +467,18 @@ def _fingerprint(namespaces: list[tuple[str, dict[str, str], dict[str, str]]]) -
             )
         )
     )
+
+
+def _observe(live: ConfigMap | None) -> P.Observed | None:
+    """A live ``ferry-flags`` as placement sees it: Ferry's own only if labelled as a flag set."""
+    if live is None:
+        return None
+    meta = live.metadata
+    labels = dict((meta.labels if meta else None) or {})
+    if labels.get(L.FLAGSET) != "true" or labels.get(L.MANAGED_BY) != L.MANAGED_BY_FERRY:
+        return P.FOREIGN
+    annotations = dict((meta.annotations if meta else None) or {})
+    return P.Observed(True, content_hash(dict(live.data or {})), annotations)
 
 
 def _document_flags(data: Mapping[str, str]) -> dict[str, Any]:

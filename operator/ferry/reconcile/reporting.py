@@ -9,18 +9,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from ferry import metrics
+from ferry.adapters.cache import CacheUnavailable
 from ferry.adapters.kube import Kube
 from ferry.adapters.store import Store, StoreUnavailable
 from ferry.domain import labels as L
 from ferry.domain.conditions import Condition, merge_conditions
 from ferry.domain.errors import Invalid
+from ferry.domain.placement import TargetResult
 from ferry.reconcile.workqueue import Requeue
+from ferry.reconcile.world import Snapshot
 
 # Background reports (Events, audit rows) said while a reconcile runs, sent when it ends.
 _held: ContextVar[list[Callable[[], None]] | None] = ContextVar("ferry_held_reports", default=None)
@@ -45,15 +48,33 @@ def hold_reports() -> Iterator[None]:
             send()
 
 
+async def cache_write(write: Awaitable[None]) -> str | None:
+    """Await a Redis write; return why it failed (the condition's message), or None.
+
+    Redis is a cache: a failed write is reported (Cached=False, ``ferry_cache_up`` 0) and
+    retried, but never holds back what was already written to the cluster.
+    """
+    try:
+        await write
+    except CacheUnavailable as exc:
+        metrics.CACHE_UP.set(0)
+        metrics.CACHE_ERRORS.inc()
+        return str(exc)
+    metrics.CACHE_UP.set(1)
+    return None
+
+
 def now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def condition(snapshot: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    for found in (snapshot.get("status") or {}).get("conditions") or []:
-        if found.get("type") == type_:
-            return dict(found)
-    return None
+@dataclass(frozen=True)
+class Source:
+    """The Ferry object a report is about."""
+
+    namespace: str
+    name: str
+    uid: str
 
 
 @dataclass
@@ -64,12 +85,16 @@ class Reporter:
     # Events said once per (uid, reason, detail) while the operator runs, not on every resync.
     _said: set[tuple[str, str, Any]] = field(default_factory=set)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
+    # uid → (content hash, revision) of the latest revision this process saw committed. The
+    # proof that content was recorded comes from PostgreSQL (here, or `store.record`), never
+    # from status, which anyone allowed to patch the status subresource can write.
+    _recorded: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     async def status(
         self,
         namespace: str,
         name: str,
-        snapshot: dict[str, Any],
+        snapshot: Snapshot,
         conditions: list[Condition],
         **fields: Any,
     ) -> None:
@@ -78,9 +103,9 @@ class Reporter:
         ``fields`` are extra top-level status fields (revision, hash, targets); None values are
         left out so an earlier value stays (status.hash only ever names a committed revision).
         """
-        current = snapshot.get("status") or {}
+        current = snapshot.status
         status: dict[str, Any] = {
-            "observedGeneration": snapshot["generation"],
+            "observedGeneration": snapshot.generation,
             "conditions": merge_conditions(current.get("conditions"), conditions, now()),
             **{k: v for k, v in fields.items() if v is not None},
         }
@@ -138,11 +163,28 @@ class Reporter:
 
         self._spawn(write())
 
+    def drift_corrected(self, source: Source, what: str, drift: str) -> None:
+        """``what`` (e.g. "ConfigMap ns/name") was edited or deleted by hand and is restored."""
+        message = f"restored {what} {drift}"
+        self.event(source.namespace, source.name, source.uid, "Normal", "DriftCorrected", message)
+        details = {"target": what, "drift": drift}
+        self.audit(
+            "drift-corrected", source.namespace, source.name, uid=source.uid, details=details
+        )
+
+    def recorded_revision(self, uid: str, content_hash: str) -> int | None:
+        """The revision of exactly this content, if this process saw it committed."""
+        known = self._recorded.get(uid)
+        return known[1] if known is not None and known[0] == content_hash else None
+
+    def forget(self, uid: str) -> None:
+        self._recorded.pop(uid, None)
+
     async def record(
         self,
         namespace: str,
         name: str,
-        snapshot: dict[str, Any],
+        snapshot: Snapshot,
         content: Any,
         content_hash: str,
         *,
@@ -154,26 +196,24 @@ class Reporter:
         PostgreSQL down: status says Recorded=False (``untouched`` tells the user what was left
         alone) and ``Requeue`` retries with backoff.
         """
-        status = snapshot.get("status") or {}
-        if status.get("hash") == content_hash and status.get("revision"):
-            # Status carries a hash only after its revision row was committed: no need to ask.
-            return int(status["revision"])
-        annotations = snapshot["annotations"]
+        if (known := self.recorded_revision(snapshot.uid, content_hash)) is not None:
+            return known  # committed earlier in this process: no round trip
+        annotations = snapshot.annotations
         try:
             recorded = await self.store.record(
                 kind=self.kind,
                 namespace=namespace,
                 name=name,
-                uid=snapshot["uid"],
+                uid=snapshot.uid,
                 content=content,
-                spec=snapshot["spec"],
+                spec=snapshot.spec,
                 content_hash=content_hash,
                 changed_by=annotations.get(L.CHANGED_BY),
                 reason=annotations.get(L.CHANGE_REASON),
             )
         except StoreUnavailable as exc:
             metrics.STORE_UP.set(0)
-            generation = snapshot["generation"]
+            generation = snapshot.generation
             await self.status(
                 namespace,
                 name,
@@ -187,13 +227,14 @@ class Reporter:
             raise Requeue(str(exc)) from exc
         metrics.STORE_UP.set(1)
         revision = recorded.revision.revision
+        self._recorded[snapshot.uid] = (content_hash, revision)
         if recorded.created:
             metrics.REVISIONS.labels(self.kind).inc()
             message = f"recorded revision {revision} ({content_hash[:19]})"
-            self.event(namespace, name, snapshot["uid"], "Normal", "RevisionRecorded", message)
+            self.event(namespace, name, snapshot.uid, "Normal", "RevisionRecorded", message)
         return revision
 
-    async def let_go(self, namespace: str, name: str, snapshot: dict[str, Any]) -> None:
+    async def let_go(self, namespace: str, name: str, snapshot: Snapshot) -> None:
         """The last step of a deletion: its audit row (awaited: `ferry export --at` relies on it),
         then our finalizer removed so Kubernetes can delete the object."""
         with contextlib.suppress(StoreUnavailable):
@@ -202,13 +243,26 @@ class Reporter:
                 kind=self.kind,
                 namespace=namespace,
                 name=name,
-                uid=snapshot["uid"],
-                username=snapshot["annotations"].get(L.CHANGED_BY),
+                uid=snapshot.uid,
+                username=snapshot.annotations.get(L.CHANGED_BY),
             )
-        if L.FINALIZER in snapshot["finalizers"]:
-            remaining = [f for f in snapshot["finalizers"] if f != L.FINALIZER]
+        self.forget(snapshot.uid)
+        if L.FINALIZER in snapshot.finalizers:
+            remaining = [f for f in snapshot.finalizers if f != L.FINALIZER]
             await self.kube.set_finalizers(
-                self.kind, namespace, name, remaining, snapshot["resourceVersion"]
+                self.kind, namespace, name, remaining, snapshot.resource_version
+            )
+
+    async def hold_on(self, namespace: str, name: str, snapshot: Snapshot) -> None:
+        """Add Ferry's finalizer if it is missing (the mutating webhook adds it on create; an
+        object stored while the webhook was off gets it here)."""
+        if L.FINALIZER not in snapshot.finalizers:
+            await self.kube.set_finalizers(
+                self.kind,
+                namespace,
+                name,
+                [*snapshot.finalizers, L.FINALIZER],
+                snapshot.resource_version,
             )
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
@@ -226,7 +280,7 @@ class Reporter:
         self,
         namespace: str,
         name: str,
-        snapshot: dict[str, Any],
+        snapshot: Snapshot,
         exc: Invalid,
         *,
         event_reason: str,
@@ -234,8 +288,8 @@ class Reporter:
     ) -> None:
         """Valid=False and Ready=False with every violation; an Event and an audit row when the
         message is new (not on every resync)."""
-        generation = snapshot["generation"]
-        previous = condition(snapshot, "Valid")
+        generation = snapshot.generation
+        previous = snapshot.condition("Valid")
         await self.status(
             namespace,
             name,
@@ -247,18 +301,13 @@ class Reporter:
         )
         if previous is not None and previous.get("message") == exc.message:
             return
-        self.event(namespace, name, snapshot["uid"], "Warning", event_reason, exc.message)
+        self.event(namespace, name, snapshot.uid, "Warning", event_reason, exc.message)
         details = {"reason": exc.reason, "violations": [str(v) for v in exc.violations]}
-        self.audit("invalid", namespace, name, uid=snapshot["uid"], details=details)
-
-
-# Targets that are wanted but refused or missing are reported, not failures: a namespace that
-# has not opted in is its owner's choice (docs/decisions/0004-targets-and-status.md).
-NOT_BLOCKING = ("NamespaceNotAccepting", "NamespaceNotFound")
+        self.audit("invalid", namespace, name, uid=snapshot.uid, details=details)
 
 
 def sync_conditions(
-    targets: list[dict[str, Any]],
+    targets: list[TargetResult],
     revision: int,
     generation: int,
     cache_error: str | None,
@@ -269,13 +318,13 @@ def sync_conditions(
 ) -> list[Condition]:
     """The conditions after a successful record: Valid, Recorded, Synced, Cached and Ready.
 
-    ``targets`` are ``status.targets`` items; ``valid``, ``cached`` and ``placed`` word the
-    messages for the kind ("content is valid" / "flag is valid", ...).
+    ``valid``, ``cached`` and ``placed`` word the messages for the kind ("content is valid" /
+    "flag is valid", ...).
     """
-    failed = [t for t in targets if not t["synced"] and t.get("reason") not in NOT_BLOCKING]
-    skipped = [t for t in targets if not t["synced"] and t.get("reason") in NOT_BLOCKING]
-    synced = [t for t in targets if t["synced"]]
-    detail = "".join(f"; {t['namespace']}: {t.get('reason')}" for t in (*failed, *skipped))
+    failed = [t for t in targets if t.blocking]
+    skipped = [t for t in targets if not t.synced and not t.blocking]
+    synced = [t for t in targets if t.synced]
+    detail = "".join(f"; {t.namespace}: {t.reason}" for t in (*failed, *skipped))
     ok = not failed
     return [
         Condition("Valid", "True", "Valid", valid, generation),
@@ -283,7 +332,7 @@ def sync_conditions(
         Condition(
             "Synced",
             "True" if ok else "False",
-            "Synced" if ok else str(failed[0].get("reason")),
+            "Synced" if ok else str(failed[0].reason),
             f"{len(synced)} target(s) synced, {len(failed)} failed, {len(skipped)} skipped"
             + detail,
             generation,

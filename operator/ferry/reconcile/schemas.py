@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any
 
 from ferry.adapters.kube import Kube
 from ferry.adapters.store import Store, StoreUnavailable
+from ferry.domain import kinds
 from ferry.domain import labels as L
 from ferry.domain.conditions import Condition, merge_conditions
 from ferry.domain.entry import references
 from ferry.domain.hashing import content_hash
 from ferry.domain.validation import check_schema
+from ferry.reconcile import runner
 from ferry.reconcile.reporting import now
-from ferry.reconcile.world import World
+from ferry.reconcile.world import Snapshot, World
 
-KIND = "ConfigSchema"
+KIND = kinds.CONFIG_SCHEMA.kind
 
 
 @dataclass
@@ -32,9 +33,12 @@ class SchemaReconciler:
                 with contextlib.suppress(StoreUnavailable):  # best effort, as for entries
                     await self.store.mark_deleted(KIND, namespace, name)
             return
+        await runner.run(KIND, f"{namespace}/{name}", self.sync(namespace, name, schema))
+
+    async def sync(self, namespace: str, name: str, schema: Snapshot) -> None:
         await self._record(namespace, name, schema)
-        generation = schema["generation"]
-        violations = check_schema(schema["spec"].get("schema"))
+        generation = schema.generation
+        violations = check_schema(schema.spec.get("schema"))
         used_by = sum(
             1 for spec in self.world.entry_specs(namespace).values() if references(spec)[0] == name
         )
@@ -44,7 +48,7 @@ class SchemaReconciler:
             )
         else:
             ready = Condition("Ready", "True", "Valid", f"used by {used_by} entries", generation)
-        current: dict[str, Any] = schema.get("status") or {}
+        current = schema.status
         status = {
             "observedGeneration": generation,
             "usedBy": used_by,
@@ -53,7 +57,7 @@ class SchemaReconciler:
         if any(current.get(k) != v for k, v in status.items()):
             await self.kube.patch_status(KIND, namespace, name, status)
 
-    async def _record(self, namespace: str, name: str, schema: dict[str, Any]) -> None:
+    async def _record(self, namespace: str, name: str, schema: Snapshot) -> None:
         """Keep every schema spec as a revision, so `ferry export --at` can rebuild schemas too.
 
         Recording never blocks the schema's status: the schema is not materialised anywhere, so
@@ -61,16 +65,16 @@ class SchemaReconciler:
         """
         if self.store is None:
             return
-        spec = schema["spec"]
+        spec = dict(schema.spec)
         with contextlib.suppress(StoreUnavailable):
             await self.store.record(
                 kind=KIND,
                 namespace=namespace,
                 name=name,
-                uid=schema["uid"],
+                uid=schema.uid,
                 content=spec,
                 spec=spec,
                 content_hash=content_hash(spec),
-                changed_by=schema["annotations"].get(L.CHANGED_BY),
-                reason=schema["annotations"].get(L.CHANGE_REASON),
+                changed_by=schema.annotations.get(L.CHANGED_BY),
+                reason=schema.annotations.get(L.CHANGE_REASON),
             )

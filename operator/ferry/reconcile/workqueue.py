@@ -8,10 +8,22 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 logger = logging.getLogger(__name__)
+
+
+class QueueKey(NamedTuple):
+    """What the operator's queue holds: one object to reconcile, by kind.
+
+    ``kind`` is a Ferry kind (``ferry.domain.kinds``) or ``FlagSet``, whose ``namespace`` is the
+    target namespace of a ``ferry-flags`` ConfigMap and whose ``name`` is empty.
+    """
+
+    kind: str
+    namespace: str
+    name: str
 
 
 class Requeue(Exception):

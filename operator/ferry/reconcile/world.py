@@ -15,6 +15,56 @@ import kopf
 Key = tuple[str, str]  # (namespace, name)
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What the operator keeps of one Ferry object (ConfigEntry, ConfigSchema, FeatureFlag).
+
+    Plain copies made by the indexes (``ferry.handlers.indexes``), never Kopf's own bodies, so a
+    reconcile can hold one across awaits while the index moves on.
+    """
+
+    uid: str
+    generation: int
+    resource_version: str
+    annotations: Mapping[str, str]
+    finalizers: tuple[str, ...]
+    deleting: bool
+    """``metadata.deletionTimestamp`` is set: only finalizers keep it."""
+    spec: Mapping[str, Any]
+    status: Mapping[str, Any]
+
+    def condition(self, type_: str) -> Mapping[str, Any] | None:
+        for found in self.status.get("conditions") or []:
+            if isinstance(found, Mapping) and found.get("type") == type_:
+                return found
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Materialised:
+    """A ConfigMap or Secret Ferry made for an entry, as the index last saw it."""
+
+    kind: str
+    namespace: str
+    name: str
+    entry_namespace: str
+    entry_name: str
+    annotations: Mapping[str, str]
+    """Ferry's own annotations on it (entry, revision, hashes)."""
+    data_hash: str
+    """Hash of its data now: differs from the rendered-hash annotation after a hand edit."""
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """A Deployment, StatefulSet or DaemonSet that asked to be rolled when an entry changes."""
+
+    kind: str
+    name: str
+    config_hash: str | None
+    """The content hash its pod template carries now (``ferry.dev/config-hash``)."""
+
+
 def _one(index: Mapping[Any, Any], key: Any) -> Any:
     store = index.get(key)
     if not store:
@@ -42,7 +92,7 @@ class NamespaceSpecs(MutableMapping[str, Mapping[str, Any]]):
         snapshot = None if name in self._hidden else _one(self._index, (self._namespace, name))
         if snapshot is None:
             raise KeyError(name)
-        return snapshot["spec"]  # type: ignore[no-any-return]
+        return snapshot.spec  # type: ignore[no-any-return]
 
     def __setitem__(self, name: str, spec: Mapping[str, Any]) -> None:
         self._local[name] = spec
@@ -66,23 +116,28 @@ class NamespaceSpecs(MutableMapping[str, Mapping[str, Any]]):
 
 @dataclass
 class World:
-    entries: kopf.Index[Key, dict[str, Any]]
-    schemas: kopf.Index[Key, dict[str, Any]]
-    flags: kopf.Index[Key, dict[str, Any]]
+    entries: kopf.Index[Key, Snapshot]
+    schemas: kopf.Index[Key, Snapshot]
+    flags: kopf.Index[Key, Snapshot]
     namespaces: kopf.Index[str, tuple[dict[str, str], dict[str, str]]]
-    configmaps: kopf.Index[str, dict[str, Any]]  # entry uid → materialised objects
+    configmaps: kopf.Index[str, Materialised]  # entry uid → materialised objects
     configmap_owners: kopf.Index[Key, str]  # every ConfigMap → its entry uid label, or ""
     # (namespace, reload-on entry name) → workloads; one index per kind (Deployment, ...)
-    workloads: tuple[kopf.Index[Key, dict[str, Any]], ...]
+    workloads: tuple[kopf.Index[Key, Workload], ...]
 
-    def entry(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def entry(self, namespace: str, name: str) -> Snapshot | None:
         return _one(self.entries, (namespace, name))  # type: ignore[no-any-return]
 
-    def schema(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def schema(self, namespace: str, name: str) -> Snapshot | None:
         return _one(self.schemas, (namespace, name))  # type: ignore[no-any-return]
 
-    def flag(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def flag(self, namespace: str, name: str) -> Snapshot | None:
         return _one(self.flags, (namespace, name))  # type: ignore[no-any-return]
+
+    def flag_snapshots(self) -> Iterator[tuple[Key, Snapshot]]:
+        for key, store in list(self.flags.items()):
+            for snapshot in store:
+                yield key, snapshot
 
     def flag_keys(self) -> list[Key]:
         return list(self.flags.keys())
@@ -102,11 +157,25 @@ class World:
         """The entry uid a ConfigMap is labelled with ("" if none); ``None``: no such ConfigMap."""
         return _one(self.configmap_owners, (namespace, name))  # type: ignore[no-any-return]
 
-    def materialised(self, uid: str) -> list[dict[str, Any]]:
+    def materialised(self, uid: str) -> list[Materialised]:
         return list(self.configmaps.get(uid, []))
 
-    def reload_targets(self, namespace: str, entry_name: str) -> list[dict[str, Any]]:
-        return [w for index in self.workloads for w in index.get((namespace, entry_name), [])]
+    def materialised_by_name(self, entry_namespace: str, entry_name: str) -> Iterator[Materialised]:
+        """Objects made for an entry of this name, whatever its uid (leftovers of a deleted one)."""
+        for store in list(self.configmaps.values()):
+            for obj in list(store):
+                if (obj.entry_namespace, obj.entry_name) == (entry_namespace, entry_name):
+                    yield obj
+
+    def reload_targets(self, namespace: str, source_ns: str, entry: str) -> list[Workload]:
+        """Workloads in ``namespace`` to roll when entry ``source_ns/entry`` changes there.
+
+        ``ferry.dev/reload-on`` names the entry as ``<namespace>/<name>``, or as ``<name>`` for
+        an entry of the workload's own namespace: a bare name never matches an entry from
+        another namespace, so no accepted source can roll a workload that did not name it.
+        """
+        names = [f"{source_ns}/{entry}", *([entry] if source_ns == namespace else [])]
+        return [w for index in self.workloads for n in names for w in index.get((namespace, n), [])]
 
     def entry_keys(self) -> list[Key]:
         return list(self.entries.keys())

@@ -65,9 +65,17 @@ def parse_attributes(pairs: Iterable[str]) -> dict[str, Any]:
 
 
 def answer_json(
-    namespace: str, name: str, evaluation: Evaluation, revision: int | None = None
+    namespace: str,
+    name: str,
+    evaluation: Evaluation,
+    revision: int | None = None,
+    bucketing: str | None = None,
 ) -> dict[str, Any]:
-    """The answer both front doors print with ``-o json`` / return over HTTP."""
+    """The answer both front doors print with ``-o json`` / return over HTTP.
+
+    ``bucketing`` names the generation of flagd's ``fractional`` the answer follows, so that a
+    team comparing it with their app can tell a bucketing difference from a targeting one.
+    """
     out: dict[str, Any] = {
         "namespace": namespace,
         "flag": name,
@@ -79,4 +87,6 @@ def answer_json(
         out["errorCode"] = str(evaluation.error_code)
     if revision is not None:
         out["revision"] = revision
+    if bucketing is not None:
+        out["bucketing"] = str(bucketing)
     return out

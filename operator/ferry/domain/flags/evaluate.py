@@ -13,20 +13,21 @@ Semantics kept identical to the JSONLogic that ``flagd.py`` emits (see there for
   blank string is 0, booleans are 1 and 0; lists, objects and other strings never match;
 * ``startsWith``/``endsWith`` need a string attribute;
 * dotted attributes (``user.plan``) walk nested objects, like JSONLogic's ``var``; the attribute
-  ``targetingKey`` is the targeting key, which flagd puts in the context under that name.
+  ``targetingKey`` is the targeting key, which flagd puts in the context under that name;
+* a split buckets as flagd's ``fractional`` does in the generation the caller names
+  (:mod:`.bucketing`): both generations' hashers are built at compile time, so choosing one costs
+  a dict lookup.
 """
 
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
 
-import mmh3
-
+from .bucketing import DEFAULT_BUCKETING, GENERATIONS, Hasher, bucket_index, hasher
 from .model import (
     NUMERIC_OPS,
     SEMVER_OPS,
@@ -55,8 +56,13 @@ _GENERAL_ERROR = Evaluation(None, None, Reason.ERROR, ErrorCode.GENERAL)
 
 @dataclass(frozen=True, slots=True)
 class _Split:
+    """``by``: the attribute path bucketed on (``bucketBy``), None for the targeting key.
+    ``hashers``: generation → hash of the bucketing value, the flag key already folded in."""
+
     cumulative: tuple[int, ...]
     answers: tuple[Evaluation, ...]
+    by: tuple[str, ...] | None
+    hashers: Mapping[str, Hasher]
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +198,8 @@ def _compile_rule(
     split = _Split(
         cumulative=tuple(accumulate(e.weight for e in rule.split)),
         answers=tuple(_answer(flag, e.variant, Reason.SPLIT) for e in rule.split),
+        by=tuple(rule.bucket_by.split(".")) if rule.bucket_by else None,
+        hashers={b: hasher(flag.key, b, shorthand=rule.bucket_by is None) for b in GENERATIONS},
     )
     return preds, None, split
 
@@ -208,19 +216,33 @@ def compile_flag(flag: Flag) -> Compiled:
     return Compiled(fixed=fixed, default=default, flag_key=flag.key, rules=rules)
 
 
-def evaluate(flag: Flag, targeting_key: str | None, attributes: Mapping[str, Any]) -> Evaluation:
+def evaluate(
+    flag: Flag,
+    targeting_key: str | None,
+    attributes: Mapping[str, Any],
+    bucketing: str = DEFAULT_BUCKETING,
+) -> Evaluation:
     """The variant, value and reason flagd would give this caller.
+
+    ``bucketing`` is the generation of flagd's ``fractional`` whose buckets a split follows
+    (``flagd-v2`` or ``flagd-v3``; see :func:`.bucketing.bucketing_for` for which one a
+    FeatureFlag uses). The front doors always pass it; the default is flagd's current
+    specification. An unknown value raises ``ValueError`` (a caller's mistake, not the flag's).
 
     Reasons: DISABLED (state DISABLED), STATIC (no rules), TARGETING_MATCH (a rule's variant),
     SPLIT (a rule's split; flagd itself reports TARGETING_MATCH there, with the same variant),
-    DEFAULT (no rule matched, or a split matched but there is no targeting key — flagd's
+    DEFAULT (no rule matched, or a split matched but has nothing to bucket on — flagd's
     ``fractional`` then yields null and the default variant is served), ERROR (attributes is not
     a mapping, or evaluation failed; variant and value are then None).
 
-    A targeting key that is not a non-empty string counts as absent, as flagd's JS and Python
-    evaluators treat it (flagd's Go evaluator would hash the flag key alone for ``""``; an empty
-    key is no identity to make sticky, so Ferry does not).
+    A targeting key that is not a non-empty string counts as absent, as every flagd evaluator
+    treats it (Go core v0.16, ``openfeature-flagd-core`` 2.x); so does a ``bucketBy`` attribute
+    that is missing, empty or not a string, which the rendered ``flags.json`` guards the same
+    way. A bucketing value that is not valid Unicode (a lone surrogate from a JSON escape) is
+    absent too: no CBOR encoder can write it, and the Python provider then serves the default.
     """
+    if bucketing not in GENERATIONS:
+        raise ValueError(f"unknown bucketing {bucketing!r}; expected flagd-v2 or flagd-v3")
     c: Compiled = flag.compiled
     if c.fixed is not None:
         return c.fixed
@@ -236,11 +258,13 @@ def evaluate(flag: Flag, targeting_key: str | None, attributes: Mapping[str, Any
             else:
                 if split is None:
                     return answer  # type: ignore[return-value]
-                if targeting_key is None:
+                value = targeting_key if split.by is None else _walk(attributes, split.by)
+                if value.__class__ is not str or not value:
                     return c.default
-                cumulative = split.cumulative
-                h = mmh3.hash(c.flag_key + targeting_key, 0, False)
-                return split.answers[bisect_right(cumulative, (h * cumulative[-1]) >> 32)]
+                h = split.hashers[bucketing](value)
+                return split.answers[bucket_index(h, split.cumulative)]
+    except UnicodeEncodeError:
+        return c.default
     except Exception:  # a context value Python cannot compare must not crash the caller
         return _GENERAL_ERROR
     return c.default

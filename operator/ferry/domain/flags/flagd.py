@@ -20,6 +20,8 @@ attribute ``a``              ``{"var": "a"}`` (dots walk nested objects in both)
 ``gt gte lt lte``            ``!== null`` and ``> >= < <=``
 ``variant: x``               ``"x"``
 ``split``                    ``{"fractional": [["on", 25], ["off", 75]]}``
+``split`` + ``bucketBy: a``  ``{"if": [<a is a non-empty string>, {"fractional":
+                             [{"cat": [{"var": "$flagd.flagKey"}, {"var": "a"}]}, ...]}, null]}``
 ==========================  ==============================================================
 
 Why the ``!== null`` guards: JSONLogic reads a missing attribute as null, and ``null !== "x"`` is
@@ -27,9 +29,19 @@ true and ``null < 5`` is true (null coerces to 0), whereas a Ferry condition on 
 attribute is false. ``in`` is spelled as an ``or`` of ``===`` because flagd's published schema
 does not admit a literal array as an operand.
 
-``fractional`` is given no bucketing expression, so flagd hashes ``$flagd.flagKey +
-targetingKey``, which is what ``evaluate`` hashes; without a targeting key it yields null, and
-flagd serves the default variant with reason DEFAULT, as ``evaluate`` does.
+A plain ``split`` renders ``fractional`` without a bucketing expression (the shorthand), so each
+provider hashes the flag key and targeting key the way its generation does (``flagKey +
+targetingKey`` in flagd-v2, the CBOR array ``[flagKey, targetingKey]`` in flagd-v3): the same
+document serves both generations, and ``evaluate`` is told which one to follow. Without a
+targeting key ``fractional`` yields null, and flagd serves the default variant with reason
+DEFAULT, as ``evaluate`` does.
+
+``bucketBy`` salts the attribute with the flag key, as flagd's documentation recommends, so two
+flags bucketing by the same attribute still split independently. It is guarded so that only a
+non-empty string is bucketed (``starts_with`` with an empty prefix is true exactly for strings,
+in every flagd evaluator): JSONLogic's ``cat`` turns numbers, booleans and null into text
+differently in Go and Python, so bucketing anything else would split users differently per
+provider. Anything else yields null → the default variant, reason DEFAULT, as in ``evaluate``.
 """
 
 from __future__ import annotations
@@ -71,9 +83,15 @@ def _clauses(cond: Condition) -> list[dict[str, Any]]:
 
 
 def _outcome(rule: Rule) -> Any:
-    if rule.split is not None:
-        return {"fractional": [[e.variant, e.weight] for e in rule.split]}
-    return rule.variant
+    if rule.split is None:
+        return rule.variant
+    buckets = [[e.variant, e.weight] for e in rule.split]
+    if rule.bucket_by is None:
+        return {"fractional": buckets}
+    var = {"var": rule.bucket_by}
+    is_named = {"and": [{"starts_with": [var, ""]}, {"!==": [var, ""]}]}
+    salted = {"cat": [{"var": "$flagd.flagKey"}, var]}
+    return {"if": [is_named, {"fractional": [salted, *buckets]}, None]}
 
 
 def targeting(flag: Flag) -> dict[str, Any] | None:

@@ -119,11 +119,16 @@ class SplitEntry:
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """All ``when`` conditions hold (AND) → serve ``variant``, or bucket into ``split``."""
+    """All ``when`` conditions hold (AND) → serve ``variant``, or bucket into ``split``.
+
+    ``bucket_by``: for a split, the attribute whose (string) value is bucketed instead of the
+    targeting key — "same variant for everyone in an account"; None buckets by targeting key.
+    """
 
     when: tuple[Condition, ...]
     variant: str | None = None
     split: tuple[SplitEntry, ...] | None = None
+    bucket_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 from ferry.domain.errors import Invalid, Violation
 
+from .bucketing import GENERATIONS
 from .evaluate import compile_flag
 from .model import LIST_OPS, NUMERIC_OPS, SEMVER_OPS, Condition, Flag, Op, Rule, SplitEntry
 from .semver import parse_strict
@@ -22,8 +23,8 @@ MAX_SAFE_INTEGER = 2**53 - 1
 #: A split is expressed in percent, as the issue and users think of rollouts.
 SPLIT_TOTAL = 100
 
-_SPEC_KEYS = {"state", "variants", "defaultVariant", "targeting", "target"}
-_RULE_KEYS = {"when", "variant", "split"}
+_SPEC_KEYS = {"state", "variants", "defaultVariant", "targeting", "target", "bucketing"}
+_RULE_KEYS = {"when", "variant", "split", "bucketBy"}
 _CONDITION_KEYS = {"attribute", "op", "value", "values"}
 _SPLIT_KEYS = {"variant", "weight"}
 _OPS = {op.value: op for op in Op}
@@ -90,17 +91,21 @@ def _check_variants(spec: Mapping[str, Any]) -> tuple[list[Violation], set[str]]
     return out, {n for n in variants if isinstance(n, str) and n}
 
 
+def _check_attribute(attribute: Any, path: str) -> list[Violation]:
+    if not isinstance(attribute, str) or not attribute:
+        return [Violation(path, "must be a non-empty string")]
+    if attribute.startswith("$"):
+        return [Violation(path, "names starting with '$' are reserved by flagd")]
+    if any(not part for part in attribute.split(".")):
+        return [Violation(path, "dotted path has an empty segment")]
+    return []
+
+
 def _check_condition(cond: Any, path: str) -> list[Violation]:
     if not isinstance(cond, Mapping):
         return [Violation(path, "must be an object with attribute, op and value or values")]
     out = _unknown(cond, _CONDITION_KEYS, path)
-    attribute = cond.get("attribute")
-    if not isinstance(attribute, str) or not attribute:
-        out.append(Violation(f"{path}.attribute", "must be a non-empty string"))
-    elif attribute.startswith("$"):
-        out.append(Violation(f"{path}.attribute", "names starting with '$' are reserved by flagd"))
-    elif any(not part for part in attribute.split(".")):
-        out.append(Violation(f"{path}.attribute", "dotted path has an empty segment"))
+    out.extend(_check_attribute(cond.get("attribute"), f"{path}.attribute"))
     op = _OPS.get(cond.get("op")) if isinstance(cond.get("op"), str) else None
     if op is None:
         out.append(Violation(f"{path}.op", f"must be one of {', '.join(_OPS)}"))
@@ -189,6 +194,14 @@ def _check_rule(rule: Any, path: str, names: set[str]) -> list[Violation]:
             out.append(Violation(f"{path}.variant", f"unknown variant {rule['variant']!r}"))
     else:
         out.extend(_check_split(rule["split"], f"{path}.split", names))
+    if "bucketBy" in rule:
+        bpath = f"{path}.bucketBy"
+        if not has_split:
+            out.append(Violation(bpath, "only a rule with a split buckets"))
+        elif rule["bucketBy"] == "targetingKey":
+            out.append(Violation(bpath, "omit bucketBy to bucket by the targeting key"))
+        else:
+            out.extend(_check_attribute(rule["bucketBy"], bpath))
     return out
 
 
@@ -216,6 +229,10 @@ def check_flag(spec: Any) -> list[Violation]:
     target = spec.get("target")
     if target is not None and not isinstance(target, Mapping):
         out.append(Violation("spec.target", "must be an object"))
+    bucketing = spec.get("bucketing")
+    if "bucketing" in spec and (not isinstance(bucketing, str) or bucketing not in GENERATIONS):
+        choices = ", ".join(sorted(GENERATIONS))
+        out.append(Violation("spec.bucketing", f"must be one of {choices}, got {bucketing!r}"))
     return out
 
 
@@ -229,7 +246,7 @@ def _rule(rule: Mapping[str, Any]) -> Rule:
     when = tuple(_condition(c) for c in rule.get("when", []))
     if "split" in rule:
         split = tuple(SplitEntry(e["variant"], e["weight"]) for e in rule["split"])
-        return Rule(when=when, split=split)
+        return Rule(when=when, split=split, bucket_by=rule.get("bucketBy"))
     return Rule(when=when, variant=rule["variant"])
 
 

@@ -1,0 +1,368 @@
+"""A Vault dev server on a free loopback port, and the set-up Ferry needs in it.
+
+Dev mode: in memory, unsealed, one root token, HTTP on 127.0.0.1 only — a test server, never a
+production one (users point Ferry at their own Vault or OpenBao). The binary is built once from Go
+modules by ``vault-binary.sh`` and cached like the control plane.
+
+Besides starting and stopping the server, this module configures what Ferry uses: a KV v2 mount,
+the Kubernetes auth method against the local kube-apiserver (its CA and a TokenReview-capable
+service-account token), and a read-only policy and role for the operator's service account.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ferry.devenv.process import Process, StartupError, free_port, spawn, wait_until
+
+BINARY_SCRIPT = Path(__file__).with_name("vault-binary.sh")
+
+#: Where `ferry dev up` and the tests put the operator's identity and its Vault permissions.
+OPERATOR_NAMESPACE = "ferry-system"
+OPERATOR_SERVICE_ACCOUNT = "ferry"
+OPERATOR_ROLE = "ferry"
+OPERATOR_POLICY = "ferry-read"
+REVIEWER_SERVICE_ACCOUNT = "vault-token-reviewer"
+
+
+def ensure_vault_binary(timeout: float = 3000) -> Path:
+    """The vault binary, building it once if needed (``FERRY_VAULT_BIN`` skips the build)."""
+    try:
+        out = subprocess.run(
+            ["bash", str(BINARY_SCRIPT)],
+            check=True,
+            stdout=subprocess.PIPE,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.CalledProcessError as exc:
+        raise StartupError(
+            f"building the Vault binary failed (exit {exc.returncode}); "
+            "see the lines above, fix, and run again"
+        ) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise StartupError(f"building the Vault binary took over {timeout:.0f}s") from exc
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+@dataclass
+class Vault:
+    """A running dev server (``process`` set) or one started elsewhere (``process`` None)."""
+
+    address: str
+    root_token: str = field(repr=False)
+    process: Process | None = None
+    directory: Path | None = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def alive(self) -> bool:
+        return self.process is None or self.process.alive()
+
+    # -- the HTTP API, as the root token (set-up only; Ferry itself uses hvac)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        token: str | None = None,
+        timeout: float = 10,
+    ) -> dict[str, Any]:
+        """Call ``/v1/<path>``; return the JSON answer ({} for 204); raise ``VaultApiError``."""
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"{self.address}/v1/{path}", data=data, method=method)
+        req.add_header("X-Vault-Token", self.root_token if token is None else token)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as response:
+                text = response.read()
+        except urllib.error.HTTPError as exc:
+            raise VaultApiError(method, path, exc.code, _errors(exc.read())) from None
+        return json.loads(text) if text else {}
+
+    def health(self, timeout: float = 2) -> dict[str, Any]:
+        """``sys/health`` (200 only when initialised, unsealed and active)."""
+        return self.request("GET", "sys/health", timeout=timeout)
+
+    # -- set-up helpers
+
+    def enable_kv2(self, mount: str) -> None:
+        """Mount a KV v2 engine at ``mount`` (no-op if one is already there)."""
+        mounts = self.request("GET", "sys/mounts")
+        existing = (mounts.get("data") or mounts).get(f"{mount}/")
+        if existing is not None:
+            version = (existing.get("options") or {}).get("version")
+            if existing.get("type") != "kv" or version != "2":
+                raise StartupError(f'Vault already has a non-KV-v2 engine at "{mount}/"')
+            return
+        self.request("POST", f"sys/mounts/{mount}", {"type": "kv", "options": {"version": "2"}})
+
+    def write_policy(self, name: str, rules: str) -> None:
+        self.request("PUT", f"sys/policies/acl/{name}", {"policy": rules})
+
+    def create_token(
+        self, policies: Iterable[str], *, ttl: str = "1h", renewable: bool = True
+    ) -> str:
+        """A child token of the root token with only ``policies`` (no default policy)."""
+        answer = self.request(
+            "POST",
+            "auth/token/create",
+            {
+                "policies": list(policies),
+                "no_default_policy": True,
+                "ttl": ttl,
+                "renewable": renewable,
+            },
+        )
+        return str(answer["auth"]["client_token"])
+
+    def enable_kubernetes_auth(
+        self,
+        mount: str,
+        *,
+        kubernetes_host: str,
+        ca_pem: str,
+        reviewer_jwt: str,
+    ) -> None:
+        """Enable (once) and configure the Kubernetes auth method at ``mount``.
+
+        Vault runs outside the cluster, so it gets the API server's address and CA and a
+        service-account token allowed to call the TokenReview API (``system:auth-delegator``).
+        """
+        auths = self.request("GET", "sys/auth")
+        if f"{mount}/" not in (auths.get("data") or auths):
+            self.request("POST", f"sys/auth/{mount}", {"type": "kubernetes"})
+        self.request(
+            "POST",
+            f"auth/{mount}/config",
+            {
+                "kubernetes_host": kubernetes_host,
+                "kubernetes_ca_cert": ca_pem,
+                "token_reviewer_jwt": reviewer_jwt,
+                "disable_local_ca_jwt": True,
+            },
+        )
+
+    def create_kubernetes_role(
+        self,
+        mount: str,
+        role: str,
+        *,
+        service_account: str,
+        namespace: str,
+        policies: Iterable[str],
+        ttl: str = "1h",
+        max_ttl: str = "24h",
+    ) -> None:
+        self.request(
+            "POST",
+            f"auth/{mount}/role/{role}",
+            {
+                "bound_service_account_names": [service_account],
+                "bound_service_account_namespaces": [namespace],
+                "token_policies": list(policies),
+                "token_ttl": ttl,
+                "token_max_ttl": max_ttl,
+            },
+        )
+
+
+class VaultApiError(RuntimeError):
+    def __init__(self, method: str, path: str, status: int, errors: str) -> None:
+        super().__init__(f"Vault {method} /v1/{path} answered {status}: {errors}")
+        self.status = status
+
+
+def _errors(body: bytes) -> str:
+    try:
+        return "; ".join(json.loads(body).get("errors") or []) or "(no error text)"
+    except (ValueError, AttributeError):
+        return body[:200].decode(errors="replace")
+
+
+def start_vault(
+    directory: Path,
+    *,
+    binary: Path | None = None,
+    port: int | None = None,
+    timeout: float = 60,
+) -> Vault:
+    """Start ``vault server -dev`` on 127.0.0.1; return once it is unsealed and active.
+
+    The root token is random (not the well-known dev default); ``HOME`` is the server's own
+    directory so the CLI's token helper never writes ``~/.vault-token`` of the person running it.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    binary = binary or ensure_vault_binary()
+    port = port or free_port()
+    token = "hvs.ferry-dev-" + secrets.token_urlsafe(18)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(directory),
+        "VAULT_DEV_ROOT_TOKEN_ID": token,
+        "VAULT_DEV_LISTEN_ADDRESS": f"127.0.0.1:{port}",
+    }
+    argv = [str(binary), "server", "-dev", "-dev-no-store-token", "-log-level=warn"]
+    process = spawn("vault", argv, directory / "vault.log", env=env, cwd=directory)
+    vault = Vault(f"http://127.0.0.1:{port}", token, process, directory)
+
+    def ready() -> bool:
+        # Dev mode mounts KV v2 at secret/ after unsealing; wait for it so callers can use it.
+        return not vault.health().get("sealed") and bool(vault.request("GET", "sys/mounts/secret"))
+
+    wait_until(process, ready, timeout=timeout, what=f"an unsealed Vault on 127.0.0.1:{port}")
+    return vault
+
+
+# --- the Kubernetes side of Kubernetes auth ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KubeAdmin:
+    """kubectl with the admin kubeconfig: enough to create service accounts and ask for tokens."""
+
+    kubectl: Path
+    kubeconfig: Path
+
+    def run(self, *args: str, input: str | None = None, timeout: float = 60) -> str:
+        result = subprocess.run(
+            [str(self.kubectl), f"--kubeconfig={self.kubeconfig}", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise StartupError(f"kubectl {' '.join(args[:3])} failed: {result.stderr.strip()}")
+        return result.stdout
+
+    def apply(self, *objects: Mapping[str, Any]) -> None:
+        self.run(
+            "apply",
+            "--server-side",
+            "--field-manager=ferry-devenv",
+            "-f",
+            "-",
+            input=yaml.safe_dump_all([dict(o) for o in objects]),
+        )
+
+    def service_account(self, namespace: str, name: str) -> None:
+        """Create (idempotently) ``namespace`` and the service account ``name`` in it."""
+        self.apply(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": name, "namespace": namespace},
+            },
+        )
+
+    def token(self, namespace: str, name: str, *, duration: str = "1h") -> str:
+        """A service-account token from the TokenRequest API (what kubelet projects into pods)."""
+        return self.run("create", "token", name, "-n", namespace, f"--duration={duration}").strip()
+
+    def server_and_ca(self) -> tuple[str, str]:
+        """The API server's URL and its CA certificate (PEM) from the kubeconfig."""
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        context_name = config.get("current-context")
+        context = next(c["context"] for c in config["contexts"] if c["name"] == context_name)
+        cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == context["cluster"])
+        if "certificate-authority-data" in cluster:
+            ca = base64.b64decode(cluster["certificate-authority-data"]).decode()
+        else:
+            path = Path(cluster["certificate-authority"])
+            if not path.is_absolute():
+                path = self.kubeconfig.parent / path
+            ca = path.read_text()
+        return str(cluster["server"]), ca
+
+
+def setup_kubernetes_auth(
+    vault: Vault,
+    kube: KubeAdmin,
+    *,
+    mount: str = "kubernetes",
+    reviewer_namespace: str = OPERATOR_NAMESPACE,
+    reviewer: str = REVIEWER_SERVICE_ACCOUNT,
+    reviewer_duration: str = "48h",
+) -> None:
+    """Configure Vault's Kubernetes auth method at ``mount`` against ``kube``'s API server.
+
+    Creates a ``reviewer`` service account bound to ``system:auth-delegator`` (TokenReview), asks
+    the API server for a token of it (no controller-manager runs locally, so no legacy token
+    Secrets: the TokenRequest API, valid ``reviewer_duration``) and gives Vault that token, the
+    API server's address and its CA.
+    """
+    kube.service_account(reviewer_namespace, reviewer)
+    kube.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": f"{reviewer}-{reviewer_namespace}-auth-delegator"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "system:auth-delegator",
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": reviewer, "namespace": reviewer_namespace}
+            ],
+        }
+    )
+    host, ca = kube.server_and_ca()
+    jwt = kube.token(reviewer_namespace, reviewer, duration=reviewer_duration)
+    vault.enable_kubernetes_auth(mount, kubernetes_host=host, ca_pem=ca, reviewer_jwt=jwt)
+
+
+def operator_policy(kv_mount: str, prefixes: Iterable[str] = ("",)) -> str:
+    """A read-only policy for the operator: the data (and metadata) under ``prefixes``."""
+    rules = []
+    for prefix in prefixes:
+        below = f"{prefix.strip('/')}/*" if prefix.strip("/") else "*"
+        for kind in ("data", "metadata"):
+            rules.append(f'path "{kv_mount}/{kind}/{below}" {{\n  capabilities = ["read"]\n}}')
+    return "\n".join(rules) + "\n"
+
+
+def setup_operator_role(
+    vault: Vault,
+    *,
+    mount: str = "kubernetes",
+    kv_mount: str = "secret",
+    role: str = OPERATOR_ROLE,
+    policy: str = OPERATOR_POLICY,
+    service_account: str = OPERATOR_SERVICE_ACCOUNT,
+    namespace: str = OPERATOR_NAMESPACE,
+    prefixes: Iterable[str] = ("",),
+    ttl: str = "1h",
+    max_ttl: str = "24h",
+) -> None:
+    """The operator's read-only policy, and its Kubernetes auth role bound to its account."""
+    vault.write_policy(policy, operator_policy(kv_mount, prefixes))
+    vault.create_kubernetes_role(
+        mount,
+        role,
+        service_account=service_account,
+        namespace=namespace,
+        policies=[policy],
+        ttl=ttl,
+        max_ttl=max_ttl,
+    )

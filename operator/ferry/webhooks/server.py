@@ -1,0 +1,270 @@
+"""The HTTPS endpoint the API server calls: Kopf's public ``WebhookServerProtocol``, on aiohttp.
+
+Kopf dispatches each AdmissionReview to the handlers in :mod:`ferry.webhooks.handlers`; this
+module decides who may send one and what reaches Kopf at all. It is Ferry's own class rather than
+a subclass of ``kopf.WebhookServer`` because everything it changes sits inside that class's
+private methods:
+
+* **Trust.** With a client CA (``Settings.webhook_client_ca``) the TLS handshake requires a client
+  certificate signed by that CA, as kube-apiserver presents with an ``AdmissionConfiguration``
+  (``kubeConfigFile``): anything else is refused before a byte of HTTP is read. The context is
+  built by :func:`ferry.tls.server_context`, which never loads the system's trust store.
+* **Bounded reads.** Bodies above :data:`MAX_BODY_BYTES` get ``413``, whether announced by
+  ``Content-Length`` or streamed chunked (aiohttp's ``client_max_size`` counts what it reads).
+* **Answers, not errors.** Anything that fails while decoding or dispatching an AdmissionReview
+  (JSON nested past Python's recursion limit, an unexpected exception) becomes a *denial* naming
+  the object: with ``failurePolicy: Fail`` an error refuses too, but the user would only read
+  "failed calling webhook". A request that is not an AdmissionReview for the path's kind gets
+  ``400`` and never reaches Kopf.
+* **Renewal.** Certificate files are re-read when they change (cert-manager renews a mounted
+  Secret in place); the new listener starts before the old one stops, so no request is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp.web
+import kopf
+from prometheus_client import Histogram
+
+from ferry.domain import kinds
+from ferry.domain.admission import NESTED_TOO_DEEPLY, denial_message, identity
+from ferry.domain.errors import Violation
+from ferry.tls import ServingCertificate, server_context
+from ferry.webhooks.configurations import HOOKS, Hook
+
+logger = logging.getLogger(__name__)
+
+#: The largest AdmissionReview read. kube-apiserver refuses request bodies over 3 MiB and etcd
+#: (by default) objects over 1.5 MiB, so an UPDATE of the largest storable object carries two
+#: objects of at most 1.5 MiB plus a few KiB of envelope; 4 MiB leaves room for that and for the
+#: 3 MiB object of a create that etcd will refuse later (the webhook still names what is wrong).
+MAX_BODY_BYTES = 4 * 1024 * 1024
+#: Denials carry 403 Forbidden, as the API server's own admission plugins and policy engines do:
+#: kubectl then prints ``Error from server (Forbidden): … denied the request: <message>``.
+DENIED_CODE = 403
+#: How often mounted certificate files are checked for renewal (Kopf's own interval).
+FILE_CHECK_SECONDS = 60.0
+
+#: Time from reading a request to having its answer, inside the operator: the API server's
+#: ``apiserver_admission_webhook_admission_duration_seconds`` adds TLS, network and queueing, and
+#: its buckets (5 ms, 25 ms, ...) are too coarse for a budget of a few milliseconds.
+ADMISSION_SECONDS = Histogram(
+    "ferry_admission_duration_seconds",
+    "Time the operator spends answering one admission request",
+    ["webhook", "allowed"],
+    buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.5, 2.5),
+)
+
+_UID = re.compile(rb'"uid"\s*:\s*"([^"\\]{1,128})"')
+_API_VERSION = re.compile(rb'"apiVersion"\s*:\s*"(admission\.k8s\.io/v1(?:beta1)?)"')
+_HEAD_FIELDS = {
+    "kind": re.compile(rb'"kind"\s*:\s*\{[^{}]*"kind"\s*:\s*"([A-Za-z0-9]{1,63})"'),
+    "name": re.compile(rb'"name"\s*:\s*"([^"\\]{1,253})"'),
+    "namespace": re.compile(rb'"namespace"\s*:\s*"([^"\\]{1,63})"'),
+}
+
+
+def denial(uid: str, message: str, api_version: str = "admission.k8s.io/v1") -> dict[str, Any]:
+    """An AdmissionReview response refusing the request with ``message``."""
+    return {
+        "apiVersion": api_version,
+        "kind": "AdmissionReview",
+        "response": {
+            "uid": uid,
+            "allowed": False,
+            "status": {"code": DENIED_CODE, "reason": "Forbidden", "message": message},
+        },
+    }
+
+
+def _is_review_for(review: Any, hook: Hook) -> bool:
+    """What Kopf needs to dispatch to ``hook``'s handler, checked before Kopf sees the request:
+    a uid, the hook's resource, the user, and an object."""
+    part = review.get("request") if isinstance(review, dict) else None
+    if not isinstance(part, dict) or not isinstance(part.get("uid"), str):
+        return False
+    resource = part.get("resource")
+    wanted = {"group": kinds.GROUP, "version": kinds.VERSION, "resource": hook.kind.plural}
+    return (
+        isinstance(resource, dict)
+        and all(resource.get(key) == value for key, value in wanted.items())
+        and isinstance(part.get("userInfo"), dict)
+        and isinstance(part.get("object") or part.get("oldObject"), dict)
+    )
+
+
+class WebhookServer:
+    """Serves Ferry's webhook paths over HTTPS; see the module docstring.
+
+    ``register`` says whether Ferry writes the webhook configurations itself (generated
+    certificate) or the installation does (mounted certificate). :meth:`client_configs` yields
+    what the server yields to Kopf: the URL and CA bundle, once at start and again on renewal.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        certificate: ServingCertificate,
+        client_ca: Path | None = None,
+        file_check_seconds: float = FILE_CHECK_SECONDS,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.certificate = certificate
+        self.client_ca = client_ca
+        self.register = certificate.generated
+        self.file_check_seconds = file_check_seconds
+        self._configs: asyncio.Queue[kopf.WebhookClientConfig] = asyncio.Queue()
+
+    async def __call__(self, fn: kopf.WebhookFn) -> AsyncIterator[kopf.WebhookClientConfig]:
+        app = aiohttp.web.Application(client_max_size=MAX_BODY_BYTES)
+        for hook in HOOKS:
+            app.router.add_post(f"/{hook.path}", functools.partial(self._serve, fn, hook))
+        runner = aiohttp.web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        previous: aiohttp.web.TCPSite | None = None
+        try:
+            while True:
+                digest = self._digest()
+                site = aiohttp.web.TCPSite(
+                    runner,
+                    self.host,
+                    self.port,
+                    ssl_context=server_context(
+                        self.certificate.cert, self.certificate.key, self.client_ca
+                    ),
+                    reuse_address=True,
+                    reuse_port=True,  # the renewed listener binds before the old one closes
+                )
+                await site.start()
+                if previous is not None:
+                    await previous.stop()
+                previous = site
+                config = kopf.WebhookClientConfig(url=f"https://{self._netloc()}")
+                config["caBundle"] = base64.b64encode(self.certificate.ca.read_bytes()).decode()
+                logger.info(
+                    "admission webhooks served at %s (%s)",
+                    config["url"],
+                    "client certificate required" if self.client_ca else "no client certificate",
+                )
+                self._configs.put_nowait(config)
+                yield config
+                while self._digest() == digest:
+                    await asyncio.sleep(self.file_check_seconds)
+                logger.info("webhook certificate files changed: serving the new ones")
+        finally:
+            await runner.cleanup()
+
+    async def client_configs(self) -> AsyncIterator[kopf.WebhookClientConfig]:
+        """Every client config served, the first one as soon as the server listens."""
+        while True:
+            yield await self._configs.get()
+
+    def _netloc(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def _digest(self) -> str:
+        files = [self.certificate.ca, self.certificate.cert, self.certificate.key]
+        hasher = hashlib.sha256()
+        for path in [*files, *([self.client_ca] if self.client_ca else [])]:
+            hasher.update(path.read_bytes())
+        return hasher.hexdigest()
+
+    async def _serve(
+        self, fn: kopf.WebhookFn, hook: Hook, request: aiohttp.web.Request
+    ) -> aiohttp.web.Response:
+        started = time.perf_counter()
+        response = await self._answer(fn, hook, request)
+        try:
+            allowed = json.loads(response.body)["response"]["allowed"]  # type: ignore[arg-type]
+        except (TypeError, ValueError, KeyError):
+            allowed = None
+        ADMISSION_SECONDS.labels(hook.path, str(allowed).lower()).observe(
+            time.perf_counter() - started
+        )
+        return response
+
+    async def _answer(
+        self, fn: kopf.WebhookFn, hook: Hook, request: aiohttp.web.Request
+    ) -> aiohttp.web.Response:
+        if (request.content_length or 0) > MAX_BODY_BYTES:
+            raise aiohttp.web.HTTPRequestEntityTooLarge(
+                max_size=MAX_BODY_BYTES, actual_size=request.content_length or 0
+            )
+        raw = await request.read()  # a chunked body is cut off at client_max_size with a 413
+        try:
+            review = json.loads(raw)
+        except RecursionError:
+            return self._undecodable(raw)
+        except ValueError as error:
+            raise aiohttp.web.HTTPBadRequest(reason=f"not JSON: {error}"[:200]) from None
+        if not _is_review_for(review, hook):
+            raise aiohttp.web.HTTPBadRequest(
+                reason=f"not an AdmissionReview request for {hook.kind.resource}"
+            )
+        part = review["request"]
+        peer = request.transport.get_extra_info("peercert") if request.transport else None
+        try:
+            response = await fn(
+                review, webhook=hook.path, sslpeer=peer, headers=dict(request.headers)
+            )
+        except RecursionError:
+            namespace, name = identity(part.get("object"))
+            message = denial_message(
+                hook.kind.kind, namespace, name, [Violation("spec", NESTED_TOO_DEEPLY)]
+            )
+            response = denial(part["uid"], message, review.get("apiVersion", ""))
+        except Exception as error:  # never an error answer for an object: deny, say why
+            logger.exception("admission request could not be checked")
+            message = f"the object could not be checked: {error}"[:500]
+            response = denial(part["uid"], message, review.get("apiVersion", ""))
+        status = response.get("response", {}).get("status")
+        if isinstance(status, dict) and status.get("code") == DENIED_CODE:
+            status.setdefault("reason", "Forbidden")
+        return aiohttp.web.json_response(response)
+
+    @staticmethod
+    def _undecodable(raw: bytes) -> aiohttp.web.Response:
+        """Deny a request Python cannot decode, naming the object as well as possible.
+
+        The API server writes the request's uid, kind, name and namespace before the object, so
+        they are read from the text in front of ``"object"``; a request without a uid is no
+        AdmissionReview and gets a plain 400.
+        """
+        head = raw[: raw.find(b'"object"')] if b'"object"' in raw[:8192] else raw[:8192]
+        uid = _UID.search(head)
+        if uid is None:
+            raise aiohttp.web.HTTPBadRequest(reason="not an AdmissionReview request")
+        version = _API_VERSION.search(head)
+        api_version = version.group(1).decode() if version else "admission.k8s.io/v1"
+        found = {key: pattern.search(head) for key, pattern in _HEAD_FIELDS.items()}
+        text = {key: m.group(1).decode("utf-8", "replace") if m else "" for key, m in found.items()}
+        violation = Violation("spec", NESTED_TOO_DEEPLY)
+        answer = denial_message(
+            text["kind"] or "object", text["namespace"], text["name"], [violation]
+        )
+        return aiohttp.web.json_response(denial(uid.group(1).decode(), answer, api_version))
+
+
+class NoWebhooks:
+    """``settings.admission.server`` when no port is set: Kopf insists on a server when
+    admission handlers exist; this one serves nothing, forever."""
+
+    async def __call__(self, fn: kopf.WebhookFn) -> AsyncIterator[kopf.WebhookClientConfig]:
+        await asyncio.Event().wait()
+        yield kopf.WebhookClientConfig()  # pragma: no cover - never reached

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Build flagd-eval (flagd's Go evaluator behind a JSON-lines main) and cache it outside the repo.
+#
+# Why: Ferry's answers under the flagd-v2 bucketing generation must equal flagd's Go evaluator's,
+# and the only way to get that evaluator here is its Go module, built with the machine's Go from
+# the module proxy at the version go.mod pins (github.com/open-feature/flagd/core). Same pattern
+# as operator/ferry/devenv/control-plane-binaries.sh: file-locked, a cache hit prints the binary
+# at once. The cache directory is keyed by the content of main.go, go.mod and go.sum, so editing
+# the tool or moving the pin rebuilds it.
+#
+# Usage: tests/tools/flagd-eval/build.sh   -> prints the binary's path on stdout
+# Env:   FERRY_CACHE_DIR (default ~/.cache/ferry)
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+CACHE="${FERRY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ferry}"
+CORE_VERSION="$(awk '$1 == "require" && $2 == "github.com/open-feature/flagd/core" {print $3}' "$HERE/go.mod")"
+KEY="$(for f in main.go go.mod go.sum; do if [[ -f "$HERE/$f" ]]; then cat "$HERE/$f"; fi; done | sha256sum | cut -c1-12)"
+OUT="$CACHE/flagd-eval-core-$CORE_VERSION-$KEY"
+BIN="$OUT/bin/flagd-eval"
+
+fail() { echo "flagd-eval build: $*" >&2; exit 1; }
+
+[[ -n "$CORE_VERSION" ]] || fail "no 'require github.com/open-feature/flagd/core VERSION' line in $HERE/go.mod"
+if [[ -x "$BIN" ]]; then
+  echo "$BIN"
+  exit 0
+fi
+
+command -v go >/dev/null 2>&1 || fail "no Go toolchain on PATH: install Go >= 1.25 and run again"
+
+mkdir -p "$OUT/bin" "$OUT/src"
+# One builder at a time: a second caller waits (bounded) for the first instead of racing it.
+exec 9>"$OUT/.lock"
+flock -w 1800 9 || fail "timed out after 1800s waiting for another build holding $OUT/.lock"
+if [[ -x "$BIN" ]]; then
+  echo "$BIN"
+  exit 0
+fi
+
+start=$(date +%s)
+export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS="${GOFLAGS:-} -mod=mod"
+cp "$HERE/main.go" "$HERE/go.mod" "$OUT/src/"
+if [[ -f "$HERE/go.sum" ]]; then cp "$HERE/go.sum" "$OUT/src/"; fi
+(
+  cd "$OUT/src"
+  echo "building flagd-eval with github.com/open-feature/flagd/core $CORE_VERSION (first build takes a minute or more)..." >&2
+  go mod tidy >/dev/null 2>&1 || go mod tidy \
+    || fail "go mod tidy failed in $PWD: check the Go module proxy is reachable (GOPROXY=$(go env GOPROXY)) and serves github.com/open-feature/flagd/core@$CORE_VERSION"
+  go build -trimpath -ldflags "-s -w" -o "$BIN.tmp" . || fail "go build failed in $PWD (see output above)"
+) >&2
+mv "$BIN.tmp" "$BIN"
+echo "built flagd-eval in $(( $(date +%s) - start ))s into $BIN" >&2
+echo "$BIN"
