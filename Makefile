@@ -27,6 +27,7 @@ $(STAMP): pyproject.toml
 
 binaries: ## build (once) and cache kube-apiserver, etcd, kubectl, helm, kustomize, kstatus under ~/.cache/ferry
 	@bash operator/ferry/devenv/control-plane-binaries.sh >/dev/null
+	@bash operator/ferry/devenv/vault-binary.sh >/dev/null
 	@bash scripts/tool-binaries.sh >/dev/null
 
 unit: venv

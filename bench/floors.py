@@ -18,8 +18,8 @@ from typing import Any
 
 from ferry.devenv.process import Process, free_port, port_is_open, spawn, wait_until
 from ferry.devenv.stack import Stack, run_kubectl
-from ferry.handlers.admission import CONFIGURATION_NAME, webhook_configurations
 from ferry.tls import CertificateAuthority
+from ferry.webhooks.configurations import CONFIGURATION_NAME, webhook_configurations
 
 HERE = Path(__file__).parent
 KINDS = ("validatingwebhookconfiguration", "mutatingwebhookconfiguration")

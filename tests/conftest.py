@@ -4,6 +4,8 @@ Each server starts only when a test asks for it, on free loopback ports in a tem
 at the end of the session (also when tests fail). Point the tests at servers of your own with
 ``FERRY_TEST_KUBECONFIG``, ``FERRY_TEST_DATABASE_URL`` and ``FERRY_TEST_REDIS_URL``; with Docker
 and kind present, ``FERRY_TEST_KIND=1`` runs the Kubernetes side on a kind cluster via pytest-kind.
+A Vault of your own: ``FERRY_TEST_VAULT_ADDR`` and ``FERRY_TEST_VAULT_TOKEN`` (a token that may
+manage mounts, auth methods and policies).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ferry.devenv.controlplane import ensure_binaries, start_control_plane
 from ferry.devenv.postgres import Postgres, start_postgres
 from ferry.devenv.redis import Redis, start_redis
 from ferry.devenv.stack import install_crds
+from ferry.devenv.vault import Vault, ensure_vault_binary, start_vault
 from tests.support import Kube
 
 
@@ -114,3 +117,40 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="session")
 def redis_url(redis_server: Server) -> str:
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def vault_binary() -> Path:
+    """The vault binary (built once from Go modules; a cache hit afterwards)."""
+    if shutil.which("go") is None and not os.environ.get("FERRY_VAULT_BIN"):
+        cached = Path(os.environ.get("FERRY_CACHE_DIR", Path.home() / ".cache" / "ferry"))
+        if not (cached / "vault-v1.14.2" / "bin" / "vault").exists():
+            pytest.skip(
+                "Vault tests skipped: no Go toolchain to build vault (operator/ferry/devenv/"
+                "vault-binary.sh); install Go, or set FERRY_VAULT_BIN or FERRY_TEST_VAULT_ADDR"
+            )
+    return ensure_vault_binary()
+
+
+@pytest.fixture(scope="session")
+def vault(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Vault]:
+    """A Vault server (dev mode, loopback) and a token that can configure it.
+
+    ``vault.process`` is None when it is a server of yours (``FERRY_TEST_VAULT_ADDR``/``_TOKEN``).
+    Tests that stop or seal Vault start a private one with ``start_vault`` instead.
+    """
+    address = os.environ.get("FERRY_TEST_VAULT_ADDR")
+    if address:
+        token = os.environ.get("FERRY_TEST_VAULT_TOKEN")
+        if not token:
+            pytest.exit("FERRY_TEST_VAULT_ADDR needs FERRY_TEST_VAULT_TOKEN too", returncode=2)
+        yield Vault(address.rstrip("/"), token)
+        return
+    binary: Path = request.getfixturevalue("vault_binary")
+    server = start_vault(tmp_path_factory.mktemp("vault"), binary=binary)
+    try:
+        yield server
+    finally:
+        server.stop()

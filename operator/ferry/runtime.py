@@ -9,7 +9,7 @@ from typing import Any
 from ferry import metrics
 from ferry.adapters.cache import Cache
 from ferry.adapters.kube import Kube
-from ferry.adapters.store import Store
+from ferry.adapters.postgres import Store
 from ferry.domain import kinds
 from ferry.reconcile.entries import EntryReconciler
 from ferry.reconcile.flags import FlagReconciler
@@ -32,7 +32,7 @@ class Runtime:
     flags: FlagReconciler
     queue: WorkQueue[QueueKey] = field(default_factory=WorkQueue)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
-    webhooks_ready: asyncio.Event = field(default_factory=asyncio.Event)  # see handlers/admission
+    webhooks_ready: asyncio.Event = field(default_factory=asyncio.Event)  # see ferry/webhooks
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     # What each Ferry object's last watch event said about its spec, deletion and annotations:
     # events that change none of them (status and finalizer writes, mostly Ferry's own) queue

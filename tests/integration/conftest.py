@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import os
 import signal
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from ferry.devenv.controlplane import WEBHOOK_CLIENT_CA
 from ferry.devenv.process import Process, free_port, log_tail
 from ferry.devenv.stack import run_operator
+from ferry.devenv.vault import KubeAdmin, Vault, setup_kubernetes_auth, setup_operator_role
+from tests.integration.webhook_client import CLIENT_CA_ENV, api_server_pki
 from tests.support import Kube
 
 
@@ -69,6 +73,8 @@ def ferry_operator(
         "FERRY_DATABASE_URL": database_url,
         "FERRY_REDIS_URL": redis_url,
     }
+    if (pki := api_server_pki(kube)) is not None:  # the API server's client cert is required
+        env[CLIENT_CA_ENV] = str(pki / WEBHOOK_CLIENT_CA)
     operator = Operator(env=env, log=workdir / "operator.log", workdir=workdir)
     operator.start()
     try:
@@ -82,3 +88,67 @@ def operator(ferry_operator: Operator) -> Operator:
     """The session's operator, started again if an earlier test killed it."""
     ferry_operator.ensure_running()
     return ferry_operator
+
+
+@dataclass(frozen=True)
+class VaultKubernetesAuth:
+    """Vault's Kubernetes auth method configured against the test kube-apiserver, and a role
+    (read-only on ``kv_mount``) bound to the service account ``namespace/service_account``."""
+
+    vault: Vault
+    kube: KubeAdmin
+    mount: str
+    role: str
+    kv_mount: str
+    namespace: str
+    service_account: str
+
+    def token_file(self, directory: Path, *, duration: str = "1h") -> Path:
+        """A fresh service-account token of the bound account, written where a pod would have it."""
+        path = directory / "token"
+        path.write_text(self.kube.token(self.namespace, self.service_account, duration=duration))
+        return path
+
+
+@pytest.fixture(scope="session")
+def vault_kv(vault: Vault) -> Iterator[str]:
+    """A KV v2 mount of this session's own (so a shared Vault is left as it was)."""
+    mount = f"ferry-test-{uuid.uuid4().hex[:8]}"
+    vault.enable_kv2(mount)
+    try:
+        yield mount
+    finally:
+        if vault.alive():
+            vault.request("DELETE", f"sys/mounts/{mount}")
+
+
+@pytest.fixture(scope="session")
+def vault_kubernetes_auth(vault: Vault, vault_kv: str, kube: Kube) -> Iterator[VaultKubernetesAuth]:
+    suffix = uuid.uuid4().hex[:8]
+    admin = KubeAdmin(kube.kubectl_path, kube.kubeconfig)
+    mount, namespace = f"kubernetes-{suffix}", f"ferry-vault-{suffix}"
+    setup_kubernetes_auth(vault, admin, mount=mount, reviewer_namespace=namespace)
+    admin.service_account(namespace, "ferry")
+    setup_operator_role(
+        vault,
+        mount=mount,
+        kv_mount=vault_kv,
+        role="ferry",
+        policy=f"ferry-read-{suffix}",
+        service_account="ferry",
+        namespace=namespace,
+        ttl="1h",
+    )
+    try:
+        yield VaultKubernetesAuth(vault, admin, mount, "ferry", vault_kv, namespace, "ferry")
+    finally:
+        if vault.alive():
+            vault.request("DELETE", f"sys/auth/{mount}")
+            vault.request("DELETE", f"sys/policies/acl/ferry-read-{suffix}")
+        admin.run("delete", "namespace", namespace, "--wait=false")
+        admin.run(
+            "delete",
+            "clusterrolebinding",
+            f"vault-token-reviewer-{namespace}-auth-delegator",
+            "--ignore-not-found",
+        )

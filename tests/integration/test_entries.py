@@ -558,3 +558,24 @@ def test_fifty_quick_updates_end_with_the_last_content_and_increasing_revisions(
             (ns,),
         ).fetchone()
     assert latest is not None and latest[0] == {"i": 49}
+
+
+def test_reload_on_names_the_source_namespace_for_entries_from_elsewhere(
+    kube: Kube, operator: Operator
+) -> None:
+    """A bare name means an entry of the workload's own namespace: an accepted source cannot roll
+    a workload that did not name it (tenant isolation, issue 11)."""
+    src = kube.namespace("rsrc")
+    target = kube.namespace("rtgt", labels={"ferry.dev/accept": "true"})
+    kube.apply(
+        deployment("bare", target, "shared"),
+        deployment("qualified", target, f"{src}/shared"),
+    )
+    kube.apply(entry("shared", src, {"data": {"v": 1}, "target": {"namespaces": [target]}}))
+    content = wait_ready(kube, src, "shared")["status"]["hash"]
+    eventually(
+        lambda: template_hash(kube, target, "qualified") == content,
+        what="the workload naming <namespace>/<entry> rolled",
+    )
+    assert configmap_data(kube, target, "shared") is not None
+    assert template_hash(kube, target, "bare") is None

@@ -25,6 +25,7 @@ from referencing.jsonschema import DRAFT7
 
 from ferry.domain.flags import evaluate, parse_flag, to_flagd
 from tests.integration.conftest import Operator
+from tests.integration.webhook_client import validating_webhook_off
 from tests.support import Kube, condition, eventually, get_or_none, manifest
 
 pytestmark = pytest.mark.integration
@@ -152,6 +153,8 @@ def test_flag_is_served_in_its_own_and_an_accepting_namespace_and_passes_flagd_s
         "Synced": "True",
         "Cached": "True",
         "Ready": "True",
+        "Reconciling": "False",
+        "Stalled": "False",
     }
     assert "ferry.dev/cleanup" in obj["metadata"]["finalizers"]
     cached = json.loads(redis.Redis.from_url(redis_url).get(f"ferry:flags:{accepting}") or "{}")
@@ -296,11 +299,8 @@ def test_invalid_flag_is_refused_and_if_stored_anyway_reported_with_served_flags
     assert "spec.defaultVariant" in refused.stderr
     assert "spec.targeting[0].when[0].op" in refused.stderr
 
-    operator.stop()
-    try:
-        kube.apply(flag("guarded", ns, bad))  # no webhook registered now: stored as it is
-    finally:
-        operator.start()
+    with validating_webhook_off(kube):
+        kube.apply(flag("guarded", ns, bad))  # no validating webhook now: stored as it is
 
     def invalid() -> dict[str, Any] | None:
         obj = get_or_none(kube, "featureflag", "guarded", "-n", ns)

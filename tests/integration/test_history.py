@@ -22,7 +22,8 @@ import psycopg
 import pytest
 import yaml
 
-from ferry.adapters.store import Retention, Store, migrate
+from ferry.adapters.postgres import Store, migrate
+from ferry.domain.retention import Retention
 from tests.integration.conftest import Operator
 from tests.support import PAYMENTS, Kube, eventually, get_or_none, manifest
 

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from ferry.adapters.store import Recorded, Store, migrate
+from ferry.adapters.postgres import Recorded, Store, migrate
 
 
 @pytest.fixture

@@ -13,20 +13,26 @@ from cryptography import x509
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ferry.domain import kinds
 from ferry.domain.admission import (
     check_entry,
     check_flag,
     check_schema_change,
+    check_schema_request,
     denial_message,
     finalizers_on_create,
+    identity,
+    is_checked,
+    next_unresolved,
+    stamp,
     stamp_changes,
 )
 from ferry.domain.errors import Violation
-from ferry.domain.labels import CHANGED_AT, CHANGED_BY
-from ferry.handlers.admission import (
+from ferry.domain.labels import CHANGED_AT, CHANGED_BY, FINALIZER
+from ferry.tls import serving_certificate
+from ferry.webhooks.configurations import (
     HOOKS,
     TIMEOUT_SECONDS,
-    certificates,
     templates,
     webhook_configurations,
 )
@@ -191,8 +197,7 @@ def test_backward_update_that_breaks_an_entry_is_refused_naming_it() -> None:
     )
 
     assert [str(v) for v in violations] == [
-        'spec.schema: would make ConfigEntry "api" invalid '
-        "(spec.data.db.poolSize: 40 is greater than the maximum of 10); "
+        'spec.schema: would make ConfigEntry "api" invalid (1 violation); '
         "fix the entry first, or set spec.compatibility: None"
     ]
 
@@ -235,18 +240,40 @@ def test_breakage_through_inherited_data_is_found() -> None:
     assert 'ConfigEntry "api"' in violations[0].message
 
 
-def test_a_broken_entry_quotes_three_violations_and_counts_the_rest() -> None:
-    data = {f"k{i}": i for i in range(5)}
+def test_a_broken_entry_is_named_and_counted_but_its_data_is_not_quoted() -> None:
+    """The denial goes to whoever sent the schema: another entry's data stays out of it."""
+    data = {f"secret-key-{i}": f"secret-value-{i}" for i in range(5)}
     entries = {"api": {"schemaRef": {"name": "s"}, "data": data}}
-    stricter = {"additionalProperties": {"type": "string"}}
+    stricter = {"additionalProperties": {"type": "integer"}}
 
     violations = check_schema_change(
         "ns", "s", schema_spec(stricter), entries, {"s": schema_spec({})}
     )
 
-    assert len(violations) == 1
-    assert violations[0].message.count("is not of type 'string'") == 3
-    assert "(and 2 more)" in violations[0].message
+    assert [str(v) for v in violations] == [
+        'spec.schema: would make ConfigEntry "api" invalid (5 violations); '
+        "fix the entry first, or set spec.compatibility: None"
+    ]
+    assert "secret" not in violations[0].message
+
+
+def test_a_schema_request_is_compared_with_its_own_old_object_not_the_index() -> None:
+    entries = {"api": {"schemaRef": {"name": "payments"}, "data": {"db": {"poolSize": 40}}}}
+    stricter = schema_spec(
+        {**PAYMENTS, "properties": {"db": {"properties": {"poolSize": {"maximum": 10}}}}}
+    )
+    lagging_index = {"payments": stricter}  # the index has not seen the stored schema yet
+
+    update = check_schema_request(
+        "UPDATE", "ns", "payments", stricter, schema_spec(PAYMENTS), entries, lagging_index
+    )
+    create = check_schema_request(
+        "CREATE", "ns", "payments", stricter, None, entries, {"payments": schema_spec(PAYMENTS)}
+    )
+
+    assert ['would make ConfigEntry "api" invalid' in v.message for v in update] == [True]
+    assert create == []  # a new schema has nothing to be compatible with
+    assert lagging_index == {"payments": stricter}  # the caller's mapping is left alone
 
 
 # ------------------------------------------------------------------------------ FeatureFlag
@@ -333,6 +360,62 @@ def test_metadata_only_update_keeps_the_stamp_and_undoes_hand_edits() -> None:
     assert never_stamped == {CHANGED_BY: None}
 
 
+# --------------------------------------------------------------- what the handlers ask
+
+
+def test_only_creates_and_spec_changes_of_live_objects_are_checked() -> None:
+    old = {"metadata": {"name": "e"}, "spec": {"data": {"a": 1}}}
+    labelled = {"metadata": {"name": "e", "labels": {"team": "x"}}, "spec": {"data": {"a": 1}}}
+    changed = {"metadata": {"name": "e"}, "spec": {"data": {"a": 2}}}
+    deleting = {"metadata": {"name": "e", "deletionTimestamp": "T"}, "spec": {"data": {"a": 2}}}
+
+    assert is_checked("CREATE", None, old)
+    assert is_checked("UPDATE", old, changed)
+    assert not is_checked("UPDATE", old, labelled)
+    assert not is_checked("UPDATE", old, deleting)
+
+
+def test_identity_names_the_object_or_its_generate_name() -> None:
+    assert identity({"metadata": {"namespace": "ns", "name": "a"}}) == ("ns", "a")
+    assert identity({"metadata": {"namespace": "ns", "generateName": "a-"}}) == ("ns", "a-")
+    assert identity({"metadata": "not an object"}) == ("", "")
+    assert identity(None) == ("", "")
+
+
+def test_unresolved_references_are_named_one_by_one_until_none_is_left() -> None:
+    spec = {"schemaRef": {"name": "s"}, "inherits": [{"name": "b1"}, {"name": "known"}]}
+    entries: dict[str, Any] = {"known": {"inherits": [{"name": "b2"}]}}
+    schemas: dict[str, Any] = {}
+    tried: set[tuple[str, str]] = set()
+    named = []
+
+    while (wanted := next_unresolved("api", spec, entries, schemas, tried)) is not None:
+        kind, name = wanted
+        named.append((kind.kind, name))
+        tried.add((kind.kind, name))
+        if name == "b1":  # found live; its own base is looked for next
+            entries["b1"] = {"inherits": [{"name": "b3"}, {"name": "api"}]}
+
+    assert named[0] == (kinds.CONFIG_SCHEMA.kind, "s")
+    assert sorted(named[1:]) == [
+        ("ConfigEntry", "b1"),
+        ("ConfigEntry", "b2"),
+        ("ConfigEntry", "b3"),
+    ]
+
+
+def test_stamp_is_the_annotations_and_finalizer_and_nothing_for_a_deleting_object() -> None:
+    new = {"metadata": {"name": "e"}, "spec": {"data": {}}}
+    deleting = {"metadata": {"name": "e", "deletionTimestamp": "T"}, "spec": {"data": {"a": 1}}}
+
+    created = stamp("CREATE", None, new, "alice", "T1")
+    ignored = stamp("UPDATE", new, deleting, "bob", "T2")
+
+    assert created.annotations == {CHANGED_BY: "alice", CHANGED_AT: "T1"}
+    assert created.finalizers == [FINALIZER]
+    assert (ignored.annotations, ignored.finalizers) == ({}, None)
+
+
 # ------------------------------------------------------------------- configurations & TLS
 
 
@@ -360,9 +443,9 @@ def test_webhooks_directory_holds_what_the_code_generates() -> None:
 
 
 def test_generated_certificate_is_reused_across_restarts(tmp_path: Path) -> None:
-    first = certificates(tmp_path, "127.0.0.1")
-    again = certificates(tmp_path, "127.0.0.1")
-    other_host = certificates(tmp_path, "10.1.2.3")
+    first = serving_certificate(tmp_path, "127.0.0.1")
+    again = serving_certificate(tmp_path, "127.0.0.1")
+    other_host = serving_certificate(tmp_path, "10.1.2.3")
 
     assert first.generated and first == again
     cert = x509.load_pem_x509_certificate(other_host.cert.read_bytes())
@@ -375,7 +458,7 @@ def test_mounted_certificate_is_used_as_is(tmp_path: Path) -> None:
     for name in ("tls.crt", "tls.key", "ca.crt"):
         (tmp_path / name).write_text("mounted")
 
-    mounted = certificates(tmp_path, "0.0.0.0")
+    mounted = serving_certificate(tmp_path, "0.0.0.0")
 
     assert not mounted.generated
     assert (mounted.ca.name, mounted.cert.name, mounted.key.name) == (

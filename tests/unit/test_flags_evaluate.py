@@ -67,6 +67,13 @@ TABLE: list[tuple[dict[str, Any], Any, bool]] = [
     ({"op": "endsWith", "value": "@example.com"}, "ann@example.com", True),
     ({"op": "endsWith", "value": "@example.com"}, "ann@example.org", False),
     ({"op": "endsWith", "value": "3"}, 123, False),
+    # contains: a substring of a string attribute
+    ({"op": "contains", "value": "@corp."}, "ann@corp.example", True),
+    ({"op": "contains", "value": "@corp."}, "ann@example.com", False),
+    ({"op": "contains", "value": ""}, "", True),
+    ({"op": "contains", "value": "2"}, 123, False),
+    ({"op": "contains", "value": "a"}, ["a"], False),
+    ({"op": "contains", "value": "a"}, MISSING, False),
     # semantic versions
     ({"op": "semverEq", "value": "2.0.0"}, "2.0.0", True),
     ({"op": "semverEq", "value": "2.0.0"}, "v2.0.0", True),
@@ -197,7 +204,7 @@ SPEC: dict[str, Any] = {
             {"state": "DISABLED"},
             "u1",
             {"email": "a@example.com"},
-            Evaluation("off", False, "DISABLED"),
+            Evaluation(None, None, "DISABLED"),  # flagd: the app's code default
         ),
         # a split with no targeting key: flagd's fractional yields null → default, DEFAULT
         ({}, None, {"region": "eu-west-1"}, Evaluation("off", False, Reason.DEFAULT)),

@@ -41,6 +41,7 @@ EVERY_OPERATOR: dict[str, Any] = {
             "variant": "on",
         },
         {"when": [{"attribute": "email", "op": "startsWith", "value": "qa-"}], "variant": "beta"},
+        {"when": [{"attribute": "agent", "op": "contains", "value": "Mobile"}], "variant": "beta"},
         {
             "when": [
                 {"attribute": "plan", "op": "equals", "value": "pro"},
@@ -76,6 +77,11 @@ EVERY_OPERATOR: dict[str, Any] = {
             ],
         },
         {"when": [{"attribute": "region", "op": "in", "values": ["us-east-1"]}], "variant": "on"},
+        {
+            "when": [{"attribute": "plan", "op": "equals", "value": "team"}],
+            "split": [{"variant": "on", "weight": 50}, {"variant": "off", "weight": 50}],
+            "bucketBy": "account.id",
+        },
         {
             "split": [{"variant": "on", "weight": 1}, {"variant": "off", "weight": 99}],
         },
@@ -164,6 +170,32 @@ def test_rule_chain_translation() -> None:
                 },
             ]
         },
+    }
+
+
+def test_bucket_by_renders_a_salted_guarded_fractional() -> None:
+    flag = parse_flag(
+        "team-rollout",
+        {
+            "variants": {"on": True, "off": False},
+            "defaultVariant": "off",
+            "targeting": [
+                {
+                    "split": [{"variant": "on", "weight": 30}, {"variant": "off", "weight": 70}],
+                    "bucketBy": "account.id",
+                }
+            ],
+        },
+    )
+    var = {"var": "account.id"}
+    # only a non-empty string is bucketed (anything else: null → default variant), salted with
+    # the flag key so two flags bucketing by one attribute still split independently
+    assert to_flagd({"team-rollout": flag})["flags"]["team-rollout"]["targeting"] == {
+        "if": [
+            {"and": [{"starts_with": [var, ""]}, {"!==": [var, ""]}]},
+            {"fractional": [{"cat": [{"var": "$flagd.flagKey"}, var]}, ["on", 30], ["off", 70]]},
+            None,
+        ]
     }
 
 

@@ -36,6 +36,21 @@ def test_content_ignores_target_and_spelled_out_defaults() -> None:
     assert parse_flag("f", flag_content(explicit)) == parse_flag("f", SPEC)
 
 
+def test_bucketing_is_not_content_and_does_not_change_what_is_served() -> None:
+    # spec.bucketing picks which provider generation Ferry's own answers match; flags.json is the
+    # same for both, so switching it is no new revision (docs/decisions/0014)
+    split = {
+        **SPEC,
+        "targeting": [
+            {"split": [{"variant": "on", "weight": 50}, {"variant": "off", "weight": 50}]}
+        ],
+    }
+    for bucketing in ("flagd-v2", "flagd-v3"):
+        pinned = {**split, "bucketing": bucketing}
+        assert flag_hash(pinned) == flag_hash(split)
+        assert definition(parse_flag("f", pinned)) == definition(parse_flag("f", split))
+
+
 def test_own_namespace_wins_a_name_collision_then_alphabetical_source() -> None:
     plan = choose("team", [candidate("zeta", "f"), candidate("team", "f"), candidate("alpha", "f")])
     assert plan.winners["f"].namespace == "team"
@@ -96,3 +111,5 @@ def test_answer_json_carries_variant_value_reason() -> None:
         "reason": "STATIC",
         "revision": 4,
     }
+    answer = answer_json("ns", "f", evaluate(flag, "k", {}, "flagd-v2"), 4, "flagd-v2")
+    assert answer["bucketing"] == "flagd-v2"

@@ -1,4 +1,5 @@
-"""Pure parts of `ferry history|diff|rollback|export`: what the user reads, without a cluster."""
+"""Pure parts of `ferry history|diff|rollback|export`: what the user reads, without a cluster
+(ferry.cli.present, ferry.history.documents, ferry.history.gitops)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,11 @@ from typing import Any
 import pytest
 import yaml
 
-from ferry.adapters.store import Revision
-from ferry.history.present import (
-    HistoryError,
-    detect_gitops,
-    dump_documents,
-    export_documents,
-    format_time,
-    history_table,
-    parse_ref,
-    parse_time,
-    render_diff,
-)
+from ferry.adapters.postgres import Revision
+from ferry.cli.errors import CliError
+from ferry.cli.present import dump_documents, format_time, history_table, parse_ref, parse_time
+from ferry.history.documents import export_documents, render_diff
+from ferry.history.gitops import detect_gitops
 
 NOW = dt.datetime(2025, 3, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -48,7 +42,7 @@ def revision(
 def test_ref_needs_namespace_and_name() -> None:
     assert parse_ref("platform/payments-api") == ("platform", "payments-api")
     for bad in ("payments-api", "/x", "x/", "a/b/c"):
-        with pytest.raises(HistoryError, match="is not NAMESPACE/NAME"):
+        with pytest.raises(CliError, match="is not NAMESPACE/NAME"):
             parse_ref(bad)
 
 
@@ -59,7 +53,7 @@ def test_times_are_iso_or_ages_and_naive_means_utc() -> None:
         2025, 1, 2, 3, 4, 5, tzinfo=dt.UTC
     )
     assert parse_time("2025-01-02T03:04:05", NOW).tzinfo == dt.UTC
-    with pytest.raises(HistoryError, match="neither an ISO 8601 time"):
+    with pytest.raises(CliError, match="neither an ISO 8601 time"):
         parse_time("yesterday", NOW)
 
 

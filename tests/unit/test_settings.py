@@ -248,26 +248,34 @@ def test_values_are_typed() -> None:
 
 
 @pytest.mark.parametrize(
-    ("build", "message"),
+    ("group", "values", "message"),
     [
-        (lambda: ReconcileSettings(workers=0), "ReconcileSettings.workers is 0; it must be at"),
-        (lambda: ReconcileSettings(workers="8"), "ReconcileSettings.workers must be a int"),
-        (lambda: ReconcileSettings(workers=True), "ReconcileSettings.workers must be a int"),
-        (lambda: ReconcileSettings(resync_seconds=0), "resync_seconds is 0; it must be more"),
-        (lambda: ApiSettings(port=0), "ApiSettings.port is 0; it must be at least 1"),
-        (lambda: WebhookSettings(cert_dir="dir"), "WebhookSettings.cert_dir must be a Path"),
-        (lambda: VaultSettings(auth_method="approle"), "'approle'; it must be one of 'token'"),
-        (lambda: VaultSettings(allowed_path_prefixes=["a/"]), "must be a tuple of str"),
-        (lambda: DatabaseSettings(url=None), "DatabaseSettings.url must be set"),
         (
-            lambda: VaultSettings(min_refresh_seconds=600, default_refresh_seconds=60),
+            ReconcileSettings,
+            {"workers": 0},
+            "ReconcileSettings.workers is 0; it must be at least 1",
+        ),
+        (ReconcileSettings, {"workers": "8"}, "ReconcileSettings.workers must be of type int"),
+        (ReconcileSettings, {"workers": True}, "ReconcileSettings.workers must be of type int"),
+        (ReconcileSettings, {"resync_seconds": 0}, "resync_seconds is 0; it must be more than 0"),
+        (ApiSettings, {"port": 0}, "ApiSettings.port is 0; it must be at least 1"),
+        (ApiSettings, {"port": 65536}, "ApiSettings.port is 65536; it must be at most 65535"),
+        (WebhookSettings, {"cert_dir": "dir"}, "WebhookSettings.cert_dir must be of type Path"),
+        (VaultSettings, {"auth_method": "approle"}, "'approle'; it must be one of 'token'"),
+        (VaultSettings, {"allowed_path_prefixes": ["a/"]}, "must be a tuple of str"),
+        (DatabaseSettings, {"url": None}, "DatabaseSettings.url must be set"),
+        (
+            VaultSettings,
+            {"min_refresh_seconds": 600, "default_refresh_seconds": 60},
             "vault.default_refresh_seconds (60) is shorter than vault.min_refresh_seconds (600)",
         ),
     ],
 )
-def test_settings_built_in_code_are_checked_too(build: Any, message: str) -> None:
+def test_settings_built_in_code_are_checked_too(
+    group: type, values: dict[str, Any], message: str
+) -> None:
     with pytest.raises(SettingsError) as caught:
-        build()
+        group(**values)
     assert message in str(caught.value)
 
 

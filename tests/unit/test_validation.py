@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ferry.domain.errors import Violation
-from ferry.domain.validation import MAX_DATA_DEPTH, check_schema, validate
+from ferry.domain.jsonschema import MAX_DATA_DEPTH, check_schema, validate
 from tests.support import PAYMENTS
 
 RECURSIVE = {

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -44,6 +45,7 @@ import requests
 from ferry.domain.secrets import SecretRef, VaultRef, secret_bytes
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 #: Renew a token once this fraction of its lease has passed (Vault Agent renews at about 2/3).
@@ -198,7 +200,7 @@ class TokenInfo:
 
 @dataclass
 class VaultStats:
-    reads: int = 0  # KV reads sent to Vault
+    reads: int = 0  # KV reads asked of Vault (whatever the answer)
     logins: int = 0
     renewals: int = 0
 
@@ -295,11 +297,11 @@ class VaultClient:
                 path=path, version=version, mount_point=mount, raise_on_deleted_version=True
             )
 
+        self.stats.reads += 1
         try:
             response = await self._authenticated(call, what=what)
         except hvac.exceptions.InvalidPath as exc:
             raise self._not_found(exc, path, version) from None
-        self.stats.reads += 1
         body = response.get("data") or {}
         metadata = body.get("metadata") or {}
         data = body.get("data")
@@ -387,6 +389,7 @@ class VaultClient:
                 token.value, token.accessor, lease, bool(auth.get("renewable")), started
             )
         self.stats.renewals += 1
+        logger.info("renewed the Vault token (lease %ss)", int(lease))
 
     async def _login(self) -> None:
         auth = self.config.auth
@@ -400,7 +403,8 @@ class VaultClient:
             except PermissionDenied:
                 raise AuthenticationFailed(
                     f"Vault at {self.config.address} does not accept the configured token "
-                    "(expired, revoked or wrong)"
+                    "(expired, revoked or wrong, or it lacks Vault's default policy, which "
+                    "lets a token look itself up)"
                 ) from None
             data = response.get("data") or {}
             self._token = _Token(
@@ -445,6 +449,13 @@ class VaultClient:
             started,
         )
         self.stats.logins += 1
+        logger.info(
+            "logged in to Vault at %s (Kubernetes auth, mount %s, role %s; lease %ss)",
+            self.config.address,
+            auth.mount,
+            auth.role,
+            int(self._token.lease),
+        )
 
     async def _authenticated(self, call: Callable[[], T], *, what: str) -> T:
         """``call`` with a valid token; on a 403 caused by a dead token, log in once and retry."""
@@ -650,6 +661,8 @@ class PathReads:
 
 
 def _consume_exception(future: asyncio.Future[Any]) -> None:
-    """Mark a shared read's failure as retrieved, so nobody waiting is no error in the log."""
+    """Mark a shared read's failure as retrieved: with no caller left waiting for it, asyncio
+    would otherwise log "exception was never retrieved" (with the error, which is harmless but
+    noisy)."""
     if not future.cancelled():
         future.exception()

@@ -11,12 +11,20 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ferry.adapters.cache import Cache, CacheUnavailable
 from ferry.api import flags as flags_api
+from ferry.domain.flags.bucketing import DEFAULT_BUCKETING
 from ferry.reconcile.world import World
 
 
 def make_app(
-    cache: Cache, is_ready: Callable[[], bool], world: World | None = None
+    cache: Cache,
+    is_ready: Callable[[], bool],
+    world: World | None = None,
+    *,
+    default_bucketing: str = DEFAULT_BUCKETING,
 ) -> web.Application:
+    """``default_bucketing``: the flagd generation for a flag whose spec and status name none
+    (``Settings.flags.default_bucketing``)."""
+
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
 
@@ -48,7 +56,7 @@ def make_app(
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/configs/{namespace}/{name}", config)
     if world is not None:
-        flags_api.add_routes(app, world)
+        flags_api.add_routes(app, world, default_bucketing)
     return app
 
 

@@ -28,14 +28,19 @@ def _load() -> Stack | None:
 
 @click.group()
 def dev() -> None:
-    """Run a local control plane, PostgreSQL, Redis and the operator (state in .ferry/dev/)."""
+    """Run a local control plane, PostgreSQL, Redis, Vault and the operator (.ferry/dev/)."""
 
 
 @dev.command()
 @click.option(
     "--operator/--no-operator", default=True, help="Also run the operator from this tree."
 )
-def up(operator: bool) -> None:
+@click.option(
+    "--vault/--no-vault",
+    default=True,
+    help="Also run a Vault dev server (secretData); its first build takes minutes.",
+)
+def up(operator: bool, vault: bool) -> None:
     """Start the local stack; does nothing if it is already running."""
     stack = _load()
     if stack is not None and stack.alive():
@@ -46,7 +51,7 @@ def up(operator: bool) -> None:
         stack.stop()
     shutil.rmtree(DEV_DIR, ignore_errors=True)
     try:
-        stack = start_stack(DEV_DIR, with_operator=operator)
+        stack = start_stack(DEV_DIR, with_operator=operator, with_vault=vault)
     except StartupError as exc:
         click.echo(f"ferry dev up: {exc}", err=True)
         sys.exit(1)
@@ -68,17 +73,18 @@ def down() -> None:
 
 @dev.command()
 def env() -> None:
-    """Print shell exports for the running stack: eval "$(ferry dev env)"."""
+    """Print shell exports for the running stack: eval "$(ferry dev env)".
+
+    KUBECONFIG, FERRY_DATABASE_URL, FERRY_REDIS_URL and, with Vault, VAULT_ADDR and VAULT_TOKEN;
+    kubectl (and vault) on PATH.
+    """
     stack = _load()
     if stack is None:
         click.echo("ferry dev: not up; run `ferry dev up` first", err=True)
         sys.exit(1)
-    variables = {**stack.env(), "PATH": f"{stack.kubectl.parent}:$PATH"}
+    tools = ":".join(str(d) for d in [stack.kubectl.parent, *stack.bin_dirs])
+    variables = {**stack.env(), "PATH": f"{tools}:$PATH"}
     exports = " ".join(
         f"{k}={shlex.quote(v)}" if k != "PATH" else f'{k}="{v}"' for k, v in variables.items()
     )
     click.echo(f"export {exports}")
-
-
-def dev_state_path() -> Path:
-    return STATE_FILE

@@ -1,39 +1,36 @@
-"""`ferry history|diff|rollback|export|restore|validate|audit`: thin wrappers over ferry.history.
+"""`ferry history|diff|rollback|export|restore|audit`: thin commands over ``ferry.history``.
 
-Each command parses flags, calls one function of the Python API and prints: a table for people by
-default, ``-o json|yaml`` for scripts. Any ``HistoryError`` becomes ``error: <message>`` on
-stderr and exit status 1.
+Each command parses flags, calls one function of the history service and prints: a table for
+people by default, ``-o json|yaml`` for scripts. Errors are ``error: <message>`` on stderr and
+exit status 1 (``ferry.cli.errors``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
-import yaml
 
-from ferry.adapters.store import StoreUnavailable
-from ferry.history import api
-from ferry.history.cluster import Identity
-from ferry.history.offline import findings_json, load_documents, validate_file
-from ferry.history.present import (
-    HistoryError,
+from ferry import history as service
+from ferry.cli.errors import CliError, reported
+from ferry.cli.manifests import read_manifests
+from ferry.cli.options import identity, identity_options
+from ferry.cli.present import (
+    audit_records,
+    audit_table,
     dump_documents,
-    format_time,
     history_table,
     parse_ref,
     parse_time,
     revision_record,
-    table,
     to_yaml,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
-KIND_CHOICE = click.Choice(api.HISTORY_KINDS)
+KIND_CHOICE = click.Choice(service.HISTORY_KINDS)
 OUTPUT = click.option(
     "-o",
     "--output",
@@ -45,38 +42,12 @@ OUTPUT = click.option(
 
 def _session_options(command: F) -> F:
     """The caller's identity (as kubectl takes it) and the revision store's address."""
-    options = [
-        click.option("--database-url", envvar="FERRY_DATABASE_URL", required=True),
-        click.option("--kubeconfig", envvar="KUBECONFIG", default=None),
-        click.option("--context", default=None, help="kubeconfig context (default: current)."),
-        click.option("--as", "as_user", default=None, help="Impersonate this user."),
-        click.option("--as-group", "as_groups", multiple=True, help="Impersonate this group."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+    command = identity_options(command)
+    return click.option("--database-url", envvar="FERRY_DATABASE_URL", required=True)(command)
 
 
-def _session(kw: dict[str, Any]) -> api.Session:
-    identity = Identity(
-        kubeconfig=kw.pop("kubeconfig"),
-        context=kw.pop("context"),
-        as_user=kw.pop("as_user"),
-        as_groups=tuple(kw.pop("as_groups")),
-    )
-    return api.Session(kw.pop("database_url"), identity)
-
-
-def _errors(command: F) -> F:
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except (HistoryError, StoreUnavailable) as exc:
-            click.echo(f"error: {exc}", err=True)
-            raise SystemExit(1) from None
-
-    return wrapper  # type: ignore[return-value]
+def _session(kw: dict[str, Any]) -> service.Session:
+    return service.Session(kw.pop("database_url"), identity(kw))
 
 
 def _emit(value: Any, output: str) -> None:
@@ -98,11 +69,11 @@ def _now() -> dt.datetime:
 @click.option("--kind", type=KIND_CHOICE, default=None, help="Default: the one with history.")
 @OUTPUT
 @_session_options
-@_errors
+@reported
 def history(ref: str, kind: str | None, output: str, **kw: Any) -> None:
     """Revisions of one object: number, time, user, reason and hash."""
     namespace, name = parse_ref(ref)
-    revisions = api.history(_session(kw), namespace, name, kind)
+    revisions = service.history(_session(kw), namespace, name, kind)
     if output == "table":
         click.echo(history_table(revisions))
     else:
@@ -115,7 +86,7 @@ def _revision_arg(value: str | None) -> int | None:
     try:
         number = int(value)
     except ValueError:
-        raise HistoryError(f'"{value}" is not a revision number (or "live")') from None
+        raise CliError(f'"{value}" is not a revision number (or "live")') from None
     return number
 
 
@@ -125,15 +96,15 @@ def _revision_arg(value: str | None) -> int | None:
 @click.argument("new", metavar="[B]", required=False)
 @click.option("--kind", type=KIND_CHOICE, default=None)
 @_session_options
-@_errors
+@reported
 def diff(ref: str, old: str, new: str | None, kind: str | None, **kw: Any) -> None:
     """Unified diff of the resolved content of revision A and revision B (default: the live
     object)."""
     namespace, name = parse_ref(ref)
     first = _revision_arg(old)
     if first is None:
-        raise HistoryError(f'"{old}" is not a revision number')
-    result = api.diff(_session(kw), namespace, name, first, _revision_arg(new), kind)
+        raise CliError(f'"{old}" is not a revision number')
+    result = service.diff(_session(kw), namespace, name, first, _revision_arg(new), kind)
     if result.text:
         click.echo(result.text)
     else:
@@ -154,13 +125,13 @@ def diff(ref: str, old: str, new: str | None, kind: str | None, **kw: Any) -> No
     help="Seconds to wait for the operator to record the new revision (0: do not wait).",
 )
 @_session_options
-@_errors
+@reported
 def rollback(
     ref: str, to: int, reason: str | None, kind: str | None, wait_seconds: float, **kw: Any
 ) -> None:
     """Write revision N's spec back into the object; it becomes a new revision."""
     namespace, name = parse_ref(ref)
-    result = api.rollback(
+    result = service.rollback(
         _session(kw), namespace, name, to, reason=reason, kind=kind, wait_seconds=wait_seconds
     )
     what = f"{result.kind} {namespace}/{name}"
@@ -197,12 +168,12 @@ def rollback(
 @click.option("-n", "--namespace", default=None, help="Default: all namespaces.")
 @click.option("-f", "--file", "path", type=click.Path(dir_okay=False), default=None)
 @_session_options
-@_errors
+@reported
 def export(at: str | None, namespace: str | None, path: str | None, **kw: Any) -> None:
     """YAML of every ConfigSchema, ConfigEntry and FeatureFlag as it was at a moment, rebuilt
     from the revision store. `ferry restore` applies it."""
     moment = parse_time(at, _now()) if at else None
-    text = dump_documents(api.export(_session(kw), moment, namespace))
+    text = dump_documents(service.export(_session(kw), moment, namespace))
     if path:
         with open(path, "w", encoding="utf-8") as out:
             out.write(text)
@@ -212,39 +183,15 @@ def export(at: str | None, namespace: str | None, path: str | None, **kw: Any) -
 
 @click.command()
 @click.argument("path", metavar="FILE")
-@click.option("--kubeconfig", envvar="KUBECONFIG", default=None)
-@click.option("--context", default=None)
-@click.option("--as", "as_user", default=None)
-@click.option("--as-group", "as_groups", multiple=True)
-@_errors
-def restore(
-    path: str, kubeconfig: str | None, context: str | None, as_user: str | None, as_groups: Any
-) -> None:
+@identity_options
+@reported
+def restore(path: str, **kw: Any) -> None:
     """Server-side apply an export (FILE, or - for standard input)."""
-    identity = Identity(kubeconfig, context, as_user, tuple(as_groups))
-    applied = api.restore(api.Session("", identity), load_documents(path))
+    documents = [d.body for d in read_manifests([path])]
+    applied = service.restore(service.Session("", identity(kw)), documents)
     for kind, namespace, name in applied:
         click.echo(f"{kind} {namespace}/{name} restored")
     click.echo(f"{len(applied)} object(s) restored")
-
-
-@click.command()
-@click.option("-f", "--file", "files", multiple=True, required=True, help="Manifests (- = stdin).")
-@click.option("--schema", "schemas", multiple=True, help="ConfigSchemas or a bare JSON Schema.")
-@OUTPUT
-@_errors
-def validate(files: tuple[str, ...], schemas: tuple[str, ...], output: str) -> None:
-    """Offline validation with the admission webhook's checks and messages; exit 1 if invalid."""
-    findings = validate_file(files, schemas)
-    if output == "json":
-        click.echo(findings_json(findings))
-    elif output == "yaml":
-        click.echo(yaml.safe_dump(json.loads(findings_json(findings)), sort_keys=False), nl=False)
-    else:
-        for finding in findings:
-            click.echo(finding.message)
-    if not all(f.valid for f in findings):
-        raise SystemExit(1)
 
 
 @click.command()
@@ -254,7 +201,7 @@ def validate(files: tuple[str, ...], schemas: tuple[str, ...], output: str) -> N
 @click.option("--limit", type=int, default=1000, show_default=True, help="Newest N rows.")
 @OUTPUT
 @_session_options
-@_errors
+@reported
 def audit(
     since: str | None,
     user: str | None,
@@ -265,46 +212,11 @@ def audit(
 ) -> None:
     """The audit trail: created, updated, deleted, rolled back, drift corrected, refused..."""
     moment = parse_time(since, _now()) if since else None
-    records = api.audit(_session(kw), since=moment, user=user, namespace=namespace, limit=limit)
-    if output != "table":
-        _emit(
-            [
-                {
-                    "at": format_time(r.at),
-                    "action": r.action,
-                    "kind": r.kind,
-                    "namespace": r.namespace,
-                    "name": r.name,
-                    "user": r.username,
-                    "revision": r.revision,
-                    "details": r.details,
-                }
-                for r in records
-            ],
-            output,
-        )
-        return
-    click.echo(
-        table(
-            ("TIME", "ACTION", "OBJECT", "USER", "REVISION", "DETAILS"),
-            (
-                (
-                    format_time(r.at),
-                    r.action,
-                    f"{r.kind} {r.namespace}/{r.name}",
-                    r.username or "-",
-                    r.revision if r.revision is not None else "-",
-                    _details(r.details),
-                )
-                for r in records
-            ),
-        )
-    )
+    records = service.audit(_session(kw), since=moment, user=user, namespace=namespace, limit=limit)
+    if output == "table":
+        click.echo(audit_table(records))
+    else:
+        _emit(audit_records(records), output)
 
 
-def _details(details: dict[str, Any]) -> str:
-    shown = {k: v for k, v in details.items() if v is not None and k != "hash"}
-    return ", ".join(f"{k}={v}" for k, v in shown.items()) or "-"
-
-
-COMMANDS = (history, diff, rollback, export, restore, validate, audit)
+COMMANDS = (history, diff, rollback, export, restore, audit)

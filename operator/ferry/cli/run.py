@@ -25,7 +25,7 @@ def _param(option: Option) -> str:
     return option.path.replace(".", "__")  # the click parameter: "reconcile__workers"
 
 
-def _click_type(option: Option) -> click.ParamType:
+def _click_type(option: Option) -> click.ParamType[Any]:
     if option.choices:
         return click.Choice(option.choices)
     if option.type is Path:
@@ -35,8 +35,8 @@ def _click_type(option: Option) -> click.ParamType:
         low, high = (None if b is None else int(b) for b in (bounds.min, bounds.max))
         return click.IntRange(min=low, max=high)
     if bounds is not None and option.type is float:
-        low = bounds.min if bounds.above is None else bounds.above
-        return click.FloatRange(min=low, max=bounds.max, min_open=bounds.above is not None)
+        floor = bounds.min if bounds.above is None else bounds.above
+        return click.FloatRange(min=floor, max=bounds.max, min_open=bounds.above is not None)
     return click.types.convert_type(option.type)
 
 

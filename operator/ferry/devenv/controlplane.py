@@ -2,6 +2,12 @@
 
 No controller-manager, scheduler or kubelet runs: objects are stored and watched, webhooks are
 called, but pods never start and namespaces are never finalized. Tests check what Ferry writes.
+
+As a hardened cluster would, the API server presents a client certificate to admission webhooks
+(an ``AdmissionConfiguration`` whose ``kubeConfigFile`` names it), issued by a CA of its own:
+:attr:`ControlPlane.webhook_client_ca` is what Ferry's webhook server is told to require
+(``--webhook-client-ca-file``). That CA signs nothing else, so no user's or component's
+certificate passes for the API server's.
 """
 
 from __future__ import annotations
@@ -48,6 +54,10 @@ def ensure_binaries(timeout: float = 3000) -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
+#: Under ``<directory>/pki``: the CA that signs the API server's webhook client certificate.
+WEBHOOK_CLIENT_CA = "webhook-client-ca.crt"
+
+
 @dataclass
 class ControlPlane:
     directory: Path
@@ -55,6 +65,11 @@ class ControlPlane:
     kubeconfig: Path
     bin_dir: Path
     processes: list[Process]
+
+    @property
+    def webhook_client_ca(self) -> Path:
+        """The CA a webhook server requires the API server's client certificate to chain to."""
+        return self.directory / "pki" / WEBHOOK_CLIENT_CA
 
     @property
     def url(self) -> str:
@@ -84,6 +99,7 @@ def start_control_plane(directory: Path, bin_dir: Path, *, timeout: float = 120)
     sa_private, sa_public = rsa_private_key_pem()
     (pki / "sa.key").write_bytes(sa_private)
     (pki / "sa.pub").write_bytes(sa_public)
+    admission_config = write_webhook_client_identity(directory, pki)
 
     etcd_port, etcd_peer_port, api_port = free_port(), free_port(), free_port()
     etcd_data = directory / "etcd"
@@ -130,6 +146,7 @@ def start_control_plane(directory: Path, bin_dir: Path, *, timeout: float = 120)
                 "--authorization-mode=RBAC",
                 "--allow-privileged=true",
                 "--disable-admission-plugins=ServiceAccount",
+                f"--admission-control-config-file={admission_config}",
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
                 "--v=0",
@@ -151,6 +168,60 @@ def start_control_plane(directory: Path, bin_dir: Path, *, timeout: float = 120)
             process.stop()
         raise
     return ControlPlane(directory, api_port, kubeconfig, bin_dir, processes)
+
+
+def write_webhook_client_identity(directory: Path, pki: Path) -> Path:
+    """The API server's identity towards admission webhooks; returns the admission config file.
+
+    A CA of its own (its key is not kept: it signs this one certificate), a client certificate,
+    a kubeconfig presenting it to every webhook (user ``*``: on this loopback stack every webhook
+    is Ferry's or a benchmark's), and the ``AdmissionConfiguration`` pointing both webhook
+    admission plugins at that kubeconfig. Kubernetes docs: "Authenticate apiservers".
+    """
+    authority = CertificateAuthority.create("ferry-dev-webhook-client-ca")
+    (pki / WEBHOOK_CLIENT_CA).write_bytes(authority.cert_pem)
+    authority.issue("kube-apiserver-webhook-client", client=True).write(
+        pki / "webhook-client.crt", pki / "webhook-client.key"
+    )
+    kubeconfig = directory / "webhook-client.kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "users": [
+                    {
+                        "name": "*",
+                        "user": {
+                            "client-certificate": str(pki / "webhook-client.crt"),
+                            "client-key": str(pki / "webhook-client.key"),
+                        },
+                    }
+                ],
+            },
+            sort_keys=False,
+        )
+    )
+    webhook_admission = {
+        "apiVersion": "apiserver.config.k8s.io/v1",
+        "kind": "WebhookAdmissionConfiguration",
+        "kubeConfigFile": str(kubeconfig),
+    }
+    path = directory / "admission-config.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "apiserver.config.k8s.io/v1",
+                "kind": "AdmissionConfiguration",
+                "plugins": [
+                    {"name": plugin, "configuration": webhook_admission}
+                    for plugin in ("ValidatingAdmissionWebhook", "MutatingAdmissionWebhook")
+                ],
+            },
+            sort_keys=False,
+        )
+    )
+    return path
 
 
 def client_ssl_context(pki: Path) -> ssl.SSLContext:

@@ -1,5 +1,6 @@
 """The whole local stack for `ferry dev` and the test suite: control plane, PostgreSQL, Redis,
-the CRDs installed and, for `ferry dev up`, the operator from the working tree.
+the CRDs installed and, for `ferry dev up`, a Vault dev server and the operator from the working
+tree.
 
 State (ports, pids, logs) lives in one JSON file so `ferry dev down` stops exactly what `up`
 started, from another process.
@@ -21,6 +22,15 @@ from ferry.devenv.controlplane import ControlPlane, ensure_binaries, start_contr
 from ferry.devenv.postgres import Postgres, start_postgres
 from ferry.devenv.process import Process, StartupError, free_port, spawn, wait_until
 from ferry.devenv.redis import start_redis
+from ferry.devenv.vault import (
+    OPERATOR_NAMESPACE,
+    OPERATOR_SERVICE_ACCOUNT,
+    KubeAdmin,
+    ensure_vault_binary,
+    setup_kubernetes_auth,
+    setup_operator_role,
+    start_vault,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CRDS_DIR = REPO_ROOT / "crds"
@@ -36,6 +46,7 @@ class Stack:
     processes: list[Process] = field(default_factory=list)
     extra: dict[str, str] = field(default_factory=dict)
     scratch: list[Path] = field(default_factory=list)  # dirs outside ``directory`` to remove
+    bin_dirs: list[Path] = field(default_factory=list)  # more tools for PATH (vault)
 
     def env(self) -> dict[str, str]:
         return {
@@ -64,6 +75,7 @@ class Stack:
             "processes": [p.to_dict() for p in self.processes],
             "extra": self.extra,
             "scratch": [str(p) for p in self.scratch],
+            "bin_dirs": [str(p) for p in self.bin_dirs],
         }
         path.write_text(json.dumps(data, indent=2))
 
@@ -79,6 +91,7 @@ class Stack:
             processes=[Process.from_dict(p) for p in data["processes"]],
             extra=dict(data.get("extra", {})),
             scratch=[Path(p) for p in data.get("scratch", [])],
+            bin_dirs=[Path(p) for p in data.get("bin_dirs", [])],
         )
 
 
@@ -112,8 +125,12 @@ def run_kubectl(kubectl: Path, kubeconfig: Path, *args: str, timeout: float = 90
     return result.stdout
 
 
-def start_stack(directory: Path, *, with_operator: bool = False) -> Stack:
-    """Start everything in ``directory``; on any failure stop what was started and re-raise."""
+def start_stack(directory: Path, *, with_operator: bool = False, with_vault: bool = False) -> Stack:
+    """Start everything in ``directory``; on any failure stop what was started and re-raise.
+
+    ``with_vault`` adds a Vault dev server (``VAULT_ADDR``/``VAULT_TOKEN`` in ``env()``) with
+    Kubernetes auth configured against the control plane (see :func:`start_dev_vault`).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     bin_dir = ensure_binaries()
     started: list[Process] = []
@@ -135,6 +152,8 @@ def start_stack(directory: Path, *, with_operator: bool = False) -> Stack:
             processes=started,
             scratch=[postgres.directory],
         )
+        if with_vault:
+            start_dev_vault(stack)  # appends to ``started`` (the same list as stack.processes)
         if with_operator:
             started.append(start_operator(stack))
     except BaseException:
@@ -144,6 +163,26 @@ def start_stack(directory: Path, *, with_operator: bool = False) -> Stack:
             shutil.rmtree(postgres.directory, ignore_errors=True)
         raise
     return stack
+
+
+def start_dev_vault(stack: Stack) -> None:
+    """Start Vault in dev mode beside the stack and configure what Ferry uses in it.
+
+    KV v2 at ``secret/`` (dev mode's own mount), the Kubernetes auth method at ``kubernetes/``
+    against the stack's API server, and a read-only role ``ferry`` for the service account
+    ``ferry-system/ferry`` (so the operator can log in the way it does in a cluster). The
+    operator started by ``ferry dev up`` uses the root token exported as ``VAULT_TOKEN``.
+    """
+    binary = ensure_vault_binary()
+    vault = start_vault(stack.directory / "vault", binary=binary)
+    assert vault.process is not None  # we started it
+    stack.processes.append(vault.process)
+    kube = KubeAdmin(stack.kubectl, stack.kubeconfig)
+    setup_kubernetes_auth(vault, kube)
+    setup_operator_role(vault)
+    kube.service_account(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT)
+    stack.extra.update({"VAULT_ADDR": vault.address, "VAULT_TOKEN": vault.root_token})
+    stack.bin_dirs.append(binary.parent)
 
 
 def start_operator(stack: Stack, *, timeout: float = 60) -> Process:

@@ -8,6 +8,7 @@
 #    *published* api/sdk/auth modules instead;
 #  - v1.14.2 (MPL-2.0) is the release whose in-tree sdk matches a published one (sdk v0.9.2);
 #    later 1.14.x/1.15.x fail to compile this way, and v1.14.9+ are BUSL-1.1;
+#  - built with Go >= 1.23, the negative-serial X.509 check must be relaxed (see main.go below);
 #  - published sdk v0.9.2 panics at the first request because one builtin path defines a
 #    CreateOperation without an ExistenceCheck (the in-tree copy Vault was released with does
 #    not have that check), so the check is removed in a *copy* of the cached module, used
@@ -44,7 +45,7 @@ if [[ -x "$BIN" ]]; then
   exit 0
 fi
 
-command -v go >/dev/null 2>&1 || fail "no Go toolchain on PATH: install Go >= 1.21 (https://go.dev/dl) and run again"
+command -v go >/dev/null 2>&1 || fail "no Go toolchain on PATH: install Go >= 1.23 (https://go.dev/dl) and run again"
 
 mkdir -p "$OUT/bin" "$OUT/src"
 # One builder at a time: a second caller waits (bounded) for the first instead of racing it.
@@ -104,7 +105,11 @@ PY
     -require="github.com/hashicorp/vault/api/auth/approle@$AUTH_APPROLE_VERSION" \
     -require="github.com/hashicorp/vault/api/auth/userpass@$AUTH_USERPASS_VERSION" \
     -replace="github.com/hashicorp/vault/sdk=$SDK_COPY"
+  # go:debug: Go >= 1.23 rejects X.509 certificates with negative serial numbers by default, and
+  # gosnowflake v1.6.24 (a Vault 1.14 database plugin) panics at start-up parsing its embedded CA
+  # bundle without this setting; Vault was released with Go 1.20, which accepted them.
   cat > main.go <<'GO'
+//go:debug x509negativeserial=1
 package main
 
 import (
@@ -119,7 +124,8 @@ GO
   drifted=()
   for pin in "${PINS[@]}"; do
     mod="${pin%@*}" want="${pin#*@}"
-    have=$(go list -m -f '{{.Version}}' "$mod" 2>/dev/null || true)
+    # Only a module go.mod requires (one whose packages are built) matters.
+    have=$(awk -v m="$mod" '($1 == m) {print $2} ($1 == "require" && $2 == m) {print $3}' go.mod)
     if [[ -n "$have" && "$have" != "$want" ]]; then
       echo "vault-binary: go mod tidy chose $mod $have; pinning $want" >&2
       drifted+=("-require=$pin")

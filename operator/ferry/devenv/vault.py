@@ -12,9 +12,11 @@ service-account token), and a read-only policy and role for the operator's servi
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
+import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -25,7 +27,14 @@ from typing import Any
 
 import yaml
 
-from ferry.devenv.process import Process, StartupError, free_port, spawn, wait_until
+from ferry.devenv.process import (
+    Process,
+    StartupError,
+    free_port,
+    port_is_open,
+    spawn,
+    wait_until,
+)
 
 BINARY_SCRIPT = Path(__file__).with_name("vault-binary.sh")
 
@@ -120,13 +129,13 @@ class Vault:
     def create_token(
         self, policies: Iterable[str], *, ttl: str = "1h", renewable: bool = True
     ) -> str:
-        """A child token of the root token with only ``policies`` (no default policy)."""
+        """A child token of the root token with ``policies`` plus Vault's ``default`` policy
+        (which lets a token look itself up and renew itself, as Ferry does)."""
         answer = self.request(
             "POST",
             "auth/token/create",
             {
                 "policies": list(policies),
-                "no_default_policy": True,
                 "ttl": ttl,
                 "renewable": renewable,
             },
@@ -206,13 +215,14 @@ def start_vault(
 ) -> Vault:
     """Start ``vault server -dev`` on 127.0.0.1; return once it is unsealed and active.
 
-    The root token is random (not the well-known dev default); ``HOME`` is the server's own
+    Dev mode also listens on ``port + 1`` (cluster traffic), so both must be free. The root
+    token is random (not the well-known dev default); ``HOME`` is the server's own
     directory so the CLI's token helper never writes ``~/.vault-token`` of the person running it.
     """
     directory.mkdir(parents=True, exist_ok=True)
     binary = binary or ensure_vault_binary()
-    port = port or free_port()
-    token = "hvs.ferry-dev-" + secrets.token_urlsafe(18)
+    port = port or _free_port_pair()
+    token = "ferry-dev-" + secrets.token_urlsafe(18)  # ("hvs." is reserved for Vault's own)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(directory),
@@ -229,6 +239,17 @@ def start_vault(
 
     wait_until(process, ready, timeout=timeout, what=f"an unsealed Vault on 127.0.0.1:{port}")
     return vault
+
+
+def _free_port_pair(attempts: int = 50) -> int:
+    """A free loopback port whose successor is free too (dev mode's cluster listener)."""
+    for _ in range(attempts):
+        port = free_port()
+        if port < 65535 and not port_is_open(port + 1):
+            with contextlib.suppress(OSError), socket.socket() as probe:
+                probe.bind(("127.0.0.1", port + 1))
+                return port
+    raise StartupError("found no two consecutive free loopback ports for Vault")
 
 
 # --- the Kubernetes side of Kubernetes auth ----------------------------------------------------

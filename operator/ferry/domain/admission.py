@@ -31,8 +31,8 @@ from ferry.domain import kinds
 from ferry.domain.entry import plan_entry, references
 from ferry.domain.errors import Invalid, Violation
 from ferry.domain.flags import check_flag
+from ferry.domain.jsonschema import MAX_DATA_DEPTH, check_schema
 from ferry.domain.labels import CHANGED_AT, CHANGED_BY, FINALIZER
-from ferry.domain.validation import MAX_DATA_DEPTH, check_schema
 
 __all__ = [
     "BACKWARD",
@@ -206,7 +206,7 @@ def check_schema_change(
             violations.append(
                 Violation(
                     "spec.schema",
-                    f'would make ConfigEntry "{user}" invalid ({_counted(after)}); '
+                    f'would make {kinds.CONFIG_ENTRY.kind} "{user}" invalid ({_counted(after)}); '
                     f"fix the entry first, or set spec.compatibility: {COMPATIBILITY_NONE}",
                 )
             )

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ferry.domain.placement import TargetResult
+
 STATUSES = ("True", "False", "Unknown")
 
 #: The API server rejects a condition message longer than this.
@@ -74,3 +76,80 @@ def merge_conditions(
         dict(c) for c in existing or [] if isinstance(c, Mapping) and c.get("type") not in latest
     )
     return merged
+
+
+def progress(
+    *,
+    generation: int,
+    reconciling: tuple[str, str] | None = None,
+    stalled: tuple[str, str] | None = None,
+) -> list[Condition]:
+    """kstatus' two "abnormal-true" conditions, which Flux, kpt and Argo CD read.
+
+    ``Reconciling=True`` (reason, message): Ferry is still working and will retry by itself
+    (PostgreSQL down). ``Stalled=True``: Ferry cannot make progress without a human (invalid
+    content, a foreign object in the way, a write the API server refuses): GitOps tools fail
+    with the reason at once instead of waiting out their timeout. Both are written False
+    otherwise, so a fixed problem visibly clears.
+    """
+    out = []
+    for type_, cause in (("Reconciling", reconciling), ("Stalled", stalled)):
+        if cause is None:
+            out.append(Condition(type_, "False", "AsExpected", "", generation))
+        else:
+            out.append(Condition(type_, "True", cause[0], cause[1], generation))
+    return out
+
+
+def sync_conditions(
+    targets: list[TargetResult],
+    revision: int,
+    generation: int,
+    cache_error: str | None,
+    *,
+    valid: str,
+    cached: str,
+    placed: str,
+) -> list[Condition]:
+    """The conditions after a successful record: Valid, Recorded, Synced, Cached and Ready.
+
+    ``valid``, ``cached`` and ``placed`` word the messages for the kind ("content is valid" /
+    "flag is valid", ...).
+    """
+    failed = [t for t in targets if t.blocking]
+    skipped = [t for t in targets if not t.synced and not t.blocking]
+    synced = [t for t in targets if t.synced]
+    detail = "".join(f"; {t.namespace}: {t.reason}" for t in (*failed, *skipped))
+    ok = not failed
+    stalled = (
+        (str(failed[0].reason), f"{failed[0].namespace}: {failed[0].message}") if failed else None
+    )
+    return [
+        Condition("Valid", "True", "Valid", valid, generation),
+        Condition("Recorded", "True", "Recorded", f"revision {revision}", generation),
+        Condition(
+            "Synced",
+            "True" if ok else "False",
+            "Synced" if ok else str(failed[0].reason),
+            f"{len(synced)} target(s) synced, {len(failed)} failed, {len(skipped)} skipped"
+            + detail,
+            generation,
+        ),
+        Condition(
+            "Cached",
+            "False" if cache_error else "True",
+            "CacheUnavailable" if cache_error else "Cached",
+            cache_error or cached,
+            generation,
+        ),
+        Condition(
+            "Ready",
+            "True" if ok else "False",
+            "Synced" if ok else "TargetsNotSynced",
+            f"revision {revision} {placed} in {len(synced)} namespace(s)"
+            if ok
+            else f"{len(failed)} target(s) failed" + detail,
+            generation,
+        ),
+        *progress(stalled=stalled, generation=generation),
+    ]

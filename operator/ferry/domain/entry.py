@@ -14,10 +14,10 @@ from typing import Any
 
 from ferry.domain.errors import Invalid, Violation
 from ferry.domain.hashing import content_hash
+from ferry.domain.jsonschema import check_depth, validate
 from ferry.domain.merge import resolve
 from ferry.domain.render import check_size, render
 from ferry.domain.targets import object_name
-from ferry.domain.validation import check_depth, validate
 
 DEFAULT_FORMAT = "json"
 SECRET_DATA_UNSUPPORTED = (

@@ -4,7 +4,8 @@ Importing this package registers every handler with Kopf's default registry (and
 start-up fix in ``kopf_tuning``).
 """
 
-from ferry.handlers import admission, indexes, kopf_tuning, lifecycle, watches
+from ferry.handlers import indexes, kopf_tuning, lifecycle, watches
+from ferry.webhooks import handlers as admission
 
 kopf_tuning.apply()
 

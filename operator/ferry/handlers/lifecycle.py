@@ -10,10 +10,10 @@ import kopf
 
 from ferry.adapters.cache import Cache
 from ferry.adapters.kube import Kube, make_client
-from ferry.adapters.store import Retention, Store, StoreUnavailable, migrate
+from ferry.adapters.postgres import Store, StoreUnavailable, migrate
 from ferry.api.app import make_app, serve
 from ferry.domain import kinds
-from ferry.handlers import admission
+from ferry.domain.retention import Retention
 from ferry.reconcile.entries import EntryReconciler
 from ferry.reconcile.flags import FlagReconciler
 from ferry.reconcile.schemas import SchemaReconciler
@@ -21,6 +21,7 @@ from ferry.reconcile.workqueue import Backoff, QueueKey, WorkQueue
 from ferry.reconcile.world import World
 from ferry.runtime import Runtime
 from ferry.settings import Settings
+from ferry.webhooks import registration as admission
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,9 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any)
         kube=kube,
         store=store,
         cache=cache,
-        entries=EntryReconciler(world, kube, store, cache),
+        entries=EntryReconciler(
+            world, kube, store, cache, parallel_applies=config.reconcile.parallel_applies
+        ),
         schemas=SchemaReconciler(world, kube, store),
         flags=FlagReconciler(world, kube, store, cache, queue, kwargs["flagsets_index"]),
         queue=queue,
@@ -77,7 +80,8 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any)
     def ready() -> bool:  # indexes filled, and the admission webhooks in force
         return runtime.ready.is_set() and runtime.webhooks_ready.is_set()
 
-    runner = await serve(make_app(cache, ready, world), config.api.host, config.api.port)
+    app = make_app(cache, ready, world, default_bucketing=config.flags.default_bucketing)
+    runner = await serve(app, config.api.host, config.api.port)
     memo["api_runner"] = runner
     runtime.tasks.append(asyncio.create_task(_work(runtime), name="ferry-workers"))
     runtime.tasks.append(asyncio.create_task(_resync(runtime), name="ferry-resync"))

@@ -1,13 +1,20 @@
-"""History, rollback, audit and point-in-time recovery: the Python API behind the ``ferry`` CLI.
+"""History, rollback, audit and point-in-time recovery: the service behind ``ferry history``,
+``diff``, ``rollback``, ``export``, ``restore`` and ``audit``, usable from Python.
 
-    from ferry.history import Session, history, diff, rollback, export, restore, audit
+    from ferry.history import Identity, Session, history
     session = Session(database_url, Identity(as_user="bob"))  # identity: optional
     for r in history(session, "platform", "payments-api"): ...
 
-Every call checks Kubernetes RBAC as the caller first; failures raise ``HistoryError``.
+    service.py    the operations (each checks Kubernetes RBAC as the caller first)
+    documents.py  pure: diffs of contents, export documents, what a restore accepts
+    gitops.py     pure: which GitOps tool would undo a rollback, and how to make it stick
+    errors.py     HistoryError (NotFound, Forbidden): everything this package raises
 """
 
-from ferry.history.api import (
+from ferry.adapters.kube_caller import Identity
+from ferry.history.errors import Forbidden, HistoryError, NotFound
+from ferry.history.service import (
+    HISTORY_KINDS,
     Diff,
     Rollback,
     Session,
@@ -18,13 +25,10 @@ from ferry.history.api import (
     restore,
     rollback,
 )
-from ferry.history.cluster import Identity
-from ferry.history.offline import Finding, validate_file
-from ferry.history.present import Forbidden, HistoryError, NotFound
 
 __all__ = [
+    "HISTORY_KINDS",
     "Diff",
-    "Finding",
     "Forbidden",
     "HistoryError",
     "Identity",
@@ -37,5 +41,4 @@ __all__ = [
     "history",
     "restore",
     "rollback",
-    "validate_file",
 ]

@@ -16,22 +16,21 @@ from dataclasses import dataclass, field
 
 from ferry.adapters.cache import Cache, CacheUnavailable
 from ferry.adapters.kube import Kube
-from ferry.adapters.store import Store
+from ferry.adapters.postgres import Store
 from ferry.domain import kinds
 from ferry.domain import labels as L
 from ferry.domain import placement as P
+from ferry.domain.conditions import sync_conditions
 from ferry.domain.entry import EntryPlan, plan_entry, references
 from ferry.domain.errors import Invalid, Violation
 from ferry.domain.targets import desired_namespaces
 from ferry.reconcile import runner
 from ferry.reconcile.placement import Placer
-from ferry.reconcile.reporting import Reporter, Source, cache_write, sync_conditions
+from ferry.reconcile.reporting import Reporter, Source, cache_write
 from ferry.reconcile.workqueue import Requeue
 from ferry.reconcile.world import Key, Materialised, Snapshot, World
 
 KIND = kinds.CONFIG_ENTRY.kind
-#: Target namespaces written at the same time by one reconcile (fan-out to many namespaces).
-PARALLEL_APPLIES = 16
 logger = logging.getLogger(__name__)
 
 
@@ -50,6 +49,8 @@ class EntryReconciler:
     kube: Kube
     store: Store
     cache: Cache
+    parallel_applies: int = 16
+    """Target namespaces written at the same time by one reconcile (settings.reconcile)."""
     # A base or schema → entries that used it at their last resolve (re-resolved when it changes).
     dependents: dict[Dependency, set[str]] = field(default_factory=dict)
     report: Reporter = field(init=False)
@@ -149,7 +150,7 @@ class EntryReconciler:
             namespace, entry.spec.get("target"), self.world.all_namespaces()
         )
         existing = {(o.namespace, o.name): o for o in self.world.materialised(entry.uid)}
-        limit = asyncio.Semaphore(PARALLEL_APPLIES)
+        limit = asyncio.Semaphore(self.parallel_applies)
         source = Source(namespace, name, entry.uid)
 
         async def apply(target_ns: str) -> P.TargetResult:

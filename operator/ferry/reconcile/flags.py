@@ -33,10 +33,11 @@ from lightkube.resources.core_v1 import ConfigMap
 
 from ferry.adapters.cache import Cache
 from ferry.adapters.kube import Kube
-from ferry.adapters.store import Store, StoreUnavailable
+from ferry.adapters.postgres import Store, StoreUnavailable
 from ferry.domain import kinds
 from ferry.domain import labels as L
 from ferry.domain import placement as P
+from ferry.domain.conditions import sync_conditions
 from ferry.domain.errors import Invalid, Violation
 from ferry.domain.flags import Flag, parse_flag
 from ferry.domain.flagset import (
@@ -53,7 +54,7 @@ from ferry.domain.hashing import content_hash
 from ferry.domain.targets import TargetPlan, desired_namespaces
 from ferry.reconcile import runner
 from ferry.reconcile.placement import Placer
-from ferry.reconcile.reporting import Reporter, Source, cache_write, sync_conditions
+from ferry.reconcile.reporting import Reporter, Source, cache_write
 from ferry.reconcile.workqueue import QueueKey, Requeue, WorkQueue
 from ferry.reconcile.world import Key, Snapshot, World
 

@@ -17,11 +17,10 @@ from typing import Any
 from ferry import metrics
 from ferry.adapters.cache import CacheUnavailable
 from ferry.adapters.kube import Kube
-from ferry.adapters.store import Store, StoreUnavailable
+from ferry.adapters.postgres import Store, StoreUnavailable
 from ferry.domain import labels as L
-from ferry.domain.conditions import Condition, merge_conditions
+from ferry.domain.conditions import Condition, merge_conditions, progress
 from ferry.domain.errors import Invalid
-from ferry.domain.placement import TargetResult
 from ferry.reconcile.workqueue import Requeue
 from ferry.reconcile.world import Snapshot
 
@@ -222,6 +221,9 @@ class Reporter:
                     Condition("Valid", "True", "Valid", "content is valid", generation),
                     Condition("Recorded", "False", "DatabaseUnavailable", str(exc), generation),
                     Condition("Ready", "False", "NotRecorded", untouched, generation),
+                    *progress(
+                        reconciling=("DatabaseUnavailable", untouched), generation=generation
+                    ),
                 ],
             )
             raise Requeue(str(exc)) from exc
@@ -297,6 +299,7 @@ class Reporter:
             [
                 Condition("Valid", "False", exc.reason, exc.message, generation),
                 Condition("Ready", "False", exc.reason, consequence, generation),
+                *progress(stalled=(exc.reason, exc.message), generation=generation),
             ],
         )
         if previous is not None and previous.get("message") == exc.message:
@@ -304,53 +307,3 @@ class Reporter:
         self.event(namespace, name, snapshot.uid, "Warning", event_reason, exc.message)
         details = {"reason": exc.reason, "violations": [str(v) for v in exc.violations]}
         self.audit("invalid", namespace, name, uid=snapshot.uid, details=details)
-
-
-def sync_conditions(
-    targets: list[TargetResult],
-    revision: int,
-    generation: int,
-    cache_error: str | None,
-    *,
-    valid: str,
-    cached: str,
-    placed: str,
-) -> list[Condition]:
-    """The conditions after a successful record: Valid, Recorded, Synced, Cached and Ready.
-
-    ``valid``, ``cached`` and ``placed`` word the messages for the kind ("content is valid" /
-    "flag is valid", ...).
-    """
-    failed = [t for t in targets if t.blocking]
-    skipped = [t for t in targets if not t.synced and not t.blocking]
-    synced = [t for t in targets if t.synced]
-    detail = "".join(f"; {t.namespace}: {t.reason}" for t in (*failed, *skipped))
-    ok = not failed
-    return [
-        Condition("Valid", "True", "Valid", valid, generation),
-        Condition("Recorded", "True", "Recorded", f"revision {revision}", generation),
-        Condition(
-            "Synced",
-            "True" if ok else "False",
-            "Synced" if ok else str(failed[0].reason),
-            f"{len(synced)} target(s) synced, {len(failed)} failed, {len(skipped)} skipped"
-            + detail,
-            generation,
-        ),
-        Condition(
-            "Cached",
-            "False" if cache_error else "True",
-            "CacheUnavailable" if cache_error else "Cached",
-            cache_error or cached,
-            generation,
-        ),
-        Condition(
-            "Ready",
-            "True" if ok else "False",
-            "Synced" if ok else "TargetsNotSynced",
-            f"revision {revision} {placed} in {len(synced)} namespace(s)"
-            if ok
-            else f"{len(failed)} target(s) failed" + detail,
-            generation,
-        ),
-    ]

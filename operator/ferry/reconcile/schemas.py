@@ -6,13 +6,13 @@ import contextlib
 from dataclasses import dataclass
 
 from ferry.adapters.kube import Kube
-from ferry.adapters.store import Store, StoreUnavailable
+from ferry.adapters.postgres import Store, StoreUnavailable
 from ferry.domain import kinds
 from ferry.domain import labels as L
 from ferry.domain.conditions import Condition, merge_conditions
 from ferry.domain.entry import references
 from ferry.domain.hashing import content_hash
-from ferry.domain.validation import check_schema
+from ferry.domain.jsonschema import check_schema
 from ferry.reconcile import runner
 from ferry.reconcile.reporting import now
 from ferry.reconcile.world import Snapshot, World

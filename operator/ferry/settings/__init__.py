@@ -7,72 +7,34 @@ when the two differ). To add a setting, add a field with a docstring below; noth
 
 Naming: a field ``reconcile.resync_seconds`` is the option ``--reconcile-resync-seconds`` and the
 variable ``FERRY_RECONCILE_RESYNC_SECONDS``. Names in use before the settings were grouped keep
-working unchanged; they are marked with :class:`Name` (``--workers``, ``FERRY_REDIS_URL``, …).
+working unchanged; ``Name(...)`` marks them (``--workers``, ``FERRY_REDIS_URL``, …).
 Durations are seconds, as floats, and every name that holds one ends in ``_seconds``.
 
-``Annotated`` carries what the command line and the docs need besides the type:
-:class:`Range` (inclusive bounds, checked here and by the command line), :class:`Name` and
-:data:`ENV_ONLY` (a credential: read from the environment only, since any user of a machine can
-read another process's arguments). Credentials and URLs that may embed one are left out of
-``repr``, so a logged ``Settings`` never shows them.
+``Annotated`` carries what the command line and the docs need besides the type (bounds, older
+names, environment-only credentials: see :mod:`ferry.settings.base`, which also checks every
+value when a group is built). Credentials and URLs that may embed one are left out of ``repr``,
+so a logged ``Settings`` never shows them.
 """
 
 from __future__ import annotations
 
-import types
-import typing
-from dataclasses import dataclass, field, fields
-from functools import cache
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Literal
+
+from ferry.settings.base import (
+    ENV_ONLY,
+    PORT,
+    POSITIVE,
+    SECONDS,
+    Name,
+    SettingsError,
+    SettingsGroup,
+)
 
 
 @dataclass(frozen=True)
-class Range:
-    """Bounds of a number (inclusive; ``above`` is exclusive, for durations that must be > 0)."""
-
-    min: float | None = None
-    max: float | None = None
-    above: float | None = None
-
-
-@dataclass(frozen=True)
-class Name:
-    """A name in use before the settings were grouped: ``--{option}`` and ``env``
-    (default ``FERRY_`` + the option in upper case)."""
-
-    option: str
-    env: str | None = None
-
-
-@dataclass(frozen=True)
-class _EnvOnly:
-    """A credential: taken from the environment variable only, never from an option."""
-
-
-ENV_ONLY = _EnvOnly()
-PORT = Range(min=1, max=65535)
-POSITIVE = Range(min=1)
-SECONDS = Range(above=0)
-
-
-class SettingsError(ValueError):
-    """A setting's value is out of range or of the wrong type; the message names the setting."""
-
-
-class _Group:
-    """Checks a group's values against its field types when it is built, wherever it is built."""
-
-    #: Start of the option and variable names (default: the group's name in :class:`Settings`).
-    option_prefix: ClassVar[str | None] = None
-
-    def __post_init__(self) -> None:
-        for item in fields(self):  # type: ignore[arg-type]
-            check(type(self), item.name, getattr(self, item.name))
-
-
-@dataclass(frozen=True)
-class KubernetesSettings(_Group):
+class KubernetesSettings(SettingsGroup):
     """The Kubernetes API server whose ConfigSchemas, ConfigEntries and FeatureFlags Ferry
     serves."""
 
@@ -86,7 +48,7 @@ class KubernetesSettings(_Group):
 
 
 @dataclass(frozen=True)
-class DatabaseSettings(_Group):
+class DatabaseSettings(SettingsGroup):
     """PostgreSQL, where revisions and the audit log are recorded. Migrations are applied at start
     under an advisory lock, so several replicas may start at once."""
 
@@ -99,7 +61,7 @@ class DatabaseSettings(_Group):
 
 
 @dataclass(frozen=True)
-class CacheSettings(_Group):
+class CacheSettings(SettingsGroup):
     """Redis, the cache behind the read API and the change feed (channel ``ferry:changes``).
     Only a cache: Redis being down never blocks ConfigMaps, entries report ``Cached=False``."""
 
@@ -111,7 +73,7 @@ class CacheSettings(_Group):
 
 
 @dataclass(frozen=True)
-class ApiSettings(_Group):
+class ApiSettings(SettingsGroup):
     """The HTTP read API: ``/v1/configs``, flag evaluation, ``/metrics``, ``/healthz``,
     ``/readyz``."""
 
@@ -123,7 +85,7 @@ class ApiSettings(_Group):
 
 
 @dataclass(frozen=True)
-class WebhookSettings(_Group):
+class WebhookSettings(SettingsGroup):
     """The HTTPS server of the admission webhooks that validate every write (webhooks/README.md)."""
 
     option_prefix = "webhook"
@@ -147,7 +109,7 @@ class WebhookSettings(_Group):
 
 
 @dataclass(frozen=True)
-class ReconcileSettings(_Group):
+class ReconcileSettings(SettingsGroup):
     """The work queue that reconciles ConfigEntries, ConfigSchemas and FeatureFlags."""
 
     workers: Annotated[int, POSITIVE, Name("workers")] = 8
@@ -168,7 +130,7 @@ class ReconcileSettings(_Group):
 
 
 @dataclass(frozen=True)
-class HistorySettings(_Group):
+class HistorySettings(SettingsGroup):
     """How long revisions and audit rows are kept in PostgreSQL (docs/backup-and-recovery.md).
     The latest revision of an object is never pruned."""
 
@@ -187,7 +149,7 @@ class HistorySettings(_Group):
 
 
 @dataclass(frozen=True)
-class FlagSettings(_Group):
+class FlagSettings(SettingsGroup):
     """FeatureFlag evaluation."""
 
     default_bucketing: Literal["flagd-v2", "flagd-v3"] = "flagd-v3"
@@ -199,7 +161,7 @@ class FlagSettings(_Group):
 
 
 @dataclass(frozen=True)
-class VaultSettings(_Group):
+class VaultSettings(SettingsGroup):
     """Vault (or OpenBao), where the values of a ConfigEntry's ``secretData`` are read from into a
     Secret. Those values are never stored anywhere else."""
 
@@ -279,59 +241,6 @@ class Settings:
     history: HistorySettings = field(default_factory=HistorySettings)
     flags: FlagSettings = field(default_factory=FlagSettings)
     vault: VaultSettings = field(default_factory=VaultSettings)
-
-
-# ------------------------------------------------------------------------------ type checking
-
-
-@cache
-def hints(cls: type) -> dict[str, Any]:
-    """A dataclass's field types with their ``Annotated`` extras (resolved once per class)."""
-    return typing.get_type_hints(cls, include_extras=True)
-
-
-def unpack(hint: Any) -> tuple[Any, bool, tuple[Any, ...]]:
-    """``Annotated[X | None, extras…]`` → ``(X, True, extras)``."""
-    extras: tuple[Any, ...] = ()
-    if typing.get_origin(hint) is Annotated:
-        hint, *rest = typing.get_args(hint)
-        extras = tuple(rest)
-    optional = False
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        members = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-        optional = len(members) < len(typing.get_args(hint))
-        (hint,) = members
-    return hint, optional, extras
-
-
-def check(cls: type, name: str, value: Any) -> None:
-    """Raise :class:`SettingsError` unless ``value`` fits the type and range of ``cls.name``."""
-    base, optional, extras = unpack(hints(cls)[name])
-    where = f"{cls.__name__}.{name}"
-    if value is None:
-        if not optional:
-            raise SettingsError(f"{where} must be set")
-        return
-    if typing.get_origin(base) is Literal:
-        if value not in typing.get_args(base):
-            allowed = ", ".join(repr(choice) for choice in typing.get_args(base))
-            raise SettingsError(f"{where} is {value!r}; it must be one of {allowed}")
-        return
-    if typing.get_origin(base) is tuple:
-        (item,) = {arg for arg in typing.get_args(base) if arg is not Ellipsis}
-        if not (isinstance(value, tuple) and all(isinstance(v, item) for v in value)):
-            raise SettingsError(f"{where} must be a tuple of {item.__name__}, not {value!r}")
-        return
-    accepted: tuple[type, ...] = (int, float) if base is float else (base,)
-    if not isinstance(value, accepted) or (base is not bool and isinstance(value, bool)):
-        raise SettingsError(f"{where} must be a {base.__name__}, not {value!r}")
-    for bounds in (extra for extra in extras if isinstance(extra, Range)):
-        if bounds.min is not None and value < bounds.min:
-            raise SettingsError(f"{where} is {value}; it must be at least {bounds.min:g}")
-        if bounds.max is not None and value > bounds.max:
-            raise SettingsError(f"{where} is {value}; it must be at most {bounds.max:g}")
-        if bounds.above is not None and value <= bounds.above:
-            raise SettingsError(f"{where} is {value}; it must be more than {bounds.above:g}")
 
 
 __all__ = [

@@ -13,7 +13,8 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
-from ferry.settings import PORT, POSITIVE, SECONDS, Settings, hints
+from ferry.settings import Settings
+from ferry.settings.base import PORT, POSITIVE, SECONDS, hints
 from ferry.settings.options import Option, options
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "configuration.md"

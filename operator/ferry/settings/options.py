@@ -18,7 +18,8 @@ from functools import cache
 from itertools import pairwise
 from typing import Any, Literal
 
-from ferry.settings import ENV_ONLY, Name, Range, Settings, hints, unpack
+from ferry.settings import Settings
+from ferry.settings.base import ENV_ONLY, Name, Range, hints, unpack
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,10 @@ Kopf's managed configurations are not used, because Kopf hard-codes ``timeoutSec
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -29,7 +28,7 @@ TIMEOUT_SECONDS = 5
 #: Name of both the Validating- and the MutatingWebhookConfiguration.
 CONFIGURATION_NAME = "ferry"
 #: The operations checked. Deleting is always allowed (see docs/decisions/0005).
-OPERATIONS = ("CREATE", "UPDATE")
+OPERATIONS: tuple[Literal["CREATE", "UPDATE"], ...] = ("CREATE", "UPDATE")
 
 # In-cluster defaults for the templates in webhooks/ (a chart overrides them).
 SERVICE_NAME = "ferry-webhook"
@@ -166,11 +165,14 @@ def templates() -> dict[str, str]:
         }
 
     validating, mutating = webhook_configurations(service, inject)
-    dump = functools.partial(yaml.safe_dump, sort_keys=False)
     return {
-        "validating-webhook-configuration.yaml": header + dump(validating),
-        "mutating-webhook-configuration.yaml": header + dump(mutating),
+        "validating-webhook-configuration.yaml": header + _yaml(validating),
+        "mutating-webhook-configuration.yaml": header + _yaml(mutating),
     }
+
+
+def _yaml(document: dict[str, Any]) -> str:
+    return str(yaml.safe_dump(document, sort_keys=False))
 
 
 def write_templates(directory: Path = Path("webhooks")) -> None:

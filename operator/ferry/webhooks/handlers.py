@@ -53,7 +53,6 @@ LIVE_READS = 16
 LIVE_READS_SECONDS = 2.0
 
 Handler = Callable[..., Awaitable[None]]
-_CHANGES = list(OPERATIONS)
 
 
 def _deny(kind: str, namespace: str, name: str, violations: list[Violation]) -> None:
@@ -93,9 +92,10 @@ def _answers(hook: Hook) -> Callable[[Handler], Handler]:
                 violation = Violation("spec", f"could not be checked: {error}"[:500])
                 _deny(hook.kind.kind, namespace, name, [violation])
 
-        return register(  # type: ignore[no-any-return]
-            kinds.GROUP, kinds.VERSION, hook.kind.plural, id=hook.path, operations=_CHANGES
-        )(answered)
+        register(kinds.GROUP, kinds.VERSION, hook.kind.plural, id=hook.path, operations=OPERATIONS)(
+            answered
+        )
+        return answered
 
     return decorate
 
@@ -138,7 +138,9 @@ async def _read_unresolved(
                 if isinstance(found, Mapping):
                     (schemas if kind == kinds.CONFIG_SCHEMA else entries)[ref] = found
     except TimeoutError:
-        logger.warning("admission: live reads for %s/%s took over %ss", namespace, name, LIVE_READS_SECONDS)
+        logger.warning(
+            "admission: live reads for %s/%s took over %ss", namespace, name, LIVE_READS_SECONDS
+        )
 
 
 @_answers(VALIDATE_ENTRY)
@@ -160,7 +162,8 @@ async def validate_entry(
     schemas = NamespaceSpecs(schemas_index, namespace)
     if isinstance(spec, Mapping):
         await _read_unresolved(_client(memo), namespace, name, spec, entries, schemas)
-    _deny("ConfigEntry", namespace, name, check_entry(namespace, name, spec, entries, schemas))
+    violations = check_entry(namespace, name, spec, entries, schemas)
+    _deny(kinds.CONFIG_ENTRY.kind, namespace, name, violations)
 
 
 @_answers(VALIDATE_SCHEMA)
@@ -178,11 +181,11 @@ async def validate_schema(
     namespace, name = identity(body)
     entries = NamespaceSpecs(entries_index, namespace)
     schemas = NamespaceSpecs(schemas_index, namespace)
-    old_spec = (old or {}).get("spec")
+    old_spec = old.get("spec") if old is not None else None
     violations = check_schema_request(
         operation, namespace, name, body.get("spec"), old_spec, entries, schemas
     )
-    _deny("ConfigSchema", namespace, name, violations)
+    _deny(kinds.CONFIG_SCHEMA.kind, namespace, name, violations)
 
 
 @_answers(VALIDATE_FLAG)
@@ -193,7 +196,7 @@ async def validate_flag(
     if not is_checked(operation, old, body):
         return
     namespace, name = identity(body)
-    _deny("FeatureFlag", namespace, name, check_flag(body.get("spec")))
+    _deny(kinds.FEATURE_FLAG.kind, namespace, name, check_flag(body.get("spec")))
 
 
 async def _stamp(
@@ -207,7 +210,7 @@ async def _stamp(
     """Record who changed the content and when (the revision history reads it); a new object is
     stored with Ferry's finalizer."""
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    username = str((userinfo or {}).get("username") or "")
+    username = str(userinfo.get("username") or "") if userinfo else ""
     change = stamp(operation, old, body, username, now)
     for key, value in change.annotations.items():
         patch.metadata.annotations[key] = value

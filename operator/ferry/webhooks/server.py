@@ -219,9 +219,10 @@ class WebhookServer:
             )
         part = review["request"]
         peer = request.transport.get_extra_info("peercert") if request.transport else None
+        response: dict[str, Any]
         try:
-            response = await fn(
-                review, webhook=hook.path, sslpeer=peer, headers=dict(request.headers)
+            response = dict(
+                await fn(review, webhook=hook.path, sslpeer=peer, headers=dict(request.headers))
             )
         except RecursionError:
             namespace, name = identity(part.get("object"))

@@ -108,6 +108,19 @@ def bucketing_for(
 _SMALL_TEXT_HEADS = tuple(bytes((0x60 | n,)) for n in range(24))
 
 
+def _text_head(n: int) -> bytes:
+    """Head of a CBOR text string of ``n`` UTF-8 bytes (major type 3, shortest argument)."""
+    if n < 24:
+        return _SMALL_TEXT_HEADS[n]
+    if n < 0x100:
+        return b"\x78" + n.to_bytes(1, "big")
+    if n < 0x10000:
+        return b"\x79" + n.to_bytes(2, "big")
+    if n < 0x100000000:
+        return b"\x7a" + n.to_bytes(4, "big")
+    return b"\x7b" + n.to_bytes(8, "big")
+
+
 def cbor_text(text: str) -> bytes:
     """``text`` as a CBOR text string (major type 3) in preferred serialisation.
 
@@ -115,16 +128,7 @@ def cbor_text(text: str) -> bytes:
     which no CBOR encoder can write either.
     """
     data = text.encode("utf-8")
-    n = len(data)
-    if n < 24:
-        return _SMALL_TEXT_HEADS[n] + data
-    if n < 0x100:
-        return b"\x78" + n.to_bytes(1, "big") + data
-    if n < 0x10000:
-        return b"\x79" + n.to_bytes(2, "big") + data
-    if n < 0x100000000:
-        return b"\x7a" + n.to_bytes(4, "big") + data
-    return b"\x7b" + n.to_bytes(8, "big") + data
+    return _text_head(len(data)) + data
 
 
 _ARRAY_OF_TWO = b"\x82"
@@ -149,7 +153,15 @@ def key_encoder(flag_key: str, bucketing: str, *, shorthand: bool = True) -> Enc
         raise ValueError(f"unknown bucketing {bucketing!r}")
     if shorthand:
         prefix = _ARRAY_OF_TWO + cbor_text(flag_key)
-        return lambda value: prefix + cbor_text(value)
+        small = _SMALL_TEXT_HEADS
+
+        def shorthand_bytes(value: str) -> bytes:
+            # cbor_text inlined for the common short key: this runs once per split evaluation
+            data = value.encode("utf-8")
+            n = len(data)
+            return prefix + (small[n] if n < 24 else _text_head(n)) + data
+
+        return shorthand_bytes
     return lambda value: cbor_text(flag_key + value)
 
 

@@ -11,7 +11,7 @@ Semantics kept identical to the JSONLogic that ``flagd.py`` emits (see there for
 * a missing or null attribute makes a condition false, negated ones included;
 * numeric comparisons coerce as flagd's JSONLogic engine does: numeric strings are numbers, a
   blank string is 0, booleans are 1 and 0; lists, objects and other strings never match;
-* ``startsWith``/``endsWith`` need a string attribute;
+* ``startsWith``/``endsWith``/``contains`` need a string attribute;
 * dotted attributes (``user.plan``) walk nested objects, like JSONLogic's ``var``; the attribute
   ``targetingKey`` is the targeting key, which flagd puts in the context under that name;
 * a split buckets as flagd's ``fractional`` does in the generation the caller names
@@ -52,6 +52,9 @@ _NUMERIC_TEXT = re.compile(
 
 _INVALID_CONTEXT = Evaluation(None, None, Reason.ERROR, ErrorCode.INVALID_CONTEXT)
 _GENERAL_ERROR = Evaluation(None, None, Reason.ERROR, ErrorCode.GENERAL)
+# flagd resolves a disabled flag to no variant: the app's code default is used (Go core
+# ``resolve``: zero value and variant ""; the Python provider: variant None, the default value).
+_DISABLED = Evaluation(None, None, Reason.DISABLED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +139,8 @@ def _test(cond: Condition) -> Test:
         return lambda v: isinstance(v, str) and v.startswith(want)  # type: ignore[arg-type]
     if op is Op.ENDS_WITH:
         return lambda v: isinstance(v, str) and v.endswith(want)  # type: ignore[arg-type]
+    if op is Op.CONTAINS:
+        return lambda v: isinstance(v, str) and want in v  # type: ignore[operator]
     if op in SEMVER_OPS:
         cmp, target = COMPARATORS[SEMVER_OPS[op]], parse_strict(want)  # type: ignore[arg-type]
 
@@ -209,7 +214,7 @@ def compile_flag(flag: Flag) -> Compiled:
     default = _answer(flag, flag.default_variant, Reason.DEFAULT)
     fixed = None
     if not flag.enabled:
-        fixed = _answer(flag, flag.default_variant, Reason.DISABLED)
+        fixed = _DISABLED
     elif not flag.rules:
         fixed = _answer(flag, flag.default_variant, Reason.STATIC)
     rules = tuple(_compile_rule(flag, r) for r in flag.rules)
@@ -229,9 +234,10 @@ def evaluate(
     FeatureFlag uses). The front doors always pass it; the default is flagd's current
     specification. An unknown value raises ``ValueError`` (a caller's mistake, not the flag's).
 
-    Reasons: DISABLED (state DISABLED), STATIC (no rules), TARGETING_MATCH (a rule's variant),
-    SPLIT (a rule's split; flagd itself reports TARGETING_MATCH there, with the same variant),
-    DEFAULT (no rule matched, or a split matched but has nothing to bucket on — flagd's
+    Reasons: DISABLED (state DISABLED: no variant and no value, so the caller uses its own code
+    default, exactly what flagd's providers do), STATIC (no rules), TARGETING_MATCH (a rule's
+    variant), SPLIT (a rule's split; flagd itself reports TARGETING_MATCH there, with the same
+    variant), DEFAULT (no rule matched, or a split matched but has nothing to bucket on — flagd's
     ``fractional`` then yields null and the default variant is served), ERROR (attributes is not
     a mapping, or evaluation failed; variant and value are then None).
 

@@ -15,6 +15,7 @@ attribute ``a``              ``{"var": "a"}`` (dots walk nested objects in both)
 ``in [v1, v2]``              ``{"or": [{"===": [var, v1]}, {"===": [var, v2]}]}``
 ``notIn [v1, v2]``           ``!== null`` and ``!==`` each value
 ``startsWith``/``endsWith``  ``starts_with`` / ``ends_with``
+``contains s``               ``{"starts_with": [var, ""]}`` and ``{"in": ["s", var]}``
 ``semverEq … semverLe``      ``{"sem_ver": [var, "=", "1.2.3"]}`` with ``= != > >= < <=``
 ``semverMatchMajor/Minor``   ``sem_ver`` with ``^`` / ``~``
 ``gt gte lt lte``            ``!== null`` and ``> >= < <=``
@@ -39,9 +40,10 @@ DEFAULT, as ``evaluate`` does.
 ``bucketBy`` salts the attribute with the flag key, as flagd's documentation recommends, so two
 flags bucketing by the same attribute still split independently. It is guarded so that only a
 non-empty string is bucketed (``starts_with`` with an empty prefix is true exactly for strings,
-in every flagd evaluator): JSONLogic's ``cat`` turns numbers, booleans and null into text
-differently in Go and Python, so bucketing anything else would split users differently per
-provider. Anything else yields null → the default variant, reason DEFAULT, as in ``evaluate``.
+in every flagd evaluator): JSONLogic's ``cat`` turns other values into text differently per
+engine (a missing value is ``""`` in flagd's Go engine and ``"null"`` in the Python provider's),
+so bucketing anything else would split users differently per provider. Anything else yields
+null → the default variant, reason DEFAULT, as in ``evaluate``.
 """
 
 from __future__ import annotations
@@ -75,6 +77,10 @@ def _clauses(cond: Condition) -> list[dict[str, Any]]:
         return [{"starts_with": [var, value]}]
     if op is Op.ENDS_WITH:
         return [{"ends_with": [var, value]}]
+    if op is Op.CONTAINS:
+        # JSONLogic's "in" on a string is a substring test; the starts_with guard keeps every
+        # other type (numbers, lists, null) out, since the engines treat those differently
+        return [{"starts_with": [var, ""]}, {"in": [value, var]}]
     if op in SEMVER_OPS:
         return [{"sem_ver": [var, SEMVER_OPS[op], value]}]
     if op in NUMERIC_OPS:

@@ -39,8 +39,9 @@ class ErrorCode(StrEnum):
 class Evaluation:
     """One flag answer. ``value`` is shared between answers: treat it as read-only.
 
-    On ``ERROR`` ``variant`` and ``value`` are None, so that a caller falls back to its own code
-    default as OpenFeature prescribes rather than to a value Ferry guessed.
+    On ``ERROR`` and ``DISABLED`` ``variant`` and ``value`` are None, so that a caller falls back
+    to its own code default as OpenFeature prescribes (and as flagd does for a disabled flag)
+    rather than to a value Ferry guessed.
     """
 
     variant: str | None
@@ -63,6 +64,7 @@ class Op(StrEnum):
     NOT_IN = "notIn"
     STARTS_WITH = "startsWith"
     ENDS_WITH = "endsWith"
+    CONTAINS = "contains"
     SEMVER_EQ = "semverEq"
     SEMVER_NE = "semverNe"
     SEMVER_GT = "semverGt"

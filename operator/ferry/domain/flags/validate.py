@@ -133,7 +133,7 @@ def _check_condition(cond: Any, path: str) -> list[Violation]:
     if op in (Op.EQUALS, Op.NOT_EQUALS):
         if not _is_scalar(value):
             out.append(Violation(vpath, "must be a string, number or boolean"))
-    elif op in (Op.STARTS_WITH, Op.ENDS_WITH):
+    elif op in (Op.STARTS_WITH, Op.ENDS_WITH, Op.CONTAINS):
         if not isinstance(value, str):
             out.append(Violation(vpath, "must be a string"))
     elif op in SEMVER_OPS:

@@ -353,8 +353,8 @@ def _check_budget(schema: object, path: str) -> list[Violation]:
                     Violation(
                         at(nodes[entry]),
                         f"{TOO_COSTLY}: $ref recursion applies this subschema {times} or more "
-                        f"times to the same {_spell(p)}, so the work multiplies with every level "
-                        "of the data; the limit is once per level",
+                        f"times to the same nested value ({_spell(p)}), so the work multiplies "
+                        "with every level of the data; the limit is once per level",
                     )
                 )
                 break

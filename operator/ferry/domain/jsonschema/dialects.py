@@ -47,6 +47,6 @@ def _refuse(uri: str) -> Resource[Any]:
 
 
 #: Resolves ``$ref`` inside the schema document only; applied to data.
-REGISTRY: Registry[Any] = Registry(retrieve=_refuse)
+REGISTRY: Registry[Any] = Registry(retrieve=_refuse)  # type: ignore[call-arg]  # attrs alias
 #: The same plus the bundled meta-schemas, used when a schema itself is checked.
 CHECK_REGISTRY: Registry[Any] = REGISTRY.combine(SPECIFICATIONS)

@@ -19,7 +19,6 @@ pinned, and tests/unit/test_validation.py covers ``$ref`` and ``$recursiveRef`` 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -233,9 +232,13 @@ def _unique_items(
 # --- the classes ---------------------------------------------------------------------------------
 
 
-@functools.cache
+_CLASSES: dict[type[Validator], type[Validator]] = {}
+
+
 def safe_class(base: type[Validator]) -> type[Validator]:
-    """``base`` with Ferry's keywords in place of jsonschema's."""
+    """``base`` with Ferry's keywords in place of jsonschema's (built once per draft)."""
+    if base in _CLASSES:
+        return _CLASSES[base]
     replacements: dict[str, Keyword] = {
         "pattern": _pattern,
         "patternProperties": _pattern_properties,
@@ -246,4 +249,6 @@ def safe_class(base: type[Validator]) -> type[Validator]:
         "uniqueItems": _unique_items,
     }
     present = {name: fn for name, fn in replacements.items() if name in base.VALIDATORS}
-    return validators.extend(base, present)
+    extended: type[Validator] = validators.extend(base, present)
+    _CLASSES[base] = extended
+    return extended

@@ -1,0 +1,179 @@
+"""The Kubernetes API as the person running the ``ferry`` CLI: their kubeconfig, optionally
+impersonating (kubectl's ``--as``/``--as-group``), synchronously.
+
+``adapters/kube.py`` is Kubernetes as the operator (its own identity, async); this module is the
+other side, used by the history service and ``ferry validate --cluster``. History lives in
+PostgreSQL, which has no notion of Kubernetes users, so the CLI asks the API server before it
+shows anything: a user may read an object's history exactly when RBAC lets them ``get`` the
+object (a SelfSubjectAccessReview, made with the caller's own credentials). Writes (rollback,
+restore) go through the API server as the caller, so RBAC and the admission webhooks apply to
+them as to any ``kubectl`` edit.
+
+Errors: everything raised here is a :class:`ClusterError`, with :class:`AccessDenied` when RBAC
+said no; messages name the object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2 as httpx
+from lightkube import ApiError, Client, KubeConfig
+from lightkube.models.authorization_v1 import ResourceAttributes, SelfSubjectAccessReviewSpec
+from lightkube.resources.authentication_v1 import SelfSubjectReview
+from lightkube.resources.authorization_v1 import SelfSubjectAccessReview
+from lightkube.types import PatchType
+
+from ferry.adapters.kube import KINDS
+from ferry.domain import kinds
+
+
+class ClusterError(Exception):
+    """Base of every error of this adapter: the kubeconfig, the network or the API server."""
+
+
+class AccessDenied(ClusterError):
+    """Kubernetes RBAC does not let the caller see or change the object."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the CLI acts as: kubeconfig (default: $KUBECONFIG or ~/.kube/config), context, and
+    kubectl's ``--as``/``--as-group`` impersonation."""
+
+    kubeconfig: str | None = None
+    context: str | None = None
+    as_user: str | None = None
+    as_groups: tuple[str, ...] = ()
+
+
+def _plural(kind: str) -> str:
+    return kinds.BY_NAME[kind].plural
+
+
+class Cluster:
+    def __init__(self, identity: Identity, *, field_manager: str = "ferry-cli") -> None:
+        try:
+            config = (
+                KubeConfig.from_file(identity.kubeconfig)
+                if identity.kubeconfig
+                else KubeConfig.from_env()
+            )
+            single = config.get(context_name=identity.context) if identity.context else config
+            self.client = Client(single, field_manager=field_manager, timeout=httpx.Timeout(15.0))
+        except Exception as exc:  # a missing or broken kubeconfig is a user error, not a crash
+            raise ClusterError(f"cannot use the kubeconfig: {exc}") from exc
+        self.namespace = str(self.client.namespace or "default")
+        if identity.as_user or identity.as_groups:
+            self._impersonate(identity)
+
+    def _impersonate(self, identity: Identity) -> None:
+        # lightkube has no impersonation setting; these are the headers kubectl --as sends.
+        http: httpx.Client = self.client._client._client
+        items = list(http.headers.multi_items())
+        if identity.as_user:
+            items.append(("Impersonate-User", identity.as_user))
+        items += [("Impersonate-Group", group) for group in identity.as_groups]
+        http.headers = httpx.Headers(items)
+
+    def close(self) -> None:
+        self.client.close()
+
+    # ----------------------------------------------------------------------------- who and may
+    def username(self) -> str | None:
+        """The caller's name as the API server sees it (after impersonation), for audit rows."""
+        try:
+            review = self.client.create(SelfSubjectReview())
+        except (ApiError, httpx.HTTPError):
+            return None
+        info = review.status.userInfo if review.status else None
+        return info.username if info else None
+
+    def allowed(self, verb: str, kind: str, namespace: str | None, name: str | None = None) -> bool:
+        review = SelfSubjectAccessReview(
+            spec=SelfSubjectAccessReviewSpec(
+                resourceAttributes=ResourceAttributes(
+                    group=kinds.GROUP,
+                    resource=_plural(kind),
+                    verb=verb,
+                    namespace=namespace,
+                    name=name,
+                )
+            )
+        )
+        try:
+            result = self.client.create(review)
+        except ApiError as exc:
+            raise ClusterError(f"cannot check access: {exc.status.message}") from exc
+        except httpx.HTTPError as exc:
+            raise ClusterError(f"cannot reach the Kubernetes API: {exc}") from exc
+        return bool(result.status and result.status.allowed)
+
+    def require(
+        self, verb: str, kind: str, namespace: str | None, name: str | None, purpose: str
+    ) -> None:
+        """Raise :class:`AccessDenied`, naming the object, unless RBAC allows ``verb`` on it."""
+        if self.allowed(verb, kind, namespace, name):
+            return
+        if name is not None:
+            what = f"{kind} {namespace}/{name}"
+        elif namespace is not None:
+            what = f'{_plural(kind)} in namespace "{namespace}"'
+        else:
+            what = f"{_plural(kind)} in all namespaces"
+        raise AccessDenied(f"forbidden: you may not {verb} {what}, so {purpose}")
+
+    # ----------------------------------------------------------------------------- objects
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.client.get(KINDS[kind], name, namespace=namespace).to_dict())
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise _api_error(exc, f"{kind} {namespace}/{name}") from exc
+        except httpx.HTTPError as exc:
+            raise ClusterError(f"cannot reach the Kubernetes API: {exc}") from exc
+
+    def list(self, kind: str, namespace: str) -> list[dict[str, Any]]:
+        try:
+            return [dict(o.to_dict()) for o in self.client.list(KINDS[kind], namespace=namespace)]
+        except ApiError as exc:
+            raise _api_error(exc, f'{_plural(kind)} in namespace "{namespace}"') from exc
+        except httpx.HTTPError as exc:
+            raise ClusterError(f"cannot reach the Kubernetes API: {exc}") from exc
+
+    def json_patch(
+        self, kind: str, namespace: str, name: str, operations: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        try:
+            patched = self.client.patch(
+                KINDS[kind],
+                name,
+                [dict(op) for op in operations],
+                namespace=namespace,
+                patch_type=PatchType.JSON,
+            )
+        except ApiError as exc:
+            raise _api_error(exc, f"{kind} {namespace}/{name}") from exc
+        return dict(patched.to_dict())
+
+    def apply(self, document: Mapping[str, Any], field_manager: str) -> dict[str, Any]:
+        """Server-side apply, forced: a restore is meant to win over whatever is there."""
+        kind = str(document.get("kind"))
+        meta = document.get("metadata") or {}
+        what = f"{kind} {meta.get('namespace')}/{meta.get('name')}"
+        try:
+            obj = KINDS[kind].from_dict(dict(document))
+            applied = self.client.apply(obj, field_manager=field_manager, force=True)
+        except ApiError as exc:
+            raise _api_error(exc, what) from exc
+        return dict(applied.to_dict())
+
+
+def _api_error(exc: ApiError, what: str) -> ClusterError:
+    message = exc.status.message or str(exc)
+    if exc.status.code == 403:
+        return AccessDenied(f"forbidden: {what}: {message}")
+    return ClusterError(f"{what}: {message}")

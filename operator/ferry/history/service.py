@@ -1,0 +1,356 @@
+"""The history service: history, diff, rollback, export, restore and audit, as Python.
+
+Synchronous on purpose: these run in a short-lived CLI process (or a script), never inside the
+operator's event loop. Every function checks Kubernetes RBAC as the caller before it reads
+history (``ferry.adapters.kube_caller``), reads PostgreSQL through ``HistoryReader``, and raises
+:class:`HistoryError` (or a subclass) with a message that names the object, the revision or the
+document that was wrong; the adapters' own errors are translated at this edge (:func:`_edge`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ferry.adapters.kube_caller import AccessDenied, Cluster, ClusterError, Identity
+from ferry.adapters.postgres import (
+    AuditRecord,
+    HistoryReader,
+    Revision,
+    StoreError,
+    StoreUnavailable,
+)
+from ferry.domain import kinds
+from ferry.domain import labels as L
+from ferry.domain.entry import plan_entry, references
+from ferry.domain.errors import Invalid
+from ferry.domain.flagset import flag_content
+from ferry.history.documents import KIND_ORDER, export_documents, render_diff, restorable
+from ferry.history.errors import Forbidden, HistoryError, NotFound
+from ferry.history.gitops import GitOps, detect_gitops
+
+#: Kinds with history, in the order ``--kind`` is guessed when not given.
+HISTORY_KINDS = (kinds.CONFIG_ENTRY.kind, kinds.FEATURE_FLAG.kind, kinds.CONFIG_SCHEMA.kind)
+ROLLBACK_MANAGER = "ferry-rollback"
+RESTORE_MANAGER = "ferry-restore"
+
+
+@dataclass(frozen=True)
+class Session:
+    """Where history lives and who is asking."""
+
+    database_url: str
+    identity: Identity = field(default_factory=Identity)
+
+
+@contextlib.contextmanager
+def _edge() -> Iterator[None]:
+    """The adapters' errors become this service's own, message unchanged: callers catch
+    :class:`HistoryError` only."""
+    try:
+        yield
+    except AccessDenied as exc:
+        raise Forbidden(str(exc)) from exc
+    except (ClusterError, StoreError) as exc:
+        raise HistoryError(str(exc)) from exc
+
+
+class _Open:
+    """Both connections for one operation, closed together."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def __enter__(self) -> tuple[HistoryReader, Cluster]:
+        with _edge():
+            self.cluster = Cluster(self.session.identity, field_manager=ROLLBACK_MANAGER)
+        self.reader = HistoryReader(self.session.database_url)
+        try:
+            self.reader.__enter__()
+        except StoreUnavailable as exc:
+            self.cluster.close()
+            raise HistoryError(f"cannot read the revision store: {exc}") from exc
+        return self.reader, self.cluster
+
+    def __exit__(self, *exc: object) -> None:
+        self.reader.__exit__(*exc)
+        self.cluster.close()
+
+
+def _kind(reader: HistoryReader, namespace: str, name: str, kind: str | None) -> str:
+    if kind is not None:
+        if kind not in HISTORY_KINDS:
+            raise HistoryError(f'unknown kind "{kind}" (one of {", ".join(HISTORY_KINDS)})')
+        return kind
+    recorded = set(reader.kinds_with_history(namespace, name))
+    return next((k for k in HISTORY_KINDS if k in recorded), "ConfigEntry")
+
+
+def _revisions(
+    reader: HistoryReader, cluster: Cluster, namespace: str, name: str, kind: str | None
+) -> tuple[str, list[Revision]]:
+    kind = _kind(reader, namespace, name, kind)
+    cluster.require("get", kind, namespace, name, "its history is not shown")
+    revisions = reader.revisions(kind, namespace, name)
+    if not revisions:
+        raise NotFound(f"{kind} {namespace}/{name} not found: it has no recorded revisions")
+    return kind, revisions
+
+
+def _pick(revisions: list[Revision], number: int) -> Revision:
+    for revision in revisions:
+        if revision.revision == number:
+            return revision
+    first = revisions[0]
+    numbers = sorted(r.revision for r in revisions)
+    have = f"{numbers[0]}" if len(numbers) == 1 else f"{numbers[0]} to {numbers[-1]}"
+    raise NotFound(
+        f"{first.kind} {first.namespace}/{first.name} has no revision {number} (it has {have})"
+    )
+
+
+# --------------------------------------------------------------------------------- history
+
+
+def history(session: Session, namespace: str, name: str, kind: str | None = None) -> list[Revision]:
+    """Every kept revision of one object, oldest first."""
+    with _edge(), _Open(session) as (reader, cluster):
+        return _revisions(reader, cluster, namespace, name, kind)[1]
+
+
+# --------------------------------------------------------------------------------- diff
+
+
+@dataclass(frozen=True)
+class Diff:
+    kind: str
+    old_label: str
+    new_label: str
+    text: str  # unified diff; empty when equal
+
+
+def diff(
+    session: Session,
+    namespace: str,
+    name: str,
+    old: int,
+    new: int | None = None,
+    kind: str | None = None,
+) -> Diff:
+    """The resolved content of revision ``old`` against revision ``new`` or, without ``new``,
+    against what the live object resolves to now."""
+    with _edge(), _Open(session) as (reader, cluster):
+        kind, revisions = _revisions(reader, cluster, namespace, name, kind)
+        before = _pick(revisions, old)
+        ref = f"{kind} {namespace}/{name}"
+        if new is not None:
+            after_content: Any = _pick(revisions, new).content
+            new_label = f"{ref} revision {new}"
+        else:
+            after_content = _live_content(cluster, kind, namespace, name)
+            new_label = f"{ref} live"
+        old_label = f"{ref} revision {old}"
+        return Diff(
+            kind,
+            old_label,
+            new_label,
+            render_diff(before.content, after_content, old_label, new_label),
+        )
+
+
+def _live_content(cluster: Cluster, kind: str, namespace: str, name: str) -> Any:
+    """What the live object's spec resolves to now, computed as the reconcilers do (entries:
+    bases merged in and validated; flags: ``flag_content``; schemas: the spec itself)."""
+    live = cluster.get(kind, namespace, name)
+    if live is None:
+        raise NotFound(f"{kind} {namespace}/{name} not found in the cluster (compare revisions)")
+    spec = live.get("spec") or {}
+    if kind == "FeatureFlag":
+        return flag_content(spec)
+    if kind != "ConfigEntry":
+        return spec
+    entries: dict[str, Mapping[str, Any]] = {}
+    schemas: dict[str, Mapping[str, Any]] = {}
+    pending = [name]
+    while pending:  # fetch the bases it inherits from, transitively, and their schema
+        current = pending.pop()
+        current_spec = spec if current == name else entries.get(current, {})
+        schema_name, bases = references(current_spec)
+        if current == name and schema_name and schema_name not in schemas:
+            schema = cluster.get("ConfigSchema", namespace, schema_name)
+            if schema is not None:
+                schemas[schema_name] = schema.get("spec") or {}
+        for base in bases:
+            if base in entries or base == name:
+                continue
+            found = cluster.get("ConfigEntry", namespace, base)
+            if found is not None:
+                entries[base] = found.get("spec") or {}
+                pending.append(base)
+    try:
+        return plan_entry(name, spec, entries=entries, schemas=schemas).data
+    except Invalid as exc:
+        raise HistoryError(
+            f"the live ConfigEntry {namespace}/{name} is invalid ({exc.message}); "
+            "compare two revisions instead"
+        ) from exc
+
+
+# --------------------------------------------------------------------------------- rollback
+
+
+@dataclass(frozen=True)
+class Rollback:
+    kind: str
+    namespace: str
+    name: str
+    to: int
+    written: bool  # False: the live spec already was revision ``to``'s spec
+    new_revision: int | None  # the revision the operator recorded for it, once seen
+    same_content_as: int | None  # set when no new revision is expected (content unchanged)
+    gitops: GitOps | None
+    spec: Any
+
+
+def rollback(
+    session: Session,
+    namespace: str,
+    name: str,
+    to: int,
+    *,
+    reason: str | None = None,
+    kind: str | None = None,
+    wait_seconds: float = 30.0,
+) -> Rollback:
+    """Write revision ``to``'s spec back into the live object (the resource stays the source of
+    truth); the operator then records it as a new revision whose reason is "rollback to N".
+
+    Nothing is written when the live spec already equals that spec. When the written content
+    equals the latest revision's, the operator records no new revision (revisions are
+    idempotent by content hash); the result says so in ``same_content_as``.
+    """
+    with _edge(), _Open(session) as (reader, cluster):
+        kind, revisions = _revisions(reader, cluster, namespace, name, kind)
+        target = _pick(revisions, to)
+        latest = revisions[-1]
+        live = cluster.get(kind, namespace, name)
+        if live is None:
+            raise NotFound(
+                f"{kind} {namespace}/{name} not found in the cluster: rollback writes into the "
+                "live object; re-create it with `ferry export --at` and `ferry restore`"
+            )
+        metadata = live.get("metadata") or {}
+        gitops = detect_gitops(metadata)
+        same = latest.revision if target.hash == latest.hash else None
+        if live.get("spec") == target.spec:
+            return Rollback(kind, namespace, name, to, False, None, same, gitops, target.spec)
+
+        text = f"rollback to {to}" + (f": {reason}" if reason else "")
+        annotations = metadata.get("annotations")
+        patch: list[dict[str, Any]] = [
+            {
+                "op": "test",
+                "path": "/metadata/resourceVersion",
+                "value": metadata.get("resourceVersion"),
+            },
+            {"op": "replace", "path": "/spec", "value": target.spec},
+        ]
+        if annotations:
+            key = L.CHANGE_REASON.replace("~", "~0").replace("/", "~1")
+            patch.append({"op": "add", "path": f"/metadata/annotations/{key}", "value": text})
+        else:
+            patch.append(
+                {"op": "add", "path": "/metadata/annotations", "value": {L.CHANGE_REASON: text}}
+            )
+        cluster.json_patch(kind, namespace, name, patch)
+        reader.append_audit(
+            "rolled back",
+            kind=kind,
+            namespace=namespace,
+            name=name,
+            uid=(metadata.get("uid") or None),
+            username=cluster.username(),
+            revision=to,
+            details={"from": latest.revision, "reason": text},
+        )
+        new_revision = None
+        if same is None and wait_seconds > 0:
+            new_revision = _wait_for_revision(reader, kind, namespace, name, latest, wait_seconds)
+        return Rollback(kind, namespace, name, to, True, new_revision, same, gitops, target.spec)
+
+
+def _wait_for_revision(
+    reader: HistoryReader, kind: str, namespace: str, name: str, latest: Revision, seconds: float
+) -> int | None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        newer = [r for r in reader.revisions(kind, namespace, name) if r.revision > latest.revision]
+        if newer:
+            return newer[0].revision
+        time.sleep(0.3)
+    return None
+
+
+# --------------------------------------------------------------------------------- export/restore
+
+
+def export(
+    session: Session, at: dt.datetime | None = None, namespace: str | None = None
+) -> list[dict[str, Any]]:
+    """Manifests of every ConfigSchema, ConfigEntry and FeatureFlag as they were at ``at``
+    (default: now), rebuilt from the revision store; objects deleted by then are left out."""
+    with _edge(), _Open(session) as (reader, cluster):
+        for kind in KIND_ORDER:
+            cluster.require("list", kind, namespace, None, "nothing is exported")
+        return export_documents(reader.state_at(at, namespace), at)
+
+
+def restore(session: Session, documents: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, str]]:
+    """Server-side apply each document (field manager ``ferry-restore``), in order, as the
+    caller; returns (kind, namespace, name) of each. Stops at the first failure, naming it."""
+    docs = [restorable(d, i) for i, d in enumerate(documents, 1) if d is not None]
+    with _edge():
+        cluster = Cluster(session.identity, field_manager=RESTORE_MANAGER)
+    applied: list[tuple[str, str, str]] = []
+    try:
+        for doc in docs:
+            meta = doc["metadata"]
+            try:
+                cluster.apply(doc, RESTORE_MANAGER)
+            except ClusterError as exc:
+                done = f" ({len(applied)} object(s) applied before it)" if applied else ""
+                error = Forbidden if isinstance(exc, AccessDenied) else HistoryError
+                raise error(f"{exc}{done}") from exc
+            applied.append((doc["kind"], meta["namespace"], meta["name"]))
+    finally:
+        cluster.close()
+    return applied
+
+
+# --------------------------------------------------------------------------------- audit
+
+
+def audit(
+    session: Session,
+    *,
+    since: dt.datetime | None = None,
+    user: str | None = None,
+    namespace: str | None = None,
+    limit: int = 1000,
+) -> list[AuditRecord]:
+    """The audit trail, oldest first, of the kinds the caller may ``list`` in that scope."""
+    with _edge(), _Open(session) as (reader, cluster):
+        kinds = tuple(k for k in KIND_ORDER if cluster.allowed("list", k, namespace))
+        if not kinds:
+            where = f'namespace "{namespace}"' if namespace else "all namespaces"
+            raise Forbidden(
+                f"forbidden: you may not list ConfigSchemas, ConfigEntries or FeatureFlags in "
+                f"{where}, so their audit trail is not shown"
+            )
+        return reader.audit_log(
+            since=since, username=user, namespace=namespace, kinds=kinds, limit=limit
+        )

@@ -1,0 +1,673 @@
+"""The Helm chart (charts/ferry) and the plain manifests (manifests/), as a platform team uses them.
+
+Rendered with the real helm and kustomize (built from their Go modules by scripts/tool-binaries.sh)
+and checked by the real kube-apiserver (`kubectl apply --dry-run=server`), with cert-manager's and
+the Prometheus Operator's real CRDs (tests/data/crds) so their objects are checked too. The last
+tests run the operator with nothing but the chart's RBAC and take a ConfigEntry and a
+FeatureFlag to Ready: least privilege, proven rather than claimed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import tarfile
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+from ferry.devenv.controlplane import start_control_plane
+from ferry.devenv.process import Process, free_port, log_tail
+from ferry.devenv.stack import install_crds, run_operator
+from ferry.settings.options import options
+from ferry.tls import CertificateAuthority
+from tests.support import PAYMENTS, Kube, condition, entry, eventually, flag, get_or_none, schema
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "ferry"
+MANIFESTS = REPO / "manifests"
+THIRD_PARTY_CRDS = REPO / "tests" / "data" / "crds"
+MONITORING = "monitoring.coreos.com/v1"
+RBAC_KINDS = ("ClusterRole", "Role")
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+@pytest.fixture(scope="session")
+def tools() -> dict[str, Path]:
+    """helm, kustomize and kstatus, built once and cached under ~/.cache/ferry."""
+    names = ("helm", "kustomize", "kstatus")
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "tool-binaries.sh"), *names],
+        capture_output=True,
+        text=True,
+        timeout=3000,
+        check=False,
+    )
+    assert result.returncode == 0, f"scripts/tool-binaries.sh failed:\n{result.stderr}"
+    return dict(zip(names, (Path(p) for p in result.stdout.split()), strict=True))
+
+
+def run(*argv: str | Path, input: str | None = None, timeout: float = 120) -> Any:
+    return subprocess.run(
+        [str(a) for a in argv],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def helm_template(
+    helm: Path,
+    tmp_path: Path,
+    values: dict[str, Any] | None = None,
+    *args: str,
+    namespace: str = "ferry-system",
+    release: str = "ferry",
+) -> list[dict[str, Any]]:
+    """`helm template` of the chart with ``values``; the documents it renders."""
+    values_file = tmp_path / f"values-{len(list(tmp_path.glob('values-*')))}.yaml"
+    values_file.write_text(yaml.safe_dump(values or {}))
+    result = run(
+        helm, "template", release, CHART, "--namespace", namespace, "-f", values_file, *args
+    )
+    assert result.returncode == 0, f"helm template failed:\n{result.stderr}"
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def ci_values(name: str) -> dict[str, Any]:
+    return dict(yaml.safe_load((CHART / "ci" / f"{name}-values.yaml").read_text()))
+
+
+#: Every way of installing the chart the tests render: the values files under charts/ferry/ci
+#: (with and without the Prometheus Operator present) and an inline database/Redis URL.
+VARIANTS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
+    "trial": (ci_values("trial"), ()),
+    "external+monitoring": (ci_values("external"), ("--api-versions", MONITORING)),
+    "inline-urls": (
+        {
+            "database": {"url": "postgresql://ferry:pw@db.example:5432/ferry?sslmode=require"},
+            "redis": {"url": "rediss://cache.example:6380/0"},
+            "vault": {"address": "https://vault:8200", "authMethod": "token"}
+            | {"tokenSecret": {"name": "vault-token"}},
+        },
+        (),
+    ),
+}
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d.get("kind") == kind]
+
+
+def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (found,) = by_kind(docs, kind)
+    return found
+
+
+# ------------------------------------------------------------------------------- helm itself
+
+
+def test_helm_lint_passes_for_every_values_file(tools: dict[str, Path]) -> None:
+    for values in sorted((CHART / "ci").glob("*.yaml")):
+        result = run(tools["helm"], "lint", CHART, "--strict", "-f", values)
+        assert result.returncode == 0, f"helm lint -f {values.name}:\n{result.stdout}"
+        assert "0 chart(s) failed" in result.stdout
+
+
+def test_install_without_database_or_redis_says_what_to_set(tools: dict[str, Path]) -> None:
+    result = run(tools["helm"], "template", "ferry", CHART)
+    assert result.returncode != 0
+    assert (
+        "PostgreSQL: set exactly one of database.url, database.existingSecret.name or "
+        "trial.postgresql.enabled (set: none)" in result.stderr
+    )
+
+
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ("replicaCount=two", "/replicaCount"),
+        ("database.url=mysql://db:3306/ferry", "/database/url"),
+        ("webhook.port=70000", "/webhook/port"),
+        ("vault.authMethod=ldap", "/vault/authMethod"),
+        ("settings.WORKERS=4", "WORKERS"),
+        ("image.digest=latest", "/image/digest"),
+        ("databse.url=postgresql://db/ferry", "databse"),  # a typo is an unknown key, not ignored
+    ],
+)
+def test_values_schema_rejects_a_bad_value_naming_it(
+    tools: dict[str, Path], setting: str, named: str
+) -> None:
+    result = run(
+        tools["helm"], "template", "ferry", CHART, "-f", CHART / "ci" / "trial-values.yaml",
+        "--set", setting,
+    )  # fmt: skip
+    assert result.returncode != 0, f"--set {setting} was accepted"
+    assert "don't meet the specifications of the schema" in result.stderr
+    assert named in result.stderr, result.stderr
+
+
+def test_both_database_sources_at_once_is_refused(tools: dict[str, Path]) -> None:
+    result = run(
+        tools["helm"], "template", "ferry", CHART, "-f", CHART / "ci" / "trial-values.yaml",
+        "--set", "database.url=postgresql://db/ferry",
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "(set: database.url, trial.postgresql.enabled)" in result.stderr
+
+
+# ---------------------------------------------------------------------- single sources kept
+
+
+def test_chart_crds_equal_the_repository_crds(tools: dict[str, Path], tmp_path: Path) -> None:
+    repo_crds = sorted((REPO / "crds").glob("*.yaml"))
+    chart_crds = sorted((CHART / "crds").glob("*.yaml"))
+    assert [p.name for p in chart_crds] == [p.name for p in repo_crds]
+    for ours, theirs in zip(repo_crds, chart_crds, strict=True):
+        # The copy may only add a leading document separator (see scripts/render-manifests.sh).
+        copied = theirs.read_bytes().removeprefix(b"---\n")
+        assert copied == ours.read_bytes(), (
+            f"charts/ferry/crds/{theirs.name} differs from crds/: run scripts/render-manifests.sh"
+        )
+    # What helm installs, and what a packaged chart carries, are those CRDs.
+    shown = run(tools["helm"], "show", "crds", CHART)
+    assert shown.returncode == 0, shown.stderr
+    expected = [yaml.safe_load(p.read_text()) for p in repo_crds]
+    assert sorted(
+        (d for d in yaml.safe_load_all(shown.stdout) if d), key=lambda d: d["metadata"]["name"]
+    ) == sorted(expected, key=lambda d: d["metadata"]["name"])
+    packaged = run(tools["helm"], "package", CHART, "--destination", tmp_path)
+    assert packaged.returncode == 0, packaged.stderr
+    (archive,) = tmp_path.glob("ferry-*.tgz")
+    with tarfile.open(archive) as tar:
+        for crd in repo_crds:
+            member = tar.extractfile(f"ferry/crds/{crd.name}")
+            assert member is not None
+            assert member.read() == (CHART / "crds" / crd.name).read_bytes()
+        assert not any(name.startswith("ferry/ci/") for name in tar.getnames())
+
+
+def _strip_endpoint(config: dict[str, Any]) -> dict[str, Any]:
+    """A webhook configuration without what the chart sets: its metadata and where each webhook
+    is served (Service name and namespace, CA bundle)."""
+    config = json.loads(json.dumps(config))
+    config.pop("metadata")
+    for hook in config["webhooks"]:
+        hook["clientConfig"].pop("caBundle", None)
+        hook["clientConfig"]["service"].pop("name")
+        hook["clientConfig"]["service"].pop("namespace")
+    return config
+
+
+def test_chart_webhooks_are_the_repository_webhooks(tools: dict[str, Path], tmp_path: Path) -> None:
+    docs = helm_template(tools["helm"], tmp_path, ci_values("trial"), namespace="other-ns")
+    for kind, file in (
+        ("ValidatingWebhookConfiguration", "validating-webhook-configuration.yaml"),
+        ("MutatingWebhookConfiguration", "mutating-webhook-configuration.yaml"),
+    ):
+        rendered = one(docs, kind)
+        expected = yaml.safe_load((REPO / "webhooks" / file).read_text())
+        assert _strip_endpoint(rendered) == _strip_endpoint(expected)
+        for hook in rendered["webhooks"]:
+            assert hook["clientConfig"]["service"]["name"] == "ferry-webhook"
+            assert hook["clientConfig"]["service"]["namespace"] == "other-ns"
+
+
+def test_manifests_are_rendered_from_the_chart() -> None:
+    result = run("bash", REPO / "scripts" / "render-manifests.sh", "--check", timeout=600)
+    assert result.returncode == 0, f"manifests/ drifted from charts/ferry:\n{result.stdout}"
+
+
+# ---------------------------------------------------------------------- what the chart says
+
+
+def test_no_wildcards_in_any_role(tools: dict[str, Path], tmp_path: Path) -> None:
+    for name, (values, args) in VARIANTS.items():
+        docs = helm_template(tools["helm"], tmp_path, values, *args)
+        roles = [d for d in docs if d["kind"] in RBAC_KINDS]
+        assert roles, f"{name}: no Role or ClusterRole rendered"
+        for role in roles:
+            for rule in role["rules"]:
+                assert "nonResourceURLs" not in rule, (name, rule)
+                for field in ("apiGroups", "resources", "verbs"):
+                    assert rule.get(field), f"{name}: {role['metadata']['name']} {rule} {field}"
+                    assert not any("*" in item for item in rule[field]), (name, rule)
+                if "secrets" in rule["resources"]:
+                    assert values.get("vault", {}).get("address"), "Secrets only with Vault"
+
+
+def test_operator_settings_are_the_operators_own(tools: dict[str, Path], tmp_path: Path) -> None:
+    """Every flag and FERRY_* variable the Deployment passes is one `ferry run` knows."""
+    known_env = {o.env for o in options()}
+    known_flags = {o.option for o in options() if o.option} | {"--verbose"}
+    for name, (values, args) in VARIANTS.items():
+        values = values | {"logVerbose": True, "settings": {"FERRY_RECONCILE_RESYNC_SECONDS": 60}}
+        deployment = next(
+            d for d in helm_template(tools["helm"], tmp_path, values, *args)
+            if d["kind"] == "Deployment" and d["metadata"]["name"] == "ferry"
+        )  # fmt: skip
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["args"][0] == "run"
+        flags = {arg.split("=", 1)[0] for arg in container["args"][1:]}
+        assert flags <= known_flags, f"{name}: unknown flags {flags - known_flags}"
+        env = {e["name"] for e in container["env"] if e["name"].startswith("FERRY_")}
+        assert env <= known_env, f"{name}: unknown variables {env - known_env}"
+        assert {"FERRY_DATABASE_URL", "FERRY_REDIS_URL"} <= env
+        for variable in container["env"]:
+            if variable["name"] in ("FERRY_DATABASE_URL", "FERRY_REDIS_URL", "FERRY_VAULT_TOKEN"):
+                assert "secretKeyRef" in variable["valueFrom"], f"{name}: {variable} not secret"
+
+
+def test_operator_pod_runs_non_root_on_a_read_only_root(
+    tools: dict[str, Path], tmp_path: Path
+) -> None:
+    docs = helm_template(tools["helm"], tmp_path, ci_values("trial"))
+    for deployment in by_kind(docs, "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        for container in pod["containers"]:
+            security = container["securityContext"]
+            assert security["readOnlyRootFilesystem"] is True
+            assert security["allowPrivilegeEscalation"] is False
+            assert security["capabilities"]["drop"] == ["ALL"]
+            assert container["resources"]["limits"]["memory"]
+
+
+def _verify_signed_by(cert: x509.Certificate, ca: x509.Certificate) -> None:
+    key = ca.public_key()
+    signature_hash = cert.signature_hash_algorithm
+    assert signature_hash is not None
+    if isinstance(key, rsa.RSAPublicKey):
+        key.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), signature_hash)
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(signature_hash))
+    else:  # pragma: no cover - helm's genCA makes RSA keys
+        raise AssertionError(f"unexpected CA key {type(key)}")
+
+
+def test_generated_certificate_serves_the_webhook_service_and_is_the_ca_bundle(
+    tools: dict[str, Path], tmp_path: Path
+) -> None:
+    docs = helm_template(tools["helm"], tmp_path, ci_values("trial"), namespace="ferry-x")
+    secret = next(d for d in by_kind(docs, "Secret") if d["metadata"]["name"].endswith("-tls"))
+    ca = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["ca.crt"]))
+    cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    _verify_signed_by(cert, ca)
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "ferry-webhook.ferry-x.svc" in names.get_values_for_type(x509.DNSName)
+    deployment = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "ferry")
+    mounted = {
+        v["secret"]["secretName"]
+        for v in deployment["spec"]["template"]["spec"]["volumes"]
+        if "secret" in v
+    }
+    assert secret["metadata"]["name"] in mounted
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        for hook in one(docs, kind)["webhooks"]:
+            assert hook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+
+
+def test_cert_manager_issues_the_certificate_and_injects_the_bundle(
+    tools: dict[str, Path], tmp_path: Path
+) -> None:
+    docs = helm_template(tools["helm"], tmp_path, ci_values("external"))
+    certificate = one(docs, "Certificate")
+    assert certificate["spec"]["secretName"] == "ferry-webhook-tls"
+    assert "ferry-webhook.ferry-system.svc" in certificate["spec"]["dnsNames"]
+    assert not [d for d in by_kind(docs, "Secret") if d["metadata"]["name"] == "ferry-webhook-tls"]
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        config = one(docs, kind)
+        assert config["metadata"]["annotations"] == {
+            "cert-manager.io/inject-ca-from": "ferry-system/ferry-webhook"
+        }
+        assert all("caBundle" not in hook["clientConfig"] for hook in config["webhooks"])
+
+
+def test_prometheus_objects_only_when_the_cluster_serves_them(
+    tools: dict[str, Path], tmp_path: Path
+) -> None:
+    without = helm_template(tools["helm"], tmp_path, ci_values("trial"))
+    assert not by_kind(without, "ServiceMonitor") and not by_kind(without, "PrometheusRule")
+    with_monitoring = helm_template(
+        tools["helm"], tmp_path, ci_values("trial"), "--api-versions", MONITORING
+    )
+    monitor = one(with_monitoring, "ServiceMonitor")
+    api_service = next(
+        d for d in by_kind(with_monitoring, "Service") if d["metadata"]["name"] == "ferry-api"
+    )
+    selected = monitor["spec"]["selector"]["matchLabels"]
+    assert selected.items() <= api_service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] == api_service["spec"]["ports"][0]["name"]
+    dashboards = [
+        d for d in by_kind(without, "ConfigMap") if d["metadata"]["name"].endswith("-dashboard")
+    ]
+    (dashboard,) = dashboards
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["ferry.json"])["panels"]
+
+
+def test_trial_servers_are_marked_and_reachable_only_from_ferry(
+    tools: dict[str, Path], tmp_path: Path
+) -> None:
+    docs = helm_template(tools["helm"], tmp_path, ci_values("trial"))
+    trials = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] != "ferry"]
+    assert {d["metadata"]["name"] for d in trials} == {"ferry-postgresql", "ferry-redis"}
+    for deployment in trials:
+        assert "not-for-production" in " ".join(deployment["metadata"]["annotations"])
+        policy = next(
+            p for p in by_kind(docs, "NetworkPolicy")
+            if p["metadata"]["name"] == deployment["metadata"]["name"]
+        )  # fmt: skip
+        (rule,) = policy["spec"]["ingress"]
+        (peer,) = rule["from"]
+        assert peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
+    connections = next(
+        d for d in by_kind(docs, "Secret") if d["metadata"]["name"] == "ferry-connections"
+    )
+    password = base64.b64decode(connections["data"]["postgres-password"]).decode()
+    url = base64.b64decode(connections["data"]["database-url"]).decode()
+    assert url == f"postgresql://ferry:{password}@ferry-postgresql:5432/ferry"
+
+
+# ------------------------------------------------------------ accepted by a real API server
+
+
+@pytest.fixture(scope="session")
+def third_party_crds(kube: Kube) -> None:
+    """cert-manager's and the Prometheus Operator's CRDs on the session's API server."""
+    kube.kubectl(
+        "apply", "--server-side", "--force-conflicts",
+        "-f", str(THIRD_PARTY_CRDS / "cert-manager"),
+        "-f", str(THIRD_PARTY_CRDS / "prometheus-operator"),
+    )  # fmt: skip
+    kube.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s",
+        "crd/certificates.cert-manager.io", "crd/issuers.cert-manager.io",
+        "crd/servicemonitors.monitoring.coreos.com", "crd/prometheusrules.monitoring.coreos.com",
+    )  # fmt: skip
+
+
+def dry_run_server(kube: Kube, text: str) -> list[dict[str, Any]]:
+    """`kubectl apply --dry-run=server`: what the API server accepted (it fails on any refusal)."""
+    result = kube.kubectl("apply", "--dry-run=server", "-o", "json", "-f", "-", input=text)
+    accepted = json.loads(result.stdout)
+    return list(accepted.get("items", [accepted]))
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_api_server_accepts_every_object_of_the_chart(
+    tools: dict[str, Path], kube: Kube, third_party_crds: None, tmp_path: Path, variant: str
+) -> None:
+    namespace = kube.namespace("chart")
+    values, args = VARIANTS[variant]
+    crds = run(tools["helm"], "show", "crds", CHART)
+    assert crds.returncode == 0, crds.stderr
+    dry_run_server(kube, crds.stdout)  # CRDs first (already installed from crds/: an update)
+    docs = helm_template(tools["helm"], tmp_path, values, *args, namespace=namespace)
+    accepted = dry_run_server(kube, yaml.safe_dump_all(docs))
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in accepted) == sorted(
+        (d["kind"], d["metadata"]["name"]) for d in docs
+    )
+    if "--api-versions" in args:
+        assert {"ServiceMonitor", "PrometheusRule"} <= {d["kind"] for d in accepted}
+
+
+def test_kustomize_builds_the_manifests_and_the_api_server_accepts_them(
+    tools: dict[str, Path], kube: Kube, third_party_crds: None, tmp_path: Path
+) -> None:
+    built = run(tools["kustomize"], "build", MANIFESTS)
+    assert built.returncode == 0, built.stderr
+    docs = [d for d in yaml.safe_load_all(built.stdout) if d]
+    kinds = {d["kind"] for d in docs}
+    assert {"CustomResourceDefinition", "Deployment", "Certificate"} <= kinds
+    assert {"ServiceMonitor", "PrometheusRule"}.isdisjoint(kinds)
+    # With the monitoring component, as a user's overlay would add it.
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    base = os.path.relpath(MANIFESTS, overlay)
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [base],
+                "components": [f"{base}/components/monitoring"],
+            }
+        )
+    )
+    with_monitoring = run(tools["kustomize"], "build", overlay)
+    assert with_monitoring.returncode == 0, with_monitoring.stderr
+    # ferry-system may be in use by other tests' dry runs only; the namespace is created first.
+    kube.kubectl("apply", "--server-side", "-f", str(MANIFESTS / "namespace.yaml"))
+    accepted = dry_run_server(kube, with_monitoring.stdout)
+    assert {"ServiceMonitor", "PrometheusRule", "Deployment"} <= {d["kind"] for d in accepted}
+
+
+# ---------------------------------------------- the operator with nothing but the chart's RBAC
+
+
+class ChartOperator:
+    """An operator on its own control plane, logged in as the chart's ServiceAccount."""
+
+    def __init__(self, admin: Kube, process: Process, api_port: int, log: Path) -> None:
+        self.admin = admin
+        self.process = process
+        self.api_port = api_port
+        self.log = log
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.api_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return str(response.read().decode())
+
+
+def _service_account_kubeconfig(admin: Kube, path: Path, namespace: str, name: str) -> None:
+    """A kubeconfig holding a token for the ServiceAccount (TokenRequest API, `kubectl create
+    token`), for the same API server as the admin's."""
+    token = admin.kubectl("create", "token", name, "-n", namespace, "--duration=2h").stdout.strip()
+    cluster = yaml.safe_load(admin.kubeconfig.read_text())["clusters"][0]
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [cluster],
+                "users": [{"name": name, "user": {"token": token}}],
+                "contexts": [{"name": name, "context": {"cluster": cluster["name"], "user": name}}],
+                "current-context": name,
+            }
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def chart_operator(
+    tools: dict[str, Path],
+    k8s_bin_dir: Path,
+    database_url: str,
+    redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ChartOperator]:
+    """Its own API server (so no other operator of the session acts on the same objects), the
+    chart's ServiceAccount, ClusterRole and binding, the chart's webhook configurations pointed
+    at the process, and `ferry run` with a kubeconfig for that ServiceAccount."""
+    workdir = tmp_path_factory.mktemp("chart-rbac")
+    control_plane = start_control_plane(workdir / "k8s", k8s_bin_dir)
+    process: Process | None = None
+    try:
+        install_crds(control_plane.kubectl, control_plane.kubeconfig)
+        admin = Kube(control_plane.kubeconfig, control_plane.kubectl)
+        namespace = "ferry-system"
+        admin.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+        docs = helm_template(
+            tools["helm"],
+            workdir,
+            {"database": {"url": database_url}, "redis": {"url": redis_url}},
+            namespace=namespace,
+        )
+        rbac = [
+            d
+            for d in docs
+            if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role")
+            or d["kind"] == "RoleBinding"
+        ]
+        admin.apply(*rbac)
+        sa = one(docs, "ServiceAccount")["metadata"]["name"]
+        kubeconfig = workdir / "ferry-sa.kubeconfig"
+        _service_account_kubeconfig(admin, kubeconfig, namespace, sa)
+        # A mounted certificate, as in a pod: the operator serves with it and registers nothing.
+        webhook_dir = workdir / "webhook"
+        webhook_dir.mkdir()
+        ca = CertificateAuthority.create("chart-test-ca")
+        (webhook_dir / "ca.crt").write_bytes(ca.cert_pem)
+        ca.issue("127.0.0.1", hosts=("127.0.0.1",)).write(
+            webhook_dir / "tls.crt", webhook_dir / "tls.key"
+        )
+        api_port, webhook_port = free_port(), free_port()
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "FERRY_DATABASE_URL": database_url,
+            "FERRY_REDIS_URL": redis_url,
+        }
+        log = workdir / "operator.log"
+        process = run_operator(
+            env, webhook_dir, log, api_port=api_port, webhook_port=webhook_port, timeout=120
+        )
+        # The chart's webhook configurations, reaching the process by URL instead of a Service
+        # (no Service routes anything on a bare API server).
+        bundle = base64.b64encode(ca.cert_pem).decode()
+        for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+            config = one(docs, kind)
+            for hook in config["webhooks"]:
+                path = hook["clientConfig"]["service"]["path"]
+                hook["clientConfig"] = {
+                    "url": f"https://127.0.0.1:{webhook_port}{path}",
+                    "caBundle": bundle,
+                }
+            admin.apply(config)
+        yield ChartOperator(admin, process, api_port, log)
+    finally:
+        if process is not None:
+            process.stop()
+        control_plane.stop()
+
+
+def test_operator_with_only_the_charts_rbac_reconciles_entries_and_flags(
+    chart_operator: ChartOperator,
+) -> None:
+    kube = chart_operator.admin
+    ns = kube.namespace("rbac")
+    # The webhooks answer (as the operator, with the chart's RBAC): an invalid entry is refused.
+    kube.apply(schema("payments", ns, PAYMENTS))
+    refused = eventually(
+        lambda: (
+            r
+            if (r := kube.apply(entry("bad", ns, {"schemaRef": {"name": "payments"},
+                                                  "data": {"db": {"poolSize": 500}}}),
+                                check=False)).returncode != 0
+            else None
+        ),
+        timeout=60,
+        what="the chart's validating webhook to refuse an invalid entry",
+    )  # fmt: skip
+    assert "spec.data.db.poolSize: 500 is greater than the maximum of 100" in refused.stderr
+    # A ConfigEntry, a FeatureFlag, and a Deployment that reloads on the entry.
+    kube.apply(
+        entry("api", ns, {"schemaRef": {"name": "payments"}, "data": {"db": {"poolSize": 5}}}),
+        flag(
+            "checkout",
+            ns,
+            {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "off"},
+        ),
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": "web",
+                "namespace": ns,
+                "annotations": {"ferry.dev/reload-on": "api"},
+            },
+            "spec": {
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": "registry.invalid/web:1"}]},
+                },
+            },
+        },
+    )
+
+    def ready(kind: str, name: str) -> dict[str, Any] | None:
+        obj = get_or_none(kube, kind, name, "-n", ns)
+        return obj if (condition(obj, "Ready") or {}).get("status") == "True" else None
+
+    eventually(lambda: ready("configentry", "api"), timeout=60, what="entry Ready")
+    eventually(lambda: ready("featureflag", "checkout"), timeout=60, what="flag Ready")
+    eventually(lambda: ready("configschema", "payments"), timeout=60, what="schema Ready")
+    configmap = get_or_none(kube, "configmap", "api", "-n", ns)
+    assert configmap is not None and "5" in json.dumps(configmap["data"])
+    assert get_or_none(kube, "configmap", "ferry-flags", "-n", ns) is not None
+    eventually(
+        lambda: (
+            (get_or_none(kube, "deployment", "web", "-n", ns) or {})["spec"]["template"]["metadata"]
+            .get("annotations", {})
+            .get("ferry.dev/config-hash")
+        ),
+        timeout=60,
+        what="the reload annotation on the Deployment",
+    )
+    # Deleting the entry removes what it wrote (finalizer, delete).
+    kube.kubectl("delete", "configentry", "api", "-n", ns, "--timeout=60s")
+    eventually(
+        lambda: get_or_none(kube, "configmap", "api", "-n", ns) is None,
+        timeout=60,
+        what="the entry's ConfigMap to be removed",
+    )
+    log = chart_operator.log.read_text(errors="replace")
+    denied = [
+        line for line in log.splitlines() if re.search(r"forbidden|permission|403", line, re.I)
+    ]
+    assert not denied, "the operator was refused something:\n" + "\n".join(denied[:20])
+    assert chart_operator.process.alive(), log_tail(chart_operator.log)
+
+
+def _metric_names(expression: str) -> set[str]:
+    return set(re.findall(r"\b(ferry_[a-z_]+)", expression))
+
+
+def test_dashboard_and_alerts_use_metrics_the_operator_exports(
+    tools: dict[str, Path], chart_operator: ChartOperator, tmp_path: Path
+) -> None:
+    """After the scenario above, every series the dashboard and the alerts query is exported."""
+    exported = set(re.findall(r"^(ferry_[a-z_]+)", chart_operator.metrics(), re.M))
+    dashboard = json.loads((CHART / "files" / "dashboards" / "ferry.json").read_text())
+    wanted = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in _metric_names(target["expr"])
+    }
+    docs = helm_template(tools["helm"], tmp_path, ci_values("trial"), "--api-versions", MONITORING)
+    alerts = [r for g in one(docs, "PrometheusRule")["spec"]["groups"] for r in g["rules"]]
+    for alert in alerts:
+        wanted |= _metric_names(alert["expr"])
+        assert f"section {alert['alert']}" in alert["annotations"]["description"]
+        assert f"### {alert['alert']}" in (REPO / "docs" / "install.md").read_text()
+    assert wanted, "no ferry_ metric queried"
+    assert wanted <= exported, f"queried but not exported: {sorted(wanted - exported)}"
