@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 FERRY := $(VENV)/bin/ferry
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test deps venv binaries lint format unit integration bench dev-up dev-down clean
+.PHONY: demo test deps venv binaries lint format unit integration bench dev-up dev-down clean image manifests
 
 demo: deps venv binaries ## start the local stack, apply examples/, show the result
 	@bash scripts/demo.sh
@@ -43,6 +43,13 @@ lint: venv
 format: venv
 	$(VENV)/bin/ruff check --fix operator tests bench
 	$(VENV)/bin/ruff format operator tests bench
+
+image: deps venv binaries ## build the image (buildah, on a Debian base made with debootstrap) and smoke-test it with podman
+	@bash scripts/build-image.sh >/dev/null
+	$(VENV)/bin/pytest -q -p no:cacheprovider -rs tests/integration/test_image.py
+
+manifests: ## re-render manifests/ and the chart's copies of crds/ and webhooks/ from their sources
+	@bash scripts/render-manifests.sh
 
 bench: deps venv binaries ## the benchmarks behind docs/benchmarks.md (minutes; not part of `make test`)
 	$(VENV)/bin/python bench/reconcile_bench.py --applies 200 --fanout 100 --scale 5000

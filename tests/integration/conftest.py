@@ -15,7 +15,6 @@ from ferry.devenv.controlplane import WEBHOOK_CLIENT_CA
 from ferry.devenv.process import Process, free_port, log_tail
 from ferry.devenv.stack import run_operator
 from ferry.devenv.vault import KubeAdmin, Vault, setup_kubernetes_auth, setup_operator_role
-from tests.integration.webhook_client import CLIENT_CA_ENV, api_server_pki
 from tests.support import Kube
 
 
@@ -73,6 +72,9 @@ def ferry_operator(
         "FERRY_DATABASE_URL": database_url,
         "FERRY_REDIS_URL": redis_url,
     }
+    # Imported here: webhook_client imports Operator from this module.
+    from tests.integration.webhook_client import CLIENT_CA_ENV, api_server_pki
+
     if (pki := api_server_pki(kube)) is not None:  # the API server's client cert is required
         env[CLIENT_CA_ENV] = str(pki / WEBHOOK_CLIENT_CA)
     operator = Operator(env=env, log=workdir / "operator.log", workdir=workdir)

@@ -139,6 +139,8 @@ def test_flag_is_served_in_its_own_and_an_accepting_namespace_and_passes_flagd_s
     status = obj["status"]
     assert status["observedGeneration"] == obj["metadata"]["generation"]
     assert status["hash"].startswith("sha256:")
+    # The generation its users are bucketed with is recorded with the first revision (0014).
+    assert status["bucketing"] == "flagd-v3"
     by_ns = {t["namespace"]: t for t in status["targets"]}
     assert by_ns[src]["synced"] is True and by_ns[accepting]["synced"] is True
     assert by_ns[refusing] == {
@@ -277,8 +279,8 @@ def test_invalid_flag_is_refused_and_if_stored_anyway_reported_with_served_flags
 ) -> None:
     """Two lines of defence, both asserted. With the admission webhook in force an invalid flag
     (one that passes the CRD schema) is refused, naming every violation. A flag can still be
-    stored invalid while the webhook is off (the operator stopped cleanly, which unregisters
-    it, or the flag predates it); then the reconciler reports Valid=False naming every
+    stored invalid while the webhook is off (a cluster admin switched it off, or the flag
+    predates it); then the reconciler reports Valid=False naming every
     violation, records no revision, and keeps serving the last valid definition, even when the
     namespace's ``ferry-flags`` is re-rendered for another flag."""
     ns = kube.namespace("ff-bad")
@@ -290,7 +292,7 @@ def test_invalid_flag_is_refused_and_if_stored_anyway_reported_with_served_flags
         **CHECKOUT,
         "defaultVariant": "maybe",
         "targeting": [
-            {"when": [{"attribute": "email", "op": "contains", "value": "x"}], "variant": "on"}
+            {"when": [{"attribute": "email", "op": "resembles", "value": "x"}], "variant": "on"}
         ],
     }
 

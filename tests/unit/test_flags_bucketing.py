@@ -400,8 +400,8 @@ def test_default_follows_flagds_current_specification() -> None:
 def test_bad_default_is_an_error_not_a_silent_choice() -> None:
     with pytest.raises(ValueError, match="default bucketing: 'v3'"):
         bucketing_for({}, {}, "v3")
-    with pytest.raises(ValueError, match="FERRY_DEFAULT_BUCKETING: 'flagd'"):
-        parse_bucketing("flagd", "FERRY_DEFAULT_BUCKETING")
+    with pytest.raises(ValueError, match="FERRY_FLAGS_DEFAULT_BUCKETING: 'flagd'"):
+        parse_bucketing("flagd", "FERRY_FLAGS_DEFAULT_BUCKETING")
     assert parse_bucketing("flagd-v2") is V2
 
 

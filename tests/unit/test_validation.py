@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ferry.domain.errors import Violation
+from ferry.domain.errors import Violation, field_path
 from ferry.domain.jsonschema import MAX_DATA_DEPTH, check_schema, validate
 from tests.support import PAYMENTS
 
@@ -438,3 +438,59 @@ def test_secret_data_is_refused_not_silently_ignored() -> None:
         "spec.secretData: values from Vault are not supported by this version of Ferry yet; "
         "remove secretData (nothing would be written to a Secret)"
     ]
+
+
+# --- Ferry's keywords say what jsonschema's say -----------------------------------------
+
+DRAFT_2019 = "https://json-schema.org/draft/2019-09/schema"
+SAME_AS_JSONSCHEMA: list[tuple[Any, list[Any]]] = [
+    (
+        {
+            "$defs": {"base": {"properties": {"a": {}}, "patternProperties": {"^x-": {}}}},
+            "$ref": "#/$defs/base",
+            "unevaluatedProperties": False,
+        },
+        [{"a": 1, "x-y": 2}, {"a": 1, "b": 2, "c": 3}],
+    ),
+    (
+        {
+            "$schema": DRAFT_2019,
+            "$recursiveAnchor": True,
+            "properties": {
+                "a": {"type": "integer"},
+                "child": {"$recursiveRef": "#", "unevaluatedProperties": False},
+            },
+        },
+        [{"child": {"a": 1}}, {"child": {"a": 1, "b": 2}}, {"child": {"a": "x"}}],
+    ),
+    (
+        {"properties": {"a": {}}, "patternProperties": {"^x-": {"type": "string"}}},
+        [{"a": 1, "x-1": "ok", "x-2": 2}],
+    ),
+    (
+        {"properties": {"a": {}}, "patternProperties": {"^x-": {}}, "additionalProperties": False},
+        [{"a": 1, "x-1": 1, "b": 2, "c": 3}],
+    ),
+    ({"properties": {"a": {}}, "additionalProperties": False}, [{"a": 1, "b": 2}]),
+    (
+        {"anyOf": [{"properties": {"a": {}}}], "unevaluatedProperties": {"type": "string"}},
+        [{"a": 1, "b": 2, "c": "ok"}],
+    ),
+    ({"uniqueItems": True, "maxItems": 9}, [[1, 2, 1.0], [{"a": [1]}, {"a": [True]}], ["x", "y"]]),
+    ({"pattern": "^a+$"}, ["aaa", "ab"]),
+]
+
+
+@pytest.mark.parametrize(("schema", "instances"), SAME_AS_JSONSCHEMA)
+def test_ferrys_keywords_answer_as_jsonschemas_own(schema: Any, instances: list[Any]) -> None:
+    from jsonschema import validators as stock
+
+    reference = stock.validator_for(schema)(schema)
+    for instance in instances:
+        expected = sorted(
+            {
+                Violation(field_path("spec.data", e.absolute_path), e.message)
+                for e in reference.iter_errors(instance)
+            }
+        )
+        assert validate(instance, schema) == expected

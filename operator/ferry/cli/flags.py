@@ -83,7 +83,7 @@ _DEFAULT_HELP = (
 default_bucketing_option = click.option(
     "--default-bucketing",
     type=GENERATION_CHOICE,
-    envvar="FERRY_DEFAULT_BUCKETING",
+    envvar="FERRY_FLAGS_DEFAULT_BUCKETING",
     default=DEFAULT_BUCKETING.value,
     show_default=True,
     help=_DEFAULT_HELP,

@@ -12,7 +12,6 @@ from typing import Any
 
 from ferry.domain import labels as L
 
-
 Namespace = tuple[str, Mapping[str, str] | None, Mapping[str, str] | None]
 
 

@@ -67,7 +67,15 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any)
             world, kube, store, cache, parallel_applies=config.reconcile.parallel_applies
         ),
         schemas=SchemaReconciler(world, kube, store),
-        flags=FlagReconciler(world, kube, store, cache, queue, kwargs["flagsets_index"]),
+        flags=FlagReconciler(
+            world,
+            kube,
+            store,
+            cache,
+            queue,
+            kwargs["flagsets_index"],
+            default_bucketing=config.flags.default_bucketing,
+        ),
         queue=queue,
     )
     memo["runtime"] = runtime

@@ -39,7 +39,7 @@ from ferry.domain import labels as L
 from ferry.domain import placement as P
 from ferry.domain.conditions import sync_conditions
 from ferry.domain.errors import Invalid, Violation
-from ferry.domain.flags import Flag, parse_flag
+from ferry.domain.flags import DEFAULT_BUCKETING, Flag, bucketing_for, parse_flag
 from ferry.domain.flagset import (
     CONFIGMAP_NAME,
     DATA_KEY,
@@ -92,12 +92,19 @@ class FlagReconciler:
     # uid → (generation, namespaces fingerprint, plan): a namespace sync asks every flag where
     # it goes; without this a namespace event would cost flags^2 * namespaces
     _plans: dict[str, tuple[int, int, TargetPlan]] = field(default_factory=dict)
+    default_bucketing: str = DEFAULT_BUCKETING
+    """The generation a new flag gets (settings.flags); see docs/decisions/0014."""
     report: Reporter = field(init=False)
     placer: Placer = field(init=False)
 
     def __post_init__(self) -> None:
-        self.report = Reporter(KIND, self.kube, self.store)
+        self.report = Reporter(KIND, self.kube, self.store, stamp=self._bucketing)
         self.placer = Placer(self.kube)
+
+    def _bucketing(self, snapshot: Snapshot) -> dict[str, Any]:
+        """``status.bucketing``, written with every status (and so with the first revision)."""
+        generation = bucketing_for(snapshot.spec, snapshot.status, self.default_bucketing)
+        return {"bucketing": str(generation)}
 
     # ----------------------------------------------------------------------------- entry points
     async def reconcile(self, namespace: str, name: str) -> None:

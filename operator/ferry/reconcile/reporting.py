@@ -84,6 +84,9 @@ class Reporter:
     # Events said once per (uid, reason, detail) while the operator runs, not on every resync.
     _said: set[tuple[str, str, Any]] = field(default_factory=set)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
+    # Status fields every status write of this kind carries, computed from the object (a flag's
+    # bucketing generation must be written with its first revision, whatever path writes it).
+    stamp: Callable[[Snapshot], dict[str, Any]] | None = None
     # uid → (content hash, revision) of the latest revision this process saw committed. The
     # proof that content was recorded comes from PostgreSQL (here, or `store.record`), never
     # from status, which anyone allowed to patch the status subresource can write.
@@ -107,6 +110,7 @@ class Reporter:
             "observedGeneration": snapshot.generation,
             "conditions": merge_conditions(current.get("conditions"), conditions, now()),
             **{k: v for k, v in fields.items() if v is not None},
+            **(self.stamp(snapshot) if self.stamp else {}),
         }
         if all(current.get(k) == v for k, v in status.items()):
             return

@@ -14,14 +14,14 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${FERRY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ferry}"
-CORE_VERSION="$(awk '$1 == "require" && $2 == "github.com/open-feature/flagd/core" {print $3}' "$HERE/go.mod")"
+CORE_VERSION="$(awk '{for (i = 1; i < NF; i++) if ($i == "github.com/open-feature/flagd/core") {print $(i + 1); exit}}' "$HERE/go.mod")"
 KEY="$(for f in main.go go.mod go.sum; do if [[ -f "$HERE/$f" ]]; then cat "$HERE/$f"; fi; done | sha256sum | cut -c1-12)"
 OUT="$CACHE/flagd-eval-core-$CORE_VERSION-$KEY"
 BIN="$OUT/bin/flagd-eval"
 
 fail() { echo "flagd-eval build: $*" >&2; exit 1; }
 
-[[ -n "$CORE_VERSION" ]] || fail "no 'require github.com/open-feature/flagd/core VERSION' line in $HERE/go.mod"
+[[ -n "$CORE_VERSION" ]] || fail "go.mod in $HERE requires no github.com/open-feature/flagd/core version"
 if [[ -x "$BIN" ]]; then
   echo "$BIN"
   exit 0
