@@ -11,9 +11,7 @@ STAMP := $(VENV)/.installed
 demo: deps venv binaries ## start the local stack, apply examples/, show the result
 	@bash scripts/demo.sh
 
-test: deps venv binaries ## the whole test suite (what CI runs)
-	$(VENV)/bin/ruff check operator tests bench
-	$(VENV)/bin/ruff format --check operator tests bench
+test: deps venv binaries lint ## the whole test suite (what CI runs)
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 deps: ## system packages: PostgreSQL and Redis from Debian (idempotent)
@@ -36,9 +34,11 @@ unit: venv
 integration: deps venv binaries
 	$(VENV)/bin/pytest -q tests/integration
 
-lint: venv
+lint: venv ## ruff, the import layers (import-linter) and mypy --strict on the pure domain
 	$(VENV)/bin/ruff check operator tests bench
 	$(VENV)/bin/ruff format --check operator tests bench
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mypy --cache-dir /tmp/ferry-mypy-cache
 
 format: venv
 	$(VENV)/bin/ruff check --fix operator tests bench

@@ -71,7 +71,7 @@ def merge_conditions(
         old = previous.get(type_)
         kept = old.get("lastTransitionTime") if old else None
         unchanged = old is not None and old.get("status") == condition.status and kept
-        merged.append(_as_dict(condition, kept if unchanged else now))
+        merged.append(_as_dict(condition, str(kept) if unchanged else now))
     merged.extend(
         dict(c) for c in existing or [] if isinstance(c, Mapping) and c.get("type") not in latest
     )

@@ -65,9 +65,12 @@ def plan_entry(
     """
     if deep := check_depth(spec.get("data")):
         raise Invalid("InvalidData", deep)
-    resolved = resolve(name, ChainMap({name: spec}, entries))  # lazy: only bases are read
+    # Lazy: only bases are read. ChainMap only writes to its first map, never to ``entries``.
+    resolved = resolve(name, ChainMap({name: spec}, entries))  # type: ignore[arg-type]
     schema_name, _ = references(spec)
-    target = spec.get("target") if isinstance(spec.get("target"), Mapping) else {}
+    target: Mapping[str, Any] = spec.get("target") or {}
+    if not isinstance(target, Mapping):
+        target = {}
     fmt = str(target.get("format") or DEFAULT_FORMAT)
 
     violations: list[Violation] = []

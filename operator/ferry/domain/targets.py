@@ -16,7 +16,7 @@ Namespace = tuple[str, Mapping[str, str] | None, Mapping[str, str] | None]
 
 
 def _expression_matches(expression: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    key = expression.get("key")
+    key = str(expression.get("key"))
     operator = expression.get("operator")
     values = expression.get("values") or []
     if operator == "In":
@@ -106,7 +106,8 @@ def desired_namespaces(
     missing = {name for name in explicit if name not in known}
     wanted |= {name for name in explicit if name in known}
 
-    accepted, refused = [], []
+    accepted: list[str] = []
+    refused: list[str] = []
     for name in wanted:
         labels, annotations = known[name]
         (accepted if accepts(own_namespace, name, labels, annotations) else refused).append(name)

@@ -21,6 +21,7 @@ Semantics kept identical to the JSONLogic that ``flagd.py`` emits (see there for
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -150,11 +151,11 @@ def _test(cond: Condition) -> Test:
 
         return semver
     if op in NUMERIC_OPS:
-        number_cmp = {
-            Op.GT: lambda a, b: a > b,
-            Op.GTE: lambda a, b: a >= b,
-            Op.LT: lambda a, b: a < b,
-            Op.LTE: lambda a, b: a <= b,
+        number_cmp: Callable[[Any, Any], bool] = {
+            Op.GT: operator.gt,
+            Op.GTE: operator.ge,
+            Op.LT: operator.lt,
+            Op.LTE: operator.le,
         }[op]
 
         def numeric(v: Any) -> bool:

@@ -115,7 +115,7 @@ def targeting(flag: Flag) -> dict[str, Any] | None:
     if not isinstance(expr, dict):
         # A bare variant name is not a valid targeting object; an always-true `if` is.
         expr = {"if": [True, expr, None]}
-    return expr
+    return dict(expr)
 
 
 def flag_definition(flag: Flag) -> dict[str, Any]:

@@ -106,7 +106,8 @@ def _check_condition(cond: Any, path: str) -> list[Violation]:
         return [Violation(path, "must be an object with attribute, op and value or values")]
     out = _unknown(cond, _CONDITION_KEYS, path)
     out.extend(_check_attribute(cond.get("attribute"), f"{path}.attribute"))
-    op = _OPS.get(cond.get("op")) if isinstance(cond.get("op"), str) else None
+    raw_op = cond.get("op")
+    op = _OPS.get(raw_op) if isinstance(raw_op, str) else None
     if op is None:
         out.append(Violation(f"{path}.op", f"must be one of {', '.join(_OPS)}"))
         return out

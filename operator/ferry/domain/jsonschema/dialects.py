@@ -27,7 +27,7 @@ REF_KEYWORDS = ("$ref", "$dynamicRef", "$recursiveRef")
 
 def meta_id(cls: type[Validator]) -> str:
     """The meta-schema URI of a draft, without the empty fragment."""
-    return str(cls.ID_OF(cls.META_SCHEMA)).rstrip("#")
+    return str(cls.ID_OF(cls.META_SCHEMA)).rstrip("#")  # type: ignore[attr-defined]
 
 
 DRAFT_BY_URI: dict[str, type[Validator]] = {meta_id(cls): cls for cls in DRAFTS}

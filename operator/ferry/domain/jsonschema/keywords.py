@@ -249,6 +249,6 @@ def safe_class(base: type[Validator]) -> type[Validator]:
         "uniqueItems": _unique_items,
     }
     present = {name: fn for name, fn in replacements.items() if name in base.VALIDATORS}
-    extended: type[Validator] = validators.extend(base, present)
+    extended: type[Validator] = validators.extend(base, present)  # type: ignore[no-untyped-call]
     _CLASSES[base] = extended
     return extended

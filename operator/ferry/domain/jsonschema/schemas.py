@@ -132,7 +132,7 @@ def _check_schema(schema: object, path: str) -> list[Violation]:
         draft.META_SCHEMA,
         format_checker=_format_checker_without_regex(draft),
     )
-    for problem in meta.iter_errors(schema):
+    for problem in meta.iter_errors(schema):  # type: ignore[arg-type]
         where = field_path(path, problem.absolute_path)
         violations.append(Violation(where, truncate(problem.message)))
     if not violations and isinstance(schema, Mapping):
