@@ -99,3 +99,23 @@ def test_refused_namespaces_neither_stall_nor_unready() -> None:
     got = conditions([TargetResult("a", True, "app", 3), not_accepting("b", "a", "entries")])
     assert got["Ready"] == ("True", "Synced")
     assert got["Stalled"] == ("False", "AsExpected")
+
+
+def test_an_over_budget_schema_makes_its_entries_too_costly_naming_the_schema() -> None:
+    """Stored while the webhook was off (or with compatibility: None), a schema over the cost
+    budget is never applied to data; the entry says which schema (issue 11)."""
+    import pytest
+
+    from ferry.domain.entry import plan_entry
+    from ferry.domain.errors import Invalid
+
+    costly = {"schema": {"type": "object", "properties": {"ids": {"uniqueItems": True}}}}
+    with pytest.raises(Invalid) as caught:
+        plan_entry(
+            "app",
+            {"schemaRef": {"name": "ids"}, "data": {"ids": [1, 2]}},
+            entries={},
+            schemas={"ids": costly},
+        )
+    assert caught.value.reason == "ValidationTooCostly"
+    assert 'spec.schemaRef.name: ConfigSchema "ids": ' in caught.value.message

@@ -14,7 +14,7 @@ from typing import Any
 
 from ferry.domain.errors import Invalid, Violation
 from ferry.domain.hashing import content_hash
-from ferry.domain.jsonschema import check_depth, validate
+from ferry.domain.jsonschema import TOO_COSTLY, check_depth, is_too_costly, validate
 from ferry.domain.merge import resolve
 from ferry.domain.render import check_size, render
 from ferry.domain.targets import object_name
@@ -88,7 +88,17 @@ def plan_entry(
                 Violation("spec.schemaRef.name", f'ConfigSchema "{schema_name}" not found')
             )
         else:
-            violations += validate(resolved.data, schema_spec.get("schema", {}), "spec.data")
+            found = validate(resolved.data, schema_spec.get("schema", {}), "spec.data")
+            if any(is_too_costly(v) for v in found):
+                # The schema, not the data, is at fault: say which one (issue 11).
+                reason = TOO_COSTLY
+                found = [
+                    Violation("spec.schemaRef.name", f'ConfigSchema "{schema_name}": {v}')
+                    if is_too_costly(v)
+                    else v
+                    for v in found
+                ]
+            violations += found
 
     rendered: dict[str, str] = {}
     try:

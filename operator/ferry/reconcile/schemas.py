@@ -12,7 +12,7 @@ from ferry.domain import labels as L
 from ferry.domain.conditions import Condition, merge_conditions
 from ferry.domain.entry import references
 from ferry.domain.hashing import content_hash
-from ferry.domain.jsonschema import check_schema
+from ferry.domain.jsonschema import TOO_COSTLY, check_schema, is_too_costly
 from ferry.reconcile import runner
 from ferry.reconcile.reporting import now
 from ferry.reconcile.world import Snapshot, World
@@ -44,7 +44,11 @@ class SchemaReconciler:
         )
         if violations:
             ready = Condition(
-                "Ready", "False", "InvalidSchema", "; ".join(str(v) for v in violations), generation
+                "Ready",
+                "False",
+                TOO_COSTLY if any(is_too_costly(v) for v in violations) else "InvalidSchema",
+                "; ".join(str(v) for v in violations),
+                generation,
             )
         else:
             ready = Condition("Ready", "True", "Valid", f"used by {used_by} entries", generation)
