@@ -23,14 +23,13 @@ from aiohttp import web
 from ferry.domain.errors import Invalid
 from ferry.domain.flags import (
     DEFAULT_BUCKETING,
-    Flag,
     bucketing_for,
     evaluate,
     parse_bucketing,
-    parse_flag,
 )
 from ferry.domain.flags.context import BadAttribute, answer_json, parse_attributes
-from ferry.reconcile.world import Snapshot, World
+from ferry.reconcile.parsed import ParsedFlags
+from ferry.reconcile.world import World
 
 
 def add_routes(
@@ -42,23 +41,7 @@ def add_routes(
     status name none (one not reconciled yet).
     """
     default_bucketing = parse_bucketing(default_bucketing, "default bucketing")
-    # uid → (generation, parse result): each flag version is parsed once, not once per request
-    parsed: dict[str, tuple[int, Flag | Invalid]] = {}
-
-    def flag_of(name: str, snapshot: Snapshot) -> Flag | Invalid:
-        uid, generation = snapshot.uid, snapshot.generation
-        cached = parsed.get(uid)
-        if cached is not None and cached[0] == generation:
-            return cached[1]
-        result: Flag | Invalid
-        try:
-            result = parse_flag(name, snapshot.spec)
-        except Invalid as exc:
-            result = exc
-        if len(parsed) > 10_000:  # bound memory across many deleted flags
-            parsed.clear()
-        parsed[uid] = (generation, result)
-        return result
+    parsed = ParsedFlags()
 
     async def evaluate_flag(request: web.Request) -> web.Response:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
@@ -76,7 +59,7 @@ def add_routes(
             return web.json_response(
                 {"error": f"FeatureFlag {namespace}/{name} not found"}, status=404
             )
-        flag = flag_of(name, snapshot)
+        flag = parsed.get(name, snapshot)
         if isinstance(flag, Invalid):
             return web.json_response(
                 {

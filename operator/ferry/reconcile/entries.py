@@ -64,7 +64,14 @@ class EntryReconciler:
     _blocked_by: dict[Key, Key] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.report = Reporter(KIND, self.kube, self.store)
+        self.report = Reporter(
+            KIND,
+            self.kube,
+            self.store,
+            invalid_event="InvalidConfig",
+            invalid_consequence="invalid content: nothing materialised; existing objects are "
+            "untouched",
+        )
         self.placer = Placer(self.kube)
 
     # ----------------------------------------------------------------------------- entry point
@@ -87,12 +94,12 @@ class EntryReconciler:
                 schemas=self.world.schema_specs(namespace),
             )
         except Invalid as exc:
-            await self._report_invalid(namespace, name, entry, exc)
+            await self.report.invalid(namespace, name, entry, exc)
             return
         except Exception as exc:  # a malformed object must never crash the operator
             logger.exception("planning %s/%s failed", namespace, name)
             malformed = Invalid("Malformed", [Violation("spec", f"malformed object: {exc}")])
-            await self._report_invalid(namespace, name, entry, malformed)
+            await self.report.invalid(namespace, name, entry, malformed)
             return
         for base in plan.bases:
             self.dependents.setdefault(Dependency(KIND, namespace, base), set()).add(name)
@@ -300,18 +307,6 @@ class EntryReconciler:
     def users_of(self, kind: str, namespace: str, name: str) -> Iterable[str]:
         """Entries in ``namespace`` that used the ``kind`` object ``name`` when last resolved."""
         return tuple(self.dependents.get(Dependency(kind, namespace, name), ()))
-
-    async def _report_invalid(
-        self, namespace: str, name: str, entry: Snapshot, exc: Invalid
-    ) -> None:
-        await self.report.invalid(
-            namespace,
-            name,
-            entry,
-            exc,
-            event_reason="InvalidConfig",
-            consequence="invalid content: nothing materialised; existing objects are untouched",
-        )
 
 
 def _was_synced(entry: Snapshot, namespace: str, object_name: str) -> bool:

@@ -38,7 +38,7 @@ from ferry.domain import kinds
 from ferry.domain import labels as L
 from ferry.domain import placement as P
 from ferry.domain.conditions import sync_conditions
-from ferry.domain.errors import Invalid, Violation
+from ferry.domain.errors import Invalid
 from ferry.domain.flags import DEFAULT_BUCKETING, Flag, bucketing_for, parse_flag
 from ferry.domain.flagset import (
     CONFIGMAP_NAME,
@@ -53,6 +53,7 @@ from ferry.domain.flagset import (
 from ferry.domain.hashing import content_hash
 from ferry.domain.targets import TargetPlan, desired_namespaces
 from ferry.reconcile import runner
+from ferry.reconcile.parsed import ParsedFlags
 from ferry.reconcile.placement import Placer
 from ferry.reconcile.reporting import Reporter, Source, cache_write
 from ferry.reconcile.workqueue import QueueKey, Requeue, WorkQueue
@@ -85,7 +86,7 @@ class FlagReconciler:
     flagsets: Mapping[str, Any] = field(default_factory=dict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     # uid → (generation, parse result): parse each flag version once, not once per namespace
-    _parsed: dict[str, tuple[int, Flag | Invalid]] = field(default_factory=dict)
+    _parsed: ParsedFlags = field(default_factory=ParsedFlags)
     # (namespace, name) → target namespaces this process last served the flag in (covers the
     # moment before the ConfigMap index hears of our own write)
     _served: dict[Key, set[str]] = field(default_factory=dict)
@@ -98,7 +99,15 @@ class FlagReconciler:
     placer: Placer = field(init=False)
 
     def __post_init__(self) -> None:
-        self.report = Reporter(KIND, self.kube, self.store, stamp=self._bucketing)
+        self.report = Reporter(
+            KIND,
+            self.kube,
+            self.store,
+            invalid_event="InvalidFlag",
+            invalid_consequence="invalid flag: nothing recorded or served; what was served is "
+            "untouched",
+            stamp=self._bucketing,
+        )
         self.placer = Placer(self.kube)
 
     def _bucketing(self, snapshot: Snapshot) -> dict[str, Any]:
@@ -132,7 +141,7 @@ class FlagReconciler:
         await self.report.hold_on(namespace, name, snapshot)
         parsed = self._parse(name, snapshot)
         if isinstance(parsed, Invalid):
-            await self._report_invalid(namespace, name, snapshot, parsed)
+            await self.report.invalid(namespace, name, snapshot, parsed)
             return
 
         content = flag_content(snapshot.spec)
@@ -420,24 +429,12 @@ class FlagReconciler:
             )
         if uid is not None:
             self.report.forget(str(uid))
-            self._parsed.pop(str(uid), None)
+            self._parsed.forget(str(uid))
             self._plans.pop(str(uid), None)
 
     # ----------------------------------------------------------------------------- helpers
     def _parse(self, name: str, snapshot: Snapshot) -> Flag | Invalid:
-        cached = self._parsed.get(snapshot.uid)
-        if cached is not None and cached[0] == snapshot.generation:
-            return cached[1]
-        result: Flag | Invalid
-        try:
-            result = parse_flag(name, snapshot.spec)
-        except Invalid as exc:
-            result = exc
-        except Exception as exc:  # a malformed object must never crash the operator
-            logger.exception("parsing FeatureFlag %s failed", name)
-            result = Invalid("Malformed", [Violation("spec", f"malformed object: {exc}")])
-        self._parsed[snapshot.uid] = (snapshot.generation, result)
-        return result
+        return self._parsed.get(name, snapshot)
 
     def _listings(self, name: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """(target namespace, listing entry) of every ``ferry-flags`` that lists flag ``name``."""
@@ -451,18 +448,6 @@ class FlagReconciler:
         out = set(self._served.get((namespace, name), ()))
         out.update(t for t, listed in self._listings(name) if listed.get("namespace") == namespace)
         return out
-
-    async def _report_invalid(
-        self, namespace: str, name: str, snapshot: Snapshot, exc: Invalid
-    ) -> None:
-        await self.report.invalid(
-            namespace,
-            name,
-            snapshot,
-            exc,
-            event_reason="InvalidFlag",
-            consequence="invalid flag: nothing recorded or served; what was served is untouched",
-        )
 
 
 def _fingerprint(namespaces: list[tuple[str, dict[str, str], dict[str, str]]]) -> int:

@@ -84,6 +84,10 @@ class Reporter:
     # Events said once per (uid, reason, detail) while the operator runs, not on every resync.
     _said: set[tuple[str, str, Any]] = field(default_factory=set)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
+    invalid_event: str = "Invalid"
+    """Reason of the Event posted when an object of this kind is invalid."""
+    invalid_consequence: str = "invalid: nothing changed"
+    """What Ready=False says an invalid object means for what it materialised."""
     # Status fields every status write of this kind carries, computed from the object (a flag's
     # bucketing generation must be written with its first revision, whatever path writes it).
     stamp: Callable[[Snapshot], dict[str, Any]] | None = None
@@ -288,9 +292,6 @@ class Reporter:
         name: str,
         snapshot: Snapshot,
         exc: Invalid,
-        *,
-        event_reason: str,
-        consequence: str,
     ) -> None:
         """Valid=False and Ready=False with every violation; an Event and an audit row when the
         message is new (not on every resync)."""
@@ -302,12 +303,12 @@ class Reporter:
             snapshot,
             [
                 Condition("Valid", "False", exc.reason, exc.message, generation),
-                Condition("Ready", "False", exc.reason, consequence, generation),
+                Condition("Ready", "False", exc.reason, self.invalid_consequence, generation),
                 *progress(stalled=(exc.reason, exc.message), generation=generation),
             ],
         )
         if previous is not None and previous.get("message") == exc.message:
             return
-        self.event(namespace, name, snapshot.uid, "Warning", event_reason, exc.message)
+        self.event(namespace, name, snapshot.uid, "Warning", self.invalid_event, exc.message)
         details = {"reason": exc.reason, "violations": [str(v) for v in exc.violations]}
         self.audit("invalid", namespace, name, uid=snapshot.uid, details=details)
