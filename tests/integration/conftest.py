@@ -14,7 +14,13 @@ import pytest
 from ferry.devenv.controlplane import WEBHOOK_CLIENT_CA
 from ferry.devenv.process import Process, free_port, log_tail
 from ferry.devenv.stack import run_operator
-from ferry.devenv.vault import KubeAdmin, Vault, setup_kubernetes_auth, setup_operator_role
+from ferry.devenv.vault import (
+    KubeAdmin,
+    Vault,
+    operator_env,
+    setup_kubernetes_auth,
+    setup_operator_role,
+)
 from tests.support import Kube
 
 
@@ -63,7 +69,11 @@ class Operator:
 
 @pytest.fixture(scope="session")
 def ferry_operator(
-    kube: Kube, database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    kube: Kube,
+    database_url: str,
+    redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Operator]:
     workdir = tmp_path_factory.mktemp("operator")
     env = {
@@ -77,6 +87,12 @@ def ferry_operator(
 
     if (pki := api_server_pki(kube)) is not None:  # the API server's client cert is required
         env[CLIENT_CA_ENV] = str(pki / WEBHOOK_CLIENT_CA)
+    try:  # values from Vault when a Vault can be had here (its binary is built from Go)
+        vault: Vault = request.getfixturevalue("vault")
+    except pytest.skip.Exception as skipped:
+        print(f"operator runs without Vault: {skipped}")
+    else:  # entries in namespace N may name Vault paths under N/
+        env.update(operator_env(vault, workdir / "vault", prefixes=["{namespace}"]))
     operator = Operator(env=env, log=workdir / "operator.log", workdir=workdir)
     operator.start()
     try:

@@ -421,23 +421,31 @@ def test_plan_entry_bounds_nesting_even_without_a_schema() -> None:
     assert violation.message == "data is nested deeper than 64 levels"
 
 
-def test_secret_data_is_refused_not_silently_ignored() -> None:
+def test_secret_data_naming_a_path_the_namespace_may_not_use_is_refused() -> None:
+    """Tenant A cannot make Ferry copy tenant B's secrets: only allowed prefixes (issue 16)."""
     from ferry.domain.entry import plan_entry
     from ferry.domain.errors import Invalid
 
     spec = {
         "data": {"a": 1},
-        "secretData": {"DB_PASSWORD": {"vault": {"path": "secret/data/db", "key": "password"}}},
+        "secretData": {"DB_PASSWORD": {"vault": {"path": "team-b/db", "key": "password"}}},
     }
 
     with pytest.raises(Invalid) as raised:
-        plan_entry("e", spec, entries={}, schemas={})
+        plan_entry("e", spec, entries={}, schemas={}, namespace="team-a")
+    assert raised.value.reason == "InvalidSecretData"
+    assert [v.path for v in raised.value.violations] == ["spec.secretData.DB_PASSWORD.vault.path"]
+    assert "may not name any Vault path" in raised.value.message
 
-    assert raised.value.reason == "Unsupported"
-    assert [str(v) for v in raised.value.violations] == [
-        "spec.secretData: values from Vault are not supported by this version of Ferry yet; "
-        "remove secretData (nothing would be written to a Secret)"
+    with pytest.raises(Invalid) as raised:
+        plan_entry("e", spec, entries={}, schemas={}, namespace="team-a", vault_paths=["team-a"])
+    assert 'may only name Vault paths under "team-a"' in raised.value.message
+
+    plan = plan_entry("e", spec, entries={}, schemas={}, namespace="team-b", vault_paths=["team-b"])
+    assert [(r.name, r.vault.path, r.vault.key) for r in plan.secrets] == [
+        ("DB_PASSWORD", "team-b/db", "password")
     ]
+    assert plan.hash == plan_entry("e", {"data": {"a": 1}}, entries={}, schemas={}).hash
 
 
 # --- Ferry's keywords say what jsonschema's say -----------------------------------------

@@ -1,19 +1,60 @@
-"""The Redis cache of rendered configuration and the change feed.
+"""The Redis cache of rendered configuration and served flags, and the change feed.
 
 Redis is only a cache: losing it loses nothing, and Redis being down never blocks materialisation.
 Callers catch ``CacheUnavailable``, report it, and write again later.
+
+The change feed has two forms, written together by one script so they never disagree:
+
+* the channel ``ferry:changes`` (fire and forget, for whoever listens right now);
+* the stream ``ferry:changes:stream``, bounded with ``XADD … MAXLEN ~ N``, which ``ferry serve``
+  tails for its ``/v1/watch`` Server-Sent Events: a client that reconnects with ``Last-Event-ID``
+  is replayed what it missed, as long as the stream still holds it.
+
+An event is written only when what is stored changes: the reconcilers write the same document on
+every resync, and a watcher must not hear of a change that is not one. The stream has an *epoch*
+(a random word stored next to it, set by the first write): Redis restarted empty gives a new
+epoch, so a client holding an id of the old stream is told to re-read instead of being replayed
+the new stream from an id that means nothing there.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 CHANGES_CHANNEL = "ferry:changes"
+CHANGES_STREAM = "ferry:changes:stream"
+STREAM_EPOCH = "ferry:changes:epoch"
+#: Default bound of the stream (``XADD MAXLEN ~``): about this many changes are kept for replay.
+STREAM_MAX_LENGTH = 10_000
+
+#: Kinds of events: a ConfigEntry's rendered config, and a namespace's served flags.
+CONFIG_EVENT = "ConfigEntry"
+FLAGS_EVENT = "FeatureFlags"
+
+# KEYS: document key, stream, epoch. ARGV: document ("" = delete), event JSON, max length,
+# channel, a fresh epoch (used only if none is set). Returns the stream id, or false when the
+# stored document did not change (nothing is published then).
+_WRITE = """
+local old = redis.call('GET', KEYS[1])
+if ARGV[1] == '' then
+  if not old then return false end
+  redis.call('DEL', KEYS[1])
+else
+  if old == ARGV[1] then return false end
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+redis.call('SET', KEYS[3], ARGV[5], 'NX')
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'event', ARGV[2])
+redis.call('PUBLISH', ARGV[4], ARGV[2])
+return id
+"""
 
 
 class CacheUnavailable(Exception):
@@ -29,20 +70,93 @@ def flags_key(namespace: str) -> str:
     return f"ferry:flags:{namespace}"
 
 
+StreamId = tuple[int, int]
+
+
+def parse_stream_id(text: str) -> StreamId:
+    """``"1700000000000-3"`` → ``(1700000000000, 3)``; ``ValueError`` for anything else."""
+    ms, sep, seq = text.partition("-")
+    if not sep or not ms.isdigit() or not seq.isdigit():
+        raise ValueError(f"not a stream id: {text!r}")
+    return int(ms), int(seq)
+
+
+def format_stream_id(stream_id: StreamId) -> str:
+    return f"{stream_id[0]}-{stream_id[1]}"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One entry of the change stream: its id and the event (``type``, ``kind``, ``namespace``,
+    ``name`` for configs, ``revision`` and ``hash`` for updates)."""
+
+    id: StreamId
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StreamState:
+    """What a reader needs to tell whether a position is still replayable.
+
+    ``epoch`` is None before the first change was ever written. ``last`` is the newest id ever
+    added; ``trimmed`` the newest id removed by ``MAXLEN`` (``(0, 0)``: none).
+    """
+
+    epoch: str | None
+    last: StreamId
+    trimmed: StreamId
+
+
+def _change(entry: tuple[str, Mapping[str, str]]) -> Change:
+    stream_id, fields = entry
+    return Change(parse_stream_id(stream_id), json.loads(fields["event"]))
+
+
 class Cache:
-    def __init__(self, redis_url: str, *, timeout_seconds: float = 2.0) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        timeout_seconds: float = 2.0,
+        stream_max_length: int = STREAM_MAX_LENGTH,
+    ) -> None:
         """``timeout_seconds`` bounds connecting and each command: past it Redis counts as down
-        (``CacheUnavailable``) rather than holding up the reconcile that writes to it."""
+        (``CacheUnavailable``) rather than holding up the reconcile that writes to it.
+        ``stream_max_length``: about how many changes the stream keeps for replay."""
+        self._url = redis_url
+        self._timeout = timeout_seconds
+        self._max_length = stream_max_length
         self._redis = aioredis.Redis.from_url(
             redis_url,
             socket_timeout=timeout_seconds,
             socket_connect_timeout=timeout_seconds,
             decode_responses=True,
         )
+        self._write = self._redis.register_script(_WRITE)
+        self._blocking: aioredis.Redis | None = None
 
     async def close(self) -> None:
         await self._redis.aclose()
+        if self._blocking is not None:
+            await self._blocking.aclose()
 
+    async def _publish(self, key: str, document: str, event: Mapping[str, Any]) -> str | None:
+        try:
+            result = await self._write(
+                keys=[key, CHANGES_STREAM, STREAM_EPOCH],
+                args=[
+                    document,
+                    json.dumps(event, ensure_ascii=False),
+                    self._max_length,
+                    CHANGES_CHANNEL,
+                    uuid.uuid4().hex[:12],
+                ],
+            )
+        except (RedisError, OSError) as exc:
+            raise CacheUnavailable(f"Redis: {exc}") from exc
+        return str(result) if result else None
+
+    # ------------------------------------------------------------------ rendered configuration
     async def put(
         self,
         namespace: str,
@@ -54,7 +168,7 @@ class Cache:
         rendered: Mapping[str, str],
         format: str,
     ) -> None:
-        """Store the rendered config and publish a change event, in one round trip."""
+        """Store the rendered config and, if it changed, publish a change event: one round trip."""
         document = {
             "namespace": namespace,
             "name": name,
@@ -66,53 +180,115 @@ class Cache:
         }
         event = {
             "type": "updated",
+            "kind": CONFIG_EVENT,
             "namespace": namespace,
             "name": name,
             "revision": revision,
             "hash": content_hash,
         }
-        try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(config_key(namespace, name), json.dumps(document, ensure_ascii=False))
-                pipe.publish(CHANGES_CHANNEL, json.dumps(event))
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise CacheUnavailable(f"Redis: {exc}") from exc
+        await self._publish(
+            config_key(namespace, name), json.dumps(document, ensure_ascii=False, sort_keys=True), event
+        )
 
     async def delete(self, namespace: str, name: str) -> None:
-        event = {"type": "deleted", "namespace": namespace, "name": name}
-        try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.delete(config_key(namespace, name))
-                pipe.publish(CHANGES_CHANNEL, json.dumps(event))
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise CacheUnavailable(f"Redis: {exc}") from exc
+        event = {"type": "deleted", "kind": CONFIG_EVENT, "namespace": namespace, "name": name}
+        await self._publish(config_key(namespace, name), "", event)
 
     async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        raw = await self.get_raw(namespace, name)
+        return None if raw is None else dict(json.loads(raw))
+
+    async def get_raw(self, namespace: str, name: str) -> str | None:
+        """The stored JSON text as it is (a server can send it without re-encoding)."""
         try:
             raw = await self._redis.get(config_key(namespace, name))
         except (RedisError, OSError) as exc:
             raise CacheUnavailable(f"Redis: {exc}") from exc
-        return None if raw is None else dict(json.loads(raw))
+        return None if raw is None else str(raw)
 
+    # ------------------------------------------------------------------ served flags
     async def put_flags(self, namespace: str, document: Mapping[str, Any]) -> None:
         """Store a namespace's flags.json document (and its sources) under ``ferry:flags:{ns}``,
-        so readers that cannot mount the ConfigMap get the very same flag definitions."""
-        try:
-            await self._redis.set(flags_key(namespace), json.dumps(document, ensure_ascii=False))
-        except (RedisError, OSError) as exc:
-            raise CacheUnavailable(f"Redis: {exc}") from exc
+        so readers that cannot mount the ConfigMap get the very same flag definitions; publish
+        a change event when it changed."""
+        text = json.dumps(document, ensure_ascii=False, sort_keys=True)
+        event = {"type": "updated", "kind": FLAGS_EVENT, "namespace": namespace}
+        await self._publish(flags_key(namespace), text, event)
 
     async def delete_flags(self, namespace: str) -> None:
-        try:
-            await self._redis.delete(flags_key(namespace))
-        except (RedisError, OSError) as exc:
-            raise CacheUnavailable(f"Redis: {exc}") from exc
+        event = {"type": "deleted", "kind": FLAGS_EVENT, "namespace": namespace}
+        await self._publish(flags_key(namespace), "", event)
 
     async def get_flags(self, namespace: str) -> dict[str, Any] | None:
+        raw = await self.get_flags_raw(namespace)
+        return None if raw is None else dict(json.loads(raw))
+
+    async def get_flags_raw(self, namespace: str) -> str | None:
         try:
             raw = await self._redis.get(flags_key(namespace))
         except (RedisError, OSError) as exc:
             raise CacheUnavailable(f"Redis: {exc}") from exc
-        return None if raw is None else dict(json.loads(raw))
+        return None if raw is None else str(raw)
+
+    # ------------------------------------------------------------------ the change stream
+    async def ping(self) -> None:
+        try:
+            await self._redis.ping()
+        except (RedisError, OSError) as exc:
+            raise CacheUnavailable(f"Redis: {exc}") from exc
+
+    async def stream_state(self) -> StreamState:
+        """The stream's epoch, newest id and newest trimmed id (all zero before any change)."""
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.get(STREAM_EPOCH)
+                pipe.xinfo_stream(CHANGES_STREAM)
+                epoch, info = await pipe.execute(raise_on_error=False)
+        except (RedisError, OSError) as exc:
+            raise CacheUnavailable(f"Redis: {exc}") from exc
+        if isinstance(epoch, Exception):
+            raise CacheUnavailable(f"Redis: {epoch}")
+        if isinstance(info, ResponseError):  # no such key: nothing was ever written
+            return StreamState(epoch, (0, 0), (0, 0))
+        if isinstance(info, Exception):
+            raise CacheUnavailable(f"Redis: {info}")
+        return StreamState(
+            epoch,
+            parse_stream_id(str(info["last-generated-id"])),
+            parse_stream_id(str(info.get("max-deleted-entry-id") or "0-0")),
+        )
+
+    async def changes_after(self, after: StreamId, count: int = 1000) -> list[Change]:
+        """Up to ``count`` changes with an id greater than ``after``, oldest first."""
+        try:
+            entries = await self._redis.xrange(
+                CHANGES_STREAM, min=f"({format_stream_id(after)}", count=count
+            )
+        except (RedisError, OSError) as exc:
+            raise CacheUnavailable(f"Redis: {exc}") from exc
+        return [_change(entry) for entry in entries]
+
+    async def wait_for_changes(
+        self, after: StreamId, block_seconds: float, count: int = 1000
+    ) -> list[Change]:
+        """Changes after ``after``, waiting up to ``block_seconds`` for the first one (XREAD
+        BLOCK, on a connection of its own whose socket timeout allows for the wait)."""
+        if self._blocking is None:
+            self._blocking = aioredis.Redis.from_url(
+                self._url,
+                socket_timeout=block_seconds + self._timeout,
+                socket_connect_timeout=self._timeout,
+                decode_responses=True,
+            )
+        try:
+            answer = await self._blocking.xread(
+                {CHANGES_STREAM: format_stream_id(after)},
+                count=count,
+                block=max(1, int(block_seconds * 1000)),
+            )
+        except (RedisError, OSError) as exc:
+            raise CacheUnavailable(f"Redis: {exc}") from exc
+        changes: list[Change] = []
+        for _, entries in answer or []:
+            changes.extend(_change(entry) for entry in entries)
+        return changes

@@ -78,7 +78,10 @@ class Kube:
         )
         obj: ConfigMap | Secret
         if desired.kind == "Secret":
-            encoded = {k: base64.b64encode(v.encode()).decode() for k, v in desired.data.items()}
+            encoded = {
+                k: base64.b64encode(v.encode("utf-8", "surrogatepass")).decode()
+                for k, v in desired.data.items()
+            }
             obj = Secret(metadata=metadata, type="Opaque", data=encoded)
         else:
             obj = ConfigMap(metadata=metadata, data=dict(desired.data))
@@ -94,10 +97,27 @@ class Kube:
             if exc.status.code != 404:
                 raise
 
-    async def list_configmaps(self, label_selector: Mapping[str, str]) -> list[ConfigMap]:
+    async def list_labelled(
+        self, kind: str, label_selector: Mapping[str, str]
+    ) -> list[tuple[str, str]]:
+        """(namespace, name) of every ConfigMap or Secret with these labels, cluster-wide."""
+        found = self.client.list(MATERIALISED[kind], namespace="*", labels=label_selector)
         return [
-            cm async for cm in self.client.list(ConfigMap, namespace="*", labels=label_selector)
+            (str(obj.metadata.namespace), str(obj.metadata.name))
+            async for obj in found
+            if obj.metadata is not None
         ]
+
+    async def owner_label(self, kind: str, namespace: str, name: str, label: str) -> str | None:
+        """The value of ``label`` on a ConfigMap or Secret ("" if unlabelled), None if absent.
+        Only metadata is kept: a Secret's data is never looked at here."""
+        try:
+            obj = await self.client.get(MATERIALISED[kind], name, namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise
+        return str(((obj.metadata.labels if obj.metadata else None) or {}).get(label, ""))
 
     async def patch_status(
         self, kind: str, namespace: str, name: str, status: Mapping[str, Any]

@@ -27,6 +27,7 @@ from ferry.devenv.vault import (
     OPERATOR_SERVICE_ACCOUNT,
     KubeAdmin,
     ensure_vault_binary,
+    operator_env,
     setup_kubernetes_auth,
     setup_operator_role,
     start_vault,
@@ -152,6 +153,8 @@ def start_stack(directory: Path, *, with_operator: bool = False, with_vault: boo
             processes=started,
             scratch=[postgres.directory],
         )
+        # The operator's webhooks accept calls only from the API server's client certificate.
+        stack.extra["FERRY_WEBHOOK_CLIENT_CA_FILE"] = str(control_plane.webhook_client_ca)
         if with_vault:
             start_dev_vault(stack)  # appends to ``started`` (the same list as stack.processes)
         if with_operator:
@@ -182,6 +185,9 @@ def start_dev_vault(stack: Stack) -> None:
     setup_operator_role(vault)
     kube.service_account(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT)
     stack.extra.update({"VAULT_ADDR": vault.address, "VAULT_TOKEN": vault.root_token})
+    # The operator reads the dev Vault with its token; entries in namespace N may name paths
+    # under N/ (and what the namespace's ferry.dev/vault-paths annotation allows).
+    stack.extra.update(operator_env(vault, stack.directory, prefixes=["{namespace}"]))
     stack.bin_dirs.append(binary.parent)
 
 

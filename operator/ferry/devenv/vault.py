@@ -20,7 +20,7 @@ import socket
 import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -387,3 +387,24 @@ def setup_operator_role(
         ttl=ttl,
         max_ttl=max_ttl,
     )
+
+
+def operator_env(
+    vault: Vault, directory: Path, *, mount: str = "secret", prefixes: Sequence[str] = ()
+) -> dict[str, str]:
+    """What `ferry run` needs to read ``secretData`` from this Vault (development and tests):
+    the token auth method with ``vault``'s token, an HMAC key file made once in ``directory``,
+    and the allowed path prefixes (``{namespace}`` stands for the entry's namespace)."""
+    key_file = directory / "secret-hmac.key"
+    if not key_file.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(secrets.token_hex(32) + "\n")
+        key_file.chmod(0o600)
+    return {
+        "FERRY_VAULT_ADDRESS": vault.address,
+        "FERRY_VAULT_AUTH_METHOD": "token",
+        "FERRY_VAULT_TOKEN": vault.root_token,
+        "FERRY_VAULT_MOUNT": mount,
+        "FERRY_VAULT_HMAC_KEY_FILE": str(key_file),
+        "FERRY_VAULT_ALLOWED_PATH_PREFIXES": " ".join(prefixes),
+    }

@@ -23,7 +23,7 @@ writes (:func:`stamp`).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ from ferry.domain.errors import Invalid, Violation
 from ferry.domain.flags import check_flag
 from ferry.domain.jsonschema import MAX_DATA_DEPTH, check_schema
 from ferry.domain.labels import CHANGED_AT, CHANGED_BY, FINALIZER
+from ferry.domain.secrets import refresh_interval_violations
 
 __all__ = [
     "BACKWARD",
@@ -117,6 +118,9 @@ def check_entry(
     spec: object,
     entries: Mapping[str, Mapping[str, Any]],
     schemas: Mapping[str, Mapping[str, Any]],
+    *,
+    vault_paths: Sequence[str] = (),
+    min_refresh: float = 0.0,
 ) -> list[Violation]:
     """Every reason ConfigEntry ``namespace/name`` with ``spec`` must not be stored; empty if fine.
 
@@ -133,13 +137,21 @@ def check_entry(
     except Exception as error:  # defensive: a spec shape nobody foresaw
         violations = [_unexpected("spec.target", error)]
     try:
-        plan_entry(name, spec, entries=entries, schemas=schemas)
+        plan_entry(
+            name,
+            spec,
+            entries=entries,
+            schemas=schemas,
+            vault_paths=vault_paths,
+            namespace=namespace,
+        )
     except Invalid as invalid:
         violations += invalid.violations
     except RecursionError:
         violations.append(Violation("spec", "is nested too deeply to be checked"))
     except Exception as error:
         violations.append(_unexpected("spec", error))
+    violations += refresh_interval_violations(spec.get("refreshInterval"), minimum=min_refresh)
     return sorted(set(violations))
 
 

@@ -8,7 +8,7 @@ webhook was off is still never materialised if invalid). Both see the same viola
 from __future__ import annotations
 
 from collections import ChainMap
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,13 +17,16 @@ from ferry.domain.hashing import content_hash
 from ferry.domain.jsonschema import TOO_COSTLY, check_depth, is_too_costly, validate
 from ferry.domain.merge import resolve
 from ferry.domain.render import check_size, render
+from ferry.domain.secrets import (
+    SecretRef,
+    env_key_collisions,
+    parse_secret_data,
+    path_violations,
+    secret_data_violations,
+)
 from ferry.domain.targets import object_name
 
 DEFAULT_FORMAT = "json"
-SECRET_DATA_UNSUPPORTED = (
-    "values from Vault are not supported by this version of Ferry yet; "
-    "remove secretData (nothing would be written to a Secret)"
-)
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,16 @@ class EntryPlan:
     object_name: str
     rendered: dict[str, str]  # the ConfigMap's ``data``
     rendered_hash: str
+    secrets: tuple[SecretRef, ...] = ()  # the Secret's keys and where Vault holds their values
+
+
+def revision_content(data: Mapping[str, Any], secrets: Sequence[Mapping[str, Any]]) -> Any:
+    """What a revision records and hashes: the resolved data, and with ``secretData`` the
+    record of each resolved secret (reference, Vault version, keyed hash; never a value), so
+    a rotation is a new revision and rolls ``reload-on`` workloads (docs/secrets.md)."""
+    if not secrets:
+        return dict(data)  # unchanged for entries without secrets: same hashes as before
+    return {"data": dict(data), "secrets": list(secrets)}
 
 
 def references(spec: Mapping[str, Any]) -> tuple[str | None, tuple[str, ...]]:
@@ -57,8 +70,13 @@ def plan_entry(
     *,
     entries: Mapping[str, Mapping[str, Any]],
     schemas: Mapping[str, Mapping[str, Any]],
+    vault_paths: Sequence[str] = (),
+    namespace: str = "",
 ) -> EntryPlan:
     """Plan one entry. ``entries`` and ``schemas`` map names to specs in the entry's namespace.
+
+    ``vault_paths``: the Vault path prefixes ``namespace`` may name in ``secretData`` (its
+    ``ferry.dev/vault-paths`` annotation with the operator's setting); none: no secretData.
 
     Raises ``Invalid`` listing every violation found: a missing schema or base, each schema
     violation with its JSON path, render errors and the size limit.
@@ -75,11 +93,16 @@ def plan_entry(
 
     violations: list[Violation] = []
     reason = "SchemaViolation"
-    if spec.get("secretData"):
-        # Refused rather than ignored: an entry that names secrets must never look synced while
-        # no Secret was written (docs/decisions/0010-secret-data-not-yet.md).
-        reason = "Unsupported"
-        violations.append(Violation("spec.secretData", SECRET_DATA_UNSUPPORTED))
+    secret_refs: tuple[SecretRef, ...] = ()
+    if spec.get("secretData") is not None:
+        found = secret_data_violations(spec.get("secretData"), env_names=fmt == "env")
+        if not found:
+            secret_refs = parse_secret_data(spec.get("secretData"), env_names=fmt == "env")
+            # Tenant A must not make Ferry copy tenant B's secrets (docs/secrets.md).
+            found = path_violations(secret_refs, namespace, tuple(vault_paths))
+        if found:
+            reason = "InvalidSecretData"
+            violations += found
     if schema_name is not None:
         schema_spec = schemas.get(schema_name)
         if schema_spec is None:
@@ -108,6 +131,9 @@ def plan_entry(
         if not violations:
             reason = exc.reason
         violations += exc.violations
+    if fmt == "env" and (clash := env_key_collisions(secret_refs, rendered)):
+        reason = reason if violations else "InvalidSecretData"
+        violations += clash
     if violations:
         raise Invalid(reason, violations)
 
@@ -120,4 +146,5 @@ def plan_entry(
         object_name=object_name(name, target),
         rendered=rendered,
         rendered_hash=content_hash(rendered),
+        secrets=secret_refs,
     )

@@ -17,6 +17,7 @@ from ferry.domain.retention import Retention
 from ferry.reconcile.entries import EntryReconciler
 from ferry.reconcile.flags import FlagReconciler
 from ferry.reconcile.schemas import SchemaReconciler
+from ferry.reconcile.secrets import VaultSecrets
 from ferry.reconcile.workqueue import Backoff, QueueKey, WorkQueue
 from ferry.reconcile.world import World
 from ferry.runtime import Runtime
@@ -35,12 +36,15 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any)
     admission.configure(settings, config)
 
     await asyncio.to_thread(migrate, config.database.url)
+    vault = VaultSecrets.from_settings(config.vault)
+    memo["vault"] = vault  # the Secret index computes its HMAC with it
     world = World(
         entries=kwargs["entries_index"],
         schemas=kwargs["schemas_index"],
         flags=kwargs["flags_index"],
         namespaces=kwargs["namespaces_index"],
         configmaps=kwargs["configmaps_index"],
+        secrets=kwargs["secrets_index"],
         configmap_owners=kwargs["configmap_owners_index"],
         workloads=(
             kwargs["deployments_index"],
@@ -64,7 +68,15 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any)
         store=store,
         cache=cache,
         entries=EntryReconciler(
-            world, kube, store, cache, parallel_applies=config.reconcile.parallel_applies
+            world,
+            kube,
+            store,
+            cache,
+            parallel_applies=config.reconcile.parallel_applies,
+            vault=vault,
+            schedule=lambda ns, name, delay: queue.add_after(
+                QueueKey(kinds.CONFIG_ENTRY.kind, ns, name), delay
+            ),
         ),
         schemas=SchemaReconciler(world, kube, store),
         flags=FlagReconciler(
@@ -149,3 +161,5 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     await runtime.kube.close()
     await runtime.store.close()
     await runtime.cache.close()
+    if memo.get("vault") is not None:
+        await memo["vault"].close()

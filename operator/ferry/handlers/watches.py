@@ -8,6 +8,7 @@ Handlers only enqueue; they never call the API. Kopf calls them after all indexe
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import kopf
@@ -120,8 +121,7 @@ async def namespace_changed(memo: kopf.Memo, **_: Any) -> None:
             runtime.enqueue_entry(namespace, name)
 
 
-@kopf.on.event("v1", "configmaps", labels={L.MANAGED_BY: L.MANAGED_BY_FERRY})
-async def configmap_changed(
+async def _materialised_changed(
     memo: kopf.Memo,
     event: kopf.RawEvent,
     annotations: kopf.Annotations,
@@ -130,17 +130,24 @@ async def configmap_changed(
     name: str,
     **_: Any,
 ) -> None:
-    """A materialised ConfigMap was deleted or edited by someone else: restore it."""
+    """A ConfigMap or Secret Ferry made was deleted or edited by someone else: restore it."""
     runtime = _runtime(memo)
     entry_namespace = annotations.get(L.ENTRY_NAMESPACE)
     entry_name = annotations.get(L.ENTRY_NAME)
     if not entry_namespace or not entry_name:
         return
+    kind = str(body.get("kind") or "ConfigMap")
     deleted = event.get("type") == "DELETED"
     if deleted:
-        runtime.entries.forget(namespace, name)
-    if deleted or _edited(body, annotations):
+        runtime.entries.forget(kind, namespace, name)
+    if deleted or _edited(memo, kind, body, annotations, namespace, name):
         runtime.enqueue_entry(entry_namespace, entry_name)
+
+
+for _plural in ("configmaps", "secrets"):
+    kopf.on.event(
+        "v1", _plural, labels={L.MANAGED_BY: L.MANAGED_BY_FERRY}, id=f"materialised_{_plural}"
+    )(_materialised_changed)
 
 
 @kopf.on.event("v1", "configmaps")
@@ -165,12 +172,30 @@ async def flagset_changed(
     **_: Any,
 ) -> None:
     """A ``ferry-flags`` ConfigMap was deleted or edited by someone else: rebuild it."""
-    if name == CONFIGMAP_NAME and (event.get("type") == "DELETED" or _edited(body, annotations)):
+    deleted = event.get("type") == "DELETED"
+    if name == CONFIGMAP_NAME and (
+        deleted or _edited(memo, "ConfigMap", body, annotations, namespace, name)
+    ):
         _runtime(memo).enqueue(kinds.FLAG_SET, namespace)
 
 
-def _edited(body: kopf.Body, annotations: kopf.Annotations) -> bool:
-    return content_hash(dict(body.get("data") or {})) != annotations.get(L.RENDERED_HASH)
+def _edited(
+    memo: kopf.Memo,
+    kind: str,
+    body: kopf.Body,
+    annotations: kopf.Annotations,
+    namespace: str,
+    name: str,
+) -> bool:
+    """Its data no longer matches the hash Ferry wrote beside it (an HMAC for a Secret)."""
+    data = dict(body.get("data") or {})
+    if kind == "Secret":
+        vault = memo.get("vault")
+        if vault is None:
+            return False
+        decoded = {k: base64.b64decode(v) for k, v in data.items()}
+        return bool(vault.digest(namespace, name, decoded) != annotations.get(L.RENDERED_HASH))
+    return content_hash(data) != annotations.get(L.RENDERED_HASH)
 
 
 async def _workload_changed(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ferry.adapters.cache import Cache, CacheUnavailable
@@ -20,17 +20,38 @@ from ferry.adapters.postgres import Store
 from ferry.domain import kinds
 from ferry.domain import labels as L
 from ferry.domain import placement as P
-from ferry.domain.conditions import sync_conditions
-from ferry.domain.entry import EntryPlan, plan_entry, references
+from ferry.domain.conditions import Condition, progress, sync_conditions
+from ferry.domain.entry import EntryPlan, plan_entry, references, revision_content
 from ferry.domain.errors import Invalid, Violation
+from ferry.domain.hashing import content_hash
+from ferry.domain.secrets import SecretRecord, records_json
 from ferry.domain.targets import desired_namespaces
 from ferry.reconcile import runner
 from ferry.reconcile.placement import Placer
 from ferry.reconcile.reporting import Reporter, Source, cache_write
+from ferry.reconcile.secrets import VaultSecrets
 from ferry.reconcile.workqueue import Requeue
 from ferry.reconcile.world import Key, Materialised, Snapshot, World
 
 KIND = kinds.CONFIG_ENTRY.kind
+SECRETS_RESOLVED = "SecretsResolved"
+ObjectKey = tuple[str, str, str]  # (kind, namespace, name) of a materialised object
+
+
+@dataclass(frozen=True)
+class ResolvedSecrets:
+    """An entry's values from Vault for one reconcile: records to keep, data to write."""
+
+    records: list[SecretRecord] = field(default_factory=list)
+    data: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def condition(self, generation: int) -> Condition:
+        if not self.records:
+            return Condition(SECRETS_RESOLVED, "True", "NoSecrets", "no secretData", generation)
+        versions = ", ".join(f"{r.name} (version {r.version})" for r in self.records)
+        return Condition(SECRETS_RESOLVED, "True", "Resolved", f"read {versions}", generation)
+
+
 logger = logging.getLogger(__name__)
 
 
@@ -51,6 +72,10 @@ class EntryReconciler:
     cache: Cache
     parallel_applies: int = 16
     """Target namespaces written at the same time by one reconcile (settings.reconcile)."""
+    vault: VaultSecrets | None = None
+    """Where ``secretData`` values come from; None: no Vault, such entries are refused."""
+    schedule: Callable[[str, str, float], None] | None = None
+    """Reconcile entry (namespace, name) again after so many seconds (secret rotation)."""
     # A base or schema → entries that used it at their last resolve (re-resolved when it changes).
     dependents: dict[Dependency, set[str]] = field(default_factory=dict)
     report: Reporter = field(init=False)
@@ -58,7 +83,7 @@ class EntryReconciler:
     # (namespace, name) → what we last wrote there, for the moment before the ConfigMap index
     # hears of it: a reconcile in that moment (a quick second change) then skips an apply that
     # is already in place.
-    _written: dict[Key, P.Observed] = field(default_factory=dict)
+    _written: dict[ObjectKey, P.Observed] = field(default_factory=dict)
     # (namespace, name) of a ConfigMap Ferry did not make → the entry it keeps out: when that
     # ConfigMap goes, the entry is reconciled at once instead of at the next resync.
     _blocked_by: dict[Key, Key] = field(default_factory=dict)
@@ -86,12 +111,19 @@ class EntryReconciler:
     # ----------------------------------------------------------------------------- sync
     async def sync(self, namespace: str, name: str, entry: Snapshot) -> None:
         self._remember_dependencies(namespace, name, entry)
+        vault_paths = (
+            self.vault.prefixes(namespace, self.world.namespace_annotations(namespace))
+            if self.vault is not None
+            else ()
+        )
         try:
             plan = plan_entry(
                 name,
                 entry.spec,
                 entries=self.world.entry_specs(namespace),
                 schemas=self.world.schema_specs(namespace),
+                vault_paths=vault_paths,
+                namespace=namespace,
             )
         except Invalid as exc:
             await self.report.invalid(namespace, name, entry, exc)
@@ -104,16 +136,21 @@ class EntryReconciler:
         for base in plan.bases:
             self.dependents.setdefault(Dependency(KIND, namespace, base), set()).add(name)
 
+        secrets = await self._resolve_secrets(namespace, name, entry, plan)
+        if secrets is None:
+            return  # reported: nothing is written until every value is read
+        content = revision_content(plan.data, records_json(secrets.records))
+        digest = content_hash(content)
         revision = await self.report.record(
             namespace,
             name,
             entry,
-            plan.data,
-            plan.hash,
+            content,
+            digest,
             untouched="waiting for PostgreSQL; existing objects are untouched",
         )
 
-        results = await self._materialise(namespace, name, entry, plan, revision)
+        results = await self._materialise(namespace, name, entry, plan, revision, digest, secrets)
         # After the first write, not before: an entry deleted in between is cleaned up from its
         # DELETED event (see ``reconcile``), and the finalizer covers the rest.
         await self.report.hold_on(namespace, name, entry)
@@ -122,7 +159,7 @@ class EntryReconciler:
                 namespace,
                 name,
                 revision=revision,
-                content_hash=plan.hash,
+                content_hash=digest,
                 data=plan.data,
                 rendered=plan.rendered,
                 format=plan.format,
@@ -137,32 +174,102 @@ class EntryReconciler:
             cached="rendered config is in Redis",
             placed="materialised",
         )
+        if plan.secrets or entry.condition(SECRETS_RESOLVED):
+            conditions.append(secrets.condition(entry.generation))
         await self.report.status(
             namespace,
             name,
             entry,
             conditions,
             revision=revision,
-            hash=plan.hash,
+            hash=digest,
             targets=[r.as_status() for r in results],
+            secrets=[r.to_json() for r in secrets.records] if plan.secrets else None,
+            observedRefresh=entry.annotations.get(L.REFRESH),
         )
+        if plan.secrets and self.vault is not None and self.schedule is not None:
+            self.schedule(namespace, name, self.vault.refresh_delay(entry.uid, entry.spec))
         if cache_error:
             raise Requeue(cache_error)
 
+    async def _resolve_secrets(
+        self, namespace: str, name: str, entry: Snapshot, plan: EntryPlan
+    ) -> ResolvedSecrets | None:
+        """Every ``secretData`` value, read from Vault; None when any cannot be read (reported:
+        SecretsResolved=False naming path, key and Vault's reason, never a value; what was
+        materialised before stays as it is)."""
+        if not plan.secrets:
+            return ResolvedSecrets()
+        if self.vault is None:
+            await self._secrets_failed(
+                namespace, name, entry, "VaultNotConfigured", "no Vault is configured", True
+            )
+            return None
+        fresh = entry.annotations.get(L.REFRESH) != entry.status.get("observedRefresh")
+        resolution = await self.vault.resolve(plan.secrets, fresh=fresh)
+        if resolution.failures:
+            failures = sorted(resolution.failures.items())
+            message = "; ".join(f"spec.secretData.{key}: {error}" for key, error in failures)
+            reason = failures[0][1].reason or type(failures[0][1]).__name__
+            retryable = any(getattr(e, "retryable", False) for _, e in failures)
+            await self._secrets_failed(namespace, name, entry, reason, message, not retryable)
+            if retryable:
+                raise Requeue(message)
+            return None
+        data = {
+            key: value.value.decode("utf-8", "surrogatepass")
+            for key, value in sorted(resolution.values.items())
+        }
+        return ResolvedSecrets(self.vault.records(resolution, namespace, name), data)
+
+    async def _secrets_failed(
+        self, namespace: str, name: str, entry: Snapshot, reason: str, message: str, stall: bool
+    ) -> None:
+        generation = entry.generation
+        untouched = "values from Vault could not be read; existing objects are untouched"
+        await self.report.status(
+            namespace,
+            name,
+            entry,
+            [
+                Condition("Valid", "True", "Valid", "content is valid", generation),
+                Condition(SECRETS_RESOLVED, "False", reason, message, generation),
+                Condition("Ready", "False", "SecretsNotResolved", untouched, generation),
+                *progress(
+                    generation=generation,
+                    stalled=(reason, message) if stall else None,
+                    reconciling=None if stall else (reason, message),
+                ),
+            ],
+        )
+        if entry.condition(SECRETS_RESOLVED) is None or (
+            (entry.condition(SECRETS_RESOLVED) or {}).get("message") != message
+        ):
+            self.report.event(namespace, name, entry.uid, "Warning", reason, message)
+
     # ----------------------------------------------------------------------------- materialise
     async def _materialise(
-        self, namespace: str, name: str, entry: Snapshot, plan: EntryPlan, revision: int
+        self,
+        namespace: str,
+        name: str,
+        entry: Snapshot,
+        plan: EntryPlan,
+        revision: int,
+        digest: str,
+        secrets: ResolvedSecrets,
     ) -> list[P.TargetResult]:
         targets = desired_namespaces(
             namespace, entry.spec.get("target"), self.world.all_namespaces()
         )
-        existing = {(o.namespace, o.name): o for o in self.world.materialised(entry.uid)}
+        existing = {(o.kind, o.namespace, o.name): o for o in self.world.materialised(entry.uid)}
         limit = asyncio.Semaphore(self.parallel_applies)
         source = Source(namespace, name, entry.uid)
 
         async def apply(target_ns: str) -> P.TargetResult:
             async with limit:
-                return await self._apply_target(source, entry, plan, revision, target_ns, existing)
+                return await self._apply_target(
+                    source, entry, plan, revision, digest, secrets, target_ns, existing
+                )
 
         results: list[P.TargetResult] = []
         if len(targets.accepted) == 1:  # the usual case: no task, so no wait for the loop
@@ -192,23 +299,34 @@ class EntryReconciler:
                 self.report.audit("target-refused", namespace, name, uid=entry.uid, details=details)
         results.extend(P.not_found(ns, plan.object_name) for ns in targets.missing)
 
-        wanted = {(ns, plan.object_name) for ns in targets.accepted}
-        for key, obj in existing.items():
-            if key not in wanted:
+        wanted = {("ConfigMap", ns, plan.object_name) for ns in targets.accepted}
+        if plan.secrets:
+            wanted |= {("Secret", ns, plan.object_name) for ns in targets.accepted}
+        for (kind, *key), obj in existing.items():
+            if (kind, *key) not in wanted:
                 await self._delete(obj)
                 logger.info("removed %s/%s: no longer a target of %s/%s", *key, namespace, name)
         return results
 
-    def _observed(
-        self, uid: str, target_ns: str, object_name: str, existing: dict[Key, Materialised]
+    async def _observed(
+        self,
+        uid: str,
+        kind: str,
+        target_ns: str,
+        name: str,
+        existing: dict[ObjectKey, Materialised],
     ) -> P.Observed | None:
-        """What is under the ConfigMap's name in ``target_ns``, from the indexes."""
-        key = (target_ns, object_name)
-        if (ours := existing.get(key)) is not None:
+        """What is under the object's name in ``target_ns``, from the indexes where they know."""
+        if (ours := existing.get((kind, target_ns, name))) is not None:
             return P.Observed(True, ours.data_hash, ours.annotations)
-        if (written := self._written.get(key)) is not None:
+        if (written := self._written.get((kind, target_ns, name))) is not None:
             return written
-        owner = self.world.configmap_owner(target_ns, object_name)
+        if kind == "Secret":
+            # No index of every Secret in the cluster (it would hold them all): one read, only
+            # before the first write of a target.
+            owner = await self.kube.owner_label(kind, target_ns, name, L.ENTRY_UID)
+        else:
+            owner = self.world.configmap_owner(target_ns, name)
         if owner is None or owner == uid:
             return None  # nothing there (or ours, and the materialised index has yet to hear)
         return P.FOREIGN
@@ -219,41 +337,59 @@ class EntryReconciler:
         entry: Snapshot,
         plan: EntryPlan,
         revision: int,
+        digest: str,
+        secrets: ResolvedSecrets,
         target_ns: str,
-        existing: dict[Key, Materialised],
+        existing: dict[ObjectKey, Materialised],
     ) -> P.TargetResult:
         object_name = plan.object_name
-        desired = P.Desired(
-            "ConfigMap",
-            target_ns,
-            object_name,
-            plan.rendered,
-            {L.MANAGED_BY: L.MANAGED_BY_FERRY, L.ENTRY_UID: entry.uid},
-            {
-                L.ENTRY_NAMESPACE: source.namespace,
-                L.ENTRY_NAME: source.name,
-                L.REVISION: str(revision),
-                L.HASH: plan.hash,
-                L.RENDERED_HASH: plan.rendered_hash,
-            },
-        )
-        placed = await self.placer.place(
-            desired,
-            self._observed(entry.uid, target_ns, object_name, existing),
-            sources=[(self.report, source)],
-            was_synced=_was_synced(entry, target_ns, object_name),
-            status_name=object_name,
-        )
-        if placed.failure is not None:
-            self.forget(target_ns, object_name)
-            if placed.failure.reason == P.CONFLICT:
-                self._blocked_by[(target_ns, object_name)] = (source.namespace, source.name)
-            return placed.failure
-        if placed.written:
-            self._written[(target_ns, object_name)] = P.Observed(
-                True, plan.rendered_hash, desired.annotations
+        labels = {L.MANAGED_BY: L.MANAGED_BY_FERRY, L.ENTRY_UID: entry.uid}
+        annotations = {
+            L.ENTRY_NAMESPACE: source.namespace,
+            L.ENTRY_NAME: source.name,
+            L.REVISION: str(revision),
+            L.HASH: digest,
+        }
+        wanted = [
+            P.Desired(
+                "ConfigMap",
+                target_ns,
+                object_name,
+                plan.rendered,
+                labels,
+                {**annotations, L.RENDERED_HASH: plan.rendered_hash},
             )
-        await self._reload_workloads(target_ns, source, plan.hash)
+        ]
+        if plan.secrets and self.vault is not None:
+            encoded = {k: v.encode("utf-8", "surrogatepass") for k, v in secrets.data.items()}
+            rendered_hash = self.vault.digest(target_ns, object_name, encoded)
+            wanted.append(
+                P.Desired(
+                    "Secret",
+                    target_ns,
+                    object_name,
+                    secrets.data,
+                    labels,
+                    {**annotations, L.RENDERED_HASH: rendered_hash},
+                )
+            )
+        for desired in wanted:
+            key = (desired.kind, target_ns, object_name)
+            placed = await self.placer.place(
+                desired,
+                await self._observed(entry.uid, desired.kind, target_ns, object_name, existing),
+                sources=[(self.report, source)],
+                was_synced=_was_synced(entry, target_ns, object_name),
+                status_name=object_name,
+            )
+            if placed.failure is not None:
+                self._written.pop(key, None)
+                if placed.failure.reason == P.CONFLICT:
+                    self._blocked_by[(target_ns, object_name)] = (source.namespace, source.name)
+                return placed.failure
+            if placed.written:
+                self._written[key] = P.Observed(True, desired.rendered_hash, desired.annotations)
+        await self._reload_workloads(target_ns, source, digest)
         return P.TargetResult(target_ns, True, object_name, revision)
 
     async def _reload_workloads(self, target_ns: str, source: Source, content_hash: str) -> None:
@@ -268,25 +404,24 @@ class EntryReconciler:
         """Remove every materialised object, then let the entry go."""
         for obj in self.world.materialised(entry.uid):
             await self._delete(obj)
-        for listed in await self.kube.list_configmaps({L.ENTRY_UID: entry.uid}):
-            assert listed.metadata is not None
-            namespace_, name_ = str(listed.metadata.namespace), str(listed.metadata.name)
-            self.forget(namespace_, name_)
-            await self.placer.remove("ConfigMap", namespace_, name_)
+        for kind in ("ConfigMap", "Secret"):  # what the indexes may not have heard of yet
+            for namespace_, name_ in await self.kube.list_labelled(kind, {L.ENTRY_UID: entry.uid}):
+                self.forget(kind, namespace_, name_)
+                await self.placer.remove(kind, namespace_, name_)
         with contextlib.suppress(CacheUnavailable):  # a stale key is harmless; Redis is a cache
             await self.cache.delete(namespace, name)
         await self.report.let_go(namespace, name, entry)
 
-    def forget(self, namespace: str, name: str) -> None:
-        """A ConfigMap we wrote is gone (its DELETED event): stop assuming it is there."""
-        self._written.pop((namespace, name), None)
+    def forget(self, kind: str, namespace: str, name: str) -> None:
+        """An object we wrote is gone (its DELETED event): stop assuming it is there."""
+        self._written.pop((kind, namespace, name), None)
 
     def unblocked_by(self, namespace: str, name: str) -> Key | None:
         """A ConfigMap was deleted: the entry it kept from writing there, if any."""
         return self._blocked_by.pop((namespace, name), None)
 
     async def _delete(self, obj: Materialised) -> None:
-        self.forget(obj.namespace, obj.name)
+        self.forget(obj.kind, obj.namespace, obj.name)
         await self.placer.remove(obj.kind, obj.namespace, obj.name)
 
     async def _remove_leftovers(self, namespace: str, name: str) -> None:

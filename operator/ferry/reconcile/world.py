@@ -120,7 +120,8 @@ class World:
     schemas: kopf.Index[Key, Snapshot]
     flags: kopf.Index[Key, Snapshot]
     namespaces: kopf.Index[str, tuple[dict[str, str], dict[str, str]]]
-    configmaps: kopf.Index[str, Materialised]  # entry uid → materialised objects
+    configmaps: kopf.Index[str, Materialised]  # entry uid → materialised ConfigMaps
+    secrets: kopf.Index[str, Materialised]  # entry uid → materialised Secrets (an HMAC, no data)
     configmap_owners: kopf.Index[Key, str]  # every ConfigMap → its entry uid label, or ""
     # (namespace, reload-on entry name) → workloads; one index per kind (Deployment, ...)
     workloads: tuple[kopf.Index[Key, Workload], ...]
@@ -153,16 +154,21 @@ class World:
             for ns_labels, ns_annotations in store:
                 yield name, ns_labels, ns_annotations
 
+    def namespace_annotations(self, namespace: str) -> dict[str, str]:
+        for _, found in self.namespaces.get(namespace, []):
+            return found
+        return {}
+
     def configmap_owner(self, namespace: str, name: str) -> str | None:
         """The entry uid a ConfigMap is labelled with ("" if none); ``None``: no such ConfigMap."""
         return _one(self.configmap_owners, (namespace, name))  # type: ignore[no-any-return]
 
     def materialised(self, uid: str) -> list[Materialised]:
-        return list(self.configmaps.get(uid, []))
+        return [*self.configmaps.get(uid, []), *self.secrets.get(uid, [])]
 
     def materialised_by_name(self, entry_namespace: str, entry_name: str) -> Iterator[Materialised]:
         """Objects made for an entry of this name, whatever its uid (leftovers of a deleted one)."""
-        for store in list(self.configmaps.values()):
+        for store in [*self.configmaps.values(), *self.secrets.values()]:
             for obj in list(store):
                 if (obj.entry_namespace, obj.entry_name) == (entry_namespace, entry_name):
                     yield obj

@@ -21,6 +21,7 @@ from lightkube import ApiError, AsyncClient
 
 from ferry.adapters.kube import KINDS
 from ferry.domain import kinds
+from ferry.domain import labels as L
 from ferry.domain.admission import (
     NESTED_TOO_DEEPLY,
     check_entry,
@@ -33,6 +34,7 @@ from ferry.domain.admission import (
     stamp,
 )
 from ferry.domain.errors import Violation
+from ferry.domain.secrets import allowed_prefixes
 from ferry.reconcile.world import NamespaceSpecs
 from ferry.webhooks.configurations import (
     OPERATIONS,
@@ -151,6 +153,7 @@ async def validate_entry(
     memo: kopf.Memo,
     entries_index: kopf.Index[Any, Any],
     schemas_index: kopf.Index[Any, Any],
+    namespaces_index: kopf.Index[Any, Any],
     **_: Any,
 ) -> None:
     """ConfigEntry: what the reconciler would refuse (see ``check_entry``), refused now."""
@@ -162,7 +165,22 @@ async def validate_entry(
     schemas = NamespaceSpecs(schemas_index, namespace)
     if isinstance(spec, Mapping):
         await _read_unresolved(_client(memo), namespace, name, spec, entries, schemas)
-    violations = check_entry(namespace, name, spec, entries, schemas)
+    vault = memo["settings"].vault
+    annotations = next(iter(namespaces_index.get(namespace, [])), ({}, {}))[1]
+    vault_paths = (  # no Vault: no secretData (the reconciler would refuse it too)
+        allowed_prefixes(namespace, annotations.get(L.VAULT_PATHS), vault.allowed_path_prefixes)
+        if vault.address
+        else ()
+    )
+    violations = check_entry(
+        namespace,
+        name,
+        spec,
+        entries,
+        schemas,
+        vault_paths=vault_paths,
+        min_refresh=vault.min_refresh_seconds,
+    )
     _deny(kinds.CONFIG_ENTRY.kind, namespace, name, violations)
 
 

@@ -1,0 +1,132 @@
+"""Whom ``ferry serve`` answers: a bearer token Kubernetes vouches for, and RBAC that says yes.
+
+Every data route calls :meth:`Guard.require` before reading anything, so a refused caller learns
+nothing about what exists (a 403 is the same whether the object exists or not). Refusals are
+Kubernetes ``Status`` objects that say why, e.g. ``401 Unauthorized: no bearer token`` or
+``403 Forbidden: system:serviceaccount:shop:web may not get configentries.ferry.dev "db" in
+namespace payments``; a token never appears in a response or a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from ferry.adapters.kube_auth import Access, AuthUnavailable, KubeAuth, Unauthenticated, User
+from ferry.api import metrics
+
+logger = logging.getLogger(__name__)
+
+REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    406: "NotAcceptable",
+    503: "ServiceUnavailable",
+}
+
+
+def status_body(code: int, message: str, **details: Any) -> dict[str, Any]:
+    """A Kubernetes ``Status`` (what kubectl users read from any API server) for an error."""
+    body: dict[str, Any] = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "message": message,
+        "reason": REASONS.get(code, "InternalError"),
+        "code": code,
+    }
+    if details:
+        body["details"] = details
+    return body
+
+
+def status_response(code: int, message: str, **details: Any) -> web.Response:
+    response = web.json_response(status_body(code, message, **details), status=code)
+    if code == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="ferry"'
+    if code == 503:
+        response.headers["Retry-After"] = "1"
+    return response
+
+
+class Refused(Exception):
+    """Raised by the guard; the handler returns :attr:`response` as it is."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+def bearer_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+class Guard:
+    def __init__(self, auth: KubeAuth, audience: str | None) -> None:
+        self.auth = auth
+        self.audience = audience
+
+    async def user(self, request: web.Request) -> User:
+        """The authenticated caller, or :class:`Refused` with 401 (or 503 if Kubernetes cannot
+        be asked)."""
+        token = bearer_token(request)
+        if token is None:
+            metrics.AUTH.labels("token", "missing").inc()
+            audience = f" for the audience {self.audience!r}" if self.audience else ""
+            raise Refused(
+                status_response(
+                    401,
+                    "no bearer token: send 'Authorization: Bearer <token>' with a "
+                    f"service-account token{audience}",
+                )
+            )
+        try:
+            user, cached = await self.auth.authenticate(token)
+        except Unauthenticated as exc:
+            metrics.AUTH.labels("token", "refused").inc()
+            raise Refused(status_response(401, str(exc))) from None
+        except AuthUnavailable as exc:
+            metrics.AUTH.labels("token", "unavailable").inc()
+            logger.warning("cannot verify a token: %s", exc)
+            raise Refused(
+                status_response(503, "cannot verify credentials now: TokenReview failed")
+            ) from None
+        metrics.AUTH.labels("token", "cached" if cached else "reviewed").inc()
+        return user
+
+    async def allowed(self, user: User, access: Access) -> bool:
+        """RBAC's answer (:class:`Refused` with 503 if it cannot be asked)."""
+        try:
+            decision, cached = await self.auth.authorize(user, access)
+        except AuthUnavailable as exc:
+            metrics.AUTH.labels("access", "unavailable").inc()
+            logger.warning("cannot check access: %s", exc)
+            raise Refused(
+                status_response(503, "cannot check access now: SubjectAccessReview failed")
+            ) from None
+        metrics.AUTH.labels("access", "cached" if cached else "reviewed").inc()
+        return decision.allowed
+
+    async def require(self, request: web.Request, access: Access, user: User | None = None) -> User:
+        """The caller, if RBAC lets them do ``access``; otherwise :class:`Refused` (401/403)."""
+        user = user or await self.user(request)
+        if not await self.allowed(user, access):
+            raise Refused(forbidden(user, access))
+        return user
+
+
+def forbidden(user: User, access: Access) -> web.Response:
+    return status_response(
+        403,
+        f"{user.username} may not {access.describe()}",
+        group="ferry.dev",
+        kind=access.resource,
+        name=access.name or "",
+    )

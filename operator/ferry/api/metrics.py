@@ -1,0 +1,27 @@
+"""Prometheus metrics of ``ferry serve``. Labels are route templates, sources and outcomes only:
+never a namespace, a name, a user or a token (no tenant can be read off ``/metrics``, and the
+series stay few)."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUESTS = Counter(
+    "ferry_serve_requests_total", "Requests answered, by route template and status", ["route", "code"]
+)
+REQUEST_SECONDS = Histogram(
+    "ferry_serve_request_duration_seconds",
+    "Time to answer a request (a watch: until its headers are sent)",
+    ["route"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+SOURCE = Counter(
+    "ferry_serve_reads_total",
+    "Reads of configuration or flags, by where they were answered from",
+    ["what", "source"],
+)
+AUTH = Counter(
+    "ferry_serve_auth_total",
+    "Authentication (token) and authorisation (access) checks, by outcome",
+    ["check", "outcome"],
+)
+WATCHERS = Gauge("ferry_serve_watchers", "Server-Sent Event streams open now")
+STREAM_UP = Gauge("ferry_serve_stream_up", "1 while the Redis change stream is being tailed")

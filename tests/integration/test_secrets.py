@@ -1,0 +1,222 @@
+"""ConfigEntry.spec.secretData on the real stack: values from a real Vault become Secrets beside the
+ConfigMaps, rotate, are refused outside the namespace's Vault paths, and never leak.
+
+The session operator reads the test Vault (token auth; entries in namespace N may name paths
+under N/); without a Vault binary these tests are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import subprocess
+import urllib.request
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+
+from ferry.devenv.vault import Vault
+from tests.integration.conftest import Operator
+from tests.integration.test_entries import (
+    audit_actions,
+    configmap_data,
+    deployment,
+    template_hash,
+    wait_ready,
+)
+from tests.support import Kube, condition, entry, eventually, get_or_none
+
+
+@pytest.fixture
+def vault_operator(operator: Operator, vault: Vault) -> Operator:
+    if "FERRY_VAULT_ADDRESS" not in operator.env:
+        pytest.skip("the session operator runs without Vault")
+    return operator
+
+
+def put_secret(vault: Vault, path: str, data: dict[str, str]) -> int:
+    answer = vault.request("POST", f"secret/data/{path}", {"data": data})
+    return int(answer["data"]["version"])
+
+
+def secret_data(kube: Kube, ns: str, name: str) -> dict[str, str] | None:
+    found = get_or_none(kube, "secret", name, "-n", ns)
+    if found is None:
+        return None
+    return {k: base64.b64decode(v).decode() for k, v in (found.get("data") or {}).items()}
+
+
+def with_secret(ns: str, path: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "data": {"db": {"host": "db.svc"}},
+        "secretData": {"DB_PASSWORD": {"vault": {"path": path, "key": "password"}}},
+        "target": {"format": "env"},
+        **extra,
+    }
+
+
+def test_secret_is_materialised_rotated_on_demand_and_removed(
+    kube: Kube, vault: Vault, vault_operator: Operator, database_url: str
+) -> None:
+    ns = kube.namespace("sec")
+    put_secret(vault, f"{ns}/db", {"password": "first-value"})
+    kube.apply(deployment("web", ns, "app"))
+    kube.apply(entry("app", ns, with_secret(ns, f"{ns}/db")))
+
+    ready = wait_ready(kube, ns, "app")
+    assert secret_data(kube, ns, "app") == {"DB_PASSWORD": "first-value"}
+    assert configmap_data(kube, ns, "app") == {"DB_HOST": "db.svc"}
+    resolved = condition(ready, "SecretsResolved")
+    assert resolved is not None and resolved["status"] == "True"
+    assert [(s["name"], s["path"], s["version"]) for s in ready["status"]["secrets"]] == [
+        ("DB_PASSWORD", f"{ns}/db", 1)
+    ]
+    assert ready["status"]["secrets"][0]["hmac"].startswith("hmac-sha256:")
+    first_hash = ready["status"]["hash"]
+    eventually(lambda: template_hash(kube, ns, "web") == first_hash, what="workload rolled")
+
+    # A new version in Vault, picked up on demand: a new revision, the Secret and the pods follow.
+    assert put_secret(vault, f"{ns}/db", {"password": "second-value"}) == 2
+    kube.kubectl("annotate", "configentry", "app", "-n", ns, "ferry.dev/refresh=1")
+    eventually(
+        lambda: secret_data(kube, ns, "app") == {"DB_PASSWORD": "second-value"},
+        what="the rotated value in the Secret",
+    )
+    rotated = eventually(
+        lambda: (
+            (o := get_or_none(kube, "ce", "app", "-n", ns))
+            and o["status"].get("revision") == 2
+            and o
+        ),
+        what="revision 2 after the rotation",
+    )
+    assert rotated["status"]["secrets"][0]["version"] == 2
+    assert rotated["status"]["hash"] != first_hash
+    eventually(lambda: template_hash(kube, ns, "web") == rotated["status"]["hash"])
+
+    # A hand edit of the Secret is drift, and is restored.
+    kube.kubectl(
+        "patch", "secret", "app", "-n", ns, "--type=merge",
+        "-p", json.dumps({"stringData": {"DB_PASSWORD": "edited"}}),
+    )  # fmt: skip
+    eventually(
+        lambda: secret_data(kube, ns, "app") == {"DB_PASSWORD": "second-value"},
+        what="the hand-edited Secret restored",
+    )
+    eventually(lambda: "drift-corrected" in audit_actions(database_url, ns, "app"))
+
+    kube.kubectl("delete", "configentry", "app", "-n", ns, "--wait=true", timeout=60)
+    assert get_or_none(kube, "secret", "app", "-n", ns) is None
+    assert configmap_data(kube, ns, "app") is None
+
+
+def test_paths_outside_the_namespace_are_refused_at_admission(
+    kube: Kube, vault_operator: Operator
+) -> None:
+    ns = kube.namespace("sec-a")
+    refused = kube.apply(entry("steal", ns, with_secret(ns, "team-b/db")), check=False)
+    assert refused.returncode != 0
+    assert "spec.secretData.DB_PASSWORD.vault.path" in refused.stderr
+    assert f'may only name Vault paths under "{ns}"' in refused.stderr
+
+    # The platform team widens what the namespace may name with an annotation.
+    kube.kubectl("annotate", "namespace", ns, "ferry.dev/vault-paths=shared/certs")
+    allowed = kube.apply(entry("ok", ns, with_secret(ns, "shared/certs/x")), check=False)
+    assert "shared/certs/x" not in allowed.stderr, allowed.stderr
+
+
+def test_unreadable_secret_is_reported_and_the_previous_secret_stays(
+    kube: Kube, vault: Vault, vault_operator: Operator
+) -> None:
+    ns = kube.namespace("sec-miss")
+    put_secret(vault, f"{ns}/db", {"password": "kept"})
+    kube.apply(entry("app", ns, with_secret(ns, f"{ns}/db")))
+    wait_ready(kube, ns, "app")
+
+    spec = with_secret(ns, f"{ns}/db")
+    spec["secretData"]["DB_PASSWORD"]["vault"]["key"] = "nope"
+    kube.apply(entry("app", ns, spec))
+
+    def failed() -> dict[str, Any] | None:
+        obj = get_or_none(kube, "ce", "app", "-n", ns)
+        found = condition(obj, "SecretsResolved")
+        return found if found and found["status"] == "False" else None
+
+    found = eventually(failed, what="SecretsResolved=False")
+    assert found["reason"] == "SecretKeyNotFound"
+    assert f'key "nope" not found in Vault secret "{ns}/db"' in found["message"]
+    obj = get_or_none(kube, "ce", "app", "-n", ns)
+    assert condition(obj, "Ready")["status"] == "False"
+    assert condition(obj, "Stalled")["status"] == "True"
+    assert secret_data(kube, ns, "app") == {"DB_PASSWORD": "kept"}
+
+
+def test_a_secret_ferry_did_not_create_is_never_overwritten(
+    kube: Kube, vault: Vault, vault_operator: Operator
+) -> None:
+    ns = kube.namespace("sec-foreign")
+    put_secret(vault, f"{ns}/db", {"password": "ferry"})
+    kube.kubectl("create", "secret", "generic", "app", "-n", ns, "--from-literal=mine=1")
+    kube.apply(entry("app", ns, with_secret(ns, f"{ns}/db")))
+
+    def conflict() -> dict[str, Any] | None:
+        obj = get_or_none(kube, "ce", "app", "-n", ns)
+        targets = ((obj or {}).get("status") or {}).get("targets") or []
+        return obj if targets and targets[0].get("reason") == "Conflict" else None
+
+    obj = eventually(conflict, what="a Conflict on the foreign Secret")
+    assert 'Secret "app"' in obj["status"]["targets"][0]["message"]
+    assert secret_data(kube, ns, "app") == {"mine": "1"}
+
+
+def test_a_secret_value_appears_nowhere_but_in_the_secret(
+    kube: Kube,
+    vault: Vault,
+    vault_operator: Operator,
+    database_url: str,
+    redis_url: str,
+) -> None:
+    """The full cycle (create, rotate, roll back, delete) with random values, then every place
+    Ferry writes is searched for them and their base64 form."""
+    ns = kube.namespace("sec-leak")
+    values = [secrets.token_hex(32) for _ in range(2)]
+    put_secret(vault, f"{ns}/db", {"password": values[0]})
+    kube.apply(entry("app", ns, with_secret(ns, f"{ns}/db"), annotations={"a": "1"}))
+    wait_ready(kube, ns, "app")
+    put_secret(vault, f"{ns}/db", {"password": values[1]})
+    kube.kubectl("annotate", "configentry", "app", "-n", ns, "ferry.dev/refresh=now")
+    eventually(lambda: secret_data(kube, ns, "app") == {"DB_PASSWORD": values[1]})
+    rollback = subprocess.run(
+        [".venv/bin/ferry", "rollback", f"{ns}/app", "--to", "1", "--wait", "30"],
+        env={**vault_operator.env, "FERRY_DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert rollback.returncode == 0, rollback.stderr
+    kube.kubectl("delete", "configentry", "app", "-n", ns, "--wait=true", timeout=60)
+
+    needles = [v for value in values for v in (value, base64.b64encode(value.encode()).decode())]
+    places: dict[str, str] = {
+        "rollback output": rollback.stdout + rollback.stderr,
+        "operator log": vault_operator.log.read_text(errors="replace"),
+        "events": kube.kubectl("get", "events", "-A", "-o", "json").stdout,
+        "ferry objects": kube.kubectl("get", "ferry", "-A", "-o", "json").stdout,
+        "configmaps": kube.kubectl("get", "configmaps", "-A", "-o", "json").stdout,
+    }
+    client = redis.Redis.from_url(redis_url)
+    places["redis"] = "".join(
+        repr(client.dump(key)) + repr(key) for key in client.scan_iter(count=1000)
+    )
+    with psycopg.connect(database_url) as conn:
+        for table in ("revisions", "audit_log"):
+            rows = conn.execute(f"SELECT * FROM {table}").fetchall()
+            places[f"postgres {table}"] = repr(rows)
+    with urllib.request.urlopen(f"{vault_operator.api_url}/metrics", timeout=10) as answer:
+        places["metrics"] = answer.read().decode()
+    leaks = [(where, n[:8]) for where, text in places.items() for n in needles if n in text]
+    assert leaks == []
