@@ -11,6 +11,10 @@ step "Starting the local control plane, PostgreSQL, Redis and the operator (ferr
 $FERRY dev up
 eval "$($FERRY dev env)"
 
+step "A password in the dev Vault, for examples/40-secret.yaml"
+vault kv put -mount=secret platform/payments-db password="demo-$(date +%s)" >/dev/null
+vault kv metadata get -mount=secret platform/payments-db | grep -E '^current_version'
+
 step "Applying examples/"
 kubectl apply --server-side -f examples/
 
@@ -35,6 +39,22 @@ step "The feature flag, evaluated by Ferry's evaluator (the same answer flagd gi
 $FERRY flags eval platform/new-checkout --targeting-key alice --attr email=alice@example.com
 $FERRY flags eval platform/new-checkout --targeting-key bob --attr region=eu-west-1
 kubectl get configmap ferry-flags -n payments-prod -o jsonpath='{.data.flags\.json}' | head -c 400; echo " ..."
+
+step "payments-db: a Secret from Vault beside its ConfigMap (status keeps the version and an HMAC, never the value)"
+kubectl get secret payments-db -n payments-prod -o go-template='type={{.type}} keys={{range $k, $v := .data}}{{$k}} {{end}}{{"\n"}}'
+kubectl get configentry payments-db -n platform \
+  -o go-template='{{range .status.secrets}}{{.name}}: Vault {{.path}} key {{.key}} version {{.version}}{{"\n"}}{{end}}'
+
+step "Rotation: a new version in Vault, picked up on demand (annotation ferry.dev/refresh)"
+want=$(vault kv put -mount=secret -field=version platform/payments-db password="rotated-$(date +%s)")
+kubectl annotate configentry payments-db -n platform --overwrite ferry.dev/refresh="$(date +%s)" >/dev/null
+for _ in $(seq 1 100); do
+  version=$(kubectl get configentry payments-db -n platform -o jsonpath='{.status.secrets[0].version}')
+  [ "$version" = "$want" ] && break
+  sleep 0.2
+done
+kubectl get configentry payments-db -n platform \
+  -o go-template='{{range .status.secrets}}{{.name}}: now version {{.version}}{{"\n"}}{{end}}revision {{.status.revision}}{{"\n"}}'
 
 step "History of payments-api (who, when, why) from PostgreSQL"
 $FERRY history platform/payments-api

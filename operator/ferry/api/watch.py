@@ -1,0 +1,345 @@
+"""``GET /v1/watch?namespace=NS[&name=N]``: changes as Server-Sent Events, resumable.
+
+One task per process tails the Redis change stream (``XREAD BLOCK``) and hands each change to the
+open watches of its namespace, so a thousand clients cost one Redis connection, not a thousand.
+
+A watch sends, in this order:
+
+* ``event: ready`` with an ``id``: the position the watch starts from. A client that reconnects
+  with that id in ``Last-Event-ID`` misses nothing, even if nothing changed in between.
+* with ``Last-Event-ID``: every change after it that the bounded stream still holds, then live
+  changes; if the stream no longer holds all of them (the client was away too long), or the id is
+  from another stream (Redis restarted empty), ``event: reset`` instead: re-read what you watch.
+* ``event: updated`` / ``event: deleted``, data ``{"kind": "ConfigEntry", "namespace", "name",
+  "revision", "hash"}``, or ``{"kind": "FeatureFlags", "namespace"}`` when the flags served in
+  the namespace changed (re-evaluate; without ``name`` and only for callers who may read flags).
+* a comment line (``: heartbeat``) every ``heartbeat`` seconds, so proxies keep the stream open
+  and clients can tell a dead connection from a quiet one.
+
+Ids are ``<epoch>.<ms>-<seq>``: the stream's epoch (see ``adapters/cache``) and the Redis stream
+id. A client too slow to take its events (its queue full) is sent ``reset`` and continues live.
+A watch ends after about ``max_seconds`` (randomised, as kube-apiserver ends watches), so the
+client reconnects and its token and access are checked again.
+
+Whom it trusts: the caller's token, and RBAC ``get`` on ``configentries`` (naming ``name`` when
+given) in the namespace; flag events only with ``get`` on ``featureflags`` there too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from ferry.adapters.cache import (
+    CONFIG_EVENT,
+    FLAGS_EVENT,
+    Cache,
+    CacheUnavailable,
+    Change,
+    StreamId,
+    StreamState,
+    format_stream_id,
+    parse_stream_id,
+)
+from ferry.adapters.kube_auth import Access
+from ferry.api import metrics
+from ferry.api.guard import Guard, Refused, forbidden, status_response
+from ferry.domain import kinds
+
+logger = logging.getLogger(__name__)
+
+QUEUE_SIZE = 1024
+NO_EPOCH = "0"
+
+
+class _Reset:
+    """Queued to a watch when it must re-read: the hub lost its place, or the watch fell behind."""
+
+
+RESET = _Reset()
+
+
+# ----------------------------------------------------------------------------- positions
+def event_id(epoch: str | None, stream_id: StreamId) -> str:
+    return f"{epoch or NO_EPOCH}.{format_stream_id(stream_id)}"
+
+
+def parse_event_id(text: str) -> tuple[str, StreamId]:
+    """``"<epoch>.<ms>-<seq>"`` → (epoch, stream id); ``ValueError`` otherwise."""
+    epoch, sep, rest = text.strip().partition(".")
+    if not sep or not epoch:
+        raise ValueError(f"not a Ferry event id: {text!r}")
+    return epoch, parse_stream_id(rest)
+
+
+def resume_from(last_event_id: str, state: StreamState) -> StreamId | None:
+    """Where to replay from for a client that saw ``last_event_id``; None: it must re-read.
+
+    Replaying is right only when the stream still holds every change after that id: same epoch
+    (or the client saw none, and nothing was trimmed), an id not beyond the newest, and nothing
+    trimmed past it.
+    """
+    try:
+        epoch, position = parse_event_id(last_event_id)
+    except ValueError:
+        return None
+    if epoch == NO_EPOCH:
+        same_stream = True  # the client started before the first change ever written
+    else:
+        same_stream = epoch == state.epoch
+    if not same_stream or position > state.last or state.trimmed > position:
+        return None
+    return position
+
+
+# ----------------------------------------------------------------------------- the hub
+@dataclass(eq=False)
+class Watcher:
+    namespace: str
+    name: str | None
+    configs: bool  # may see ConfigEntry events
+    flags: bool  # may see FeatureFlags events
+    queue: asyncio.Queue[Change | _Reset] = field(
+        default_factory=lambda: asyncio.Queue(QUEUE_SIZE)
+    )
+
+    def wants(self, event: dict[str, Any]) -> bool:
+        kind = event.get("kind", CONFIG_EVENT)
+        if kind == FLAGS_EVENT:
+            return self.flags and self.name is None
+        return self.configs and (self.name is None or event.get("name") == self.name)
+
+    def offer(self, item: Change | _Reset) -> None:
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:  # too slow: drop what is queued, tell it to re-read
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait(RESET)
+
+
+class ChangeHub:
+    """Tails the change stream and fans it out to the watches of this process."""
+
+    def __init__(self, cache: Cache, *, block_seconds: float = 5.0) -> None:
+        self.cache = cache
+        self.block_seconds = block_seconds
+        self.epoch: str | None = None
+        self.position: StreamId | None = None  # None until the stream was first read
+        self._watchers: dict[str, set[Watcher]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="ferry-change-hub")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def subscribe(self, watcher: Watcher) -> None:
+        self._watchers.setdefault(watcher.namespace, set()).add(watcher)
+        metrics.WATCHERS.inc()
+
+    def unsubscribe(self, watcher: Watcher) -> None:
+        group = self._watchers.get(watcher.namespace)
+        if group is not None and watcher in group:
+            group.discard(watcher)
+            metrics.WATCHERS.dec()
+            if not group:
+                del self._watchers[watcher.namespace]
+
+    def _all(self) -> Iterable[Watcher]:
+        for group in self._watchers.values():
+            yield from group
+
+    def _dispatch(self, change: Change) -> None:
+        for watcher in self._watchers.get(str(change.event.get("namespace")), ()):
+            if watcher.wants(change.event):
+                watcher.offer(change)
+
+    def _reset_all(self) -> None:
+        for watcher in self._all():
+            watcher.offer(RESET)
+
+    async def _sync(self) -> None:
+        """Check our place against the stream; tell every watch to re-read if it is lost."""
+        state = await self.cache.stream_state()
+        if self.position is not None and resume_from(
+            event_id(self.epoch, self.position), state
+        ) is None:
+            logger.warning("change stream restarted or trimmed past our position: reset sent")
+            self._reset_all()
+            self.position = None
+        self.epoch = state.epoch
+        if self.position is None:
+            self.position = state.last
+
+    async def _run(self) -> None:
+        delay = 0.2
+        synced = False
+        while True:
+            try:
+                if not synced:
+                    await self._sync()
+                    synced = True
+                    metrics.STREAM_UP.set(1)
+                assert self.position is not None
+                changes = await self.cache.wait_for_changes(self.position, self.block_seconds)
+                if not changes or self.epoch is None:
+                    synced = False  # quiet (or first change ever): check the epoch next round
+                for change in changes:
+                    self._dispatch(change)
+                    self.position = change.id
+                delay = 0.2
+            except asyncio.CancelledError:
+                raise
+            except CacheUnavailable as exc:
+                metrics.STREAM_UP.set(0)
+                if synced:
+                    logger.warning("change stream unavailable: %s", exc)
+                synced = False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except Exception:  # never let the hub die: watches would go silent
+                logger.exception("change stream: unexpected error")
+                synced = False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+
+# ----------------------------------------------------------------------------- the route
+def _sse(event: str, data: Any, event_id_: str | None = None) -> bytes:
+    lines = []
+    if event_id_ is not None:
+        lines.append(f"id: {event_id_}")
+    lines.append(f"event: {event}")
+    lines.append("data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+def _public(event: dict[str, Any]) -> dict[str, Any]:
+    keep = ("kind", "namespace", "name", "revision", "hash")
+    return {k: event[k] for k in keep if k in event}
+
+
+def add_routes(
+    app: web.Application,
+    guard: Guard,
+    hub: ChangeHub,
+    *,
+    heartbeat_seconds: float,
+    max_seconds: float = 1800.0,
+) -> None:
+    async def watch(request: web.Request) -> web.StreamResponse:
+        namespace = request.query.get("namespace", "")
+        name = request.query.get("name") or None
+        if not namespace:
+            return status_response(400, "query parameter 'namespace' is required")
+        try:
+            user = await guard.user(request)
+            access = Access("get", kinds.CONFIG_ENTRY.plural, namespace, name)
+            configs = await guard.allowed(user, access)
+            flag_access = Access("get", kinds.FEATURE_FLAG.plural, namespace)
+            flags = name is None and await guard.allowed(user, flag_access)
+        except Refused as refused:
+            return refused.response
+        if not configs and not flags:
+            return forbidden(user, access)
+        if hub.position is None:
+            return status_response(503, "the change stream is unavailable (Redis)")
+
+        watcher = Watcher(namespace, name, configs, flags)
+        hub.subscribe(watcher)
+        try:
+            return await _stream(request, watcher, heartbeat_seconds, max_seconds)
+        finally:
+            hub.unsubscribe(watcher)
+
+    async def _stream(
+        request: web.Request, watcher: Watcher, heartbeat: float, max_seconds: float
+    ) -> web.StreamResponse:
+        start: StreamId = hub.position or (0, 0)  # read right after subscribing: no gap
+        replay: list[Change] = []
+        reset = False
+        last_seen = request.headers.get("Last-Event-ID")
+        if last_seen:
+            try:
+                state = await hub.cache.stream_state()
+                position = resume_from(last_seen, state)
+                if position is None:
+                    reset = True
+                else:
+                    replay, start = await _replay(watcher, position)
+            except CacheUnavailable:
+                return status_response(503, "the change stream is unavailable (Redis)")
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
+            }
+        )
+        await response.prepare(request)
+        epoch = hub.epoch
+        await response.write(b"retry: 1000\n\n")
+        if reset:
+            await response.write(_sse("reset", {"namespace": watcher.namespace}))
+        for change in replay:
+            await response.write(
+                _sse(change.event["type"], _public(change.event), event_id(epoch, change.id))
+            )
+        await response.write(
+            _sse("ready", {"namespace": watcher.namespace}, event_id(epoch, start))
+        )
+        sent = start
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max_seconds * (1 + random.random())
+        try:
+            while loop.time() < deadline:
+                try:
+                    item = await asyncio.wait_for(watcher.queue.get(), heartbeat)
+                except TimeoutError:
+                    await response.write(b": heartbeat\n\n")
+                    continue
+                if isinstance(item, _Reset):
+                    # Whatever comes after is new: the client re-reads everything before it.
+                    sent = (0, 0)
+                    at = None if hub.position is None else event_id(hub.epoch, hub.position)
+                    await response.write(_sse("reset", {"namespace": watcher.namespace}, at))
+                    continue
+                if item.id <= sent:
+                    continue  # already replayed
+                sent = item.id
+                await response.write(
+                    _sse(item.event["type"], _public(item.event), event_id(hub.epoch, item.id))
+                )
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        return response
+
+    async def _replay(watcher: Watcher, position: StreamId) -> tuple[list[Change], StreamId]:
+        """Every change after ``position`` this watch wants, and the id it got to."""
+        found: list[Change] = []
+        cursor = position
+        while True:
+            page = await hub.cache.changes_after(cursor, 1000)
+            if not page:
+                return found, cursor
+            found.extend(
+                c
+                for c in page
+                if c.event.get("namespace") == watcher.namespace and watcher.wants(c.event)
+            )
+            cursor = page[-1].id
+
+    app.router.add_get("/v1/watch", watch)
