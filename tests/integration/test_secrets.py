@@ -189,20 +189,24 @@ def test_a_secret_value_appears_nowhere_but_in_the_secret(
     put_secret(vault, f"{ns}/db", {"password": values[1]})
     kube.kubectl("annotate", "configentry", "app", "-n", ns, "ferry.dev/refresh=now")
     eventually(lambda: secret_data(kube, ns, "app") == {"DB_PASSWORD": values[1]})
-    rollback = subprocess.run(
-        [".venv/bin/ferry", "rollback", f"{ns}/app", "--to", "1", "--wait", "30"],
-        env={**vault_operator.env, "FERRY_DATABASE_URL": database_url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert rollback.returncode == 0, rollback.stderr
+    env = {**vault_operator.env, "FERRY_DATABASE_URL": database_url}
+
+    def ferry(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [".venv/bin/ferry", *args], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        return done
+
+    diff = ferry("diff", f"{ns}/app", "1", "2")
+    assert "DB_PASSWORD: secret value changed (version 1 → 2)" in diff.stdout
+    history = ferry("history", f"{ns}/app")
+    rollback = ferry("rollback", f"{ns}/app", "--to", "1", "--wait", "30")
     kube.kubectl("delete", "configentry", "app", "-n", ns, "--wait=true", timeout=60)
 
     needles = [v for value in values for v in (value, base64.b64encode(value.encode()).decode())]
     places: dict[str, str] = {
-        "rollback output": rollback.stdout + rollback.stderr,
+        "cli output": diff.stdout + history.stdout + rollback.stdout + rollback.stderr,
         "operator log": vault_operator.log.read_text(errors="replace"),
         "events": kube.kubectl("get", "events", "-A", "-o", "json").stdout,
         "ferry objects": kube.kubectl("get", "ferry", "-A", "-o", "json").stdout,
@@ -220,3 +224,62 @@ def test_a_secret_value_appears_nowhere_but_in_the_secret(
         places["metrics"] = answer.read().decode()
     leaks = [(where, n[:8]) for where, text in places.items() for n in needles if n in text]
     assert leaks == []
+
+
+def test_export_includes_secret_values_only_for_callers_who_may_read_secrets(
+    kube: Kube, vault: Vault, vault_operator: Operator, database_url: str
+) -> None:
+    ns = kube.namespace("sec-export")
+    value = secrets.token_hex(16)
+    put_secret(vault, f"{ns}/db", {"password": value})
+    kube.apply(entry("app", ns, with_secret(ns, f"{ns}/db")))
+    wait_ready(kube, ns, "app")
+    reader = f"reader-{ns}"
+    kube.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "ferry-reader", "namespace": ns},
+            "rules": [
+                {
+                    "apiGroups": ["ferry.dev"],
+                    "resources": ["configentries", "configschemas", "featureflags"],
+                    "verbs": ["get", "list"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "ferry-reader", "namespace": ns},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "ferry-reader",
+            },
+            "subjects": [{"kind": "User", "name": reader}],
+        },
+    )
+    env = {**vault_operator.env, "FERRY_DATABASE_URL": database_url}
+
+    def export(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [".venv/bin/ferry", "export", "-n", ns, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    plain = export("--as", reader)
+    assert plain.returncode == 0, plain.stderr
+    assert "secretData" in plain.stdout and value not in plain.stdout
+
+    refused = export("--as", reader, "--include-secrets")
+    assert refused.returncode != 0
+    assert f'you may not get secrets in namespace "{ns}"' in refused.stderr
+    assert value not in refused.stdout + refused.stderr
+
+    admin = export("--include-secrets")
+    assert admin.returncode == 0, admin.stderr
+    assert f"DB_PASSWORD: {value}" in admin.stdout

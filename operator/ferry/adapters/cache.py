@@ -187,7 +187,9 @@ class Cache:
             "hash": content_hash,
         }
         await self._publish(
-            config_key(namespace, name), json.dumps(document, ensure_ascii=False, sort_keys=True), event
+            config_key(namespace, name),
+            json.dumps(document, ensure_ascii=False, sort_keys=True),
+            event,
         )
 
     async def delete(self, namespace: str, name: str) -> None:

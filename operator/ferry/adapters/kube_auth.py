@@ -255,3 +255,11 @@ class KubeAuth:
             return Decision(allowed, reason), self._ttl
 
         return await self.decisions.get(key, review)
+
+
+def make_client(kubeconfig: str | None, *, timeout_seconds: float = 5.0) -> AsyncClient:
+    """The server's own client for reviews: ``kubeconfig``, or in a pod its service account."""
+    from lightkube import KubeConfig
+
+    config = KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_env()
+    return AsyncClient(config, timeout=httpx.Timeout(timeout_seconds))

@@ -15,6 +15,7 @@ said no; messages name the object.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from lightkube import ApiError, Client, KubeConfig
 from lightkube.models.authorization_v1 import ResourceAttributes, SelfSubjectAccessReviewSpec
 from lightkube.resources.authentication_v1 import SelfSubjectReview
 from lightkube.resources.authorization_v1 import SelfSubjectAccessReview
+from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
 
 from ferry.adapters.kube import KINDS
@@ -50,7 +52,7 @@ class Identity:
 
 
 def _plural(kind: str) -> str:
-    return kinds.BY_NAME[kind].plural
+    return "secrets" if kind == "Secret" else kinds.BY_NAME[kind].plural
 
 
 class Cluster:
@@ -92,10 +94,12 @@ class Cluster:
         return info.username if info else None
 
     def allowed(self, verb: str, kind: str, namespace: str | None, name: str | None = None) -> bool:
+        """Whether RBAC lets the caller ``verb`` a Ferry ``kind`` (or ``Secret``) there."""
+        group = "" if kind == "Secret" else kinds.GROUP
         review = SelfSubjectAccessReview(
             spec=SelfSubjectAccessReviewSpec(
                 resourceAttributes=ResourceAttributes(
-                    group=kinds.GROUP,
+                    group=group,
                     resource=_plural(kind),
                     verb=verb,
                     namespace=namespace,
@@ -135,6 +139,21 @@ class Cluster:
             raise _api_error(exc, f"{kind} {namespace}/{name}") from exc
         except httpx.HTTPError as exc:
             raise ClusterError(f"cannot reach the Kubernetes API: {exc}") from exc
+
+    def secret_values(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A Secret's values, read with the caller's own credentials (None: no such Secret)."""
+        try:
+            found = self.client.get(Secret, name, namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise _api_error(exc, f"Secret {namespace}/{name}") from exc
+        except httpx.HTTPError as exc:
+            raise ClusterError(f"cannot reach the Kubernetes API: {exc}") from exc
+        return {
+            key: base64.b64decode(value).decode("utf-8", "surrogatepass")
+            for key, value in (found.data or {}).items()
+        }
 
     def list(self, kind: str, namespace: str) -> list[dict[str, Any]]:
         try:

@@ -30,8 +30,8 @@ from ferry.adapters.postgres.latest import LatestReader
 from ferry.api import metrics
 from ferry.api.guard import Guard, Refused, status_response
 from ferry.domain import kinds
-from ferry.domain.errors import Invalid
 from ferry.domain.entry import DEFAULT_FORMAT
+from ferry.domain.errors import Invalid
 from ferry.domain.render import render
 
 RESOURCE = kinds.CONFIG_ENTRY.plural
@@ -54,7 +54,11 @@ def document_from_revision(row: Revision) -> dict[str, Any]:
     """What the operator caches for an entry, rebuilt from its recorded revision."""
     spec = row.spec if isinstance(row.spec, Mapping) else {}
     target = spec.get("target")
-    fmt = str(target.get("format") or DEFAULT_FORMAT) if isinstance(target, Mapping) else DEFAULT_FORMAT
+    fmt = (
+        str(target.get("format") or DEFAULT_FORMAT)
+        if isinstance(target, Mapping)
+        else DEFAULT_FORMAT
+    )
     data = row.content
     if (
         spec.get("secretData") is not None
@@ -80,8 +84,8 @@ class ConfigSource:
 
     async def read(self, namespace: str, name: str) -> tuple[str, dict[str, Any] | None, str]:
         """(source, document, its JSON text): the source is ``redis`` or ``postgres``; the
-        document None when neither has the entry. Raises :class:`StoreUnavailable` when Redis could not answer
-        and PostgreSQL cannot either."""
+        document None when neither has the entry. Raises :class:`StoreUnavailable` when Redis
+        could not answer and PostgreSQL cannot either."""
         redis_error: CacheUnavailable | None = None
         try:
             raw = await self.cache.get_raw(namespace, name)

@@ -5,7 +5,9 @@ series stay few)."""
 from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter(
-    "ferry_serve_requests_total", "Requests answered, by route template and status", ["route", "code"]
+    "ferry_serve_requests_total",
+    "Requests answered, by route template and status",
+    ["route", "code"],
 )
 REQUEST_SECONDS = Histogram(
     "ferry_serve_request_duration_seconds",

@@ -91,10 +91,8 @@ def resume_from(last_event_id: str, state: StreamState) -> StreamId | None:
         epoch, position = parse_event_id(last_event_id)
     except ValueError:
         return None
-    if epoch == NO_EPOCH:
-        same_stream = True  # the client started before the first change ever written
-    else:
-        same_stream = epoch == state.epoch
+    # NO_EPOCH: the client started before the first change was ever written.
+    same_stream = epoch in (NO_EPOCH, state.epoch)
     if not same_stream or position > state.last or state.trimmed > position:
         return None
     return position
@@ -107,9 +105,7 @@ class Watcher:
     name: str | None
     configs: bool  # may see ConfigEntry events
     flags: bool  # may see FeatureFlags events
-    queue: asyncio.Queue[Change | _Reset] = field(
-        default_factory=lambda: asyncio.Queue(QUEUE_SIZE)
-    )
+    queue: asyncio.Queue[Change | _Reset] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
 
     def wants(self, event: dict[str, Any]) -> bool:
         kind = event.get("kind", CONFIG_EVENT)
@@ -174,9 +170,10 @@ class ChangeHub:
     async def _sync(self) -> None:
         """Check our place against the stream; tell every watch to re-read if it is lost."""
         state = await self.cache.stream_state()
-        if self.position is not None and resume_from(
-            event_id(self.epoch, self.position), state
-        ) is None:
+        if (
+            self.position is not None
+            and resume_from(event_id(self.epoch, self.position), state) is None
+        ):
             logger.warning("change stream restarted or trimmed past our position: reset sent")
             self._reset_all()
             self.position = None

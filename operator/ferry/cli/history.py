@@ -107,7 +107,9 @@ def diff(ref: str, old: str, new: str | None, kind: str | None, **kw: Any) -> No
     result = service.diff(_session(kw), namespace, name, first, _revision_arg(new), kind)
     if result.text:
         click.echo(result.text)
-    else:
+    for line in result.secret_changes:  # references and versions only: never a value
+        click.echo(line)
+    if not result.text and not result.secret_changes:
         click.echo(f"no differences between {result.old_label} and {result.new_label}", err=True)
 
 
@@ -167,13 +169,22 @@ def rollback(
 @click.option("--at", "at", default=None, help="ISO 8601 time or age (2h, 7d). Default: now.")
 @click.option("-n", "--namespace", default=None, help="Default: all namespaces.")
 @click.option("-f", "--file", "path", type=click.Path(dir_okay=False), default=None)
+@click.option(
+    "--include-secrets",
+    is_flag=True,
+    help="Also the values of the entries' Secrets, read now from the cluster as you (needs "
+    "get on Secrets in each namespace). `ferry restore` skips them.",
+)
 @_session_options
 @reported
-def export(at: str | None, namespace: str | None, path: str | None, **kw: Any) -> None:
+def export(
+    at: str | None, namespace: str | None, path: str | None, include_secrets: bool, **kw: Any
+) -> None:
     """YAML of every ConfigSchema, ConfigEntry and FeatureFlag as it was at a moment, rebuilt
     from the revision store. `ferry restore` applies it."""
     moment = parse_time(at, _now()) if at else None
-    text = dump_documents(service.export(_session(kw), moment, namespace))
+    documents = service.export(_session(kw), moment, namespace, include_secrets=include_secrets)
+    text = dump_documents(documents)
     if path:
         with open(path, "w", encoding="utf-8") as out:
             out.write(text)

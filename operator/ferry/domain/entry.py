@@ -51,6 +51,15 @@ def revision_content(data: Mapping[str, Any], secrets: Sequence[Mapping[str, Any
     return {"data": dict(data), "secrets": list(secrets)}
 
 
+def split_content(content: Any, spec: Mapping[str, Any] | None) -> tuple[Any, list[Any]]:
+    """A revision's ``(data, secret records)``, undoing :func:`revision_content`. The recorded
+    spec says whether the content was wrapped (it named ``secretData``), so a user's own data
+    that happens to look like the wrapper is never mistaken for it."""
+    if isinstance(spec, Mapping) and spec.get("secretData") and isinstance(content, Mapping):
+        return content.get("data"), list(content.get("secrets") or [])
+    return content, []
+
+
 def references(spec: Mapping[str, Any]) -> tuple[str | None, tuple[str, ...]]:
     """The schema name and direct base names an entry refers to, tolerating malformed specs."""
     schema_ref = spec.get("schemaRef")

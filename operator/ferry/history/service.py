@@ -26,9 +26,11 @@ from ferry.adapters.postgres import (
 )
 from ferry.domain import kinds
 from ferry.domain import labels as L
-from ferry.domain.entry import plan_entry, references
+from ferry.domain.entry import plan_entry, references, split_content
 from ferry.domain.errors import Invalid
 from ferry.domain.flagset import flag_content
+from ferry.domain.secrets import describe_secret_changes
+from ferry.domain.targets import object_name
 from ferry.history.documents import KIND_ORDER, export_documents, render_diff, restorable
 from ferry.history.errors import Forbidden, HistoryError, NotFound
 from ferry.history.gitops import GitOps, detect_gitops
@@ -130,7 +132,10 @@ class Diff:
     kind: str
     old_label: str
     new_label: str
-    text: str  # unified diff; empty when equal
+    text: str  # unified diff of the resolved data; empty when equal
+    secret_changes: list[str] = field(default_factory=list)
+    """One line per changed ``secretData`` key ("secret value changed (version 3 → 4)"),
+    from the recorded references and keyed hashes: never a value."""
 
 
 def diff(
@@ -148,31 +153,38 @@ def diff(
         before = _pick(revisions, old)
         ref = f"{kind} {namespace}/{name}"
         if new is not None:
-            after_content: Any = _pick(revisions, new).content
+            chosen = _pick(revisions, new)
+            after_content, after_secrets = split_content(chosen.content, chosen.spec)
             new_label = f"{ref} revision {new}"
         else:
-            after_content = _live_content(cluster, kind, namespace, name)
+            after_content, after_secrets = _live_content(cluster, kind, namespace, name)
             new_label = f"{ref} live"
         old_label = f"{ref} revision {old}"
+        before_content, before_secrets = split_content(before.content, before.spec)
         return Diff(
             kind,
             old_label,
             new_label,
-            render_diff(before.content, after_content, old_label, new_label),
+            render_diff(before_content, after_content, old_label, new_label),
+            describe_secret_changes(before_secrets, after_secrets),
         )
 
 
-def _live_content(cluster: Cluster, kind: str, namespace: str, name: str) -> Any:
+def _live_content(cluster: Cluster, kind: str, namespace: str, name: str) -> tuple[Any, list[Any]]:
     """What the live object's spec resolves to now, computed as the reconcilers do (entries:
-    bases merged in and validated; flags: ``flag_content``; schemas: the spec itself)."""
+    bases merged in and validated, with the secret records its status shows; flags:
+    ``flag_content``; schemas: the spec itself)."""
     live = cluster.get(kind, namespace, name)
     if live is None:
         raise NotFound(f"{kind} {namespace}/{name} not found in the cluster (compare revisions)")
     spec = live.get("spec") or {}
     if kind == "FeatureFlag":
-        return flag_content(spec)
+        return flag_content(spec), []
     if kind != "ConfigEntry":
-        return spec
+        return spec, []
+    secrets = (
+        list((live.get("status") or {}).get("secrets") or []) if spec.get("secretData") else []
+    )
     entries: dict[str, Mapping[str, Any]] = {}
     schemas: dict[str, Mapping[str, Any]] = {}
     pending = [name]
@@ -192,7 +204,13 @@ def _live_content(cluster: Cluster, kind: str, namespace: str, name: str) -> Any
                 entries[base] = found.get("spec") or {}
                 pending.append(base)
     try:
-        return plan_entry(name, spec, entries=entries, schemas=schemas).data
+        resolved = plan_entry(
+            name,
+            {k: v for k, v in spec.items() if k != "secretData"},
+            entries=entries,
+            schemas=schemas,
+        )
+        return resolved.data, secrets
     except Invalid as exc:
         raise HistoryError(
             f"the live ConfigEntry {namespace}/{name} is invalid ({exc.message}); "
@@ -299,20 +317,64 @@ def _wait_for_revision(
 
 
 def export(
-    session: Session, at: dt.datetime | None = None, namespace: str | None = None
+    session: Session,
+    at: dt.datetime | None = None,
+    namespace: str | None = None,
+    *,
+    include_secrets: bool = False,
 ) -> list[dict[str, Any]]:
     """Manifests of every ConfigSchema, ConfigEntry and FeatureFlag as they were at ``at``
-    (default: now), rebuilt from the revision store; objects deleted by then are left out."""
+    (default: now), rebuilt from the revision store; objects deleted by then are left out.
+
+    ``include_secrets``: also the values of each exported entry's Secret (``secretData``), read
+    now from the live Secret with the caller's credentials; refused unless the caller may
+    ``get`` Secrets in each namespace concerned. Ferry itself never stored them.
+    """
     with _edge(), _Open(session) as (reader, cluster):
         for kind in KIND_ORDER:
             cluster.require("list", kind, namespace, None, "nothing is exported")
-        return export_documents(reader.state_at(at, namespace), at)
+        documents = export_documents(reader.state_at(at, namespace), at)
+        if include_secrets:
+            documents += _secret_documents(cluster, documents)
+        return documents
+
+
+def _secret_documents(cluster: Cluster, documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for doc in documents:
+        spec = doc.get("spec") or {}
+        if doc.get("kind") != kinds.CONFIG_ENTRY.kind or not spec.get("secretData"):
+            continue
+        namespace, name = doc["metadata"]["namespace"], doc["metadata"]["name"]
+        cluster.require("get", "Secret", namespace, None, "--include-secrets cannot export them")
+        secret_name = object_name(name, spec.get("target"))
+        values = cluster.secret_values(namespace, secret_name)
+        if values is None:
+            continue  # not materialised in its own namespace (yet): nothing to export
+        out.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {
+                    "name": secret_name,
+                    "namespace": namespace,
+                    "annotations": {L.ENTRY_NAME: name, "ferry.dev/exported": "values"},
+                },
+                "type": "Opaque",
+                "stringData": values,
+            }
+        )
+    return out
 
 
 def restore(session: Session, documents: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, str]]:
     """Server-side apply each document (field manager ``ferry-restore``), in order, as the
     caller; returns (kind, namespace, name) of each. Stops at the first failure, naming it."""
-    docs = [restorable(d, i) for i, d in enumerate(documents, 1) if d is not None]
+    docs = [
+        restorable(d, i)
+        for i, d in enumerate(documents, 1)
+        if d is not None and not _exported_secret(d)
+    ]
     with _edge():
         cluster = Cluster(session.identity, field_manager=RESTORE_MANAGER)
     applied: list[tuple[str, str, str]] = []
@@ -329,6 +391,12 @@ def restore(session: Session, documents: Iterable[Mapping[str, Any]]) -> list[tu
     finally:
         cluster.close()
     return applied
+
+
+def _exported_secret(doc: Mapping[str, Any]) -> bool:
+    """A Secret from ``export --include-secrets``: not restored (Ferry writes Secrets from
+    Vault); it is in the export for whoever needs the values elsewhere."""
+    return doc.get("kind") == "Secret" and doc.get("apiVersion") == "v1"
 
 
 # --------------------------------------------------------------------------------- audit

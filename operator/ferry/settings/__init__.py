@@ -71,6 +71,12 @@ class CacheSettings(SettingsGroup):
     timeout_seconds: Annotated[float, SECONDS] = 2.0
     """How long connecting to Redis or one command may take before it counts as down."""
 
+    stream_max_length: Annotated[int, POSITIVE] = 10_000
+    """About how many changes the stream ``ferry:changes:stream`` keeps (``XADD MAXLEN ~``):
+    a ``/v1/watch`` client of ``ferry serve`` that reconnects with ``Last-Event-ID`` is replayed
+    what it missed while the stream still holds it, and told to re-read otherwise. Applied by
+    ``ferry run``, which writes the stream."""
+
 
 @dataclass(frozen=True)
 class ApiSettings(SettingsGroup):
@@ -82,6 +88,35 @@ class ApiSettings(SettingsGroup):
 
     port: Annotated[int, PORT] = 8080
     """Port to listen on."""
+
+
+@dataclass(frozen=True)
+class ServeSettings(SettingsGroup):
+    """``ferry serve``: the authenticated read API as its own process (docs/read-api.md). Only
+    ``ferry serve`` reads these; it also reads the ``kubernetes``, ``database``, ``cache`` and
+    ``flags`` groups."""
+
+    host: str = "127.0.0.1"
+    """Address to listen on (``0.0.0.0`` to serve other hosts, as in a pod)."""
+
+    port: Annotated[int, PORT] = 8090
+    """Port to listen on."""
+
+    token_audience: str = "ferry"
+    """Audience a caller's bearer token must be issued for (a projected service-account token
+    with ``audience: ferry``), checked by TokenReview, so a token made for Ferry is useless
+    against the Kubernetes API and the other way round. Set it to the API server's own audience
+    (its ``--service-account-issuer``, e.g. ``https://kubernetes.default.svc``) to accept
+    ordinary service-account tokens."""
+
+    auth_cache_ttl_seconds: Annotated[float, SECONDS] = 10.0
+    """How long a TokenReview or SubjectAccessReview answer is reused: a revoked RoleBinding or
+    deleted service account keeps working for at most this long on each replica (never past the
+    token's own expiry)."""
+
+    heartbeat_seconds: Annotated[float, SECONDS] = 15.0
+    """Interval of the comment lines sent on an idle ``/v1/watch`` stream, so proxies keep it
+    open and clients can tell a dead connection from a quiet one."""
 
 
 @dataclass(frozen=True)
@@ -236,6 +271,7 @@ class Settings:
     database: DatabaseSettings
     cache: CacheSettings
     api: ApiSettings = field(default_factory=ApiSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
     history: HistorySettings = field(default_factory=HistorySettings)
@@ -251,6 +287,7 @@ __all__ = [
     "HistorySettings",
     "KubernetesSettings",
     "ReconcileSettings",
+    "ServeSettings",
     "Settings",
     "SettingsError",
     "VaultSettings",

@@ -73,3 +73,6 @@ class LatestReader:
             {"kind": kind, "ns": namespace, "name": name, "rev": number},
         )
         return Revision.from_row(rows[0]) if rows else None
+
+    async def ping(self) -> None:
+        await self._rows("SELECT 1 AS ok", {})

@@ -1,0 +1,108 @@
+"""`ferry serve`: the authenticated read API, its own process (docs/read-api.md).
+
+Its options are the settings groups it reads (:mod:`ferry.settings`: ``kubernetes``,
+``database``, ``cache``, ``flags``, ``serve``), generated like ``ferry run``'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from ferry.cli.run import settings_options
+from ferry.settings import Settings, SettingsError
+from ferry.settings.options import build, options
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The settings groups ``ferry serve`` reads; the others are the operator's.
+GROUPS = ("kubernetes", "database", "cache", "flags", "serve")
+
+
+def _serve_options(command: F) -> F:
+    """``ferry run``'s generated options, only those of :data:`GROUPS`."""
+    decorated = settings_options(command)
+    params = decorated.__click_params__  # type: ignore[attr-defined]
+    decorated.__click_params__ = [  # type: ignore[attr-defined]
+        p for p in params if str(p.name).split("__", 1)[0] in GROUPS
+    ]
+    return decorated
+
+
+def _settings(params: dict[str, Any]) -> Settings:
+    values = {
+        option.path: params[option.path.replace(".", "__")]
+        for option in options()
+        if option.group in GROUPS and option.option is not None
+    }
+    try:
+        return build(values)
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+@click.command()
+@_serve_options
+@click.option("--verbose", "-v", is_flag=True, help="Log at debug level.")
+def serve(verbose: bool, **params: Any) -> None:
+    """Serve configuration, live changes and flag evaluation (OFREP) to workloads.
+
+    Every caller authenticates with a bearer token that the Kubernetes API server verifies
+    (TokenReview) and is authorised by RBAC (SubjectAccessReview): get on configentries or
+    featureflags (ferry.dev) in the namespace it reads. Stateless: run several replicas.
+    """
+    settings = _settings(params)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not verbose:
+        for noisy in ("httpx2", "httpx", "aiohttp.access"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    asyncio.run(_serve(settings))
+
+
+async def _serve(settings: Settings) -> None:
+    from ferry.adapters import kube_auth
+    from ferry.adapters.cache import Cache
+    from ferry.adapters.postgres.latest import LatestReader
+    from ferry.api import server
+
+    serve_settings = settings.serve
+    parts = server.Parts(
+        cache=Cache(
+            settings.cache.url,
+            timeout_seconds=settings.cache.timeout_seconds,
+            stream_max_length=settings.cache.stream_max_length,
+        ),
+        reader=LatestReader(settings.database.url, max_size=settings.database.pool_max_size),
+        auth=kube_auth.KubeAuth(
+            kube_auth.make_client(settings.kubernetes.kubeconfig),
+            audience=serve_settings.token_audience or None,
+            ttl_seconds=serve_settings.auth_cache_ttl_seconds,
+        ),
+        audience=serve_settings.token_audience or None,
+        default_bucketing=settings.flags.default_bucketing,
+        heartbeat_seconds=serve_settings.heartbeat_seconds,
+    )
+    app = server.make_app(parts)
+    ready = asyncio.Event()
+    task = asyncio.create_task(
+        server.run(app, serve_settings.host, serve_settings.port, ready=ready)
+    )
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, task.cancel)
+    waiting = asyncio.create_task(ready.wait())
+    await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    if ready.is_set():
+        logging.getLogger("ferry.serve").info(
+            "serving on http://%s:%s", serve_settings.host, serve_settings.port
+        )
+    waiting.cancel()
+    await task

@@ -1,0 +1,624 @@
+"""Validation in worker processes: off the event loop, bounded per call, fair between namespaces.
+
+The complexity budget (``ferry.domain.jsonschema.budget``) refuses schemas that ask too much work
+of every value, but a schema within budget can still ask seconds of work of *large* data (a
+thousand-branch ``anyOf`` over every item of a long list), and the domain's checks are pure
+Python: run on the operator's event loop, one such validation would stall every admission call,
+every reconcile, ``/healthz`` and ``/readyz`` in every namespace (issue 11). So every schema check
+and data validation of the webhooks and reconcilers runs here:
+
+* **In worker processes** (``validation.workers``), each a plain ``python`` running
+  :func:`serve`. A call sends plain data (specs as dicts, never the operator's lazy index views:
+  see :func:`plan_entry`) and gets back the pure function's own result.
+* **With a hard wall-clock limit per call** (``validation.timeout_seconds``). A worker that
+  overruns is killed (SIGKILL: pure Python or RE2, nothing in it can be interrupted gently) and
+  replaced; the call answers ``ValidationTooCostly`` naming the schema, as an over-budget schema
+  does, and that verdict is remembered for the same input for a while, so a resync or a restart
+  of the same reconcile does not spend the time again.
+* **Fair between namespaces**: one namespace holds at most ``workers - 1`` workers at once (one
+  when there is a single worker), and waiting namespaces are served in turn, so a tenant flooding
+  Ferry with costly input leaves a worker to everybody else.
+
+The functions of this module mirror the pure ones (``plan_entry``, ``check_schema``,
+``check_entry``, ``check_schema_request``) and return the same results. Decision record:
+docs/decisions/0018-tenant-isolation.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import pickle
+import signal
+import struct
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from ferry.domain.entry import EntryPlan, references
+from ferry.domain.errors import Invalid, Violation
+from ferry.domain.jsonschema import TOO_COSTLY
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_WORKERS = 2
+DEFAULT_TIMEOUT_SECONDS = 2.0
+#: How long a ``ValidationTooCostly`` verdict from a timeout is reused for the same input before
+#: the input is tried again (a timeout may have been an overloaded machine, not the input).
+VERDICT_SECONDS = 600.0
+#: Verdicts kept at most (oldest dropped first).
+MAX_VERDICTS = 4096
+#: A call that would get less time than this to run is not started at all ("busy").
+MIN_RUN_SECONDS = 0.05
+
+_HEADER = struct.Struct(">I")
+
+
+class Busy(Exception):
+    """No worker became free before the caller's deadline: try again later."""
+
+
+# ------------------------------------------------------------------------------- worker side
+def _operations() -> dict[str, Callable[..., Any]]:
+    """What a worker may be asked to run: the pure checks, by name."""
+    from ferry.domain import admission, entry, jsonschema
+
+    return {
+        "plan_entry": entry.plan_entry,
+        "check_schema": jsonschema.check_schema,
+        "check_entry": admission.check_entry,
+        "check_schema_request": admission.check_schema_request,
+    }
+
+
+def _run_one(operations: Mapping[str, Callable[..., Any]], request: bytes) -> bytes:
+    """One call in the worker: ``(op, args, kwargs)`` in; ``("ok", result)``, ``("invalid",
+    reason, violations)`` or ``("error", text)`` out. Never raises."""
+    try:
+        op, args, kwargs = pickle.loads(request)
+        return pickle.dumps(("ok", operations[op](*args, **kwargs)))
+    except Invalid as invalid:
+        return pickle.dumps(("invalid", invalid.reason, list(invalid.violations)))
+    except RecursionError:
+        return pickle.dumps(("error", "is nested too deeply to be checked"))
+    except Exception as error:  # the pure checks never raise; this is a bug, reported
+        return pickle.dumps(("error", f"{type(error).__name__}: {error}"[:500]))
+
+
+def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> None:
+    """A worker's main loop: length-prefixed requests on stdin, answers on stdout, until EOF
+    (the operator stopped or died: a worker never outlives it)."""
+    if stdout is None:
+        # Answers go to the real stdout; anything printed by mistake goes to stderr instead.
+        stdout = os.fdopen(os.dup(1), "wb")
+        os.dup2(2, 1)
+    stdin = stdin or sys.stdin.buffer
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the operator; EOF stops us
+    operations = _operations()
+    while True:
+        header = stdin.read(_HEADER.size)
+        if len(header) < _HEADER.size:
+            return
+        (size,) = _HEADER.unpack(header)
+        answer = _run_one(operations, stdin.read(size))
+        stdout.write(_HEADER.pack(len(answer)) + answer)
+        stdout.flush()
+
+
+# ------------------------------------------------------------------------------- operator side
+class _Answers(pickle.Unpickler):
+    """Unpickles a worker's answer, building only the classes an answer is made of.
+
+    A worker handles hostile input; should one ever be subverted, its answer still cannot make
+    the operator construct anything else (the "Restricting Globals" recipe of the pickle docs).
+    """
+
+    ALLOWED = {
+        ("ferry.domain.entry", "EntryPlan"),
+        ("ferry.domain.errors", "Violation"),
+        ("ferry.domain.secrets", "SecretRef"),
+        ("ferry.domain.secrets", "VaultRef"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"a worker's answer may not hold {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-like value as dicts, lists and scalars (index snapshots and Kopf bodies are
+    Mappings of their own), iteratively, so hostile nesting cannot raise RecursionError here."""
+    if not isinstance(value, Mapping | list | tuple):
+        return value
+    root: Any = {} if isinstance(value, Mapping) else []
+    stack: list[tuple[Any, Any]] = [(value, root)]
+    while stack:
+        src, dst = stack.pop()
+        for key, item in src.items() if isinstance(src, Mapping) else enumerate(src):
+            child = item
+            if isinstance(item, Mapping | list | tuple):
+                child = {} if isinstance(item, Mapping) else []
+                stack.append((item, child))
+            if isinstance(dst, dict):
+                dst[key] = child
+            else:
+                dst.append(child)
+    return root
+
+
+class _Slots:
+    """At most ``size`` calls at once, at most ``per_tenant`` of them for one tenant; waiting
+    tenants are served in turn (round robin), each tenant's calls in order."""
+
+    def __init__(self, size: int, per_tenant: int) -> None:
+        self.free = size
+        self.per_tenant = per_tenant
+        self.running: collections.Counter[str] = collections.Counter()
+        self.waiting: dict[str, collections.deque[asyncio.Future[None]]] = {}
+
+    async def acquire(self, tenant: str, timeout: float | None) -> None:
+        if self.free and self.running[tenant] < self.per_tenant and tenant not in self.waiting:
+            self._grant(tenant)
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiting.setdefault(tenant, collections.deque()).append(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.release(tenant)  # granted just as the caller gave up: pass it on
+            else:
+                waiter.cancel()
+                self._forget(tenant, waiter)
+            raise
+
+    def release(self, tenant: str) -> None:
+        self.running[tenant] -= 1
+        if self.running[tenant] <= 0:
+            del self.running[tenant]
+        self.free += 1
+        self._dispatch()
+
+    def _grant(self, tenant: str) -> None:
+        self.free -= 1
+        self.running[tenant] += 1
+
+    def _forget(self, tenant: str, waiter: asyncio.Future[None]) -> None:
+        queue = self.waiting.get(tenant)
+        if queue is not None:
+            with contextlib.suppress(ValueError):
+                queue.remove(waiter)
+            if not queue:
+                del self.waiting[tenant]
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        while self.free:
+            for tenant in list(self.waiting):
+                if self.running[tenant] < self.per_tenant:
+                    queue = self.waiting.pop(tenant)  # re-inserted last: its turn is over
+                    waiter = queue.popleft()
+                    if queue:
+                        self.waiting[tenant] = queue
+                    if not waiter.done():
+                        self._grant(tenant)
+                        waiter.set_result(None)
+                    break
+            else:
+                return
+
+
+@dataclass
+class _Worker:
+    process: asyncio.subprocess.Process
+
+    async def call(self, request: bytes) -> bytes:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(_HEADER.pack(len(request)) + request)
+        await self.process.stdin.drain()
+        (size,) = _HEADER.unpack(await self.process.stdout.readexactly(_HEADER.size))
+        return await self.process.stdout.readexactly(size)
+
+    async def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()
+        with contextlib.suppress(Exception):
+            await self.process.wait()
+
+
+@dataclass(frozen=True)
+class Overran:
+    """A call that did not finish within its limit (``died``: the worker exited instead)."""
+
+    limit: float
+    died: bool = False
+    full: bool = True
+    """It had the whole per-call limit (not less, because of the caller's deadline)."""
+
+
+@dataclass
+class Isolation:
+    """A small pool of validation worker processes (see the module docstring)."""
+
+    workers: int = DEFAULT_WORKERS
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    command: Sequence[str] = (
+        sys.executable,
+        "-c",
+        "from ferry.reconcile.isolation import serve; serve()",
+    )
+    _slots: _Slots | None = None
+    _idle: asyncio.Queue[_Worker] | None = None
+    _all: set[_Worker] = field(default_factory=set)
+    _spawning: set[asyncio.Task[None]] = field(default_factory=set)
+    _verdicts: collections.OrderedDict[bytes, tuple[float, Overran]] = field(
+        default_factory=collections.OrderedDict
+    )
+    killed: int = 0
+    """Workers killed for overrunning (or found dead) since the pool started."""
+
+    def configure(self, workers: int, timeout_seconds: float) -> None:
+        """Set the pool's size and limit; takes effect for workers started from now on."""
+        self.workers, self.timeout_seconds = workers, timeout_seconds
+
+    @property
+    def per_tenant(self) -> int:
+        return max(1, self.workers - 1)
+
+    def start(self) -> None:
+        """Start the workers now (otherwise the first call does)."""
+        if self._slots is None:
+            self._slots = _Slots(self.workers, self.per_tenant)
+            self._idle = asyncio.Queue()
+            for _ in range(self.workers):
+                self._replace()
+
+    async def close(self) -> None:
+        for task in list(self._spawning):
+            task.cancel()
+        await asyncio.gather(*self._spawning, return_exceptions=True)
+        for worker in list(self._all):
+            assert worker.process.stdin is not None
+            worker.process.stdin.close()  # EOF: the worker's loop ends
+            await worker.kill()
+        self._all.clear()
+        self._slots = self._idle = None
+
+    def _replace(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._spawn(), name="ferry-validation")
+        self._spawning.add(task)
+        task.add_done_callback(self._spawning.discard)
+
+    async def _spawn(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *self.command,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    limit=2**20,
+                )
+            except OSError as error:
+                logger.error("could not start a validation worker: %s; retrying", error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            worker = _Worker(process)
+            self._all.add(worker)
+            assert self._idle is not None
+            self._idle.put_nowait(worker)
+            return
+
+    async def run(
+        self,
+        op: str,
+        *args: Any,
+        tenant: str,
+        deadline: float | None = None,
+        **kwargs: Any,
+    ) -> tuple[str, Any] | Overran:
+        """Run ``op`` in a worker: its answer, or :class:`Overran` if it took too long.
+
+        ``deadline`` (the event loop's clock) bounds the whole call, waiting included: a caller
+        that must answer by then (an admission request) gets :class:`Busy` if no worker is free
+        in time. Without one the call waits its turn, and runs for the full limit.
+        """
+        request = pickle.dumps((op, _plain(args), _plain(kwargs)))
+        key = hashlib.sha256(request).digest()
+        if (known := self._verdict(key)) is not None:
+            return known
+        self.start()
+        assert self._slots is not None and self._idle is not None
+        loop = asyncio.get_running_loop()
+
+        def waiting() -> float | None:  # how long the call may still wait for a worker
+            return None if deadline is None else max(0.0, deadline - loop.time() - MIN_RUN_SECONDS)
+
+        try:
+            await self._slots.acquire(tenant, waiting())
+        except TimeoutError:
+            raise Busy(op) from None
+        try:
+            async with asyncio.timeout(waiting()):
+                worker = await self._idle.get()
+        except TimeoutError:
+            self._slots.release(tenant)
+            raise Busy(op) from None
+        limit = self.timeout_seconds
+        if deadline is not None:
+            limit = min(limit, deadline - loop.time())
+        try:
+            async with asyncio.timeout(limit):
+                answer = await worker.call(request)
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError) as error:
+            died = not isinstance(error, TimeoutError)
+            await self._discard(worker, op, tenant, limit, died)
+            overran = Overran(limit, died, full=limit >= self.timeout_seconds)
+            if overran.full:
+                self._remember(key, overran)
+            return overran
+        except BaseException:
+            # Cancelled mid-call (the caller went away): the worker's state is unknown.
+            await self._discard(worker, op, tenant, limit, False)
+            raise
+        else:
+            self._idle.put_nowait(worker)
+        finally:
+            self._slots.release(tenant)
+        loaded = _Answers(io.BytesIO(answer)).load()
+        return tuple(loaded)  # type: ignore[return-value]
+
+    async def _discard(
+        self, worker: _Worker, op: str, tenant: str, limit: float, died: bool
+    ) -> None:
+        self.killed += 1
+        self._all.discard(worker)
+        if died:
+            logger.warning("validation worker died during %s for namespace %s", op, tenant)
+        else:
+            logger.warning(
+                "validation worker killed: %s for namespace %s ran over %.3gs", op, tenant, limit
+            )
+        await worker.kill()
+        self._replace()
+
+    def _verdict(self, key: bytes) -> Overran | None:
+        found = self._verdicts.get(key)
+        if found is None:
+            return None
+        if time.monotonic() - found[0] > VERDICT_SECONDS:
+            del self._verdicts[key]
+            return None
+        return found[1]
+
+    def _remember(self, key: bytes, overran: Overran) -> None:
+        self._verdicts[key] = (time.monotonic(), overran)
+        while len(self._verdicts) > MAX_VERDICTS:
+            self._verdicts.popitem(last=False)
+
+
+#: The operator's pool: the webhooks and the reconcilers share it.
+POOL = Isolation()
+
+
+def configure(workers: int, timeout_seconds: float) -> None:
+    POOL.configure(workers, timeout_seconds)
+
+
+def start() -> None:
+    POOL.start()
+
+
+async def close() -> None:
+    await POOL.close()
+
+
+# ------------------------------------------------------------------------------- what it runs
+def _too_costly(overran: Overran, what: str) -> str:
+    """The message of a call that overran: ``ValidationTooCostly`` when it had its whole limit."""
+    if overran.died:
+        return f"{TOO_COSTLY}: the validation worker died while {what}"
+    if overran.full:
+        return (
+            f"{TOO_COSTLY}: {what} took longer than {overran.limit:g}s, the limit for one "
+            "validation (setting validation.timeout_seconds); it was stopped"
+        )
+    return f"could not be checked in time: {what} did not finish before the request's deadline"
+
+
+def _schema_violation(schema: str | None, overran: Overran, what: str) -> Violation:
+    if schema is None:
+        return Violation("spec", _too_costly(overran, what))
+    return Violation(
+        "spec.schemaRef.name", f'ConfigSchema "{schema}": {_too_costly(overran, what)}'
+    )
+
+
+def _busy(what: str) -> Violation:
+    return Violation(
+        "spec",
+        f"could not be checked in time: Ferry's validation workers are busy ({what}); try again",
+    )
+
+
+def with_bases(
+    name: str, spec: Mapping[str, Any], entries: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Mapping[str, Any]]:
+    """The specs of every entry ``spec`` inherits from, transitively, that ``entries`` holds:
+    all that resolving entry ``name`` reads of its namespace (``entries`` may be a lazy view of
+    an index; only these names are looked up)."""
+    found: dict[str, Mapping[str, Any]] = {}
+    pending, seen = list(references(spec)[1]), {name}
+    while pending:
+        base = pending.pop()
+        if base in seen:
+            continue
+        seen.add(base)
+        base_spec = entries.get(base)
+        if isinstance(base_spec, Mapping):
+            found[base] = base_spec
+            pending.extend(references(base_spec)[1])
+    return found
+
+
+def _schema_of(
+    spec: Mapping[str, Any], schemas: Mapping[str, Mapping[str, Any]]
+) -> tuple[str | None, dict[str, Mapping[str, Any]]]:
+    schema, _ = references(spec)
+    found = schemas.get(schema) if schema is not None else None
+    return schema, ({schema: found} if schema is not None and found is not None else {})
+
+
+def _answer(answer: tuple[str, Any]) -> Any:
+    """A worker's answer as the pure function gave it: its result, or its ``Invalid`` raised."""
+    if answer[0] == "ok":
+        return answer[1]
+    if answer[0] == "invalid":
+        raise Invalid(answer[1], answer[2])
+    raise Invalid("Malformed", [Violation("spec", f"could not be checked: {answer[1]}")])
+
+
+async def plan_entry(
+    name: str,
+    spec: Mapping[str, Any],
+    *,
+    entries: Mapping[str, Mapping[str, Any]],
+    schemas: Mapping[str, Mapping[str, Any]],
+    vault_paths: Sequence[str] = (),
+    namespace: str = "",
+    pool: Isolation | None = None,
+) -> EntryPlan:
+    """``ferry.domain.entry.plan_entry`` in a worker: the same plan, or the same ``Invalid``;
+    ``Invalid("ValidationTooCostly", …)`` naming the schema if it ran over the limit."""
+    schema, schema_specs = _schema_of(spec, schemas)
+    answer = await (pool or POOL).run(
+        "plan_entry",
+        name,
+        spec,
+        entries=with_bases(name, spec, entries),
+        schemas=schema_specs,
+        vault_paths=tuple(vault_paths),
+        namespace=namespace,
+        tenant=namespace,
+    )
+    if isinstance(answer, Overran):
+        violation = _schema_violation(schema, answer, "validating this entry")
+        raise Invalid(TOO_COSTLY, [violation])
+    plan = _answer(answer)
+    assert isinstance(plan, EntryPlan)
+    return plan
+
+
+async def check_schema(
+    schema: object,
+    path: str = "spec.schema",
+    *,
+    tenant: str,
+    name: str | None = None,
+    pool: Isolation | None = None,
+) -> list[Violation]:
+    """``ferry.domain.jsonschema.check_schema`` in a worker; a ``ValidationTooCostly`` violation
+    if checking it ran over the limit (``name``: the ConfigSchema's, for the message)."""
+    answer = await (pool or POOL).run("check_schema", schema, path, tenant=tenant)
+    if isinstance(answer, Overran):
+        what = f'checking ConfigSchema "{name}"' if name else "checking the schema"
+        return [Violation(path, _too_costly(answer, what))]
+    return list(_answer(answer))
+
+
+async def check_entry(
+    namespace: str,
+    name: str,
+    spec: object,
+    entries: Mapping[str, Mapping[str, Any]],
+    schemas: Mapping[str, Mapping[str, Any]],
+    *,
+    vault_paths: Sequence[str] = (),
+    min_refresh: float = 0.0,
+    deadline: float | None = None,
+    pool: Isolation | None = None,
+) -> list[Violation]:
+    """``ferry.domain.admission.check_entry`` in a worker, answered by ``deadline``."""
+    bases: dict[str, Mapping[str, Any]] = {}
+    schema: str | None = None
+    schema_specs: dict[str, Mapping[str, Any]] = {}
+    if isinstance(spec, Mapping):
+        bases = with_bases(name, spec, entries)
+        schema, schema_specs = _schema_of(spec, schemas)
+    try:
+        answer = await (pool or POOL).run(
+            "check_entry",
+            namespace,
+            name,
+            spec,
+            bases,
+            schema_specs,
+            vault_paths=tuple(vault_paths),
+            min_refresh=min_refresh,
+            tenant=namespace,
+            deadline=deadline,
+        )
+    except Busy:
+        return [_busy("checking this entry")]
+    if isinstance(answer, Overran):
+        return [_schema_violation(schema, answer, "validating this entry")]
+    return list(_answer(answer))
+
+
+def _users(schema: str, entries: Mapping[str, Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """Every entry that names ConfigSchema ``schema``, with every base it inherits from."""
+    found: dict[str, Mapping[str, Any]] = {}
+    for entry_name, spec in entries.items():
+        if isinstance(spec, Mapping) and references(spec)[0] == schema:
+            found[entry_name] = spec
+            found.update(with_bases(entry_name, spec, entries))
+    return found
+
+
+async def check_schema_request(
+    operation: str | None,
+    namespace: str,
+    name: str,
+    new_spec: object,
+    old_spec: object,
+    entries: Mapping[str, Mapping[str, Any]],
+    *,
+    deadline: float | None = None,
+    pool: Isolation | None = None,
+) -> list[Violation]:
+    """``ferry.domain.admission.check_schema_request`` in a worker, answered by ``deadline``.
+
+    The schemas stored "today" are not needed: the request's own ``oldObject`` is what the
+    compatibility check compares with, and entries only ever use their own schema.
+    """
+    users = _users(name, entries) if operation == "UPDATE" else {}
+    try:
+        answer = await (pool or POOL).run(
+            "check_schema_request",
+            operation,
+            namespace,
+            name,
+            new_spec,
+            old_spec,
+            users,
+            {},
+            tenant=namespace,
+            deadline=deadline,
+        )
+    except Busy:
+        return [_busy("checking this schema")]
+    if isinstance(answer, Overran):
+        count = sum(1 for spec in users.values() if references(spec)[0] == name)
+        what = f'checking ConfigSchema "{name}" against the {count} entries that use it'
+        return [Violation("spec.schema", _too_costly(answer, what))]
+    return list(_answer(answer))
