@@ -12,3 +12,9 @@ STORE_UP = Gauge("ferry_store_up", "1 when the last PostgreSQL write succeeded")
 CACHE_UP = Gauge("ferry_cache_up", "1 when the last Redis write succeeded")
 CACHE_ERRORS = Counter("ferry_cache_errors_total", "Failed writes to Redis")
 QUEUE_DEPTH = Gauge("ferry_queue_depth", "Keys waiting to be reconciled")
+VAULT_READS = Counter("ferry_vault_reads_total", "Secret reads sent to Vault (shared per path)")
+VAULT_FAILURES = Counter(
+    "ferry_vault_failures_total",
+    "Entries whose secretData could not be read, by reason",
+    ["reason"],
+)

@@ -127,7 +127,11 @@ def container(
             except OSError:
                 return False
 
-        eventually(ready, timeout=240, interval=1, what="the container's /readyz")
+        try:
+            eventually(ready, timeout=240, interval=1, what="the container's /readyz")
+        except AssertionError as exc:
+            logs = podman("logs", name, check=False)
+            raise AssertionError(f"{exc}\ncontainer log:\n{(logs.stdout + logs.stderr)[-4000:]}")
         yield name, Kube(control_plane.kubeconfig, control_plane.kubectl), api_port
     finally:
         podman("rm", "--force", "--time", "10", name, check=False, timeout=120)

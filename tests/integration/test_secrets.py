@@ -97,6 +97,14 @@ def test_secret_is_materialised_rotated_on_demand_and_removed(
     assert rotated["status"]["hash"] != first_hash
     eventually(lambda: template_hash(kube, ns, "web") == rotated["status"]["hash"])
 
+    with urllib.request.urlopen(f"{vault_operator.api_url}/metrics", timeout=10) as answer:
+        reads = [
+            float(line.split()[-1])
+            for line in answer.read().decode().splitlines()
+            if line.startswith("ferry_vault_reads_total ")
+        ]
+    assert reads and reads[0] >= 2  # the first read and the on-demand one
+
     # A hand edit of the Secret is drift, and is restored.
     kube.kubectl(
         "patch", "secret", "app", "-n", ns, "--type=merge",

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ferry import metrics
 from ferry.adapters.vault import (
     KubernetesAuth,
     PathReads,
@@ -107,7 +108,12 @@ class VaultSecrets:
         if fresh:
             for ref in refs:
                 self.reads.forget(ref.vault.path)
-        return await self.reads.resolve(refs)
+        before = self.reads.reads
+        resolution = await self.reads.resolve(refs)
+        metrics.VAULT_READS.inc(self.reads.reads - before)
+        for error in resolution.failures.values():  # reasons are a fixed set: bounded labels
+            metrics.VAULT_FAILURES.labels(error.reason or type(error).__name__).inc()
+        return resolution
 
     def records(self, resolution: Resolution, namespace: str, entry: str) -> list[SecretRecord]:
         return [
