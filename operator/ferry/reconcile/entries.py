@@ -187,8 +187,8 @@ class EntryReconciler:
             secrets=[r.to_json() for r in secrets.records] if plan.secrets else None,
             observedRefresh=entry.annotations.get(L.REFRESH),
         )
-        if plan.secrets and self.vault is not None and self.schedule is not None:
-            self.schedule(namespace, name, self.vault.refresh_delay(entry.uid, entry.spec))
+        if plan.secrets:
+            self._schedule_refresh(namespace, name, entry)
         if cache_error:
             raise Requeue(cache_error)
 
@@ -222,6 +222,11 @@ class EntryReconciler:
         }
         return ResolvedSecrets(self.vault.records(resolution, namespace, name), data)
 
+    def _schedule_refresh(self, namespace: str, name: str, entry: Snapshot) -> None:
+        """Reconcile again at the entry's next refresh slot (spread by uid over its interval)."""
+        if self.vault is not None and self.schedule is not None:
+            self.schedule(namespace, name, self.vault.refresh_delay(entry.uid, entry.spec))
+
     async def _secrets_failed(
         self, namespace: str, name: str, entry: Snapshot, reason: str, message: str, stall: bool
     ) -> None:
@@ -242,10 +247,11 @@ class EntryReconciler:
                 ),
             ],
         )
-        if entry.condition(SECRETS_RESOLVED) is None or (
-            (entry.condition(SECRETS_RESOLVED) or {}).get("message") != message
-        ):
+        previous = entry.condition(SECRETS_RESOLVED)
+        if previous is None or previous.get("message") != message:
             self.report.event(namespace, name, entry.uid, "Warning", reason, message)
+        if stall:  # not found, deleted, denied: look again at the next refresh, not sooner
+            self._schedule_refresh(namespace, name, entry)
 
     # ----------------------------------------------------------------------------- materialise
     async def _materialise(

@@ -57,9 +57,14 @@ class WorkQueue(Generic[K]):
             self._queue.put_nowait(key)
 
     def add_after(self, key: K, delay: float) -> None:
-        if key in self._timers:
-            return
+        """Queue ``key`` in ``delay`` seconds; a key already waiting keeps the earlier time (a
+        retry after a failure is never held back by a distant scheduled refresh)."""
         loop = asyncio.get_running_loop()
+        existing = self._timers.get(key)
+        if existing is not None:
+            if existing.when() <= loop.time() + delay:
+                return
+            existing.cancel()
         self._timers[key] = loop.call_later(delay, self._fire, key)
 
     def _fire(self, key: K) -> None:
