@@ -18,3 +18,12 @@ VAULT_FAILURES = Counter(
     "Entries whose secretData could not be read, by reason",
     ["reason"],
 )
+SHARDS = Gauge("ferry_shards", "Shards the namespaces are divided into (leader.shards)")
+SHARDS_HELD = Gauge(
+    "ferry_shards_held", "Shards whose Lease this replica holds and reconciles (0: standby)"
+)
+SHARD_LAST_RECONCILE = Gauge(
+    "ferry_shard_last_reconcile_timestamp_seconds",
+    "When this replica last started a reconcile of a key of the shard",
+    ["shard"],
+)

@@ -167,7 +167,7 @@ def test_standard_input_multi_document_yaml_and_lists() -> None:
 def test_the_examples_directory_validates_and_its_invalid_example_is_named() -> None:
     examples = str(REPO / "examples")
     findings = validate_files([examples])
-    assert len(findings) == 4 and all(f.valid for f in findings), [f.message for f in findings]
+    assert len(findings) == 5 and all(f.valid for f in findings), [f.message for f in findings]
     deep = validate_files([examples], recursive=True)
     invalid = [f for f in deep if not f.valid]
     assert [f.ref for f in invalid] == ["ConfigEntry platform/payments-api"]
@@ -288,7 +288,7 @@ def test_the_command_reads_a_pipe_and_exits_1_naming_every_invalid_object(tmp_pa
     result = runner.invoke(cli, ["validate", "-f", "-"], input=piped)
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines()[-1] == (
-        "1 of 5 object(s) invalid: ConfigEntry platform/payments-api"
+        "1 of 6 object(s) invalid: ConfigEntry platform/payments-api"
     )
     assert "ConfigEntry platform/payments-defaults is valid" in result.stdout
 

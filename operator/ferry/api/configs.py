@@ -23,12 +23,13 @@ from typing import Any
 
 from aiohttp import web
 
-from ferry.adapters.cache import Cache, CacheUnavailable
+from ferry.adapters.cache import CONFIG_EVENT, Cache, CacheUnavailable
 from ferry.adapters.kube_auth import Access
 from ferry.adapters.postgres import Revision, StoreUnavailable
 from ferry.adapters.postgres.latest import LatestReader
 from ferry.api import metrics
 from ferry.api.guard import Guard, Refused, status_response
+from ferry.api.watch import Mirror
 from ferry.domain import kinds
 from ferry.domain.entry import DEFAULT_FORMAT
 from ferry.domain.errors import Invalid
@@ -81,19 +82,28 @@ def document_from_revision(row: Revision) -> dict[str, Any]:
 class ConfigSource:
     cache: Cache
     reader: LatestReader
+    mirror: Mirror | None = None
 
     async def read(self, namespace: str, name: str) -> tuple[str, dict[str, Any] | None, str]:
         """(source, document, its JSON text): the source is ``redis`` or ``postgres``; the
         document None when neither has the entry. Raises :class:`StoreUnavailable` when Redis
         could not answer and PostgreSQL cannot either."""
+        key = (CONFIG_EVENT, namespace, name)
+        if self.mirror is not None and (kept := self.mirror.get(key)) is not None:
+            metrics.SOURCE.labels("config", "redis").inc()
+            return "redis", kept[0], kept[1]
         redis_error: CacheUnavailable | None = None
+        generation = self.mirror.hub.generation if self.mirror is not None else 0
         try:
             raw = await self.cache.get_raw(namespace, name)
         except CacheUnavailable as exc:
             raw, redis_error = None, exc
         if raw is not None:
             metrics.SOURCE.labels("config", "redis").inc()
-            return "redis", dict(json.loads(raw)), raw
+            document = dict(json.loads(raw))
+            if self.mirror is not None:
+                self.mirror.put(key, (document, raw), generation)
+            return "redis", document, raw
         try:
             row = await self.reader.latest(kinds.CONFIG_ENTRY.kind, namespace, name)
         except StoreUnavailable as exc:

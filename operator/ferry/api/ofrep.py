@@ -36,13 +36,14 @@ from typing import Any
 
 from aiohttp import web
 
-from ferry.adapters.cache import Cache, CacheUnavailable
+from ferry.adapters.cache import FLAGS_EVENT, Cache, CacheUnavailable
 from ferry.adapters.kube_auth import Access, User
 from ferry.adapters.postgres import Revision, StoreUnavailable
 from ferry.adapters.postgres.latest import LatestReader
 from ferry.api import metrics
 from ferry.api.configs import if_none_match
 from ferry.api.guard import Guard, Refused, status_response
+from ferry.api.watch import Mirror
 from ferry.domain import kinds
 from ferry.domain.errors import Invalid
 from ferry.domain.flags import Evaluation, Flag, Reason, bucketing_for, evaluate, parse_flag
@@ -73,8 +74,15 @@ class FlagSource:
     """The flags served in a namespace, parsed once per revision."""
 
     def __init__(
-        self, cache: Cache, reader: LatestReader, default_bucketing: str, *, max_entries: int = 4096
+        self,
+        cache: Cache,
+        reader: LatestReader,
+        default_bucketing: str,
+        *,
+        mirror: Mirror | None = None,
+        max_entries: int = 4096,
     ) -> None:
+        self.mirror = mirror
         self.cache = cache
         self.reader = reader
         self.default_bucketing = default_bucketing
@@ -122,20 +130,34 @@ class FlagSource:
 
     async def served(self, namespace: str) -> Served:
         """Raises :class:`StoreUnavailable` when neither Redis nor PostgreSQL can answer."""
+        key = (FLAGS_EVENT, namespace, None)
+        if self.mirror is not None and (kept := self.mirror.get(key)) is not None:
+            metrics.SOURCE.labels("flags", "redis").inc()
+            return kept  # type: ignore[no-any-return]
         redis_error: CacheUnavailable | None = None
+        generation = self.mirror.hub.generation if self.mirror is not None else 0
         try:
             raw = await self.cache.get_flags_raw(namespace)
         except CacheUnavailable as exc:
             raw, redis_error = None, exc
         if raw is not None:
-            known = self._documents.get(namespace)
-            if known is not None and known[0] == raw:
-                metrics.SOURCE.labels("flags", "redis").inc()
-                return known[1]
-            served = await self._from_listing(json.loads(raw))
-            self._remember(self._documents, namespace, (raw, served))
-            metrics.SOURCE.labels("flags", "redis").inc()
+            served = await self._from_redis(namespace, raw)
+            if self.mirror is not None:
+                self.mirror.put(key, served, generation)
             return served
+        return await self._from_postgres(namespace, redis_error)
+
+    async def _from_redis(self, namespace: str, raw: str) -> Served:
+        known = self._documents.get(namespace)
+        if known is not None and known[0] == raw:
+            metrics.SOURCE.labels("flags", "redis").inc()
+            return known[1]
+        served = await self._from_listing(json.loads(raw))
+        self._remember(self._documents, namespace, (raw, served))
+        metrics.SOURCE.labels("flags", "redis").inc()
+        return served
+
+    async def _from_postgres(self, namespace: str, redis_error: CacheUnavailable | None) -> Served:
         try:
             rows = await self.reader.latest_in_namespace(KIND, namespace)
         except StoreUnavailable as exc:
@@ -191,12 +213,12 @@ async def read_context(request: web.Request) -> tuple[str | None, dict[str, Any]
     app set none). ``PARSE_ERROR`` for a body that is not JSON, ``INVALID_CONTEXT`` for a context
     that is not an object or a targeting key that is not a string.
     """
-    text = await request.text()
-    if not text.strip():
+    raw = await request.read()
+    if not raw.strip():
         return None, {}
     try:
-        body = json.loads(text)
-    except ValueError as exc:
+        body = json.loads(raw)  # bytes: UTF-8 (or -16/-32), as RFC 8259 allows
+    except ValueError as exc:  # UnicodeDecodeError included
         raise BadRequest("PARSE_ERROR", f"the request body is not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise BadRequest("INVALID_CONTEXT", "the request body must be a JSON object")

@@ -19,11 +19,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ferry.adapters.cache import Cache, CacheUnavailable
+from ferry.adapters.cache import CONFIG_EVENT, Cache, CacheUnavailable
 from ferry.adapters.kube_auth import KubeAuth
 from ferry.adapters.postgres import StoreUnavailable
 from ferry.adapters.postgres.latest import LatestReader
@@ -32,6 +33,16 @@ from ferry.api.guard import Guard, status_response
 
 #: Largest request body (an OFREP evaluation context); larger ones get 413.
 MAX_BODY_BYTES = 256 * 1024
+
+
+#: Documents kept in memory between changes (see ``watch.Mirror``): configs and flag sets.
+MIRROR_ENTRIES = 10_000
+
+
+def _mirror_key(change: watch.Change) -> tuple[Any, Any, Any]:
+    """The key a change invalidates: (kind, namespace, name), name None for a flag set."""
+    event = change.event
+    return (event.get("kind", CONFIG_EVENT), event.get("namespace"), event.get("name"))
 
 
 def openapi_document() -> bytes:
@@ -54,6 +65,10 @@ class Parts:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+_counters: dict[tuple[str, int], Any] = {}
+_timers: dict[str, Any] = {}
+
+
 @web.middleware
 async def _measure(request: web.Request, handler: Handler) -> web.StreamResponse:
     resource = request.match_info.route.resource
@@ -68,9 +83,16 @@ async def _measure(request: web.Request, handler: Handler) -> web.StreamResponse
         code = exc.status
         raise
     finally:
-        metrics.REQUESTS.labels(route, str(code)).inc()
+        # Children looked up once per (route, code): labels() costs more than the increment.
+        counter = _counters.get((route, code))
+        if counter is None:
+            counter = _counters[(route, code)] = metrics.REQUESTS.labels(route, str(code))
+        counter.inc()
         if route != "/v1/watch":
-            metrics.REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
+            timer = _timers.get(route)
+            if timer is None:
+                timer = _timers[route] = metrics.REQUEST_SECONDS.labels(route)
+            timer.observe(time.perf_counter() - started)
 
 
 @web.middleware
@@ -89,9 +111,10 @@ def make_app(parts: Parts) -> web.Application:
     app = web.Application(middlewares=[_measure, _errors], client_max_size=MAX_BODY_BYTES)
     guard = Guard(parts.auth, parts.audience)
     hub = watch.ChangeHub(parts.cache)
+    mirror = watch.Mirror(hub, _mirror_key, MIRROR_ENTRIES)
     readiness = _Readiness(parts)
 
-    configs.add_routes(app, guard, configs.ConfigSource(parts.cache, parts.reader))
+    configs.add_routes(app, guard, configs.ConfigSource(parts.cache, parts.reader, mirror))
     watch.add_routes(
         app,
         guard,
@@ -100,7 +123,9 @@ def make_app(parts: Parts) -> web.Application:
         max_seconds=parts.watch_max_seconds,
     )
     ofrep.add_routes(
-        app, guard, ofrep.FlagSource(parts.cache, parts.reader, parts.default_bucketing)
+        app,
+        guard,
+        ofrep.FlagSource(parts.cache, parts.reader, parts.default_bucketing, mirror=mirror),
     )
     document = openapi_document()
 

@@ -32,7 +32,8 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,6 +131,12 @@ class ChangeHub:
         self.block_seconds = block_seconds
         self.epoch: str | None = None
         self.position: StreamId | None = None  # None until the stream was first read
+        # ``live``: tailing, in step with the stream, so every change reaches the listeners
+        # within the stream's delay. ``generation`` moves with every change and every loss of
+        # step: a value read from Redis may be kept only if it did not move during the read.
+        self.live = False
+        self.generation = 0
+        self.listeners: list[Callable[[Change | None], None]] = []  # None: forget everything
         self._watchers: dict[str, set[Watcher]] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -158,12 +165,22 @@ class ChangeHub:
         for group in self._watchers.values():
             yield from group
 
+    def _lost(self) -> None:
+        self.live = False
+        self.generation += 1
+        for listener in self.listeners:
+            listener(None)
+
     def _dispatch(self, change: Change) -> None:
+        self.generation += 1
+        for listener in self.listeners:
+            listener(change)
         for watcher in self._watchers.get(str(change.event.get("namespace")), ()):
             if watcher.wants(change.event):
                 watcher.offer(change)
 
     def _reset_all(self) -> None:
+        self._lost()
         for watcher in self._all():
             watcher.offer(RESET)
 
@@ -189,6 +206,9 @@ class ChangeHub:
                 if not synced:
                     await self._sync()
                     synced = True
+                    if not self.live:
+                        self.generation += 1
+                        self.live = True
                     metrics.STREAM_UP.set(1)
                 assert self.position is not None
                 changes = await self.cache.wait_for_changes(self.position, self.block_seconds)
@@ -201,6 +221,7 @@ class ChangeHub:
             except asyncio.CancelledError:
                 raise
             except CacheUnavailable as exc:
+                self._lost()
                 metrics.STREAM_UP.set(0)
                 if synced:
                     logger.warning("change stream unavailable: %s", exc)
@@ -209,9 +230,44 @@ class ChangeHub:
                 delay = min(delay * 2, 5.0)
             except Exception:  # never let the hub die: watches would go silent
                 logger.exception("change stream: unexpected error")
+                self._lost()
                 synced = False
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+
+class Mirror:
+    """What was read from Redis, kept in memory while the hub is live, dropped on each change.
+
+    Saves the Redis round trip of every read (most of a read's cost) without serving anything
+    older than the change feed: a key is forgotten when its change event arrives (the same
+    moment watchers hear of it), and everything is forgotten and bypassed while the hub is not
+    in step with the stream (Redis down, restarted, trimmed past us).
+    """
+
+    def __init__(self, hub: ChangeHub, key_of: Callable[[Change], Hashable], max_entries: int):
+        self.hub = hub
+        self._key_of = key_of
+        self._max = max_entries
+        self._entries: OrderedDict[Hashable, Any] = OrderedDict()
+        hub.listeners.append(self._changed)
+
+    def _changed(self, change: Change | None) -> None:
+        if change is None:
+            self._entries.clear()
+        else:
+            self._entries.pop(self._key_of(change), None)
+
+    def get(self, key: Hashable) -> Any:
+        return self._entries.get(key) if self.hub.live else None
+
+    def put(self, key: Hashable, value: Any, generation: int) -> None:
+        """Keep ``value``, read from Redis when the hub was at ``generation``, unless anything
+        changed since (then it may be stale: the next read asks Redis again)."""
+        if self.hub.live and generation == self.hub.generation:
+            self._entries[key] = value
+            if len(self._entries) > self._max:
+                self._entries.popitem(last=False)
 
 
 # ----------------------------------------------------------------------------- the route

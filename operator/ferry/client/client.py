@@ -133,7 +133,10 @@ class FerryClient:
     ) -> Any:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
-            self.base_url + path, data=data, method=method, headers={**self._headers(), **(headers or {})}
+            self.base_url + path,
+            data=data,
+            method=method,
+            headers={**self._headers(), **(headers or {})},
         )
         if data is not None:
             request.add_header("Content-Type", "application/json")
@@ -153,7 +156,11 @@ class FerryClient:
     def _cache_file(self, namespace: str, name: str) -> Path | None:
         if self.cache_dir is None:
             return None
-        return self.cache_dir / urllib.parse.quote(namespace, "") / (urllib.parse.quote(name, "") + ".json")
+        return (
+            self.cache_dir
+            / urllib.parse.quote(namespace, "")
+            / (urllib.parse.quote(name, "") + ".json")
+        )
 
     def _cached(self, namespace: str, name: str) -> tuple[Mapping[str, Any], str | None] | None:
         path = self._cache_file(namespace, name)
@@ -232,8 +239,13 @@ class FerryClient:
             code = {404: "FLAG_NOT_FOUND", 400: "INVALID_CONTEXT"}.get(exc.status, "GENERAL")
             return Evaluation(flag, default, None, "ERROR", code, exc.message)
         if "value" not in body:  # a disabled flag: the code default
-            return Evaluation(flag, default, body.get("variant"), str(body.get("reason")),
-                              metadata=body.get("metadata") or {})
+            return Evaluation(
+                flag,
+                default,
+                body.get("variant"),
+                str(body.get("reason")),
+                metadata=body.get("metadata") or {},
+            )
         return Evaluation(
             flag,
             body["value"],
@@ -374,9 +386,9 @@ class Watch:
                 elif event.event in ("updated", "deleted"):
                     change = json.loads(event.data)
                     name = change.get("name")
-                    if change.get("kind") == "ConfigEntry" and isinstance(name, str):
-                        if self.names is None or name in self.names:
-                            self._deliver(name)
+                    wanted = self.names is None or name in self.names
+                    if change.get("kind") == "ConfigEntry" and isinstance(name, str) and wanted:
+                        self._deliver(name)
                 if event.id is not None:
                     self.last_event_id = event.id
 

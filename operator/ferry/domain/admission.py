@@ -119,7 +119,7 @@ def check_entry(
     entries: Mapping[str, Mapping[str, Any]],
     schemas: Mapping[str, Mapping[str, Any]],
     *,
-    vault_paths: Sequence[str] = (),
+    vault_paths: Sequence[str] | None = (),
     min_refresh: float = 0.0,
 ) -> list[Violation]:
     """Every reason ConfigEntry ``namespace/name`` with ``spec`` must not be stored; empty if fine.

@@ -79,13 +79,14 @@ def plan_entry(
     *,
     entries: Mapping[str, Mapping[str, Any]],
     schemas: Mapping[str, Mapping[str, Any]],
-    vault_paths: Sequence[str] = (),
+    vault_paths: Sequence[str] | None = (),
     namespace: str = "",
 ) -> EntryPlan:
     """Plan one entry. ``entries`` and ``schemas`` map names to specs in the entry's namespace.
 
     ``vault_paths``: the Vault path prefixes ``namespace`` may name in ``secretData`` (its
-    ``ferry.dev/vault-paths`` annotation with the operator's setting); none: no secretData.
+    ``ferry.dev/vault-paths`` annotation with the operator's setting); empty: no secretData;
+    None: paths are not checked (offline tools that cannot know the operator's settings).
 
     Raises ``Invalid`` listing every violation found: a missing schema or base, each schema
     violation with its JSON path, render errors and the size limit.
@@ -108,7 +109,8 @@ def plan_entry(
         if not found:
             secret_refs = parse_secret_data(spec.get("secretData"), env_names=fmt == "env")
             # Tenant A must not make Ferry copy tenant B's secrets (docs/secrets.md).
-            found = path_violations(secret_refs, namespace, tuple(vault_paths))
+            if vault_paths is not None:
+                found = path_violations(secret_refs, namespace, tuple(vault_paths))
         if found:
             reason = "InvalidSecretData"
             violations += found

@@ -39,4 +39,7 @@ REFRESH = "ferry.dev/refresh"
 RELOAD_ON = "ferry.dev/reload-on"
 CONFIG_HASH = "ferry.dev/config-hash"
 
+# --- on a shard's Lease: a replica holding no shard asks the holder for this one -----------------
+LEASE_HANDOVER = "ferry.dev/handover-to"
+
 FINALIZER = "ferry.dev/cleanup"

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from typing import Any
 
 import kopf
 
 from ferry.adapters.cache import Cache
 from ferry.adapters.kube import Kube, make_client
+from ferry.adapters.leases import Leases
 from ferry.adapters.postgres import Store, StoreUnavailable, migrate
 from ferry.api.app import make_app, serve
 from ferry.domain import kinds
 from ferry.domain.retention import Retention
+from ferry.domain.shards import FLAGS_SHARD
 from ferry.reconcile.entries import EntryReconciler
 from ferry.reconcile.flags import FlagReconciler
+from ferry.reconcile.leases import LeaseManager
 from ferry.reconcile.schemas import SchemaReconciler
 from ferry.reconcile.secrets import VaultSecrets
 from ferry.reconcile.workqueue import Backoff, QueueKey, WorkQueue
@@ -91,6 +96,17 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any)
         queue=queue,
     )
     memo["runtime"] = runtime
+    leader = config.leader
+    if leader.lease_namespace is not None:
+        runtime.shards = LeaseManager(
+            # Its own client, timing out within a renewal period (see adapters/leases).
+            Leases.connect(
+                config.kubernetes.kubeconfig, leader.lease_namespace, leader.renew_seconds
+            ),
+            leader,
+            leader.identity or f"{socket.gethostname()}_{os.getpid()}",
+            on_acquired=runtime.take_over,
+        )
     runtime.tasks.append(
         asyncio.create_task(
             admission.register(settings, config, runtime.webhooks_ready), name="ferry-webhooks"
@@ -110,6 +126,9 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any)
 
 async def _work(runtime: Runtime) -> None:
     await runtime.ready.wait()
+    # Leases are sought only now: a replica takes a shard when it can serve it (indexes filled),
+    # and its first reconciles see the whole cluster.
+    runtime.tasks.append(asyncio.create_task(runtime.shards.run(), name="ferry-leases"))
     logger.info("indexes filled; reconciling")
     await runtime.queue.run(runtime.reconcile, runtime.settings.reconcile.workers)
 
@@ -120,9 +139,9 @@ async def _resync(runtime: Runtime) -> None:
     while True:
         await asyncio.sleep(runtime.settings.reconcile.resync_seconds)
         for namespace, name in runtime.world.entry_keys():
-            runtime.enqueue_entry(namespace, name)
+            runtime.enqueue_held(kinds.CONFIG_ENTRY.kind, namespace, name)
         for namespace, name in runtime.world.flag_keys():
-            runtime.enqueue(kinds.FEATURE_FLAG.kind, namespace, name)
+            runtime.enqueue_held(kinds.FEATURE_FLAG.kind, namespace, name)
 
 
 async def _prune(runtime: Runtime) -> None:
@@ -136,6 +155,9 @@ async def _prune(runtime: Runtime) -> None:
     if policy == Retention():
         return
     while True:
+        if not runtime.shards.holds(FLAGS_SHARD):  # one replica prunes: the holder of shard 0
+            await asyncio.sleep(min(history.prune_seconds, 30.0))
+            continue
         try:
             pruned = await runtime.store.prune(policy)
             if pruned.revisions or pruned.audit_rows:
@@ -157,6 +179,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     for task in runtime.tasks:
         task.cancel()
     await asyncio.gather(*runtime.tasks, return_exceptions=True)
+    await runtime.shards.release()  # after the workers stopped: the next holder starts clean
     await memo["api_runner"].cleanup()
     await runtime.kube.close()
     await runtime.store.close()

@@ -217,7 +217,7 @@ class _Slots:
                 return
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: kept in a set
 class _Worker:
     process: asyncio.subprocess.Process
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
+from ferry.domain.shards import lease_name_problem
 from ferry.settings.base import (
     ENV_ONLY,
     PORT,
@@ -165,6 +166,63 @@ class ReconcileSettings(SettingsGroup):
 
 
 @dataclass(frozen=True)
+class LeaderSettings(SettingsGroup):
+    """More than one replica: which one reconciles what, decided by Kubernetes Leases
+    (coordination.k8s.io/v1). Namespaces are divided into shards; each shard is reconciled by
+    the one replica holding its Lease. The admission webhooks and the read API serve on every
+    replica either way (docs/scaling.md, docs/decisions/0020-leases-and-shards.md)."""
+
+    lease_namespace: str | None = None
+    """Namespace of the Leases; in a cluster, the operator's own. Unset: no leader election, this
+    process reconciles everything, so run a single replica."""
+
+    shards: Annotated[int, POSITIVE] = 1
+    """Shards the namespaces are divided into, by a stable hash of the namespace's name. ``1``:
+    plain leader election, one active replica and the others on standby. More than one needs
+    ``lease_namespace``; every replica must be given the same number."""
+
+    lease_name_prefix: str = "ferry"
+    """The Leases are named ``<prefix>-shard-<i>-of-<shards>``."""
+
+    lease_duration_seconds: Annotated[float, SECONDS] = 15.0
+    """How long the other replicas wait on a Lease that is no longer renewed before one of them
+    takes the shard over (a replica that stops cleanly releases its Leases at once)."""
+
+    renew_seconds: Annotated[float, SECONDS] = 5.0
+    """How often a holder renews its Leases. A holder that could not renew for
+    ``lease_duration_seconds - renew_seconds`` stops reconciling the shard, before anyone else
+    may take it. At most a third of ``lease_duration_seconds``."""
+
+    retry_seconds: Annotated[float, SECONDS] = 2.0
+    """How often a replica reads the Leases it does not hold (to take over one that expired) and
+    retries a failed renewal. At most ``renew_seconds``."""
+
+    identity: str | None = None
+    """This replica's name in its Leases' ``holderIdentity``. Unset: ``<hostname>_<pid>`` (in a pod,
+    the pod's name: a restarted container with the same pid takes its Leases back at once)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.shards > 1 and self.lease_namespace is None:
+            raise SettingsError(
+                f"leader.shards is {self.shards}: more than one shard needs"
+                " leader.lease_namespace (the Leases decide which replica reconciles which shard)"
+            )
+        if self.renew_seconds * 3 > self.lease_duration_seconds:
+            raise SettingsError(
+                f"leader.renew_seconds ({self.renew_seconds:g}) is more than a third of"
+                f" leader.lease_duration_seconds ({self.lease_duration_seconds:g})"
+            )
+        if self.retry_seconds > self.renew_seconds:
+            raise SettingsError(
+                f"leader.retry_seconds ({self.retry_seconds:g}) is longer than"
+                f" leader.renew_seconds ({self.renew_seconds:g})"
+            )
+        if (problem := lease_name_problem(self.lease_name_prefix)) is not None:
+            raise SettingsError(f"leader.lease_name_prefix: {problem}")
+
+
+@dataclass(frozen=True)
 class HistorySettings(SettingsGroup):
     """How long revisions and audit rows are kept in PostgreSQL (docs/backup-and-recovery.md).
     The latest revision of an object is never pruned."""
@@ -274,6 +332,7 @@ class Settings:
     serve: ServeSettings = field(default_factory=ServeSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
+    leader: LeaderSettings = field(default_factory=LeaderSettings)
     history: HistorySettings = field(default_factory=HistorySettings)
     flags: FlagSettings = field(default_factory=FlagSettings)
     vault: VaultSettings = field(default_factory=VaultSettings)
@@ -286,6 +345,7 @@ __all__ = [
     "FlagSettings",
     "HistorySettings",
     "KubernetesSettings",
+    "LeaderSettings",
     "ReconcileSettings",
     "ServeSettings",
     "Settings",

@@ -1,0 +1,424 @@
+"""Secrets from Vault (issue 16): many entries sharing few Vault paths, and a rotation of one.
+
+    .venv/bin/python bench/secrets.py [--entries 1000] [--paths 10] [--rotate 500]
+
+Starts its own kube-apiserver + etcd, PostgreSQL, Redis, a Vault dev server (with a file audit
+device, so Vault itself counts the reads it answers) and the operator with its webhooks, like
+`ferry dev up --vault`. Every entry has two secret keys: ``DB_PASSWORD`` from one of two
+"shared" paths (each used by half the entries) and ``API_TOKEN`` from one of ``paths - 2`` "app"
+paths; so ``paths`` distinct Vault paths in all, and one path used by ``entries / 2`` entries.
+
+Phases, each figure printed next to its floor measured in the same run:
+
+- floors, before the operator starts: hvac reads of the same paths alone; plain Secret creates
+  (one client, one after the other) as many as there are entries; and the rotation floor, one
+  hvac read then plain updates of ``rotate`` Secrets, timed from the start of the read.
+- create: ``entries`` ConfigEntries created one after the other with the operator running,
+  first create → every entry Ready (observedGeneration current); the Vault reads it took, from
+  Vault's audit log and from the operator's ``ferry_vault_reads_total``; the operator's RSS.
+- rotation: a new version written to one shared path, then ``ferry.dev/refresh`` set on the
+  ``rotate`` entries that use it (8 client threads); per entry, the Vault write → its Secret
+  seen holding the new value by a watch: p50/p99/max (goal: p99 < 5 s); the reads it took; and
+  that the Secrets of the other entries were not written.
+"""
+
+# ruff: noqa: E402 (the imports below must come after the sys.path change: see there)
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This file's name is the standard library's `secrets`: with its directory first on sys.path (as
+# `python bench/secrets.py` puts it), every `import secrets` (ours, ferry's, libraries') would load
+# this file. Look here last: the standard library wins, and the other benchmarks are still found.
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE] + [str(HERE)]
+
+import argparse
+import base64
+import json
+import math
+import secrets
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx2 as httpx
+import hvac
+from lightkube import Client, KubeConfig
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Secret
+from lightkube.types import PatchType
+from reconcile_bench import ConfigEntry, entry, namespace, percentile
+
+from ferry.devenv.process import Process
+from ferry.devenv.stack import Stack, start_operator, start_stack
+from ferry.devenv.vault import Vault
+
+MOUNT = "secret"
+PREFIX = "bench"
+GOAL_ROTATION_P99 = 5.0
+
+
+# --- Vault ---------------------------------------------------------------------------------------
+
+
+def paths(count: int) -> tuple[list[str], list[str]]:
+    """Two shared paths (key ``password``) and ``count - 2`` app paths (key ``token``)."""
+    if count < 3:
+        raise SystemExit("--paths must be at least 3 (two shared paths and an app path)")
+    return [f"{PREFIX}/shared-{i}" for i in range(2)], [
+        f"{PREFIX}/app-{i}" for i in range(count - 2)
+    ]
+
+
+def spec(i: int, shared: list[str], apps: list[str]) -> dict[str, Any]:
+    return {
+        "data": {"i": i},
+        "secretData": {
+            "DB_PASSWORD": {"vault": {"path": shared[i % 2], "key": "password"}},
+            "API_TOKEN": {"vault": {"path": apps[i % len(apps)], "key": "token"}},
+        },
+    }
+
+
+def write(vault: Vault, path: str, data: dict[str, str]) -> int:
+    return int(vault.request("POST", f"{MOUNT}/data/{path}", {"data": data})["data"]["version"])
+
+
+class AuditLog:
+    """KV reads under ``bench/`` that Vault answered, from its file audit device."""
+
+    def __init__(self, vault: Vault, file: Path) -> None:
+        self.file = file
+        vault.request(
+            "PUT", "sys/audit/file", {"type": "file", "options": {"file_path": str(file)}}
+        )
+
+    def reads(self, path: str | None = None) -> int:
+        wanted = f"{MOUNT}/data/{path}" if path else f"{MOUNT}/data/{PREFIX}/"
+        count = 0
+        with self.file.open() as lines:
+            for line in lines:
+                if '"type":"request"' not in line or wanted not in line:
+                    continue
+                request = json.loads(line).get("request") or {}
+                where = str(request.get("path", ""))
+                if request.get("operation") == "read" and (
+                    where == wanted if path else where.startswith(wanted)
+                ):
+                    count += 1
+        return count
+
+
+def operator_reads(api_url: str) -> float:
+    """The operator's own count (``ferry_vault_reads_total``)."""
+    with urllib.request.urlopen(f"{api_url}/metrics", timeout=10) as answer:
+        for line in answer.read().decode().splitlines():
+            if line.startswith("ferry_vault_reads_total "):
+                return float(line.split()[-1])
+    return float("nan")
+
+
+# --- watching what the operator writes -----------------------------------------------------------
+
+
+class Watch:
+    """Watch one kind in one namespace from a thread; ``note`` sees every event with its time."""
+
+    def __init__(self, client: Client, kind: Any, ns: str) -> None:
+        self.changed = threading.Condition()
+        self._thread = threading.Thread(target=self._run, args=(client, kind, ns), daemon=True)
+        self._thread.start()
+        time.sleep(0.5)  # the watch is established
+
+    def _run(self, client: Client, kind: Any, ns: str) -> None:
+        try:
+            for _, obj in client.watch(kind, namespace=ns):
+                seen = time.perf_counter()
+                with self.changed:
+                    self.note(obj, seen)
+                    self.changed.notify_all()
+        except httpx.TransportError:
+            pass  # the API server stopped at the end of the run
+
+    def note(self, obj: Any, seen: float) -> None:
+        raise NotImplementedError
+
+    def wait_for(self, done: Callable[[], bool], timeout: float, what: str) -> None:
+        with self.changed:
+            if not self.changed.wait_for(done, timeout=timeout):
+                raise TimeoutError(f"{what}: not within {timeout:.0f} s")
+
+
+class ReadyEntries(Watch):
+    """When each ConfigEntry was first seen Ready for its current generation."""
+
+    def __init__(self, client: Client, ns: str) -> None:
+        self.ready: dict[str, float] = {}
+        super().__init__(client, ConfigEntry, ns)
+
+    def note(self, obj: Any, seen: float) -> None:
+        status = obj.get("status") or {}
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        )
+        if ready and status.get("observedGeneration") == obj.metadata.generation:
+            self.ready.setdefault(str(obj.metadata.name), seen)
+
+
+class SecretValues(Watch):
+    """Every write of each Secret: (time seen, resourceVersion, DB_PASSWORD as stored)."""
+
+    def __init__(self, client: Client, ns: str) -> None:
+        self.writes: dict[str, list[tuple[float, str, str]]] = {}
+        super().__init__(client, Secret, ns)
+
+    def note(self, obj: Any, seen: float) -> None:
+        value = (obj.data or {}).get("DB_PASSWORD", "")
+        self.writes.setdefault(str(obj.metadata.name), []).append(
+            (seen, str(obj.metadata.resourceVersion), value)
+        )
+
+    def first_with(self, name: str, value: str) -> float | None:
+        return next((t for t, _, v in self.writes.get(name, []) if v == value), None)
+
+    def written_since(self, names: Iterable[str], since: float) -> int:
+        return sum(1 for n in names if any(t >= since for t, _, _ in self.writes.get(n, [])))
+
+
+class Rss:
+    """The operator's resident memory, sampled twice a second (current and peak, VmHWM)."""
+
+    def __init__(self, process: Process) -> None:
+        self.pid = process.pid
+        self.peak_kb = 0
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def now_kb(self) -> int:
+        fields = dict(
+            line.split(":", 1) for line in Path(f"/proc/{self.pid}/status").read_text().splitlines()
+        )
+        self.peak_kb = max(self.peak_kb, int(fields["VmHWM"].split()[0]))
+        return int(fields["VmRSS"].split()[0])
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.now_kb()
+            except OSError:
+                return
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def mib(kb: float) -> str:
+    return f"{kb / 1024:.0f} MiB"
+
+
+def stats(values: list[float]) -> str:
+    return (
+        f"p50 {percentile(values, 50):6.2f} s  p99 {percentile(values, 99):6.2f} s  "
+        f"max {max(values):6.2f} s"
+    )
+
+
+# --- floors --------------------------------------------------------------------------------------
+
+
+def floor_hvac_reads(vault: Vault, all_paths: list[str], rounds: int = 5) -> list[float]:
+    """Seconds per pass of hvac reads of every path once (a fresh client per pass)."""
+    times = []
+    for _ in range(rounds):
+        client = hvac.Client(url=vault.address, token=vault.root_token)
+        start = time.perf_counter()
+        for path in all_paths:
+            client.secrets.kv.v2.read_secret_version(
+                path=path, mount_point=MOUNT, raise_on_deleted_version=True
+            )
+        times.append(time.perf_counter() - start)
+        client.adapter.close()
+    return times
+
+
+def floor_secret_creates(client: Client, ns: str, count: int) -> float:
+    start = time.perf_counter()
+    for i in range(count):
+        client.create(
+            Secret(
+                metadata=ObjectMeta(name=f"plain-{i:05d}", namespace=ns),
+                type="Opaque",
+                stringData={"DB_PASSWORD": secrets.token_hex(16), "API_TOKEN": "x"},
+            )
+        )
+    return time.perf_counter() - start
+
+
+def floor_rotation(client: Client, vault: Vault, ns: str, path: str, count: int) -> list[float]:
+    """One hvac read of ``path``, then ``count`` plain Secret updates; seconds from the start of
+    the read to each update's answer."""
+    hv = hvac.Client(url=vault.address, token=vault.root_token)
+    start = time.perf_counter()
+    answer = hv.secrets.kv.v2.read_secret_version(
+        path=path, mount_point=MOUNT, raise_on_deleted_version=True
+    )
+    value = answer["data"]["data"]
+    encoded = base64.b64encode(value["password"].encode()).decode()
+    done = []
+    for i in range(count):
+        client.patch(Secret, f"plain-{i:05d}", {"data": {"DB_PASSWORD": encoded}}, namespace=ns)
+        done.append(time.perf_counter() - start)
+    hv.adapter.close()
+    return done
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def run(stack: Stack, entries: int, path_count: int, rotate: int) -> None:
+    client = Client(KubeConfig.from_file(str(stack.kubeconfig)), field_manager="bench")
+    vault = Vault(stack.extra["VAULT_ADDR"], stack.extra["VAULT_TOKEN"])
+    shared, apps = paths(path_count)
+    all_paths = shared + apps
+    for path in shared:
+        write(vault, path, {"password": secrets.token_hex(16)})
+    for path in apps:
+        write(vault, path, {"token": secrets.token_hex(16)})
+    audit = AuditLog(vault, stack.directory / "vault-audit.log")
+    rotated_path = shared[0]
+    users = [i for i in range(entries) if i % 2 == 0][:rotate]
+
+    # Floors, with nothing else running.
+    hvac_passes = floor_hvac_reads(vault, all_paths)
+    floor_ns = namespace(client, "bench-floor")
+    creates_floor = floor_secret_creates(client, floor_ns, max(entries, len(users)))
+    rotation_floor = floor_rotation(client, vault, floor_ns, rotated_path, len(users))
+    floor_reads = audit.reads()
+
+    # Ferry. Entries in any namespace may name paths under bench/ (an operator setting).
+    stack.extra["FERRY_VAULT_ALLOWED_PATH_PREFIXES"] = PREFIX
+    operator = start_operator(stack)
+    stack.processes.append(operator)
+    rss = Rss(operator)
+    time.sleep(2)
+    idle_kb = rss.now_kb()
+    api_url = stack.extra["FERRY_API_URL"]
+    metric_before = operator_reads(api_url)
+
+    ns = namespace(client, "bench-sec")
+    ready = ReadyEntries(client, ns)
+    values = SecretValues(client, ns)
+    names = [f"e-{i:05d}" for i in range(entries)]
+    start = time.perf_counter()
+    for i, name in enumerate(names):
+        client.create(entry(name, ns, spec(i, shared, apps)))
+    created = time.perf_counter() - start
+    ready.wait_for(lambda: len(ready.ready) >= entries, timeout=3600, what="every entry Ready")
+    all_ready = max(ready.ready.values()) - start
+    ready_kb = rss.now_kb()
+    time.sleep(2)  # any straggling reads land in the audit log
+    create_reads = audit.reads() - floor_reads
+    create_metric = operator_reads(api_url) - metric_before
+    missing = [n for n in names if not values.writes.get(n)]
+    if missing:
+        raise RuntimeError(f"{len(missing)} entries Ready without a Secret, e.g. {missing[0]}")
+
+    # Rotation of one shared path: a new version, then the on-demand refresh of its users.
+    reads_before, metric_before = audit.reads(rotated_path), operator_reads(api_url)
+    new_value = secrets.token_hex(16)
+    new_encoded = base64.b64encode(new_value.encode()).decode()
+    rotated_names = [names[i] for i in users]
+    others = [n for i, n in enumerate(names) if i % 2 == 1]
+    written = time.perf_counter()
+    write(vault, rotated_path, {"password": new_value})
+    stamp = uuid.uuid4().hex[:8]
+
+    def annotate(name: str) -> None:
+        patch = {"metadata": {"annotations": {"ferry.dev/refresh": stamp}}}
+        client.patch(ConfigEntry, name, patch, namespace=ns, patch_type=PatchType.MERGE)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(annotate, rotated_names))
+    annotated = time.perf_counter() - written
+    values.wait_for(
+        lambda: all(values.first_with(n, new_encoded) is not None for n in rotated_names),
+        timeout=600,
+        what=f"the new value in all {len(rotated_names)} Secrets",
+    )
+    latencies = [(values.first_with(n, new_encoded) or math.nan) - written for n in rotated_names]
+    time.sleep(2)
+    rotation_reads = audit.reads(rotated_path) - reads_before
+    rotation_metric = operator_reads(api_url) - metric_before
+    others_written = values.written_since(others, written)
+    rss.now_kb()
+    rss.stop()
+
+    n_paths = len(all_paths)
+    print(f"secrets: {entries} entries x 2 secret keys over {n_paths} Vault paths, webhooks on")
+    print(
+        f"  floor: hvac reads of the {n_paths} paths alone, one after the other: "
+        f"best {min(hvac_passes) * 1000:.1f} ms, median "
+        f"{sorted(hvac_passes)[len(hvac_passes) // 2] * 1000:.1f} ms per pass"
+    )
+    print(
+        f"  floor: {max(entries, len(users))} plain Secret creates (one client, one after the "
+        f"other): {creates_floor:.1f} s ({creates_floor / max(entries, len(users)) * 1000:.1f} ms"
+        " each)"
+    )
+    print(
+        f"  create: {entries} ConfigEntry creates took {created:.1f} s "
+        f"({created / entries * 1000:.1f} ms each); first create → all {entries} Ready "
+        f"{all_ready:.1f} s ({all_ready / creates_floor:.1f}x the plain Secret creates)"
+    )
+    print(
+        f"  create: Vault reads {create_reads} by Vault's audit log, {create_metric:.0f} by "
+        f"ferry_vault_reads_total (floor: {n_paths}, one per distinct path)"
+    )
+    print(
+        f"  operator RSS: idle after start {mib(idle_kb)} (floor), all Ready {mib(ready_kb)}, "
+        f"peak (VmHWM) {mib(rss.peak_kb)}"
+    )
+    print(
+        f"rotation: a new version of {rotated_path} (used by {len(rotated_names)} entries), "
+        f"then ferry.dev/refresh on each (the annotations took {annotated:.2f} s, 8 threads)"
+    )
+    print(f"  floor: 1 hvac read + {len(users)} plain Secret updates  {stats(rotation_floor)}")
+    print(f"  ferry: Vault write → Secret updated         {stats(latencies)}")
+    verdict = "met" if percentile(latencies, 99) < GOAL_ROTATION_P99 else "NOT met"
+    print(f"  goal p99 < {GOAL_ROTATION_P99:g} s: {verdict}")
+    print(
+        f"  rotation: Vault reads of {rotated_path} {rotation_reads} by Vault's audit log, "
+        f"{rotation_metric:.0f} by ferry_vault_reads_total (floor: 1); Secrets of the other "
+        f"{len(others)} entries written: {others_written}"
+    )
+    print(f"  operator peak RSS over the run (VmHWM): {mib(rss.peak_kb)}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--entries", type=int, default=1000)
+    parser.add_argument("--paths", type=int, default=10)
+    parser.add_argument("--rotate", type=int, default=500, help="entries refreshed on rotation")
+    args = parser.parse_args()
+    if args.rotate > (args.entries + 1) // 2:
+        raise SystemExit("--rotate can be at most half of --entries (the users of one path)")
+    with tempfile.TemporaryDirectory(prefix="ferry-bench-secrets-") as tmp:
+        stack = start_stack(Path(tmp), with_vault=True)
+        try:
+            run(stack, args.entries, args.paths, args.rotate)
+        finally:
+            stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

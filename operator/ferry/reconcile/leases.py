@@ -1,0 +1,364 @@
+"""Which shards this replica reconciles now: every one (no leader election), or those whose Lease
+it holds (``leader.lease_namespace`` set). The rules are in :mod:`ferry.domain.shards`; this module
+runs them against the Leases (``ferry.adapters.leases``) and tells the runtime what changed.
+
+One loop per replica: every ``retry_seconds`` it reads the Leases it does not hold, renews each
+Lease it holds once ``renew_seconds`` have passed, takes at most one free shard (so replicas that
+start together spread out), and, holding nothing while another replica holds two or more, asks
+that replica for one. A held shard is dropped the moment its renewal deadline passes, by a timer,
+whatever the loop is doing: reconciles of that shard then in flight are cancelled, as if the
+process had died there (which reconciles survive: record before write, idempotent revisions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from ferry import metrics
+from ferry.adapters.leases import LeaseConflict, Leases, wall_clock
+from ferry.domain.shards import (
+    LeaseRecord,
+    Observation,
+    claim,
+    handed_over,
+    handover_target,
+    handover_wanted,
+    holder_deadline,
+    lease_name,
+    lease_seconds,
+    live_holder,
+    may_acquire,
+    observe,
+    released,
+    renewed,
+    requested,
+    shard_of,
+    shard_of_key,
+)
+from ferry.reconcile.workqueue import QueueKey
+from ferry.settings import LeaderSettings
+
+logger = logging.getLogger(__name__)
+
+
+class Shards:
+    """No leader election: one shard, always held by this process."""
+
+    count = 1
+
+    def __init__(self) -> None:
+        metrics.SHARDS.set(self.count)
+        metrics.SHARDS_HELD.set(self.count)
+
+    def shard_of(self, key: QueueKey) -> int:
+        return shard_of_key(key.kind, key.namespace, self.count)
+
+    def holds(self, shard: int) -> bool:
+        return True
+
+    async def while_held(self, shard: int, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` (a reconcile of a key of ``shard``); with leases, cancelled if the shard
+        is lost meanwhile."""
+        await work
+
+    async def run(self) -> None:
+        """Keep the Leases (nothing to keep here)."""
+
+    async def release(self) -> None:
+        """Give up every held shard at a clean stop."""
+
+
+@dataclass
+class _Hold:
+    record: LeaseRecord
+    resource_version: str
+    sent_at: float  # when the write that last extended the hold was sent (monotonic)
+    deadline: float
+    timer: asyncio.TimerHandle
+
+
+class LeaseManager(Shards):
+    """Shards held through Kubernetes Leases."""
+
+    def __init__(
+        self,
+        leases: Leases,
+        settings: LeaderSettings,
+        identity: str,
+        on_acquired: Callable[[int], None],
+    ) -> None:
+        self.leases = leases
+        self.count = settings.shards
+        self.identity = identity
+        self.duration = settings.lease_duration_seconds
+        self.renew = settings.renew_seconds
+        self.retry = settings.retry_seconds
+        self.on_acquired = on_acquired
+        self.names = [
+            lease_name(settings.lease_name_prefix, i, self.count) for i in range(self.count)
+        ]
+        # Try shards in an order of our own, so replicas starting together want different ones.
+        first = shard_of(identity, self.count)
+        self._order = [(first + i) % self.count for i in range(self.count)]
+        self._holds: dict[int, _Hold] = {}
+        self._observed: dict[int, Observation] = {}
+        self._told: dict[int, str | None] = {}  # the holder last logged per shard
+        self._inflight: dict[int, set[asyncio.Future[None]]] = {}
+        self._dropped: set[asyncio.Future[None]] = set()  # cancelled because the shard was lost
+        metrics.SHARDS.set(self.count)
+        metrics.SHARDS_HELD.set(0)
+
+    def where(self, shard: int) -> str:
+        return f"shard {shard} of {self.count} (Lease {self.leases.namespace}/{self.names[shard]})"
+
+    # ------------------------------------------------------------------------- the runtime's side
+    def holds(self, shard: int) -> bool:
+        hold = self._holds.get(shard)
+        return hold is not None and time.monotonic() < hold.deadline
+
+    async def while_held(self, shard: int, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        running = self._inflight.setdefault(shard, set())
+        running.add(task)
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task in self._dropped and (current is None or not current.cancelling()):
+                return  # the shard was lost mid-reconcile: dropped, the new holder redoes it
+            raise
+        finally:
+            running.discard(task)
+            self._dropped.discard(task)
+
+    # ----------------------------------------------------------------------------- the loop
+    async def run(self) -> None:
+        logger.info(
+            "leader election: %s shard(s), Leases %s in namespace %s; this replica is %r",
+            self.count,
+            self.names[0] if self.count == 1 else f"{self.names[0]} … {self.names[-1]}",
+            self.leases.namespace,
+            self.identity,
+        )
+        while True:
+            try:
+                await self._tick()
+            except Exception:  # the loop must outlive any surprise; the deadline timers guard
+                logger.exception("leader election: unexpected error; trying again")
+            now = time.monotonic()
+            wake = min([now + self.retry, *(h.sent_at + self.renew for h in self._holds.values())])
+            await asyncio.sleep(max(0.05, wake - now))
+
+    async def _tick(self) -> None:
+        now = time.monotonic()
+        due = [s for s, h in self._holds.items() if now >= h.sent_at + self.renew]
+        others = [s for s in range(self.count) if s not in self._holds]
+        await asyncio.gather(*(self._renew(s) for s in due), *(self._look(s) for s in others))
+
+        now = time.monotonic()
+        held = len(self._holds)
+        for shard in self._order:
+            observation = self._observed.get(shard)
+            if shard in self._holds or observation is None:
+                continue
+            if may_acquire(observation, self.identity, now, held, patience=self.renew):
+                await self._acquire(shard, observation)
+                return  # one at a time: another replica starting now may want the next one
+        candidates = {s: o for s, o in self._observed.items() if s not in self._holds}
+        wanted = handover_target(candidates, self.identity, held, now)
+        if wanted is not None:
+            await self._request(wanted, candidates[wanted])
+
+    async def _look(self, shard: int) -> None:
+        try:
+            stored = await self.leases.get(self.names[shard])
+        except Exception as exc:
+            logger.warning("%s: cannot read it: %s", self.where(shard), exc)
+            return
+        now = time.monotonic()
+        observation = observe(
+            self._observed.get(shard), stored.record, stored.resource_version, now
+        )
+        self._observed[shard] = observation
+        holder = live_holder(observation, now)
+        if holder != self._told.get(shard, "?"):
+            self._told[shard] = holder
+            if holder is None:
+                logger.info("%s is free", self.where(shard))
+            elif holder != self.identity:
+                logger.info(
+                    "%s is held by %r; this replica stands by for it", self.where(shard), holder
+                )
+
+    async def _acquire(self, shard: int, observation: Observation) -> None:
+        previous = observation.record
+        record = claim(previous, self.identity, lease_seconds(self.duration), wall_clock())
+        sent = time.monotonic()
+        try:
+            if previous is None:
+                version = await self.leases.create(self.names[shard], record)
+            else:
+                version = await self.leases.update(
+                    self.names[shard], record, observation.resource_version
+                )
+        except LeaseConflict:
+            self._observed.pop(shard, None)  # someone was quicker: look again next time
+            return
+        except Exception as exc:
+            logger.warning("%s: cannot take it: %s", self.where(shard), exc)
+            return
+        self._observed.pop(shard, None)
+        if not self._extend(shard, record, version, sent):
+            return
+        before = previous.holder if previous is not None else ""
+        how = (
+            "its own from before"
+            if before == self.identity
+            else (f"after {before!r}" if before else "free")
+        )
+        self._told[shard] = self.identity
+        logger.info(
+            "%s acquired by %r (%s); reconciling its namespaces",
+            self.where(shard),
+            self.identity,
+            how,
+        )
+        self.on_acquired(shard)
+
+    async def _renew(self, shard: int) -> None:
+        hold = self._holds[shard]
+        record = renewed(hold.record, wall_clock())
+        sent = time.monotonic()
+        try:
+            version = await self.leases.update(self.names[shard], record, hold.resource_version)
+        except LeaseConflict:
+            await self._after_conflict(shard)
+            return
+        except Exception as exc:
+            logger.warning(
+                "%s: renewal failed (%s); still held for %.1fs",
+                self.where(shard),
+                exc,
+                max(0.0, hold.deadline - time.monotonic()),
+            )
+            return
+        if self._holds.get(shard) is hold:  # not lost while the renewal was on its way
+            self._extend(shard, record, version, sent)
+
+    async def _after_conflict(self, shard: int) -> None:
+        """Our renewal met a newer version of the Lease: a handover request, or a new holder."""
+        name = self.names[shard]
+        try:
+            stored = await self.leases.get(name)
+        except Exception as exc:
+            logger.warning("%s: cannot read it after a conflict: %s", self.where(shard), exc)
+            return
+        record = stored.record
+        if record is None or record.holder != self.identity:
+            holder = record.holder if record is not None else ""
+            self._lose(shard, f"the Lease now names {holder!r}" if holder else "the Lease is gone")
+            return
+        to = handover_wanted(record, self.identity, len(self._holds))
+        if to is not None:
+            self._lose(shard, f"handing it over to {to!r}", warn=False)  # stop first, then write
+            try:
+                await self.leases.update(
+                    name, handed_over(record, to, wall_clock()), stored.resource_version
+                )
+            except Exception as exc:  # still ours in the Lease: taken back at the next look
+                logger.warning("%s: handing over to %r failed: %s", self.where(shard), to, exc)
+            else:
+                logger.info("%s handed over to %r", self.where(shard), to)
+            return
+        record = renewed(record, wall_clock())
+        sent = time.monotonic()
+        try:
+            version = await self.leases.update(name, record, stored.resource_version)
+        except Exception as exc:
+            logger.warning("%s: renewal failed (%s)", self.where(shard), exc)
+            return
+        if shard in self._holds:
+            self._extend(shard, record, version, sent)
+
+    async def _request(self, shard: int, observation: Observation) -> None:
+        assert observation.record is not None
+        try:
+            await self.leases.update(
+                self.names[shard],
+                requested(observation.record, self.identity),
+                observation.resource_version,
+            )
+        except LeaseConflict:
+            return  # renewed meanwhile: ask again at the next look
+        except Exception as exc:
+            logger.warning("%s: cannot ask for it: %s", self.where(shard), exc)
+            return
+        logger.info(
+            "%s: asked %r to hand it over (it holds more shards than this replica)",
+            self.where(shard),
+            observation.record.holder,
+        )
+
+    # ----------------------------------------------------------------------------- holding
+    def _extend(self, shard: int, record: LeaseRecord, version: str, sent: float) -> bool:
+        """Hold ``shard`` until ``renew`` seconds before anyone else could take it."""
+        deadline = holder_deadline(sent, self.duration, self.renew)
+        now = time.monotonic()
+        if now >= deadline:  # the write took so long that the hold is already over
+            return False
+        previous = self._holds.get(shard)
+        if previous is not None:
+            previous.timer.cancel()
+        timer = asyncio.get_running_loop().call_later(deadline - now, self._expire, shard, deadline)
+        self._holds[shard] = _Hold(record, version, sent, deadline, timer)
+        metrics.SHARDS_HELD.set(len(self._holds))
+        return True
+
+    def _expire(self, shard: int, deadline: float) -> None:
+        hold = self._holds.get(shard)
+        if hold is not None and hold.deadline == deadline:
+            self._lose(shard, f"not renewed within {self.duration - self.renew:g}s")
+
+    def _lose(self, shard: int, why: str, *, warn: bool = True) -> None:
+        hold = self._holds.pop(shard, None)
+        if hold is None:
+            return
+        hold.timer.cancel()
+        for task in self._inflight.get(shard, ()):
+            self._dropped.add(task)
+            task.cancel()
+        self._observed.pop(shard, None)
+        self._told.pop(shard, None)
+        metrics.SHARDS_HELD.set(len(self._holds))
+        log = logger.warning if warn else logger.info
+        log("%s given up: %s; stopped reconciling its namespaces", self.where(shard), why)
+
+    async def release(self) -> None:
+        """A clean stop: give every held Lease up, so another replica takes it at once."""
+        for shard, hold in list(self._holds.items()):
+            self._lose(shard, "stopping", warn=False)
+            try:
+                await asyncio.wait_for(self._release(shard, hold), timeout=self.renew)
+            except Exception as exc:  # it expires on its own after lease_duration_seconds
+                logger.warning("%s: cannot release it: %s", self.where(shard), exc)
+            else:
+                logger.info("%s released", self.where(shard))
+        await self.leases.close()
+
+    async def _release(self, shard: int, hold: _Hold) -> None:
+        name = self.names[shard]
+        try:
+            await self.leases.update(
+                name, released(hold.record, wall_clock()), hold.resource_version
+            )
+        except LeaseConflict:  # a handover request came in: release on top of it if still ours
+            stored = await self.leases.get(name)
+            if stored.record is not None and stored.record.holder == self.identity:
+                await self.leases.update(
+                    name, released(stored.record, wall_clock()), stored.resource_version
+                )
