@@ -295,7 +295,7 @@ def test_the_command_reads_a_pipe_and_exits_1_naming_every_invalid_object(tmp_pa
     as_json = runner.invoke(cli, ["validate", "-f", str(tmp_path / "examples"), "-o", "json"])
     assert as_json.exit_code == 0, as_json.output
     data = json.loads(as_json.stdout)
-    assert data["valid"] is True and data["invalid"] == [] and data["checked"] == 4
+    assert data["valid"] is True and data["invalid"] == [] and data["checked"] == 5
 
     missing = runner.invoke(cli, ["validate", "-f", str(tmp_path / "nope")])
     assert missing.exit_code == 1
