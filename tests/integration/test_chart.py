@@ -247,8 +247,6 @@ def test_no_wildcards_in_any_role(tools: dict[str, Path], tmp_path: Path) -> Non
                 for field in ("apiGroups", "resources", "verbs"):
                     assert rule.get(field), f"{name}: {role['metadata']['name']} {rule} {field}"
                     assert not any("*" in item for item in rule[field]), (name, rule)
-                if "secrets" in rule["resources"]:
-                    assert values.get("vault", {}).get("address"), "Secrets only with Vault"
 
 
 def test_operator_settings_are_the_operators_own(tools: dict[str, Path], tmp_path: Path) -> None:

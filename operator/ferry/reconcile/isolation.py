@@ -55,6 +55,8 @@ DEFAULT_TIMEOUT_SECONDS = 2.0
 VERDICT_SECONDS = 600.0
 #: Verdicts kept at most (oldest dropped first).
 MAX_VERDICTS = 4096
+#: How long a new worker may take to import what it runs (a busy machine, a cold disk).
+STARTUP_SECONDS = 120.0
 #: A call that would get less time than this to run is not started at all ("busy").
 MIN_RUN_SECONDS = 0.05
 
@@ -102,6 +104,8 @@ def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> None
     stdin = stdin or sys.stdin.buffer
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the operator; EOF stops us
     operations = _operations()
+    stdout.write(_HEADER.pack(0))  # ready: everything is imported, calls are timed from now
+    stdout.flush()
     while True:
         header = stdin.read(_HEADER.size)
         if len(header) < _HEADER.size:
@@ -314,6 +318,16 @@ class Isolation:
                 delay = min(delay * 2, 30.0)
                 continue
             worker = _Worker(process)
+            try:
+                assert process.stdout is not None
+                async with asyncio.timeout(STARTUP_SECONDS):
+                    await process.stdout.readexactly(_HEADER.size)
+            except (TimeoutError, asyncio.IncompleteReadError) as error:
+                logger.error("a validation worker did not start (%r); retrying", error)
+                await worker.kill()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
             self._all.add(worker)
             assert self._idle is not None
             self._idle.put_nowait(worker)

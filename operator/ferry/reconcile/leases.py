@@ -166,7 +166,7 @@ class LeaseManager(Shards):
             observation = self._observed.get(shard)
             if shard in self._holds or observation is None:
                 continue
-            if may_acquire(observation, self.identity, now, held, patience=self.renew):
+            if may_acquire(observation, self.identity, now, held, patience=self.retry):
                 await self._acquire(shard, observation)
                 return  # one at a time: another replica starting now may want the next one
         candidates = {s: o for s, o in self._observed.items() if s not in self._holds}

@@ -12,8 +12,8 @@ from ferry.domain import labels as L
 from ferry.domain.conditions import Condition, merge_conditions
 from ferry.domain.entry import references
 from ferry.domain.hashing import content_hash
-from ferry.domain.jsonschema import TOO_COSTLY, check_schema, is_too_costly
-from ferry.reconcile import runner
+from ferry.domain.jsonschema import TOO_COSTLY, is_too_costly
+from ferry.reconcile import isolation, runner
 from ferry.reconcile.reporting import now
 from ferry.reconcile.world import Snapshot, World
 
@@ -38,7 +38,11 @@ class SchemaReconciler:
     async def sync(self, namespace: str, name: str, schema: Snapshot) -> None:
         await self._record(namespace, name, schema)
         generation = schema.generation
-        violations = check_schema(schema.spec.get("schema"))
+        # In a worker process, bounded (ferry.reconcile.isolation): a schema stored while the
+        # webhook was off may take long even to check.
+        violations = await isolation.check_schema(
+            schema.spec.get("schema"), tenant=namespace, name=name
+        )
         used_by = sum(
             1 for spec in self.world.entry_specs(namespace).values() if references(spec)[0] == name
         )

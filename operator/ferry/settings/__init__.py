@@ -29,6 +29,7 @@ from ferry.settings.base import (
     POSITIVE,
     SECONDS,
     Name,
+    Range,
     SettingsError,
     SettingsGroup,
 )
@@ -223,6 +224,21 @@ class LeaderSettings(SettingsGroup):
 
 
 @dataclass(frozen=True)
+class ValidationSettings(SettingsGroup):
+    """The worker processes that check schemas and validate configuration, so that no input,
+    however costly, stalls the operator or another namespace (docs/security.md)."""
+
+    workers: Annotated[int, POSITIVE] = 2
+    """Validation worker processes. One namespace uses at most all but one of them at once, so
+    a namespace sending costly input always leaves a worker to the others."""
+
+    timeout_seconds: Annotated[float, Range(above=0, max=3.0)] = 2.0
+    """Longest one schema check or validation may run. A worker that overruns is killed and
+    replaced, and the entry or schema reports ``ValidationTooCostly`` naming the schema. At
+    most 3 s, so that the admission webhooks still answer within their 5 s timeout."""
+
+
+@dataclass(frozen=True)
 class HistorySettings(SettingsGroup):
     """How long revisions and audit rows are kept in PostgreSQL (docs/backup-and-recovery.md).
     The latest revision of an object is never pruned."""
@@ -333,6 +349,7 @@ class Settings:
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
     leader: LeaderSettings = field(default_factory=LeaderSettings)
+    validation: ValidationSettings = field(default_factory=ValidationSettings)
     history: HistorySettings = field(default_factory=HistorySettings)
     flags: FlagSettings = field(default_factory=FlagSettings)
     vault: VaultSettings = field(default_factory=VaultSettings)
@@ -350,6 +367,7 @@ __all__ = [
     "ServeSettings",
     "Settings",
     "SettingsError",
+    "ValidationSettings",
     "VaultSettings",
     "WebhookSettings",
 ]

@@ -5,6 +5,8 @@ base the index has not heard of yet is read live, within :data:`LIVE_READS` read
 :data:`LIVE_READS_SECONDS` in all. A call has no side effects (``sideEffects: None``): nothing is
 written anywhere, not even to the audit trail, because the request's content (namespace, name,
 user) is only as trustworthy as its sender. Refusals reach the audit trail from the reconciler.
+Schema checks and data validation run in a worker process (``ferry.reconcile.isolation``), never
+on the event loop, and every check is answered within :data:`ANSWER_SECONDS`.
 """
 
 from __future__ import annotations
@@ -24,9 +26,7 @@ from ferry.domain import kinds
 from ferry.domain import labels as L
 from ferry.domain.admission import (
     NESTED_TOO_DEEPLY,
-    check_entry,
     check_flag,
-    check_schema_request,
     denial_message,
     identity,
     is_checked,
@@ -35,11 +35,13 @@ from ferry.domain.admission import (
 )
 from ferry.domain.errors import Violation
 from ferry.domain.secrets import allowed_prefixes
+from ferry.reconcile import isolation
 from ferry.reconcile.world import NamespaceSpecs
 from ferry.webhooks.configurations import (
     OPERATIONS,
     STAMP_ENTRY,
     STAMP_FLAG,
+    TIMEOUT_SECONDS,
     VALIDATE_ENTRY,
     VALIDATE_FLAG,
     VALIDATE_SCHEMA,
@@ -53,6 +55,10 @@ logger = logging.getLogger(__name__)
 LIVE_READS = 16
 #: ... and the time all of them together may take: well inside the webhook's 5 s timeout.
 LIVE_READS_SECONDS = 2.0
+#: Every check is answered within this, live reads and validation (in a worker process, see
+#: ``ferry.reconcile.isolation``) included: the rest of the API server's ``timeoutSeconds`` is
+#: left for the way back, so a slow check is a clear denial, never "context deadline exceeded".
+ANSWER_SECONDS = TIMEOUT_SECONDS - 1.0
 
 Handler = Callable[..., Awaitable[None]]
 
@@ -100,6 +106,11 @@ def _answers(hook: Hook) -> Callable[[Handler], Handler]:
         return answered
 
     return decorate
+
+
+def _deadline() -> float:
+    """When the check being answered must be done by, on the event loop's clock."""
+    return asyncio.get_running_loop().time() + ANSWER_SECONDS
 
 
 def _client(memo: Any) -> AsyncClient | None:
@@ -159,6 +170,7 @@ async def validate_entry(
     """ConfigEntry: what the reconciler would refuse (see ``check_entry``), refused now."""
     if not is_checked(operation, old, body):
         return
+    deadline = _deadline()
     namespace, name = identity(body)
     spec = body.get("spec")
     entries = NamespaceSpecs(entries_index, namespace)
@@ -172,7 +184,7 @@ async def validate_entry(
         if vault.address
         else ()
     )
-    violations = check_entry(
+    violations = await isolation.check_entry(
         namespace,
         name,
         spec,
@@ -180,6 +192,7 @@ async def validate_entry(
         schemas,
         vault_paths=vault_paths,
         min_refresh=vault.min_refresh_seconds,
+        deadline=deadline,
     )
     _deny(kinds.CONFIG_ENTRY.kind, namespace, name, violations)
 
@@ -190,7 +203,6 @@ async def validate_schema(
     old: kopf.Body | None,
     operation: str | None,
     entries_index: kopf.Index[Any, Any],
-    schemas_index: kopf.Index[Any, Any],
     **_: Any,
 ) -> None:
     """ConfigSchema: a usable schema, and with ``Backward`` no entry that is valid today broken."""
@@ -198,10 +210,9 @@ async def validate_schema(
         return
     namespace, name = identity(body)
     entries = NamespaceSpecs(entries_index, namespace)
-    schemas = NamespaceSpecs(schemas_index, namespace)
     old_spec = old.get("spec") if old is not None else None
-    violations = check_schema_request(
-        operation, namespace, name, body.get("spec"), old_spec, entries, schemas
+    violations = await isolation.check_schema_request(
+        operation, namespace, name, body.get("spec"), old_spec, entries, deadline=_deadline()
     )
     _deny(kinds.CONFIG_SCHEMA.kind, namespace, name, violations)
 
