@@ -55,6 +55,7 @@ from lightkube import Client, KubeConfig
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
+from prometheus_client.parser import text_string_to_metric_families
 from reconcile_bench import ConfigEntry, entry, namespace, percentile
 
 from ferry.devenv.process import Process
@@ -117,13 +118,27 @@ class AuditLog:
         return count
 
 
-def operator_reads(api_url: str) -> float:
-    """The operator's own count (``ferry_vault_reads_total``)."""
+def operator_metrics(api_url: str) -> dict[str, float]:
+    """The operator's own figures, from its /metrics: Vault reads sent, and ConfigEntry
+    reconciles (count and total seconds)."""
     with urllib.request.urlopen(f"{api_url}/metrics", timeout=10) as answer:
-        for line in answer.read().decode().splitlines():
-            if line.startswith("ferry_vault_reads_total "):
-                return float(line.split()[-1])
-    return float("nan")
+        text = answer.read().decode()
+    wanted = {
+        ("ferry_vault_reads_total", ""): "vault_reads",
+        ("ferry_reconcile_duration_seconds_count", "ConfigEntry"): "reconciles",
+        ("ferry_reconcile_duration_seconds_sum", "ConfigEntry"): "reconcile_seconds",
+    }
+    found = dict.fromkeys(wanted.values(), 0.0)  # a histogram appears with its first sample
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            key = (sample.name, sample.labels.get("kind", ""))
+            if key in wanted:
+                found[wanted[key]] = sample.value
+    return found
+
+
+def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {k: after[k] - before[k] for k in after}
 
 
 # --- watching what the operator writes -----------------------------------------------------------
@@ -228,6 +243,11 @@ class OperatorProcess:
         self._stop.set()
 
 
+def reconciles(figures: dict[str, float]) -> str:
+    count, seconds = figures["reconciles"], figures["reconcile_seconds"]
+    return f"{count:.0f} ConfigEntry reconciles, {seconds / count * 1000:.0f} ms each on average"
+
+
 def mib(kb: float) -> str:
     return f"{kb / 1024:.0f} MiB"
 
@@ -327,6 +347,7 @@ class Run:
 
     def floors(self) -> None:
         """Before the operator starts, so nothing else runs."""
+        self.load_before = os.getloadavg()[0]
         self.hvac_passes = floor_hvac_reads(self.vault, self.all_paths)
         ns = namespace(self.client, "bench-floor")
         self.plain_count = max(len(self.names), len(self.rotated))
@@ -350,7 +371,7 @@ class Run:
         self.idle_kb = self.operator.rss_kb()
 
     def create(self) -> None:
-        reads, metric = self.audit.reads(), operator_reads(self.api_url)
+        reads, metrics = self.audit.reads(), operator_metrics(self.api_url)
         cpu = self.operator.cpu_seconds()
         self.ns = namespace(self.client, "bench-sec")
         ready = ReadyEntries(self.client, self.ns)
@@ -367,14 +388,14 @@ class Run:
         self.ready_kb = self.operator.rss_kb()
         time.sleep(2)  # any straggling reads land in the audit log
         self.create_reads = self.audit.reads() - reads
-        self.create_metric = operator_reads(self.api_url) - metric
+        self.create_metrics = delta(operator_metrics(self.api_url), metrics)
         missing = [n for n in self.names if not self.values.writes.get(n)]
         if missing:
             raise RuntimeError(f"{len(missing)} entries Ready without a Secret, e.g. {missing[0]}")
 
     def rotate(self) -> None:
         """A new version of one shared path, then the on-demand refresh of its users."""
-        reads, metric = self.audit.reads(self.rotated_path), operator_reads(self.api_url)
+        reads, metrics = self.audit.reads(self.rotated_path), operator_metrics(self.api_url)
         cpu = self.operator.cpu_seconds()
         value = secrets.token_hex(16)
         encoded = base64.b64encode(value.encode()).decode()
@@ -394,7 +415,7 @@ class Run:
         self.rotation_cpu = self.operator.cpu_seconds() - cpu
         time.sleep(2)
         self.rotation_reads = self.audit.reads(self.rotated_path) - reads
-        self.rotation_metric = operator_reads(self.api_url) - metric
+        self.rotation_metrics = delta(operator_metrics(self.api_url), metrics)
         self.others_written = values.written_since(self.others, written)
         self.operator.rss_kb()
         self.operator.stop()
@@ -420,9 +441,9 @@ class Run:
             f" {self.create_cpu:.1f} s ({self.create_cpu / entries * 1000:.1f} ms per entry)"
         )
         print(
-            f"  create: Vault reads {self.create_reads} by Vault's audit log, "
-            f"{self.create_metric:.0f} by ferry_vault_reads_total (floor: {n_paths}, one per "
-            "distinct path)"
+            f"  create: {reconciles(self.create_metrics)}; Vault reads {self.create_reads} by "
+            f"Vault's audit log, {self.create_metrics['vault_reads']:.0f} by "
+            f"ferry_vault_reads_total (floor: {n_paths}, one per distinct path)"
         )
         print(
             f"  operator RSS: idle after start {mib(self.idle_kb)} (floor), all Ready "
@@ -445,11 +466,19 @@ class Run:
         print(f"  goal p99 < {GOAL_ROTATION_P99:g} s (Vault write → Secret updated): {verdict}")
         print(
             f"  rotation: Vault reads of {self.rotated_path} {self.rotation_reads} by Vault's "
-            f"audit log, {self.rotation_metric:.0f} by ferry_vault_reads_total (floor: 1); "
-            f"operator CPU {self.rotation_cpu:.1f} s; Secrets of the other {len(self.others)} "
-            f"entries written: {self.others_written}"
+            f"audit log, {self.rotation_metrics['vault_reads']:.0f} by ferry_vault_reads_total "
+            f"(floor: 1); Secrets of the other {len(self.others)} entries written: "
+            f"{self.others_written}"
+        )
+        print(
+            f"  rotation: {reconciles(self.rotation_metrics)}; "
+            f"operator CPU {self.rotation_cpu:.1f} s"
         )
         print(f"  operator peak RSS over the run (VmHWM): {mib(self.operator.peak_kb)}")
+        print(
+            f"machine load average (1 min): {self.load_before:.1f} before the floors, "
+            f"{os.getloadavg()[0]:.1f} at the end ({os.cpu_count()} CPUs)"
+        )
 
 
 def main() -> int:

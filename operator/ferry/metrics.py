@@ -27,3 +27,14 @@ SHARD_LAST_RECONCILE = Gauge(
     "When this replica last started a reconcile of a key of the shard",
     ["shard"],
 )
+MATERIALISED = Gauge(
+    "ferry_materialised_objects", "ConfigMaps and Secrets Ferry keeps in place, by kind", ["kind"]
+)
+STORE_SECONDS = Histogram(
+    "ferry_store_record_duration_seconds", "Time to prove or record one revision in PostgreSQL"
+)
+FLAG_EVALUATIONS = Counter(
+    "ferry_flag_evaluations_total",
+    "Flag evaluations answered, by reason (flag names stay out: they are unbounded)",
+    ["reason"],
+)

@@ -493,6 +493,23 @@ def _service_account_kubeconfig(admin: Kube, path: Path, namespace: str, name: s
     )
 
 
+POD_NAME = "ferry-7d9f8-abcde"
+
+
+def _plain_env(docs: list[dict[str, Any]]) -> dict[str, str]:
+    """The settings the chart's Deployment gives the operator, as the kubelet would: values as
+    they are, the pod's name for a fieldRef (Secrets are the test's own servers)."""
+    deployment = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "ferry")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env: dict[str, str] = {}
+    for variable in container["env"]:
+        if "value" in variable:
+            env[variable["name"]] = str(variable["value"])
+        elif variable["valueFrom"].get("fieldRef", {}).get("fieldPath") == "metadata.name":
+            env[variable["name"]] = POD_NAME
+    return env
+
+
 @pytest.fixture(scope="module")
 def chart_operator(
     tools: dict[str, Path],
@@ -521,8 +538,8 @@ def chart_operator(
         rbac = [
             d
             for d in docs
-            if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role")
-            or d["kind"] == "RoleBinding"
+            if d["kind"]
+            in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
         ]
         admin.apply(*rbac)
         sa = one(docs, "ServiceAccount")["metadata"]["name"]
@@ -539,6 +556,7 @@ def chart_operator(
         api_port, webhook_port = free_port(), free_port()
         env = {
             **os.environ,
+            **_plain_env(docs),
             "KUBECONFIG": str(kubeconfig),
             "FERRY_DATABASE_URL": database_url,
             "FERRY_REDIS_URL": redis_url,
@@ -637,6 +655,9 @@ def test_operator_with_only_the_charts_rbac_reconciles_entries_and_flags(
         timeout=60,
         what="the entry's ConfigMap to be removed",
     )
+    # It reconciled as the holder of the Lease the chart lets it write (leader election).
+    lease = get_or_none(kube, "lease", "ferry-shard-0-of-1", "-n", "ferry-system")
+    assert lease is not None and lease["spec"]["holderIdentity"] == POD_NAME
     log = chart_operator.log.read_text(errors="replace")
     denied = [
         line for line in log.splitlines() if re.search(r"forbidden|permission|403", line, re.I)

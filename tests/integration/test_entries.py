@@ -579,3 +579,28 @@ def test_reload_on_names_the_source_namespace_for_entries_from_elsewhere(
     )
     assert configmap_data(kube, target, "shared") is not None
     assert template_hash(kube, target, "bare") is None
+
+
+def test_metrics_expose_what_an_operator_of_ferry_watches(kube: Kube, operator: Operator) -> None:
+    """The figures the chart's dashboard and alerts read, after a scenario that moves each."""
+    ns = kube.namespace("metrics")
+    kube.apply(entry("e", ns, {"data": {"v": 1}}))
+    wait_ready(kube, ns, "e")
+    exposed = metrics(operator)
+    for name in (
+        'ferry_reconciles_total{kind="ConfigEntry",result="ok"}',
+        'ferry_reconcile_duration_seconds_count{kind="ConfigEntry"}',
+        "ferry_revisions_recorded_total",
+        "ferry_queue_depth",
+        'ferry_materialised_objects{kind="ConfigMap"}',
+        "ferry_store_record_duration_seconds_count",
+        "ferry_store_up 1.0",
+        "ferry_cache_up 1.0",
+    ):
+        assert name in exposed, name
+    materialised = next(
+        line
+        for line in exposed.splitlines()
+        if line.startswith('ferry_materialised_objects{kind="ConfigMap"}')
+    )
+    assert float(materialised.split()[-1]) >= 1

@@ -205,39 +205,60 @@ def test_selector_targeted_flag_leaves_a_namespace_that_stops_matching(
     )
 
 
-def test_same_flag_name_from_two_namespaces_is_a_reported_conflict(
+def test_same_flag_name_from_two_namespaces_is_a_conflict_and_the_served_one_keeps_its_name(
     kube: Kube, operator: Operator
 ) -> None:
+    """First come, first served (issue 11): a same-named flag arriving later, even the target
+    namespace's own, is refused and reported on both; it is served once the first one goes."""
     target = kube.namespace("ff-tgt", labels={"ferry.dev/accept": "true"})
     other = kube.namespace("ff-oth")
     kube.apply(flag("dark-mode", other, {**CHECKOUT, "target": {"namespaces": [target]}}))
-    wait_ready(kube, other, "dark-mode")
+    first = wait_ready(kube, other, "dark-mode")
+    served_before = served(kube, target)
+    assert served_before is not None
     kube.apply(flag("dark-mode", target, {"variants": {"a": "A", "b": "B"}, "defaultVariant": "b"}))
 
-    # The namespace's own flag wins; both flags say so in their status.
+    def newcomer_reports() -> dict[str, Any] | None:
+        obj = get_or_none(kube, "featureflag", "dark-mode", "-n", target)
+        t = {x["namespace"]: x for x in (obj or {}).get("status", {}).get("targets", [])}
+        found = t.get(target) or {}
+        return found if found.get("reason") == "NameConflict" else None
+
+    refused = eventually(newcomer_reports, what="NameConflict on the newcomer")
+    assert refused["synced"] is False
+    assert f"is served from FeatureFlag {other}/dark-mode" in refused["message"]
+    assert (
+        condition(get_or_none(kube, "featureflag", "dark-mode", "-n", target), "Ready")["status"]
+        == "False"
+    )
+
+    def incumbent_reports() -> dict[str, Any] | None:
+        obj = get_or_none(kube, "featureflag", "dark-mode", "-n", other)
+        t = {x["namespace"]: x for x in obj["status"].get("targets", [])}.get(target) or {}
+        return t if t.get("reason") == "NameConflict" else None
+
+    kept = eventually(incumbent_reports, what="NameConflict on the flag served first")
+    assert kept["synced"] is True and f"{target}/dark-mode" in kept["message"]
+    assert (
+        condition(get_or_none(kube, "featureflag", "dark-mode", "-n", other), "Ready")["status"]
+        == "True"
+    )
+    # What the namespace serves did not change at all: same source, same definition, same uid.
+    now = served(kube, target)
+    assert now is not None and now["data"] == served_before["data"]
+    assert now["listing"]["dark-mode"]["uid"] == first["metadata"]["uid"]
+
+    # The first one goes: the newcomer is served, and says so.
+    kube.kubectl("delete", "featureflag", "dark-mode", "-n", other)
     eventually(
         lambda: (
             (cm := served(kube, target)) is not None
             and cm["listing"]["dark-mode"]["namespace"] == target
         ),
-        what="target's own dark-mode served",
-    )
-
-    def loser_reports() -> dict[str, Any] | None:
-        obj = get_or_none(kube, "featureflag", "dark-mode", "-n", other)
-        t = {x["namespace"]: x for x in obj["status"].get("targets", [])}.get(target) or {}
-        return t if t.get("reason") == "NameConflict" else None
-
-    lost = eventually(loser_reports, what="NameConflict on the shadowed flag")
-    assert lost["synced"] is False
-    assert f"{target}/dark-mode" in lost["message"]
-    assert (
-        condition(get_or_none(kube, "featureflag", "dark-mode", "-n", other), "Ready")["status"]
-        == "False"
+        what="the target's own dark-mode served once the other is gone",
     )
     won = wait_ready(kube, target, "dark-mode")["status"]["targets"]
-    assert won[0]["synced"] is True and won[0]["reason"] == "NameConflict"
-    assert f"{other}/dark-mode" in won[0]["message"]
+    assert won == [{"namespace": target, "synced": True}]
 
 
 # ------------------------------------------------------------------------------ revisions, validity

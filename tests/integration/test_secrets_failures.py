@@ -184,6 +184,28 @@ def kv_reads(audit_log: Path, mount: str, path: str) -> int:
     return count
 
 
+def restart(
+    vault: Vault, start_own_vault: StartVault, secrets: Mapping[str, dict[str, str]]
+) -> None:
+    """A Vault answering at the same address again. Dev mode keeps everything in memory, so it is
+    given what a persistent Vault would still have: the operator's token, and ``secrets``."""
+    back = start_own_vault(port=int(vault.address.rsplit(":", 1)[1]))
+    back.request(
+        "POST",
+        "auth/token/create",
+        {"id": vault.root_token, "policies": ["root"], "no_parent": True},
+    )
+    for path, data in secrets.items():
+        put_secret(back, path, data)
+
+
+def wait_password(kube: Kube, ns: str, value: str, *, timeout: float = 30, what: str) -> None:
+    """Until the Secret ``app`` holds exactly ``DB_PASSWORD: value``."""
+    eventually(
+        lambda: secret_data(kube, ns, "app") == {"DB_PASSWORD": value}, timeout=timeout, what=what
+    )
+
+
 # --- Vault down ----------------------------------------------------------------------------------
 
 
@@ -203,38 +225,57 @@ def test_vault_down_leaves_the_secret_untouched_and_converges_when_it_returns(
     vault.stop()
     refresh(kube, ns, "app")  # the operator has to go to Vault now, and finds it down
     down = wait_secrets_failed(kube, ns, "app", "VaultUnavailable")
-    message = condition(down, "SecretsResolved")["message"]  # type: ignore[index]
+    message = condition(down, "SecretsResolved")["message"]
     assert message.startswith("spec.secretData.DB_PASSWORD: ")
     assert f"Vault at {vault.address} is unreachable" in message
     assert f'reading "{ns}/db"' in message
-    assert condition(down, "Reconciling")["status"] == "True"  # type: ignore[index]
-    assert condition(down, "Ready")["status"] == "False"  # type: ignore[index]
+    assert condition(down, "Reconciling")["status"] == "True"
+    assert condition(down, "Ready")["status"] == "False"
     stalled = condition(down, "Stalled")
     assert stalled is None or stalled["status"] == "False"
-    # Retried meanwhile (with backoff), never touching what is there.
+    # Meanwhile (the operator retrying with backoff) nothing is touched.
     time.sleep(3)
     assert resource_version(kube, "secret", ns, "app") == kept_version
     assert secret_data(kube, ns, "app") == {"DB_PASSWORD": "before-the-outage"}
     assert operator.process is not None and operator.process.alive()
 
-    # A Vault answers at the same address again. Dev mode keeps everything in memory, so give
-    # it what a persistent Vault would still have: the operator's token and the secret.
-    port = int(vault.address.rsplit(":", 1)[1])
-    back = start_own_vault(port=port)
-    back.request(
-        "POST",
-        "auth/token/create",
-        {"id": vault.root_token, "policies": ["root"], "no_parent": True},
-    )
-    put_secret(back, f"{ns}/db", {"password": "after-the-outage"})
-    eventually(
-        lambda: secret_data(kube, ns, "app") == {"DB_PASSWORD": "after-the-outage"},
-        timeout=60,
-        what="the Secret once Vault is back (no action by anyone)",
+    restart(vault, start_own_vault, {f"{ns}/db": {"password": "after-the-outage"}})
+    wait_password(
+        kube, ns, "after-the-outage", timeout=60, what="the Secret once Vault is back (no action)"
     )
     ready = wait_ready(kube, ns, "app")
-    assert condition(ready, "SecretsResolved")["status"] == "True"  # type: ignore[index]
-    assert condition(ready, "Reconciling")["status"] == "False"  # type: ignore[index]
+    assert condition(ready, "SecretsResolved")["status"] == "True"
+    assert condition(ready, "Reconciling")["status"] == "False"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="PathReads keeps a failed read (Vault down) for max_age = vault.min_refresh_seconds, "
+    "so the retries with backoff get the cached failure and the entry converges only once it "
+    "expires (operator/ferry/adapters/vault.py, PathReads.read)",
+)
+def test_an_entry_whose_first_read_finds_vault_down_converges_when_it_returns(
+    cluster: Kube, start_own_vault: StartVault, start_operator: StartOperator, tmp_path: Path
+) -> None:
+    """No refresh annotation here: the retries (with backoff, at most 2 s apart) must go to
+    Vault again. A long minimum refresh interval (5 min, a setting) makes the difference between
+    "retried" and "read again once the shared result expires" plain."""
+    kube = cluster
+    vault = start_own_vault()
+    env = operator_env(vault, tmp_path / "keys", prefixes=["{namespace}"])
+    start_operator({**env, "FERRY_VAULT_MIN_REFRESH_SECONDS": "300"})
+    ns = kube.namespace("vault-down-new")
+    vault.stop()
+    kube.apply(entry("app", ns, with_secret(ns, f"{ns}/db")))
+    down = wait_secrets_failed(kube, ns, "app", "VaultUnavailable")
+    assert condition(down, "Reconciling")["status"] == "True"
+    assert secret_data(kube, ns, "app") is None
+
+    restart(vault, start_own_vault, {f"{ns}/db": {"password": "first-value"}})
+    wait_password(
+        kube, ns, "first-value", what="the Secret once Vault is back (retries at most 2 s apart)"
+    )
+    wait_ready(kube, ns, "app")
 
 
 # --- scheduled rotation --------------------------------------------------------------------------
@@ -259,11 +300,7 @@ def test_a_new_version_arrives_on_schedule_and_an_unchanged_one_writes_nothing(
 
     # A new version in Vault, and nothing else: the next scheduled read brings it.
     assert put_secret(vault, path, {"password": "version-two"}) == 2
-    eventually(
-        lambda: secret_data(kube, ns, "app") == {"DB_PASSWORD": "version-two"},
-        timeout=30,
-        what="version 2 in the Secret without any annotation",
-    )
+    wait_password(kube, ns, "version-two", what="version 2 in the Secret without any annotation")
     rotated = eventually(
         lambda: (o := ce(kube, ns, "app")) and o["status"].get("revision") == 2 and o,
         what="revision 2 recorded for the rotation",
@@ -325,13 +362,13 @@ def test_a_path_outside_the_operators_vault_policy_is_permission_denied(
         # The namespace may name the path (admission lets it through), Vault's policy does not.
         kube.apply(entry("app", ns, with_secret(ns, f"{ns}/db")))
         denied = wait_secrets_failed(kube, ns, "app", "VaultPermissionDenied")
-        message = condition(denied, "SecretsResolved")["message"]  # type: ignore[index]
+        message = condition(denied, "SecretsResolved")["message"]
         assert message.startswith("spec.secretData.DB_PASSWORD: ")
         assert f'denied reading "{ns}/db" from KV v2 mount "secret"' in message
         assert "permission denied" in message
         assert token not in message and "not-for-ferry" not in message
-        assert condition(denied, "Stalled")["status"] == "True"  # type: ignore[index]
-        assert condition(denied, "Ready")["status"] == "False"  # type: ignore[index]
+        assert condition(denied, "Stalled")["status"] == "True"
+        assert condition(denied, "Ready")["status"] == "False"
         reconciling = condition(denied, "Reconciling")
         assert reconciling is None or reconciling["status"] == "False"
         assert resource_version(kube, "secret", ns, "app") == kept_version
@@ -388,7 +425,7 @@ def test_the_operator_logs_in_with_kubernetes_auth_and_materialises_the_secret(
         kube.apply(entry("app", ns, with_secret(ns, f"{ns}/db")))
         ready = wait_ready(kube, ns, "app")
         assert secret_data(kube, ns, "app") == {"DB_PASSWORD": value}
-        assert condition(ready, "SecretsResolved")["status"] == "True"  # type: ignore[index]
+        assert condition(ready, "SecretsResolved")["status"] == "True"
 
         log = operator.log.read_text(errors="replace")
         assert f"(Kubernetes auth, mount {mount}, role {role};" in log
@@ -439,13 +476,13 @@ def test_a_deleted_version_is_reported_and_the_previous_secret_stays(
     vault.request("DELETE", f"secret/data/{path}")
     refresh(kube, ns, "app")
     deleted = wait_secrets_failed(kube, ns, "app", "SecretVersionDeleted")
-    message = condition(deleted, "SecretsResolved")["message"]  # type: ignore[index]
+    message = condition(deleted, "SecretsResolved")["message"]
     assert message == (
         f'spec.secretData.DB_PASSWORD: version 2 of Vault secret "{path}" (mount "secret") '
         "was deleted"
     )
-    assert condition(deleted, "Stalled")["status"] == "True"  # type: ignore[index]
-    assert condition(deleted, "Ready")["status"] == "False"  # type: ignore[index]
+    assert condition(deleted, "Stalled")["status"] == "True"
+    assert condition(deleted, "Ready")["status"] == "False"
     # The previous Secret stays: neither emptied nor silently rolled back to version 1.
     time.sleep(2)
     assert resource_version(kube, "secret", ns, "app") == kept_version

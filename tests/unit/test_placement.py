@@ -1,9 +1,12 @@
-"""The placement rules every materialised object follows (ferry.domain.placement)."""
+"""The placement rules every materialised object follows (ferry.domain.placement), who keeps a
+flag name in a namespace (ferry.domain.flagset), and how refused targets are summarised."""
 
 from __future__ import annotations
 
 from ferry.domain import labels as L
 from ferry.domain.conditions import sync_conditions
+from ferry.domain.flags import parse_flag
+from ferry.domain.flagset import Candidate, choose, definition, flag_hash, is_incumbent
 from ferry.domain.placement import (
     FOREIGN,
     Action,
@@ -15,6 +18,13 @@ from ferry.domain.placement import (
     decide,
     not_accepting,
     not_found,
+    owns,
+)
+from ferry.domain.targets import (
+    MAX_REFUSED_LISTED,
+    RefusedTargets,
+    refused_changed,
+    summarise_refused,
 )
 
 
@@ -119,3 +129,93 @@ def test_an_over_budget_schema_makes_its_entries_too_costly_naming_the_schema() 
         )
     assert caught.value.reason == "ValidationTooCostly"
     assert 'spec.schemaRef.name: ConfigSchema "ids": ' in caught.value.message
+
+
+# ----------------------------------------------------------------------------- ownership (issue 11)
+def test_an_object_is_ours_only_with_every_label_ferry_puts_on_it_for_that_source() -> None:
+    wanted = Desired(
+        "ConfigMap",
+        "team",
+        "app",
+        {},
+        {L.MANAGED_BY: L.MANAGED_BY_FERRY, L.ENTRY_UID: "uid-1"},
+        {L.RENDERED_HASH: "sha256:x"},
+    )
+    assert owns(wanted, {L.MANAGED_BY: L.MANAGED_BY_FERRY, L.ENTRY_UID: "uid-1", "team": "a"})
+    assert not owns(wanted, {L.MANAGED_BY: L.MANAGED_BY_FERRY, L.ENTRY_UID: "uid-2"})  # another
+    assert not owns(wanted, {L.ENTRY_UID: "uid-1"})  # not marked as Ferry's
+    assert not owns(wanted, None)  # no labels at all
+    assert Observed(True, "h").uid is None  # unknown until read: the executor reads it first
+
+
+# ----------------------------------------------------------------------------- flag names
+def flag_candidate(ns: str, name: str = "f", uid: str | None = None) -> Candidate:
+    flag = parse_flag(name, FLAG)
+    return Candidate(ns, name, uid or f"uid-{ns}", definition(flag), 1, flag_hash(FLAG))
+
+
+FLAG = {"variants": {"on": True, "off": False}, "defaultVariant": "off"}
+
+
+def test_a_served_flag_keeps_its_name_against_any_newcomer() -> None:
+    """First come, first served, as a ConfigMap someone made keeps its name against an entry:
+    an alphabetically earlier source, or the namespace's own new flag, is the conflict."""
+    served = flag_candidate("zeta")
+    listing = {"f": {"namespace": "zeta", "name": "f", "uid": "uid-zeta", "revision": 1}}
+    newcomers = [flag_candidate("alpha"), flag_candidate("team")]
+
+    plan = choose("team", [*newcomers, served], listing)
+
+    assert plan.winners["f"] == served
+    assert plan.shadowed == {("alpha", "f"): served, ("team", "f"): served}
+    # Without an incumbent (a new ConfigMap, or the served flag deleted) the old order decides.
+    assert choose("team", newcomers, listing).winners["f"].namespace == "team"
+    assert (
+        choose("other", [flag_candidate("zeta"), flag_candidate("alpha")], {})
+        .winners["f"]
+        .namespace
+        == "alpha"
+    )
+
+
+def test_a_flag_deleted_and_made_again_is_a_newcomer() -> None:
+    listing = {"f": {"namespace": "zeta", "name": "f", "uid": "uid-old"}}
+    again = flag_candidate("zeta", uid="uid-new")
+    assert not is_incumbent(again, listing["f"])
+    plan = choose("other", [again, flag_candidate("alpha")], listing)
+    assert plan.winners["f"].namespace == "alpha"
+
+
+# ----------------------------------------------------------------------------- refused targets
+def test_refused_targets_are_counted_and_the_first_few_named() -> None:
+    names = [f"ns-{i:04}" for i in range(1500, 0, -1)]
+    summary = summarise_refused(names)
+    assert summary.count == 1500
+    assert summary.first == tuple(f"ns-{i:04}" for i in range(1, MAX_REFUSED_LISTED + 1))
+    assert summary.as_status() == {
+        "count": 1500,
+        "first": list(summary.first),
+        "digest": summary.digest,
+    }
+    assert summary.describe("src") == (
+        'namespaces "ns-0001", "ns-0002", "ns-0003", "ns-0004", "ns-0005", "ns-0006", '
+        '"ns-0007", "ns-0008", "ns-0009", "ns-0010" and 1490 more do not accept entries from '
+        '"src"'
+    )
+    assert summarise_refused(["b"]).describe("a", "flags") == (
+        'namespace "b" does not accept flags from "a"'
+    )
+    assert summarise_refused([]) == RefusedTargets()
+
+
+def test_a_refusal_is_news_only_when_the_set_changes() -> None:
+    now = summarise_refused(["b", "a", "c"])
+    # A resync, or a restart that reads the summary back from status: nothing new to say.
+    assert not refused_changed(now.as_status(), summarise_refused(["c", "b", "a"]))
+    # A namespace more, or one less, even beyond the names listed: news.
+    assert refused_changed(now.as_status(), summarise_refused(["a", "b", "c", "d"]))
+    assert refused_changed(now.as_status(), summarise_refused(["a", "b"]))
+    # First time (no summary in status yet), and when every refusal is gone.
+    assert refused_changed(None, now)
+    assert refused_changed(now.as_status(), RefusedTargets())
+    assert not refused_changed(None, RefusedTargets())

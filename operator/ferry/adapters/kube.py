@@ -12,10 +12,12 @@ import contextlib
 import datetime as dt
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx2 as httpx
 from lightkube import ApiError, AsyncClient, KubeConfig
+from lightkube.config import client_adapter
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
@@ -27,6 +29,7 @@ from ferry.domain import kinds
 from ferry.domain.placement import Desired
 
 FIELD_MANAGER = "ferry"
+TIMEOUT = httpx.Timeout(15.0)
 
 KINDS = {
     k.kind: create_namespaced_resource(kinds.GROUP, kinds.VERSION, k.kind, k.plural)
@@ -47,7 +50,39 @@ def is_transient(exc: BaseException) -> bool:
 
 def make_client(kubeconfig: str | None) -> AsyncClient:
     config = KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_env()
-    return AsyncClient(config, field_manager=FIELD_MANAGER, timeout=httpx.Timeout(15.0))
+    return AsyncClient(config, field_manager=FIELD_MANAGER, timeout=TIMEOUT)
+
+
+@dataclass(frozen=True)
+class Live:
+    """A materialised object as :meth:`Kube.read` found it: which object, and its labels and
+    annotations (``None``: it has none at all)."""
+
+    uid: str
+    labels: dict[str, str] | None
+    annotations: dict[str, str] | None
+
+
+def _data(desired: Desired) -> dict[str, str]:
+    """The object's ``data`` as the API takes it: a Secret's base64-encoded here, and only here."""
+    if desired.kind != "Secret":
+        return dict(desired.data)
+    return {
+        k: base64.b64encode(v.encode("utf-8", "surrogatepass")).decode()
+        for k, v in desired.data.items()
+    }
+
+
+def _object(desired: Desired) -> ConfigMap | Secret:
+    metadata = ObjectMeta(
+        name=desired.name,
+        namespace=desired.namespace,
+        labels=dict(desired.labels),
+        annotations=dict(desired.annotations),
+    )
+    if desired.kind == "Secret":
+        return Secret(metadata=metadata, type="Opaque", data=_data(desired))
+    return ConfigMap(metadata=metadata, data=_data(desired))
 
 
 class Kube:
@@ -55,9 +90,21 @@ class Kube:
 
     def __init__(self, client: AsyncClient) -> None:
         self.client = client
+        self._http: httpx.AsyncClient | None = None
 
     async def close(self) -> None:
         await self.client.close()
+        if self._http is not None:
+            await self._http.aclose()
+
+    def _raw(self) -> httpx.AsyncClient:
+        """lightkube's HTTP client for this kubeconfig (``lightkube.config.client_adapter``), for
+        the one request lightkube's API cannot express: a delete with preconditions."""
+        if self._http is None:
+            self._http = client_adapter.AsyncClient(
+                self.client.config, client_adapter.ConnectionParams(timeout=TIMEOUT)
+            )
+        return self._http
 
     async def get_configmap(self, namespace: str, name: str) -> ConfigMap | None:
         try:
@@ -67,35 +114,76 @@ class Kube:
                 return None
             raise
 
-    async def apply(self, desired: Desired) -> str:
-        """Server-side apply of a ConfigMap or Secret (field manager ``ferry``); returns the new
-        resourceVersion. A Secret's data is base64-encoded here, and only here."""
-        metadata = ObjectMeta(
-            name=desired.name,
-            namespace=desired.namespace,
-            labels=dict(desired.labels),
-            annotations=dict(desired.annotations),
-        )
-        obj: ConfigMap | Secret
-        if desired.kind == "Secret":
-            encoded = {
-                k: base64.b64encode(v.encode("utf-8", "surrogatepass")).decode()
-                for k, v in desired.data.items()
-            }
-            obj = Secret(metadata=metadata, type="Opaque", data=encoded)
-        else:
-            obj = ConfigMap(metadata=metadata, data=dict(desired.data))
-        result = await self.client.apply(obj, field_manager=FIELD_MANAGER, force=True)
-        assert result.metadata is not None
-        return str(result.metadata.resourceVersion)
+    async def create(self, desired: Desired) -> str:
+        """Create a ConfigMap or Secret that must not exist yet; returns its uid.
 
-    async def delete(self, kind: str, namespace: str, name: str) -> None:
-        """Delete a ConfigMap or Secret; already gone is fine."""
+        Raises ``ApiError`` 409 (AlreadyExists) if anything is there by that name, whoever made
+        it: unlike an apply, a create can never overwrite what someone else made a moment ago.
+        """
+        result = await self.client.create(_object(desired), field_manager=FIELD_MANAGER)
+        assert result.metadata is not None
+        return str(result.metadata.uid)
+
+    async def update(self, desired: Desired, uid: str, live: Live | None = None) -> None:
+        """Make the object with ``uid`` hold exactly ``desired``'s data and Ferry's labels and
+        annotations (anyone else's labels and annotations stay).
+
+        One JSON patch whose first operation tests the uid, so if the object was deleted, or
+        deleted and made again by someone else, nothing is written: ``ApiError`` 404, or 422
+        for the failed test. ``data`` is replaced whole, so keys that are no longer rendered go.
+        ``live`` (from :meth:`read`) tells whether the object has labels and annotations at all.
+        """
+        ops: list[dict[str, Any]] = [
+            {"op": "test", "path": "/metadata/uid", "value": uid},
+            {"op": "add", "path": "/data", "value": _data(desired)},
+        ]
+        for field, wanted in (("labels", desired.labels), ("annotations", desired.annotations)):
+            if live is not None and getattr(live, field) is None:
+                ops.append({"op": "add", "path": f"/metadata/{field}", "value": dict(wanted)})
+                continue
+            for key, value in wanted.items():
+                pointer = key.replace("~", "~0").replace("/", "~1")
+                ops.append({"op": "add", "path": f"/metadata/{field}/{pointer}", "value": value})
+        await self.client.patch(
+            MATERIALISED[desired.kind],
+            desired.name,
+            ops,
+            namespace=desired.namespace,
+            patch_type=PatchType.JSON,
+        )
+
+    async def read(self, kind: str, namespace: str, name: str) -> Live | None:
+        """A ConfigMap's or Secret's identity and labels (None: no such object). Only metadata
+        is kept: a Secret's data is never looked at here."""
         try:
-            await self.client.delete(MATERIALISED[kind], name, namespace=namespace)
+            obj = await self.client.get(MATERIALISED[kind], name, namespace=namespace)
         except ApiError as exc:
-            if exc.status.code != 404:
-                raise
+            if exc.status.code == 404:
+                return None
+            raise
+        meta = obj.metadata or ObjectMeta()
+        return Live(
+            uid=str(meta.uid),
+            labels=dict(meta.labels) if meta.labels is not None else None,
+            annotations=dict(meta.annotations) if meta.annotations is not None else None,
+        )
+
+    async def delete(self, kind: str, namespace: str, name: str, *, uid: str) -> bool:
+        """Delete a ConfigMap or Secret, only if it is still the object with ``uid`` (a UID
+        precondition): False if it is gone, or is another object now."""
+        api = "api/v1"
+        plural = {"ConfigMap": "configmaps", "Secret": "secrets"}[kind]
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
+        # lightkube's delete takes no preconditions; its own HTTP client (same kubeconfig,
+        # credentials and timeout) sends the DeleteOptions body.
+        response = await self._raw().request(
+            "DELETE", f"/{api}/namespaces/{namespace}/{plural}/{name}", json=body
+        )
+        if response.status_code in (404, 409):  # gone, or not the object we meant
+            return False
+        if response.status_code >= 400:
+            raise ApiError(request=response.request, response=response)
+        return True
 
     async def list_labelled(
         self, kind: str, label_selector: Mapping[str, str]

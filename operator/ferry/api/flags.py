@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ferry import metrics
 from ferry.domain.errors import Invalid
 from ferry.domain.flags import (
     DEFAULT_BUCKETING,
@@ -72,6 +73,7 @@ def add_routes(
         status = snapshot.status
         bucketing = forced or bucketing_for(snapshot.spec, status, default_bucketing)
         evaluation = evaluate(flag, request.query.get("targetingKey"), attributes, bucketing)
+        metrics.FLAG_EVALUATIONS.labels(str(evaluation.reason)).inc()
         revision = status.get("revision")
         return web.json_response(
             answer_json(

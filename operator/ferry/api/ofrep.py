@@ -36,6 +36,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ferry import metrics as operator_metrics
 from ferry.adapters.cache import FLAGS_EVENT, Cache, CacheUnavailable
 from ferry.adapters.kube_auth import Access, User
 from ferry.adapters.postgres import Revision, StoreUnavailable
@@ -304,7 +305,9 @@ def add_routes(app: web.Application, guard: Guard, source: FlagSource) -> None:
             return _failure(
                 404, "FLAG_NOT_FOUND", f"flag {key!r} is not served in namespace {namespace}", key
             )
-        ok, body = answer(key, flag, evaluate(flag.flag, targeting_key, attributes, flag.bucketing))
+        evaluation = evaluate(flag.flag, targeting_key, attributes, flag.bucketing)
+        operator_metrics.FLAG_EVALUATIONS.labels(str(evaluation.reason)).inc()
+        ok, body = answer(key, flag, evaluation)
         return web.json_response(body, status=200 if ok else 400)
 
     async def evaluate_all(request: web.Request) -> web.Response:

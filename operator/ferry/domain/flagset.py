@@ -2,9 +2,11 @@
 
 flagd keys flags by name alone, so one ConfigMap per namespace holds every flag targeted there and
 two FeatureFlags with the same name (from different source namespaces) cannot both be served.
-The rule that picks one (:func:`choose`) is deterministic and depends only on the cluster as it
-is now, never on history, so two operator replicas or a restart always pick the same winner
-(docs/decisions/0006-feature-flags.md).
+The rule that picks one (:func:`choose`) is first come, first served: the flag the ConfigMap
+serves now keeps its name, as a ConfigMap someone else made keeps its name against an entry, so
+no source a namespace accepts can take over a flag another source serves there (issue 11). It
+depends only on the cluster as it is now (the ConfigMap's listing included), so two operator
+replicas or a restart pick the same winner (docs/decisions/0006 and 0018).
 """
 
 from __future__ import annotations
@@ -78,20 +80,46 @@ class FlagSetPlan:
     shadowed: dict[tuple[str, str], Candidate]
 
 
-def _precedence(target_namespace: str, candidate: Candidate) -> tuple[int, str, str]:
-    return (0 if candidate.namespace == target_namespace else 1, candidate.namespace, candidate.uid)
+def is_incumbent(candidate: Candidate, listed: Mapping[str, Any] | None) -> bool:
+    """Whether ``candidate`` is the flag a ``ferry-flags`` listing entry says is served: the same
+    source namespace and the same object (uid), so a flag deleted and created again anew, or
+    one of the same name from elsewhere, is not."""
+    return (
+        listed is not None
+        and listed.get("namespace") == candidate.namespace
+        and listed.get("uid") == candidate.uid
+    )
 
 
-def choose(target_namespace: str, candidates: Iterable[Candidate]) -> FlagSetPlan:
-    """One candidate per flag key: the namespace's own flag, else the first source namespace
-    in alphabetical order. (The uid only breaks a tie that the API server makes impossible.)"""
+def _precedence(
+    target_namespace: str, candidate: Candidate, listed: Mapping[str, Any] | None
+) -> tuple[int, int, str, str]:
+    return (
+        0 if is_incumbent(candidate, listed) else 1,
+        0 if candidate.namespace == target_namespace else 1,
+        candidate.namespace,
+        candidate.uid,
+    )
+
+
+def choose(
+    target_namespace: str,
+    candidates: Iterable[Candidate],
+    incumbents: Mapping[str, Mapping[str, Any]] | None = None,
+) -> FlagSetPlan:
+    """One candidate per flag key: the one served now, if it still wants to be (``incumbents``:
+    the ConfigMap's listing, see :func:`parse_listing`); among newcomers, the namespace's own
+    flag, else the first source namespace in alphabetical order. (The uid only breaks a tie the
+    API server makes impossible.)"""
+    incumbents = incumbents or {}
     by_key: dict[str, list[Candidate]] = {}
     for candidate in candidates:
         by_key.setdefault(candidate.name, []).append(candidate)
     winners: dict[str, Candidate] = {}
     shadowed: dict[tuple[str, str], Candidate] = {}
     for key, group in by_key.items():
-        ranked = sorted(group, key=lambda c: _precedence(target_namespace, c))
+        listed = incumbents.get(key)
+        ranked = sorted(group, key=lambda c: _precedence(target_namespace, c, listed))
         winners[key] = ranked[0]
         for loser in ranked[1:]:
             shadowed[loser.source] = ranked[0]

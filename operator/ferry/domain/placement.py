@@ -6,7 +6,11 @@ of those is a :class:`Desired` object, and what is there now is an :class:`Obser
 rules that decide between them are the same for every kind and live here, with no I/O:
 
 * **ownership**: Ferry writes only where nothing is, or where what is there is its own; an object
-  someone else made under the same name is never overwritten (:attr:`Action.REFUSE`).
+  someone else made under the same name is never overwritten (:attr:`Action.REFUSE`). "Its own"
+  means it carries the labels Ferry puts on it for the same source (:func:`owns`); the executor
+  makes the same check against the API server itself when it writes (a create, never an
+  overwrite, where nothing is known to be; a UID precondition on every update and delete), so
+  an index lagging behind a ConfigMap someone just made cannot make Ferry overwrite it.
 * **drift**: an object of Ferry's whose data no longer matches the hash Ferry wrote beside it was
   edited by hand; one that status says was synced and is now gone was deleted by hand. Either
   way it is written again and the correction reported.
@@ -59,6 +63,9 @@ class Observed:
     """Hash of the data it holds now (only known for Ferry's own objects)."""
     annotations: Mapping[str, str] = field(default_factory=dict)
     """Ferry's annotations on it now."""
+    uid: str | None = None
+    """Which object it is, when known: updates and deletes are made on that very object (a
+    UID precondition), never on one someone made under the same name in the meantime."""
 
     @property
     def edited(self) -> bool:
@@ -67,6 +74,17 @@ class Observed:
 
 
 FOREIGN = Observed(ours=False)
+
+
+def owns(desired: Desired, labels: Mapping[str, str] | None) -> bool:
+    """Whether an object labelled ``labels`` is Ferry's, for the same source as ``desired``: it
+    carries every label Ferry puts on it (managed-by, and the entry's uid or the flag-set mark).
+
+    Labels can be written by whoever may write ConfigMaps in that namespace; forging them only
+    hands that person's own object over to Ferry, never anyone else's.
+    """
+    found = labels or {}
+    return all(found.get(key) == value for key, value in desired.labels.items())
 
 
 class Action(enum.Enum):

@@ -6,6 +6,7 @@ opt in. The rules here are the whole policy; adapters only list namespaces and a
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -122,3 +123,49 @@ def object_name(entry_name: str, target_spec: Mapping[str, Any] | None) -> str:
     """Name of the generated ConfigMap/Secret: ``target.name``, defaulting to the entry's name."""
     name = (target_spec or {}).get("name")
     return name if isinstance(name, str) and name else entry_name
+
+
+# ----------------------------------------------------------------------------- refused targets
+#: Refused namespaces named in status; the rest are counted. A ``namespaceSelector: {}`` in a
+#: cluster of thousands of namespaces must not make one status (or one Event each) per refusal.
+MAX_REFUSED_LISTED = 10
+
+
+@dataclass(frozen=True)
+class RefusedTargets:
+    """The namespaces that refuse a source, as status shows them (``status.refusedTargets``):
+    how many, the first few by name, and a digest of the whole set, which is how a change of the
+    set is told from a resync or a restart without keeping the whole list anywhere."""
+
+    count: int = 0
+    first: tuple[str, ...] = ()
+    digest: str = ""
+
+    def as_status(self) -> dict[str, Any]:
+        return {"count": self.count, "first": list(self.first), "digest": self.digest}
+
+    def describe(self, source_namespace: str, what: str = "entries") -> str:
+        """One line for an Event or a condition: 'namespaces "a", "b" and 8 more do not accept
+        entries from "src"'."""
+        named = ", ".join(f'"{n}"' for n in self.first)
+        more = f" and {self.count - len(self.first)} more" if self.count > len(self.first) else ""
+        noun = "namespace" if self.count == 1 else "namespaces"
+        verb = "does" if self.count == 1 else "do"
+        return f'{noun} {named}{more} {verb} not accept {what} from "{source_namespace}"'
+
+
+def summarise_refused(refused: Iterable[str], limit: int = MAX_REFUSED_LISTED) -> RefusedTargets:
+    """The summary of ``refused`` (any order): count, the first ``limit`` names sorted, digest."""
+    names = sorted(set(refused))
+    if not names:
+        return RefusedTargets()
+    digest = "sha256:" + hashlib.sha256("\n".join(names).encode()).hexdigest()
+    return RefusedTargets(len(names), tuple(names[:limit]), digest)
+
+
+def refused_changed(previous: Mapping[str, Any] | None, now: RefusedTargets) -> bool:
+    """Whether the refused set differs from the one status recorded (``previous``: the status's
+    ``refusedTargets``, or None). Events and audit rows for refusals are written only then, so
+    a resync or an operator restart says nothing new; "none then, none now" is no change."""
+    before = str((previous or {}).get("digest") or "")
+    return before != now.digest

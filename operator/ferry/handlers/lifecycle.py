@@ -10,6 +10,7 @@ from typing import Any
 
 import kopf
 
+from ferry import metrics
 from ferry.adapters.cache import Cache
 from ferry.adapters.kube import Kube, make_client
 from ferry.adapters.leases import Leases
@@ -100,6 +101,10 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any)
         queue=queue,
     )
     memo["runtime"] = runtime
+    for kind, index in (("ConfigMap", world.configmaps), ("Secret", world.secrets)):
+        metrics.MATERIALISED.labels(kind).set_function(
+            lambda index=index: sum(len(store) for store in index.values())
+        )
     leader = config.leader
     if leader.lease_namespace is not None:
         runtime.shards = LeaseManager(

@@ -243,13 +243,13 @@ class FlagReconciler:
             candidates, servable = await self._candidates(
                 target, namespaces, fingerprint, listing, live_flags
             )
-            plan = choose(target, candidates)
+            plan = choose(target, candidates, listing)  # what is served keeps its name
             document, data, annotations = render(plan)
             outcomes: dict[Key, P.TargetResult] = {}
             failure: P.TargetResult | None = None
             if not data:
                 if observed is not None and observed.ours:
-                    await self.placer.remove("ConfigMap", target, CONFIGMAP_NAME)
+                    await self.placer.remove("ConfigMap", target, CONFIGMAP_NAME, uid=observed.uid)
                     logger.info("removed %s/%s: no flag is served there", target, CONFIGMAP_NAME)
             else:
                 annotations[L.RENDERED_HASH] = content_hash(data)
@@ -292,8 +292,9 @@ class FlagReconciler:
                     False,
                     reason=NAME_CONFLICT,
                     message=f'flag "{source[1]}" in namespace "{target}" is served from '
-                    f"FeatureFlag {winner.namespace}/{winner.name} (the namespace's own flag "
-                    "wins, then the first source namespace in alphabetical order)",
+                    f"FeatureFlag {winner.namespace}/{winner.name} (a flag name is first come, "
+                    "first served; between new flags the namespace's own wins, then the first "
+                    "source namespace in alphabetical order)",
                 )
             self._forget_served(
                 target,
@@ -471,7 +472,8 @@ def _observe(live: ConfigMap | None) -> P.Observed | None:
     if labels.get(L.FLAGSET) != "true" or labels.get(L.MANAGED_BY) != L.MANAGED_BY_FERRY:
         return P.FOREIGN
     annotations = dict((meta.annotations if meta else None) or {})
-    return P.Observed(True, content_hash(dict(live.data or {})), annotations)
+    uid = str(meta.uid) if meta and meta.uid else None
+    return P.Observed(True, content_hash(dict(live.data or {})), annotations, uid)
 
 
 def _document_flags(data: Mapping[str, str]) -> dict[str, Any]:

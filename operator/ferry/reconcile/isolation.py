@@ -286,6 +286,10 @@ class Isolation:
             for _ in range(self.workers):
                 self._replace()
 
+    async def settled(self) -> None:
+        """Wait until every worker being started (or replaced) is ready."""
+        await asyncio.gather(*list(self._spawning))
+
     async def close(self) -> None:
         for task in list(self._spawning):
             task.cancel()

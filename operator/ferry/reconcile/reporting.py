@@ -207,17 +207,18 @@ class Reporter:
             return known  # committed earlier in this process: no round trip
         annotations = snapshot.annotations
         try:
-            recorded = await self.store.record(
-                kind=self.kind,
-                namespace=namespace,
-                name=name,
-                uid=snapshot.uid,
-                content=content,
-                spec=snapshot.spec,
-                content_hash=content_hash,
-                changed_by=annotations.get(L.CHANGED_BY),
-                reason=annotations.get(L.CHANGE_REASON),
-            )
+            with metrics.STORE_SECONDS.time():
+                recorded = await self.store.record(
+                    kind=self.kind,
+                    namespace=namespace,
+                    name=name,
+                    uid=snapshot.uid,
+                    content=content,
+                    spec=snapshot.spec,
+                    content_hash=content_hash,
+                    changed_by=annotations.get(L.CHANGED_BY),
+                    reason=annotations.get(L.CHANGE_REASON),
+                )
         except StoreUnavailable as exc:
             metrics.STORE_UP.set(0)
             generation = snapshot.generation
