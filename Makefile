@@ -12,7 +12,7 @@ demo: deps venv binaries ## start the local stack, apply examples/, show the res
 	@bash scripts/demo.sh
 
 test: deps venv binaries lint ## the whole test suite (what CI runs)
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+	$(VENV)/bin/pytest -q -rs -p no:cacheprovider
 
 deps: ## system packages: PostgreSQL and Redis from Debian (idempotent)
 	@bash scripts/install-system-deps.sh

@@ -58,6 +58,7 @@ class Phase:
     creates: float
     cpu: dict[str, float]
     rss: dict[str, float]  # peak (VmHWM), MiB
+    held: dict[str, list[int]]  # shards each replica held
 
 
 def cpu_seconds(pid: int) -> float:
@@ -186,45 +187,56 @@ def ready_count(client: Client, namespaces: list[str]) -> int:
     return count
 
 
-def phase(
-    stack: Stack, client: Client, shards: int, workers: int, entries: int, namespaces: int
-) -> Phase:
-    prefix = f"b{uuid.uuid4().hex[:6]}"
-    replicas = start_replicas(stack, shards, workers, prefix)
+def phase(directory: Path, shards: int, workers: int, entries: int, namespaces: int) -> Phase:
+    """One layout on a fresh stack of its own, so that no phase inherits another's objects (a
+    replica taking a shard reconciles every existing key of it) or its warmed-up servers."""
+    stack = start_stack(directory)
     try:
-        wait_leases(client, prefix, shards)
-        names = make_namespaces(client, namespaces)
-        before = {i: cpu_seconds(p.pid) for i, p in replicas.items()}
-        start = time.perf_counter()
-        done = threading.Event()
-        created: list[float] = []
+        client = Client(KubeConfig.from_file(str(stack.kubeconfig)), field_manager="bench")
+        client.create(Namespace(metadata=ObjectMeta(name=LEASE_NAMESPACE)))
+        prefix = f"b{uuid.uuid4().hex[:6]}"
+        replicas = start_replicas(stack, shards, workers, prefix)
+        try:
+            holders = wait_leases(client, prefix, shards)
+            names = make_namespaces(client, namespaces)
+            before = {i: cpu_seconds(p.pid) for i, p in replicas.items()}
+            start = time.perf_counter()
+            done = threading.Event()
+            created: list[float] = []
 
-        def creator() -> None:
-            try:
-                created.append(create_entries(stack.kubeconfig, names, entries))
-            finally:
-                done.set()
+            def creator() -> None:
+                try:
+                    created.append(create_entries(stack.kubeconfig, names, entries))
+                finally:
+                    done.set()
 
-        threading.Thread(target=creator, daemon=True).start()
-        deadline = time.monotonic() + 1800
-        while not (done.is_set() and ready_count(client, names) >= entries):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{entries} entries not Ready after 1800 s")
-            time.sleep(0.5)
-        seconds = time.perf_counter() - start
-        if not created:
-            raise RuntimeError("creating the entries failed")
-        cpu = {i: cpu_seconds(p.pid) - before[i] for i, p in replicas.items()}
-        rss = {i: peak_rss_mib(p.pid) for i, p in replicas.items()}
-        label = {
-            (1, 8): "one shard (1 active + 1 standby)",
-            (2, 8): "two shards (1 + 1 active)",
-            (1, 16): "control: one shard, 16 workers",
-        }[(shards, workers)]
-        return Phase(label, seconds, created[0], cpu, rss)
+            threading.Thread(target=creator, daemon=True).start()
+            deadline = time.monotonic() + 1800
+            while not (done.is_set() and ready_count(client, names) >= entries):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{entries} entries not Ready after 1800 s")
+                time.sleep(0.5)
+            seconds = time.perf_counter() - start
+            if not created:
+                raise RuntimeError("creating the entries failed")
+            cpu = {i: cpu_seconds(p.pid) - before[i] for i, p in replicas.items()}
+            rss = {i: peak_rss_mib(p.pid) for i, p in replicas.items()}
+        finally:
+            for process in replicas.values():
+                process.stop()
     finally:
-        for process in replicas.values():
-            process.stop()
+        stack.stop()
+    label = {
+        (1, 8): "one shard (1 active + 1 standby)",
+        (2, 8): "two shards (1 + 1 active)",
+        (1, 16): "control: one shard, 16 workers",
+    }[(shards, workers)]
+    held = {i: sorted(s for s, h in holders.items() if h == i) for i in replicas}
+    return Phase(label, seconds, created[0], cpu, rss, held)
+
+
+def role(held: list[int]) -> str:
+    return "shard " + ",".join(map(str, held)) if held else "standby"
 
 
 def main() -> int:
@@ -233,42 +245,37 @@ def main() -> int:
     parser.add_argument("--namespaces", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
+    print(
+        f"{args.entries} new entries in {args.namespaces} namespaces → all Ready; two replicas; "
+        f"{os.cpu_count()} CPUs shared with the API server, etcd, PostgreSQL, Redis and this "
+        "client; a fresh stack per phase"
+    )
+    layouts = [(1, 8), (2, 8), (1, 16)]
+    results: dict[tuple[int, int], list[Phase]] = {layout: [] for layout in layouts}
     with tempfile.TemporaryDirectory(prefix="ferry-bench-shards-") as tmp:
-        stack = start_stack(Path(tmp))
-        try:
-            client = Client(KubeConfig.from_file(str(stack.kubeconfig)), field_manager="bench")
-            client.create(Namespace(metadata=ObjectMeta(name=LEASE_NAMESPACE)))
-            print(
-                f"{args.entries} new entries in {args.namespaces} namespaces → all Ready; two "
-                f"replicas; {os.cpu_count()} CPUs shared with the API server, etcd, PostgreSQL, "
-                "Redis and this client"
-            )
-            layouts = [(1, 8), (2, 8), (1, 16)]
-            results: dict[tuple[int, int], list[Phase]] = {layout: [] for layout in layouts}
-            for round_ in range(1, args.rounds + 1):
-                for shards, workers in layouts:
-                    found = phase(stack, client, shards, workers, args.entries, args.namespaces)
-                    results[(shards, workers)].append(found)
-                    cpu = ", ".join(
-                        f"{i[-1]} {found.cpu[i]:.1f} s / {found.rss[i]:.0f} MiB"
-                        for i in sorted(found.cpu)
-                    )
-                    print(
-                        f"  round {round_}  {found.label:<34} {found.seconds:6.1f} s"
-                        f"  ({args.entries / found.seconds:5.1f} entries/s)"
-                        f"  replicas' CPU / peak RSS: {cpu}"
-                        f"  [floor: the creates alone {found.creates:.1f} s]",
-                        flush=True,
-                    )
-            best = {k: min(p.seconds for p in phases) for k, phases in results.items()}
-            print(
-                f"  best of {args.rounds}: one shard {args.entries / best[(1, 8)]:.1f} entries/s, "
-                f"two shards {args.entries / best[(2, 8)]:.1f} entries/s "
-                f"({best[(1, 8)] / best[(2, 8)]:.2f}x); control, one shard with 16 workers "
-                f"{args.entries / best[(1, 16)]:.1f} entries/s"
-            )
-        finally:
-            stack.stop()
+        for round_ in range(1, args.rounds + 1):
+            for shards, workers in layouts:
+                directory = Path(tmp) / f"r{round_}-{shards}-{workers}"
+                found = phase(directory, shards, workers, args.entries, args.namespaces)
+                results[(shards, workers)].append(found)
+                each = ", ".join(
+                    f"{i[-1]} {found.cpu[i]:.1f} s / {found.rss[i]:.0f} MiB ({role(found.held[i])})"
+                    for i in sorted(found.cpu)
+                )
+                print(
+                    f"  round {round_}  {found.label:<34} {found.seconds:6.1f} s"
+                    f"  ({args.entries / found.seconds:5.1f} entries/s)"
+                    f"  [floor: the creates alone {found.creates:.1f} s]"
+                    f"  replicas' CPU / peak RSS: {each}",
+                    flush=True,
+                )
+    best = {k: min(p.seconds for p in phases) for k, phases in results.items()}
+    print(
+        f"  best of {args.rounds}: one shard {args.entries / best[(1, 8)]:.1f} entries/s, "
+        f"two shards {args.entries / best[(2, 8)]:.1f} entries/s "
+        f"({best[(1, 8)] / best[(2, 8)]:.2f}x); control, one shard with 16 workers "
+        f"{args.entries / best[(1, 16)]:.1f} entries/s"
+    )
     return 0
 
 

@@ -261,3 +261,15 @@ async def test_slots_take_turns_between_tenants_and_cap_each() -> None:
         await capped.acquire("a", 0.05)  # a third for "a" waits although a slot is free
     await capped.acquire("b", 0.05)  # which "b" gets at once
     assert capped.free == 0 and not capped.waiting
+
+
+async def test_data_nested_past_what_pickle_takes_is_answered_the_same(pool: Isolation) -> None:
+    deep: Any = 1
+    for _ in range(1500):
+        deep = {"a": deep}
+    spec = {"data": deep}
+    assert await isolation.check_entry("ns", "e", spec, {}, {}, pool=pool) == (
+        admission.check_entry("ns", "e", spec, {}, {})
+    )
+    [violation] = await isolation.check_schema({"properties": deep}, tenant="ns", pool=pool)
+    assert violation == check_schema({"properties": deep})[0]

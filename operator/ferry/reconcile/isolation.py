@@ -57,6 +57,8 @@ VERDICT_SECONDS = 600.0
 MAX_VERDICTS = 4096
 #: How long a new worker may take to import what it runs (a busy machine, a cold disk).
 STARTUP_SECONDS = 120.0
+#: Nesting sent to a worker at most (see ``_plain``).
+MAX_SENT_DEPTH = 300
 #: A call that would get less time than this to run is not started at all ("busy").
 MIN_RUN_SECONDS = 0.05
 
@@ -139,18 +141,24 @@ class _Answers(pickle.Unpickler):
 
 def _plain(value: Any) -> Any:
     """A JSON-like value as dicts, lists and scalars (index snapshots and Kopf bodies are
-    Mappings of their own), iteratively, so hostile nesting cannot raise RecursionError here."""
+    Mappings of their own), copied iteratively, and cut at :data:`MAX_SENT_DEPTH`.
+
+    pickle recurses, and stops near 500 levels; every check refuses data nested past 64 levels
+    and schemas past 160 at its first step, naming the path where that happens, so what lies
+    past 300 levels never changes an answer and is replaced by ``{}``.
+    """
     if not isinstance(value, Mapping | list | tuple):
         return value
     root: Any = {} if isinstance(value, Mapping) else []
-    stack: list[tuple[Any, Any]] = [(value, root)]
+    stack: list[tuple[Any, Any, int]] = [(value, root, 1)]
     while stack:
-        src, dst = stack.pop()
+        src, dst, depth = stack.pop()
         for key, item in src.items() if isinstance(src, Mapping) else enumerate(src):
             child = item
             if isinstance(item, Mapping | list | tuple):
-                child = {} if isinstance(item, Mapping) else []
-                stack.append((item, child))
+                child = {} if isinstance(item, Mapping) or depth >= MAX_SENT_DEPTH else []
+                if depth < MAX_SENT_DEPTH:
+                    stack.append((item, child, depth + 1))
             if isinstance(dst, dict):
                 dst[key] = child
             else:
