@@ -74,9 +74,9 @@ def paths(count: int) -> tuple[list[str], list[str]]:
     """Two shared paths (key ``password``) and ``count - 2`` app paths (key ``token``)."""
     if count < 3:
         raise SystemExit("--paths must be at least 3 (two shared paths and an app path)")
-    return [f"{PREFIX}/shared-{i}" for i in range(2)], [
-        f"{PREFIX}/app-{i}" for i in range(count - 2)
-    ]
+    shared = [f"{PREFIX}/shared-{i}" for i in range(2)]
+    apps = [f"{PREFIX}/app-{i}" for i in range(count - 2)]
+    return shared, apps
 
 
 def spec(i: int, shared: list[str], apps: list[str]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from ferry.domain import labels as L
 from ferry.domain.hashing import content_hash
 from ferry.domain.placement import Desired, Observed
 from ferry.reconcile.placement import Placer
+from tests.hostile_inputs import COSTLY_SCHEMA, costly_data
 from tests.integration.conftest import Operator
 from tests.support import (
     PAYMENTS,
@@ -40,25 +41,6 @@ from tests.support import (
 )
 
 pytestmark = pytest.mark.integration
-
-#: Within the complexity budget (900 branches, fan-out under 1,000), so admitted even with
-#: ``compatibility: Backward``; but ~10 ms of work per list item that matches no branch.
-COSTLY_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "items": {
-            "type": "array",
-            "items": {
-                "anyOf": [{"type": "string", "pattern": f"^x{i}-[a-z]+$"} for i in range(900)]
-            },
-        }
-    },
-}
-
-
-def costly_data(n: int = 0) -> dict[str, Any]:
-    """About 15 KB: seconds of work against COSTLY_SCHEMA, nothing against a plain object."""
-    return {"items": [f"nothing-matches-{n}-{i}" for i in range(1000)]}
 
 
 def ready(kube: Kube, ns: str, name: str, generation: int | None = None) -> dict[str, Any]:
@@ -79,43 +61,48 @@ def configmap_data(kube: Kube, ns: str, name: str) -> dict[str, str] | None:
     return None if cm is None else dict(cm.get("data") or {})
 
 
-@pytest.fixture
-def flood(kube: Kube) -> Iterator[Any]:
-    """Start admission requests for costly entries in a namespace, back to back from several
-    threads, until the test ends; yields a function that starts them and returns the answers."""
-    stop = threading.Event()
-    answers: list[str] = []
-    threads: list[threading.Thread] = []
+class Flood:
+    """Admission requests for costly entries in a namespace, back to back from several threads,
+    until stopped (at the latest when the test ends); ``answers`` collects what each got."""
 
-    def start(ns: str, workers: int = 3) -> list[str]:
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+        self.answers: list[str] = []
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self, ns: str, workers: int = 3) -> None:
         def loop(worker: int) -> None:
             n = 0
-            while not stop.is_set():
+            while not self._stop.is_set():
                 n += 1
-                body = entry(
-                    f"flood-{worker}",
-                    ns,
-                    {"schemaRef": {"name": "shape"}, "data": costly_data(worker * 100_000 + n)},
-                )
-                result = kube.apply(body, check=False)
-                answers.append(result.stderr.strip() or result.stdout.strip())
+                data = costly_data(worker * 100_000 + n)
+                body = entry(f"flood-{worker}", ns, {"schemaRef": {"name": "shape"}, "data": data})
+                result = self.kube.apply(body, check=False)
+                self.answers.append(result.stderr.strip() or result.stdout.strip())
 
         for worker in range(workers):
             thread = threading.Thread(target=loop, args=(worker,), daemon=True)
             thread.start()
-            threads.append(thread)
-        return answers
+            self._threads.append(thread)
 
-    try:
-        yield start
-    finally:
-        stop.set()
-        for thread in threads:
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
             thread.join(timeout=90)
 
 
+@pytest.fixture
+def flood(kube: Kube) -> Iterator[Flood]:
+    running = Flood(kube)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
 def test_a_costly_schema_stalls_nothing_but_its_own_entries(
-    kube: Kube, operator: Operator, flood: Any
+    kube: Kube, operator: Operator, flood: Flood
 ) -> None:
     hostile = kube.namespace("hostile")
     bystander = kube.namespace("bystander")
@@ -136,7 +123,7 @@ def test_a_costly_schema_stalls_nothing_but_its_own_entries(
     # back, from several clients at once.
     stored = kube.apply(schema("shape", hostile, COSTLY_SCHEMA, compatibility="None"))
     assert stored.returncode == 0
-    answers = flood(hostile)
+    flood.start(hostile)
 
     # The attacker's entry: Valid=False, ValidationTooCostly, naming the schema; what it had
     # materialised stays.
@@ -150,7 +137,7 @@ def test_a_costly_schema_stalls_nothing_but_its_own_entries(
     assert configmap_data(kube, hostile, "big") == before
 
     # Meanwhile every other namespace is admitted, checked and reconciled as usual.
-    eventually(lambda: len(answers) >= 3, timeout=60, what="the flood under way")
+    eventually(lambda: len(flood.answers) >= 3, timeout=60, what="the flood under way")
     kube.apply(
         entry(
             "api", bystander, {"schemaRef": {"name": "payments"}, "data": {"db": {"poolSize": 2}}}
@@ -181,13 +168,26 @@ def test_a_costly_schema_stalls_nothing_but_its_own_entries(
         assert response.status == 200
 
     # Every costly write was refused with a reason, never by the API server giving up on the
-    # webhook ("failed calling webhook ... context deadline exceeded").
-    seen = list(answers)
-    assert seen, "no flood request finished"
-    for answer in seen:
+    # webhook ("failed calling webhook ... context deadline exceeded"): ValidationTooCostly,
+    # or, waiting behind the namespace's own other requests, "could not be checked in time".
+    flood.stop()
+    assert flood.answers, "no flood request finished"
+    for answer in flood.answers:
         assert "denied the request" in answer, answer
-        assert "ValidationTooCostly" in answer or "validation workers are busy" in answer, answer
-    assert any('ConfigSchema "shape": ValidationTooCostly' in a for a in seen)
+        assert "ValidationTooCostly" in answer or "could not be checked in time" in answer, answer
+
+    # A costly write on its own (once the namespace's worker is back) gets the whole limit,
+    # and the verdict naming the schema.
+    def alone() -> str | None:
+        body = entry("one-more", hostile, {"schemaRef": {"name": "shape"}, "data": costly_data(-1)})
+        result = kube.apply(body, check=False)
+        assert result.returncode != 0
+        return result.stderr if "ValidationTooCostly" in result.stderr else None
+
+    verdict = eventually(alone, timeout=60, what="a costly write's own verdict")
+    assert 'spec.schemaRef.name: ConfigSchema "shape": ValidationTooCostly: validating this ' in (
+        verdict
+    )
 
 
 def test_a_forged_status_does_not_skip_recording(
@@ -362,3 +362,87 @@ def test_an_entry_and_a_configmap_of_its_name_created_together(
     line = eventually(conflict, timeout=60, what="the entry reporting the Conflict")
     assert line["synced"] is False and line["namespace"] == ns
     assert configmap_data(kube, ns, "app") == {"theirs": "1"}
+
+
+def test_refused_targets_are_summarised_and_reported_once_per_change(
+    kube: Kube, operator: Operator, database_url: str
+) -> None:
+    """An entry selecting many namespaces that do not accept it: status counts them and names
+    the first ten; one Event and one audit row per change of that set, none after a restart."""
+    src = kube.namespace("wide")
+    mark = f"wide-{src[-8:]}"
+    refusing = sorted(kube.namespace("nope", labels={"sel": mark}) for _ in range(12))
+    kube.apply(
+        entry(
+            "shared",
+            src,
+            {"data": {"k": "v"}, "target": {"namespaceSelector": {"matchLabels": {"sel": mark}}}},
+        )
+    )
+
+    def summary(count: int) -> dict[str, Any] | None:
+        obj = get_or_none(kube, "configentry", "shared", "-n", src)
+        found = (obj or {}).get("status", {}).get("refusedTargets")
+        return obj if found and found["count"] == count else None
+
+    obj = eventually(lambda: summary(12), timeout=60, what="12 refusals summarised")
+    assert obj["status"]["refusedTargets"]["first"] == refusing[:10]
+    assert obj["status"]["targets"] == []  # no line per refusal
+    assert condition(obj, "Ready")["status"] == "True"  # a refusal is the namespace's choice
+
+    def reported() -> tuple[int, int]:
+        events = kube.get_json(
+            "events",
+            "-n",
+            src,
+            "--field-selector",
+            "involvedObject.name=shared,reason=TargetRefused",
+        )["items"]
+        with psycopg.connect(database_url) as conn:
+            (rows,) = conn.execute(
+                "SELECT count(*) FROM audit_log WHERE action='target-refused' AND namespace=%s "
+                "AND name='shared'",
+                (src,),
+            ).fetchone()
+        return len(events), rows
+
+    eventually(lambda: reported() == (1, 1), what="one Event and one audit row")
+    event = kube.get_json(
+        "events", "-n", src, "--field-selector", "involvedObject.name=shared,reason=TargetRefused"
+    )["items"][0]
+    assert event["message"].endswith(f'and 2 more do not accept entries from "{src}"')
+
+    # A restart reconciles everything again: the set is unchanged, so nothing new is said.
+    operator.kill()
+    operator.start()
+    kube.namespace("nope", labels={"sel": mark})  # then the set changes: said once more
+    eventually(lambda: summary(13), timeout=60, what="13 refusals summarised")
+    eventually(lambda: reported() == (2, 2), what="a second Event and audit row")
+
+
+def test_lists_past_the_crd_bounds_are_refused_by_the_api_server(kube: Kube) -> None:
+    """Bounds checked by the API server itself, before any webhook or the operator sees them."""
+    ns = kube.namespace("bounds")
+    too_many = [f"ns-{i}" for i in range(257)]
+    refused = kube.kubectl(
+        "create",
+        "--dry-run=server",
+        "-f",
+        "-",
+        input=json.dumps(entry("wide", ns, {"data": {}, "target": {"namespaces": too_many}})),
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "spec.target.namespaces: Too many: 257: must have at most 256 items" in refused.stderr
+    rules = [{"variant": "on"}] * 257
+    spec = {"variants": {"on": True}, "defaultVariant": "on", "targeting": rules}
+    refused = kube.kubectl(
+        "create",
+        "--dry-run=server",
+        "-f",
+        "-",
+        input=json.dumps(flag("many", ns, spec)),
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "spec.targeting: Too many: 257: must have at most 256 items" in refused.stderr

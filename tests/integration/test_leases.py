@@ -9,15 +9,19 @@ The same protocol with two `ferry run` processes: tests/integration/test_ha.py.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+import httpx2 as httpx
 import pytest
+from lightkube import AsyncClient, KubeConfig
 
 from ferry.adapters.leases import Leases
+from ferry.devenv.process import free_port
 from ferry.domain.shards import lease_name
 from ferry.reconcile.leases import LeaseManager
 from ferry.settings import LeaderSettings
@@ -110,6 +114,20 @@ async def cluster(kube: Kube, shards: int = 1, duration: float = 3.0) -> AsyncIt
     assert found.overlaps == [], f"two replicas held a shard at once: {found.overlaps[:5]}"
 
 
+def nowhere() -> KubeConfig:
+    """A kubeconfig for an API server that is not there (a port nothing listens on)."""
+    return KubeConfig.from_dict(
+        {
+            "clusters": [
+                {"name": "gone", "cluster": {"server": f"http://127.0.0.1:{free_port()}"}}
+            ],
+            "users": [{"name": "u", "user": {"token": "t"}}],
+            "contexts": [{"name": "c", "context": {"cluster": "gone", "user": "u"}}],
+            "current-context": "c",
+        }
+    )
+
+
 async def until(probe: Callable[[], bool], timeout: float, what: str) -> float:
     """Wait (bounded) until ``probe()``; the monotonic time it first held."""
     deadline = time.monotonic() + timeout
@@ -151,6 +169,32 @@ async def test_one_replica_leads_and_another_takes_over_only_after_the_first_sto
         assert lease["spec"]["holderIdentity"] == "replica-b"
         assert lease["spec"]["leaseTransitions"] == 1
         assert lease["spec"]["leaseDurationSeconds"] == 3
+
+
+async def test_a_holder_cut_off_from_the_api_server_stops_before_another_takes_over(
+    kube: Kube, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with cluster(kube, duration=3.0) as c:
+        a = c.start("replica-a")
+        await until(lambda: a.manager.holds(0), 20, "replica-a to lead")
+        b = c.start("replica-b")
+        await asyncio.sleep(1.0)
+        # From now on every request of a's goes to a port nothing listens on: a partition.
+        healthy = a.manager.leases.client
+        a.manager.leases.client = AsyncClient(nowhere(), timeout=httpx.Timeout(1.0))
+        cut = time.monotonic()
+        try:
+            with caplog.at_level(logging.WARNING, logger="ferry.reconcile.leases"):
+                await until(lambda: not a.manager.holds(0), 10, "replica-a to give up")
+                await until(lambda: b.manager.holds(0), 30, "replica-b to take over")
+                waited = time.monotonic() - cut
+        finally:
+            await a.manager.leases.client.close()
+            a.manager.leases.client = healthy
+        failures = [r for r in caplog.records if "renewal failed" in r.getMessage()]
+        # Retried every retry_seconds (0.5 s here) until the deadline, not in a tight loop.
+        assert 1 <= len(failures) <= waited / c.leader.retry_seconds + 2, len(failures)
+        assert any("not renewed within 2s" in r.getMessage() for r in caplog.records)
 
 
 async def test_a_clean_stop_releases_the_lease_so_the_standby_need_not_wait_it_out(

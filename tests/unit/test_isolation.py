@@ -20,22 +20,9 @@ from ferry.domain.errors import Invalid, Violation
 from ferry.domain.jsonschema import TOO_COSTLY, check_schema, is_too_costly
 from ferry.reconcile import isolation
 from ferry.reconcile.isolation import Isolation, _Answers, _Slots
+from tests.hostile_inputs import COSTLY_SCHEMA, costly_data
 
-#: Within the complexity budget (900 branches, fan-out under 1,000) and cheap to check, but
-#: about 10 ms of work for each list item that matches no branch: a list of 1,000 such items
-#: takes seconds. Nothing in the schema alone says so; only running it does.
-COSTLY_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "items": {
-            "type": "array",
-            "items": {
-                "anyOf": [{"type": "string", "pattern": f"^x{i}-[a-z]+$"} for i in range(900)]
-            },
-        }
-    },
-}
-COSTLY_DATA = {"items": [f"nothing-matches-{i}" for i in range(1000)]}
+COSTLY_DATA = costly_data()
 LIMIT = 1.0
 
 

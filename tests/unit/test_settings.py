@@ -193,6 +193,49 @@ def test_the_vault_token_comes_from_the_environment_only_and_is_never_shown() ->
         assert secret not in shown
 
 
+def test_redis_sentinel_settings_are_parsed_checked_and_the_password_never_shown() -> None:
+    plain = parse([], env=REQUIRED).cache
+    assert plain.sentinels == () and plain.sentinel_addresses == ()
+    assert plain.sentinel_master == "mymaster" and plain.sentinel_password is None
+
+    env = {
+        **REQUIRED,
+        "FERRY_CACHE_SENTINELS": "sentinel-0.redis:26379 10.0.0.7:26380  [fd00::1]:26381",
+        "FERRY_CACHE_SENTINEL_MASTER": "ferry-cache",
+        "FERRY_CACHE_SENTINEL_PASSWORD": "s3ntinel-pw",
+    }
+    cache = parse([], env=env).cache
+    assert cache.sentinel_addresses == (
+        ("sentinel-0.redis", 26379),
+        ("10.0.0.7", 26380),
+        ("fd00::1", 26381),
+    )
+    assert (cache.sentinel_master, cache.sentinel_password) == ("ferry-cache", "s3ntinel-pw")
+    flags = ["--cache-sentinels", "a:1", "--cache-sentinels", "b:2"]
+    assert parse(flags, env=env).cache.sentinel_addresses == (("a", 1), ("b", 2))
+
+    # The sentinels' password: from the environment only, and never in a repr.
+    assert "no such option" in refused(["--cache-sentinel-password", "x"], env=REQUIRED).lower()
+    assert "s3ntinel-pw" not in repr(parse([], env=env))
+
+    def why(env_values: dict[str, str]) -> str:
+        return " ".join(refused([], env={**REQUIRED, **env_values}).split())
+
+    assert "cache.sentinels: 'sentinel-0' is not host:port" in why(
+        {"FERRY_CACHE_SENTINELS": "sentinel-0"}
+    )
+    assert "cache.sentinels: 'a:99999': the port must be a number from 1 to 65535" in why(
+        {"FERRY_CACHE_SENTINELS": "a:99999"}
+    )
+    assert "'::1:26379' is not host:port ([host]:port for an IPv6 address)" in why(
+        {"FERRY_CACHE_SENTINELS": "::1:26379"}
+    )
+    with pytest.raises(SettingsError, match=r"cache\.sentinel_master is empty"):
+        CacheSettings(url=REDIS, sentinels=("a:1",), sentinel_master=" ")
+    unix = why({"FERRY_REDIS_URL": "unix:///run/redis.sock", "FERRY_CACHE_SENTINELS": "a:1"})
+    assert "with cache.sentinels the URL must be redis:// or rediss://, not unix://" in unix
+
+
 def test_names_are_unique_and_follow_the_convention() -> None:
     all_options = options()
     assert len({o.option for o in all_options if o.option}) == len(
@@ -200,9 +243,12 @@ def test_names_are_unique_and_follow_the_convention() -> None:
     )
     assert len({o.env for o in all_options}) == len(all_options)
     legacy = set(EXISTING.values())
+    # Credentials are read from the environment only: they have no option.
+    credentials = {"FERRY_VAULT_TOKEN", "FERRY_CACHE_SENTINEL_PASSWORD"}
+    assert {o.env for o in all_options if o.option is None} == credentials
     for option in all_options:
         assert option.help, option.path
-        if option.env not in legacy and option.env != "FERRY_VAULT_TOKEN":
+        if option.env not in legacy and option.env not in credentials:
             assert option.option == "--" + option.env.removeprefix("FERRY_").lower().replace(
                 "_", "-"
             )

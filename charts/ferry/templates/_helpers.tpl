@@ -89,6 +89,12 @@ key: database-url
 {{- if ne (len $chosen) 1 -}}
 {{- fail (printf "Redis: set exactly one of redis.url, redis.existingSecret.name or trial.redis.enabled (set: %s)" (default "none" (join ", " $chosen))) -}}
 {{- end -}}
+{{- if and .Values.redis.sentinel.hosts .Values.trial.redis.enabled -}}
+{{- fail "Redis: redis.sentinel.hosts is set, but the trial Redis (trial.redis.enabled) has no sentinels: give the URL of your Redis (redis.url or redis.existingSecret.name) instead" -}}
+{{- end -}}
+{{- if and .Values.redis.sentinel.passwordSecretRef.name (not .Values.redis.sentinel.hosts) -}}
+{{- fail "Redis: redis.sentinel.passwordSecretRef is set but redis.sentinel.hosts is empty: list the sentinels (host:port)" -}}
+{{- end -}}
 {{- if .Values.redis.existingSecret.name -}}
 name: {{ .Values.redis.existingSecret.name }}
 key: {{ .Values.redis.existingSecret.key }}

@@ -15,18 +15,33 @@ every resync, and a watcher must not hear of a change that is not one. The strea
 (a random word stored next to it, set by the first write): Redis restarted empty gives a new
 epoch, so a client holding an id of the old stream is told to re-read instead of being replayed
 the new stream from an id that means nothing there.
+
+With Redis Sentinel (``cache.sentinels``) the clients are redis-py's ``Sentinel.master_for``:
+every new connection asks the sentinels which server is the primary. A connection that finds its
+server gone, or a write (the script) that finds it demoted to a replica (``READONLY``), is dropped
+and the command retried on a new connection, so writes land on the new primary. A read on a
+connection still open to a demoted primary is answered by it, now a replica of the new one. The
+stream and its epoch are replicated with the keys, so ``ferry serve``'s watchers carry on across
+a failover; if the new primary's stream is behind what a watcher saw (writes lost with the old
+primary), the position checks tell the watcher to re-read, as after any restart.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import SSLConnection, parse_url
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import RedisError, ResponseError
+
+from ferry.settings import CacheSettings
 
 CHANGES_CHANNEL = "ferry:changes"
 CHANGES_STREAM = "ferry:changes:stream"
@@ -112,6 +127,15 @@ def _change(entry: tuple[str, Mapping[str, str]]) -> Change:
     return Change(parse_stream_id(stream_id), json.loads(fields["event"]))
 
 
+def _retry() -> Retry:
+    """How a command that lost its connection (or timed out) is retried: on a new connection,
+    up to 10 times, waiting up to 1 s in between (redis-py's own default for a client made
+    from a URL, stated here so that both ways of connecting behave alike). With Sentinel, each
+    new connection asks the sentinels for the primary again: this is how a write that met a
+    demoted primary lands on the new one."""
+    return Retry(ExponentialWithJitterBackoff(base=0.01, cap=1.0), 10)
+
+
 class Cache:
     def __init__(
         self,
@@ -119,26 +143,68 @@ class Cache:
         *,
         timeout_seconds: float = 2.0,
         stream_max_length: int = STREAM_MAX_LENGTH,
+        sentinels: Sequence[tuple[str, int]] = (),
+        sentinel_master: str = "mymaster",
+        sentinel_password: str | None = None,
     ) -> None:
         """``timeout_seconds`` bounds connecting and each command: past it Redis counts as down
         (``CacheUnavailable``) rather than holding up the reconcile that writes to it.
-        ``stream_max_length``: about how many changes the stream keeps for replay."""
+        ``stream_max_length``: about how many changes the stream keeps for replay.
+
+        ``sentinels`` (host, port pairs): ask them for the primary named ``sentinel_master``
+        (logging in to them with ``sentinel_password``); of ``redis_url`` only the scheme
+        (``rediss://``: TLS, to the sentinels too), user, password and database are used."""
         self._url = redis_url
         self._timeout = timeout_seconds
         self._max_length = stream_max_length
-        self._redis = aioredis.Redis.from_url(
-            redis_url,
-            socket_timeout=timeout_seconds,
-            socket_connect_timeout=timeout_seconds,
-            decode_responses=True,
-        )
+        self._sentinel: Sentinel | None = None
+        self._master = sentinel_master
+        self._sentinel_addresses = [f"{host}:{port}" for host, port in sentinels]
+        if sentinels:
+            self._sentinel = _sentinel(redis_url, sentinels, sentinel_password, timeout_seconds)
+        self._redis = self._client(socket_timeout=timeout_seconds)
         self._write = self._redis.register_script(_WRITE)
         self._blocking: aioredis.Redis | None = None
+
+    @classmethod
+    def from_settings(cls, settings: CacheSettings) -> Cache:
+        return cls(
+            settings.url,
+            timeout_seconds=settings.timeout_seconds,
+            stream_max_length=settings.stream_max_length,
+            sentinels=settings.sentinel_addresses,
+            sentinel_master=settings.sentinel_master,
+            sentinel_password=settings.sentinel_password,
+        )
+
+    def _client(self, *, socket_timeout: float) -> aioredis.Redis:
+        """A client of the server (the current primary, with Sentinel) with its own pool."""
+        options: dict[str, Any] = {
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": self._timeout,
+            "retry": _retry(),
+        }
+        if self._sentinel is not None:
+            return self._sentinel.master_for(self._master, **options)
+        return aioredis.Redis.from_url(self._url, decode_responses=True, **options)
+
+    def _unavailable(self, exc: BaseException) -> CacheUnavailable:
+        if isinstance(exc, MasterNotFoundError) and self._sentinel is not None:
+            # redis-py's message lists each sentinel's client at length; say it plainly.
+            asked = ", ".join(self._sentinel_addresses)
+            return CacheUnavailable(
+                f"Redis Sentinel: none of the sentinels {asked} names a primary for"
+                f" {self._master!r} (down or unreachable, a wrong sentinel password, or another"
+                " master name)"
+            )
+        return CacheUnavailable(f"Redis: {exc}")
 
     async def close(self) -> None:
         await self._redis.aclose()
         if self._blocking is not None:
             await self._blocking.aclose()
+        if self._sentinel is not None:
+            await self._sentinel.aclose()
 
     async def _publish(self, key: str, document: str, event: Mapping[str, Any]) -> str | None:
         try:
@@ -153,7 +219,7 @@ class Cache:
                 ],
             )
         except (RedisError, OSError) as exc:
-            raise CacheUnavailable(f"Redis: {exc}") from exc
+            raise self._unavailable(exc) from exc
         return str(result) if result else None
 
     # ------------------------------------------------------------------ rendered configuration
@@ -205,7 +271,7 @@ class Cache:
         try:
             raw = await self._redis.get(config_key(namespace, name))
         except (RedisError, OSError) as exc:
-            raise CacheUnavailable(f"Redis: {exc}") from exc
+            raise self._unavailable(exc) from exc
         return None if raw is None else str(raw)
 
     # ------------------------------------------------------------------ served flags
@@ -229,7 +295,7 @@ class Cache:
         try:
             raw = await self._redis.get(flags_key(namespace))
         except (RedisError, OSError) as exc:
-            raise CacheUnavailable(f"Redis: {exc}") from exc
+            raise self._unavailable(exc) from exc
         return None if raw is None else str(raw)
 
     # ------------------------------------------------------------------ the change stream
@@ -237,7 +303,7 @@ class Cache:
         try:
             await self._redis.ping()
         except (RedisError, OSError) as exc:
-            raise CacheUnavailable(f"Redis: {exc}") from exc
+            raise self._unavailable(exc) from exc
 
     async def stream_state(self) -> StreamState:
         """The stream's epoch, newest id and newest trimmed id (all zero before any change)."""
@@ -247,13 +313,13 @@ class Cache:
                 pipe.xinfo_stream(CHANGES_STREAM)
                 epoch, info = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError) as exc:
-            raise CacheUnavailable(f"Redis: {exc}") from exc
+            raise self._unavailable(exc) from exc
         if isinstance(epoch, Exception):
-            raise CacheUnavailable(f"Redis: {epoch}")
+            raise self._unavailable(epoch)
         if isinstance(info, ResponseError):  # no such key: nothing was ever written
             return StreamState(epoch, (0, 0), (0, 0))
         if isinstance(info, Exception):
-            raise CacheUnavailable(f"Redis: {info}")
+            raise self._unavailable(info)
         return StreamState(
             epoch,
             parse_stream_id(str(info["last-generated-id"])),
@@ -267,7 +333,7 @@ class Cache:
                 CHANGES_STREAM, min=f"({format_stream_id(after)}", count=count
             )
         except (RedisError, OSError) as exc:
-            raise CacheUnavailable(f"Redis: {exc}") from exc
+            raise self._unavailable(exc) from exc
         return [_change(entry) for entry in entries]
 
     async def wait_for_changes(
@@ -276,12 +342,7 @@ class Cache:
         """Changes after ``after``, waiting up to ``block_seconds`` for the first one (XREAD
         BLOCK, on a connection of its own whose socket timeout allows for the wait)."""
         if self._blocking is None:
-            self._blocking = aioredis.Redis.from_url(
-                self._url,
-                socket_timeout=block_seconds + self._timeout,
-                socket_connect_timeout=self._timeout,
-                decode_responses=True,
-            )
+            self._blocking = self._client(socket_timeout=block_seconds + self._timeout)
         try:
             answer = await self._blocking.xread(
                 {CHANGES_STREAM: format_stream_id(after)},
@@ -289,8 +350,42 @@ class Cache:
                 block=max(1, int(block_seconds * 1000)),
             )
         except (RedisError, OSError) as exc:
-            raise CacheUnavailable(f"Redis: {exc}") from exc
+            raise self._unavailable(exc) from exc
         changes: list[Change] = []
         for _, entries in answer or []:
             changes.extend(_change(entry) for entry in entries)
         return changes
+
+
+def _sentinel(
+    url: str,
+    sentinels: Sequence[tuple[str, int]],
+    password: str | None,
+    timeout_seconds: float,
+) -> Sentinel:
+    """redis-py's Sentinel for ``sentinels``, whose ``master_for`` clients connect with what
+    ``url`` says besides the address: user, password, database, TLS and its options."""
+    server = dict(parse_url(url))
+    server.pop("host", None)
+    server.pop("port", None)
+    connection_class = server.pop("connection_class", None)
+    if connection_class is not None and not issubclass(connection_class, SSLConnection):
+        raise ValueError("a Redis URL used with sentinels must be redis:// or rediss://")
+    tls = {key: value for key, value in server.items() if key.startswith("ssl_")}
+    if connection_class is not None:  # rediss://: TLS to the servers and to the sentinels
+        server["ssl"] = tls["ssl"] = True
+    return Sentinel(
+        list(sentinels),
+        # Each sentinel is asked once per discovery: one that is down is skipped at once, and
+        # the command's own retry (``_retry``) asks them all again.
+        sentinel_kwargs={
+            "password": password,
+            "socket_timeout": timeout_seconds,
+            "socket_connect_timeout": timeout_seconds,
+            "retry": Retry(NoBackoff(), 0),
+            "decode_responses": True,
+            **tls,
+        },
+        decode_responses=True,
+        **server,
+    )

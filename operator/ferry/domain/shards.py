@@ -49,6 +49,8 @@ def shard_of(namespace: str, shards: int) -> int:
     """
     if shards < 1:
         raise ValueError(f"shards must be at least 1, not {shards}")
+    if shards == 1:
+        return 0  # every reconcile asks: no hashing when there is nothing to choose
     digest = hashlib.sha256(namespace.encode("utf-8", "surrogatepass")).digest()
     return int.from_bytes(digest[:8], "big") % shards
 

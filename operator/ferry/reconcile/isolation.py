@@ -309,12 +309,13 @@ class Isolation:
         self._all.clear()
         self._slots = self._idle = None
 
-    def _replace(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._spawn(), name="ferry-validation")
+    def _replace(self, release: str | None = None) -> None:
+        """Start a worker in the background; then give back ``release``'s slot, if any."""
+        task = asyncio.get_running_loop().create_task(self._spawn(release), name="ferry-validation")
         self._spawning.add(task)
         task.add_done_callback(self._spawning.discard)
 
-    async def _spawn(self) -> None:
+    async def _spawn(self, release: str | None = None) -> None:
         delay = 0.5
         while True:
             try:
@@ -341,8 +342,10 @@ class Isolation:
                 delay = min(delay * 2, 30.0)
                 continue
             self._all.add(worker)
-            assert self._idle is not None
+            assert self._idle is not None and self._slots is not None
             self._idle.put_nowait(worker)
+            if release is not None:
+                self._slots.release(release)
             return
 
     async def run(
@@ -397,10 +400,8 @@ class Isolation:
             # Cancelled mid-call (the caller went away): the worker's state is unknown.
             await self._discard(worker, op, tenant, limit, False)
             raise
-        else:
-            self._idle.put_nowait(worker)
-        finally:
-            self._slots.release(tenant)
+        self._idle.put_nowait(worker)
+        self._slots.release(tenant)
         loaded = _Answers(io.BytesIO(answer)).load()
         return tuple(loaded)  # type: ignore[return-value]
 
@@ -416,7 +417,10 @@ class Isolation:
                 "validation worker killed: %s for namespace %s ran over %.3gs", op, tenant, limit
             )
         await worker.kill()
-        self._replace()
+        # The tenant's slot stays taken until the new worker is ready: otherwise the next call
+        # of the same tenant would take the other worker, and a second namespace would wait for
+        # the replacement to start, the cost of the first namespace's overrun.
+        self._replace(release=tenant)
 
     def _verdict(self, key: bytes) -> Overran | None:
         found = self._verdicts.get(key)
@@ -451,29 +455,31 @@ async def close() -> None:
 
 # ------------------------------------------------------------------------------- what it runs
 def _too_costly(overran: Overran, what: str) -> str:
-    """The message of a call that overran: ``ValidationTooCostly`` when it had its whole limit."""
+    """The message of a call that overran its whole limit, or whose worker died."""
     if overran.died:
         return f"{TOO_COSTLY}: the validation worker died while {what}"
-    if overran.full:
-        return (
-            f"{TOO_COSTLY}: {what} took longer than {overran.limit:g}s, the limit for one "
-            "validation (setting validation.timeout_seconds); it was stopped"
-        )
-    return f"could not be checked in time: {what} did not finish before the request's deadline"
-
-
-def _schema_violation(schema: str | None, overran: Overran, what: str) -> Violation:
-    if schema is None:
-        return Violation("spec", _too_costly(overran, what))
-    return Violation(
-        "spec.schemaRef.name", f'ConfigSchema "{schema}": {_too_costly(overran, what)}'
+    return (
+        f"{TOO_COSTLY}: {what} took longer than {overran.limit:g}s, the limit for one "
+        "validation (setting validation.timeout_seconds); it was stopped"
     )
 
 
 def _busy(what: str) -> Violation:
+    """A request that could not be answered in time for waiting its turn: not a verdict on the
+    input, so neither ``ValidationTooCostly`` nor remembered."""
     return Violation(
         "spec",
         f"could not be checked in time: Ferry's validation workers are busy ({what}); try again",
+    )
+
+
+def _overran(schema: str | None, overran: Overran, what: str) -> Violation:
+    if not overran.full and not overran.died:
+        return _busy(what)
+    if schema is None:
+        return Violation("spec", _too_costly(overran, what))
+    return Violation(
+        "spec.schemaRef.name", f'ConfigSchema "{schema}": {_too_costly(overran, what)}'
     )
 
 
@@ -538,7 +544,7 @@ async def plan_entry(
         tenant=namespace,
     )
     if isinstance(answer, Overran):
-        violation = _schema_violation(schema, answer, "validating this entry")
+        violation = _overran(schema, answer, "validating this entry")
         raise Invalid(TOO_COSTLY, [violation])
     plan = _answer(answer)
     assert isinstance(plan, EntryPlan)
@@ -556,7 +562,7 @@ async def check_schema(
     """``ferry.domain.jsonschema.check_schema`` in a worker; a ``ValidationTooCostly`` violation
     if checking it ran over the limit (``name``: the ConfigSchema's, for the message)."""
     answer = await (pool or POOL).run("check_schema", schema, path, tenant=tenant)
-    if isinstance(answer, Overran):
+    if isinstance(answer, Overran):  # no deadline: it had the whole limit
         what = f'checking ConfigSchema "{name}"' if name else "checking the schema"
         return [Violation(path, _too_costly(answer, what))]
     return list(_answer(answer))
@@ -597,7 +603,7 @@ async def check_entry(
     except Busy:
         return [_busy("checking this entry")]
     if isinstance(answer, Overran):
-        return [_schema_violation(schema, answer, "validating this entry")]
+        return [_overran(schema, answer, "validating this entry")]
     return list(_answer(answer))
 
 
@@ -646,5 +652,7 @@ async def check_schema_request(
     if isinstance(answer, Overran):
         count = sum(1 for spec in users.values() if references(spec)[0] == name)
         what = f'checking ConfigSchema "{name}" against the {count} entries that use it'
+        if not answer.full and not answer.died:
+            return [_busy(what)]
         return [Violation("spec.schema", _too_costly(answer, what))]
     return list(_answer(answer))

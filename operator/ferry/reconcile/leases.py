@@ -80,6 +80,7 @@ class _Hold:
     sent_at: float  # when the write that last extended the hold was sent (monotonic)
     deadline: float
     timer: asyncio.TimerHandle
+    next_renewal: float  # renew_seconds after sent_at; retry_seconds after a failed renewal
 
 
 class LeaseManager(Shards):
@@ -108,6 +109,7 @@ class LeaseManager(Shards):
         self._holds: dict[int, _Hold] = {}
         self._observed: dict[int, Observation] = {}
         self._told: dict[int, str | None] = {}  # the holder last logged per shard
+        self._unreadable: set[int] = set()
         self._inflight: dict[int, set[asyncio.Future[None]]] = {}
         self._dropped: set[asyncio.Future[None]] = set()  # cancelled because the shard was lost
         metrics.SHARDS.set(self.count)
@@ -151,12 +153,12 @@ class LeaseManager(Shards):
             except Exception:  # the loop must outlive any surprise; the deadline timers guard
                 logger.exception("leader election: unexpected error; trying again")
             now = time.monotonic()
-            wake = min([now + self.retry, *(h.sent_at + self.renew for h in self._holds.values())])
+            wake = min([now + self.retry, *(h.next_renewal for h in self._holds.values())])
             await asyncio.sleep(max(0.05, wake - now))
 
     async def _tick(self) -> None:
         now = time.monotonic()
-        due = [s for s, h in self._holds.items() if now >= h.sent_at + self.renew]
+        due = [s for s, h in self._holds.items() if now >= h.next_renewal]
         others = [s for s in range(self.count) if s not in self._holds]
         await asyncio.gather(*(self._renew(s) for s in due), *(self._look(s) for s in others))
 
@@ -178,8 +180,11 @@ class LeaseManager(Shards):
         try:
             stored = await self.leases.get(self.names[shard])
         except Exception as exc:
-            logger.warning("%s: cannot read it: %s", self.where(shard), exc)
+            if shard not in self._unreadable:  # once per outage, not every retry
+                logger.warning("%s: cannot read it: %s", self.where(shard), exc)
+                self._unreadable.add(shard)
             return
+        self._unreadable.discard(shard)
         now = time.monotonic()
         observation = observe(
             self._observed.get(shard), stored.record, stored.resource_version, now
@@ -217,7 +222,7 @@ class LeaseManager(Shards):
             return
         before = previous.holder if previous is not None else ""
         how = (
-            "its own from before"
+            "it named this replica: handed over, or held before a restart"
             if before == self.identity
             else (f"after {before!r}" if before else "free")
         )
@@ -231,7 +236,9 @@ class LeaseManager(Shards):
         self.on_acquired(shard)
 
     async def _renew(self, shard: int) -> None:
-        hold = self._holds[shard]
+        hold = self._holds.get(shard)
+        if hold is None:  # given up (deadline) since the round began
+            return
         record = renewed(hold.record, wall_clock())
         sent = time.monotonic()
         try:
@@ -240,6 +247,7 @@ class LeaseManager(Shards):
             await self._after_conflict(shard)
             return
         except Exception as exc:
+            hold.next_renewal = time.monotonic() + self.retry
             logger.warning(
                 "%s: renewal failed (%s); still held for %.1fs",
                 self.where(shard),
@@ -253,6 +261,8 @@ class LeaseManager(Shards):
     async def _after_conflict(self, shard: int) -> None:
         """Our renewal met a newer version of the Lease: a handover request, or a new holder."""
         name = self.names[shard]
+        if (hold := self._holds.get(shard)) is not None:
+            hold.next_renewal = time.monotonic() + self.retry  # unless renewed below
         try:
             stored = await self.leases.get(name)
         except Exception as exc:
@@ -315,7 +325,7 @@ class LeaseManager(Shards):
         if previous is not None:
             previous.timer.cancel()
         timer = asyncio.get_running_loop().call_later(deadline - now, self._expire, shard, deadline)
-        self._holds[shard] = _Hold(record, version, sent, deadline, timer)
+        self._holds[shard] = _Hold(record, version, sent, deadline, timer, sent + self.renew)
         metrics.SHARDS_HELD.set(len(self._holds))
         return True
 

@@ -68,7 +68,9 @@ class CacheSettings(SettingsGroup):
     Only a cache: Redis being down never blocks ConfigMaps, entries report ``Cached=False``."""
 
     url: Annotated[str, Name("redis-url")] = field(repr=False)
-    """Redis URL, e.g. ``redis://redis.ferry-system:6379/0`` (``rediss://`` for TLS)."""
+    """Redis URL, e.g. ``redis://redis.ferry-system:6379/0`` (``rediss://`` for TLS). With
+    ``sentinels``, the sentinels name the server: only the URL's scheme, user, password and
+    database are used, e.g. ``redis://:PASSWORD@mymaster/0``."""
 
     timeout_seconds: Annotated[float, SECONDS] = 2.0
     """How long connecting to Redis or one command may take before it counts as down."""
@@ -78,6 +80,58 @@ class CacheSettings(SettingsGroup):
     a ``/v1/watch`` client of ``ferry serve`` that reconnects with ``Last-Event-ID`` is replayed
     what it missed while the stream still holds it, and told to re-read otherwise. Applied by
     ``ferry run``, which writes the stream."""
+
+    sentinels: tuple[str, ...] = ()
+    """Redis Sentinel: the sentinels' addresses, ``host:port`` each (``[::1]:26379`` for IPv6),
+    separated by spaces in the variable; the option may be repeated. Set, every command goes
+    to the primary that the sentinels name for ``sentinel_master``, asked again whenever a
+    connection is made, so Ferry follows a failover. ``rediss://`` in ``url`` means TLS to the
+    sentinels too. Empty: ``url`` names the one server."""
+
+    sentinel_master: str = "mymaster"
+    """Name under which the sentinels monitor the primary (``sentinel monitor <name> …`` in
+    their configuration). Used only with ``sentinels``."""
+
+    sentinel_password: Annotated[str | None, ENV_ONLY] = field(default=None, repr=False)
+    """Password the sentinels themselves ask for (their ``requirepass``), when they do. The
+    servers' password is the one in ``url``. Environment only, never logged."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.sentinels:
+            return
+        for address in self.sentinels:
+            try:
+                host_and_port(address)
+            except ValueError as exc:
+                raise SettingsError(f"cache.sentinels: {exc}") from None
+        if not self.sentinel_master.strip():
+            raise SettingsError("cache.sentinel_master is empty: name the monitored primary")
+        if not self.url.startswith(("redis://", "rediss://")):
+            scheme = self.url.partition("://")[0] or self.url[:10]
+            raise SettingsError(
+                f"cache.url: with cache.sentinels the URL must be redis:// or rediss://, not"
+                f" {scheme}:// (the sentinels name the server's address)"
+            )
+
+    @property
+    def sentinel_addresses(self) -> tuple[tuple[str, int], ...]:
+        """``sentinels`` as (host, port) pairs."""
+        return tuple(host_and_port(address) for address in self.sentinels)
+
+
+def host_and_port(address: str) -> tuple[str, int]:
+    """``"10.0.0.7:26379"`` → ``("10.0.0.7", 26379)``; ``"[::1]:26379"`` → ``("::1", 26379)``;
+    ``ValueError`` naming the address for anything else (the port is required)."""
+    host, sep, port = address.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    if bracketed:
+        host = host[1:-1]
+    if not sep or not host or (":" in host) != bracketed or "[" in host or "]" in host:
+        raise ValueError(f"{address!r} is not host:port ([host]:port for an IPv6 address)")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{address!r}: the port must be a number from 1 to 65535")
+    return host, int(port)
 
 
 @dataclass(frozen=True)

@@ -61,8 +61,11 @@ def _type(option: Option) -> str:
         kind = " or ".join(f"`{choice}`" for choice in option.choices)
     elif option.bounds == PORT:
         kind = "port"
-    elif option.bounds == SECONDS:
-        kind = "seconds"
+    elif (
+        option.bounds is not None and option.bounds.above == SECONDS.above and option.type is float
+    ):
+        top = option.bounds.max
+        kind = "seconds" if top is None else f"seconds, at most {top:g}"
     elif option.type is int:
         kind = "integer ≥ 1" if option.bounds == POSITIVE else "integer"
     else:
