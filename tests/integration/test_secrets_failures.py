@@ -20,8 +20,10 @@ PostgreSQL and Redis are the session's (namespaces are unique, so nothing collid
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -184,6 +186,21 @@ def kv_reads(audit_log: Path, mount: str, path: str) -> int:
     return count
 
 
+@contextlib.contextmanager
+def stopped(vault: Vault) -> Iterator[None]:
+    """Vault down for the block. Its port (and dev mode's cluster port, the next one) stay bound
+    by this process, without listening: a client gets "connection refused" as from a stopped
+    server, and no other process of a busy machine takes the address meanwhile."""
+    port = int(vault.address.rsplit(":", 1)[1])
+    vault.stop()
+    with contextlib.ExitStack() as held:
+        for number in (port, port + 1):
+            sock = held.enter_context(socket.socket())
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # over TIME_WAIT
+            sock.bind(("127.0.0.1", number))
+        yield
+
+
 def restart(
     vault: Vault, start_own_vault: StartVault, secrets: Mapping[str, dict[str, str]]
 ) -> None:
@@ -222,22 +239,22 @@ def test_vault_down_leaves_the_secret_untouched_and_converges_when_it_returns(
     assert secret_data(kube, ns, "app") == {"DB_PASSWORD": "before-the-outage"}
     kept_version = resource_version(kube, "secret", ns, "app")
 
-    vault.stop()
-    refresh(kube, ns, "app")  # the operator has to go to Vault now, and finds it down
-    down = wait_secrets_failed(kube, ns, "app", "VaultUnavailable")
-    message = condition(down, "SecretsResolved")["message"]
-    assert message.startswith("spec.secretData.DB_PASSWORD: ")
-    assert f"Vault at {vault.address} is unreachable" in message
-    assert f'reading "{ns}/db"' in message
-    assert condition(down, "Reconciling")["status"] == "True"
-    assert condition(down, "Ready")["status"] == "False"
-    stalled = condition(down, "Stalled")
-    assert stalled is None or stalled["status"] == "False"
-    # Meanwhile (the operator retrying with backoff) nothing is touched.
-    time.sleep(3)
-    assert resource_version(kube, "secret", ns, "app") == kept_version
-    assert secret_data(kube, ns, "app") == {"DB_PASSWORD": "before-the-outage"}
-    assert operator.process is not None and operator.process.alive()
+    with stopped(vault):
+        refresh(kube, ns, "app")  # the operator has to go to Vault now, and finds it down
+        down = wait_secrets_failed(kube, ns, "app", "VaultUnavailable")
+        message = condition(down, "SecretsResolved")["message"]
+        assert message.startswith("spec.secretData.DB_PASSWORD: ")
+        assert f"Vault at {vault.address} is unreachable" in message
+        assert f'reading "{ns}/db"' in message
+        assert condition(down, "Reconciling")["status"] == "True"
+        assert condition(down, "Ready")["status"] == "False"
+        stalled = condition(down, "Stalled")
+        assert stalled is None or stalled["status"] == "False"
+        # Meanwhile (the operator retrying with backoff) nothing is touched.
+        time.sleep(3)
+        assert resource_version(kube, "secret", ns, "app") == kept_version
+        assert secret_data(kube, ns, "app") == {"DB_PASSWORD": "before-the-outage"}
+        assert operator.process is not None and operator.process.alive()
 
     restart(vault, start_own_vault, {f"{ns}/db": {"password": "after-the-outage"}})
     wait_password(
@@ -265,11 +282,11 @@ def test_an_entry_whose_first_read_finds_vault_down_converges_when_it_returns(
     env = operator_env(vault, tmp_path / "keys", prefixes=["{namespace}"])
     start_operator({**env, "FERRY_VAULT_MIN_REFRESH_SECONDS": "300"})
     ns = kube.namespace("vault-down-new")
-    vault.stop()
-    kube.apply(entry("app", ns, with_secret(ns, f"{ns}/db")))
-    down = wait_secrets_failed(kube, ns, "app", "VaultUnavailable")
-    assert condition(down, "Reconciling")["status"] == "True"
-    assert secret_data(kube, ns, "app") is None
+    with stopped(vault):
+        kube.apply(entry("app", ns, with_secret(ns, f"{ns}/db")))
+        down = wait_secrets_failed(kube, ns, "app", "VaultUnavailable")
+        assert condition(down, "Reconciling")["status"] == "True"
+        assert secret_data(kube, ns, "app") is None
 
     restart(vault, start_own_vault, {f"{ns}/db": {"password": "first-value"}})
     wait_password(
@@ -373,9 +390,15 @@ def test_a_path_outside_the_operators_vault_policy_is_permission_denied(
         assert reconciling is None or reconciling["status"] == "False"
         assert resource_version(kube, "secret", ns, "app") == kept_version
         assert secret_data(kube, ns, "app") == {"DB_PASSWORD": "readable"}
-        events = kube.get_json("events", "-n", ns)["items"]
-        warned = [e for e in events if e.get("reason") == "VaultPermissionDenied"]
-        assert warned and warned[0]["type"] == "Warning"
+        warned = eventually(  # Events are posted in the background, after the status
+            lambda: [
+                e
+                for e in kube.get_json("events", "-n", ns)["items"]
+                if e.get("reason") == "VaultPermissionDenied"
+            ],
+            what="a VaultPermissionDenied Event",
+        )
+        assert warned[0]["type"] == "Warning" and f'"{ns}/db"' in warned[0]["message"]
     finally:
         vault.request("POST", "auth/token/revoke", {"token": token})
         vault.request("DELETE", f"sys/policies/acl/{policy}")

@@ -38,7 +38,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
-from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from ferry.settings import CacheSettings
@@ -127,15 +128,6 @@ def _change(entry: tuple[str, Mapping[str, str]]) -> Change:
     return Change(parse_stream_id(stream_id), json.loads(fields["event"]))
 
 
-def _retry() -> Retry:
-    """How a command that lost its connection (or timed out) is retried: on a new connection,
-    up to 10 times, waiting up to 1 s in between (redis-py's own default for a client made
-    from a URL, stated here so that both ways of connecting behave alike). With Sentinel, each
-    new connection asks the sentinels for the primary again: this is how a write that met a
-    demoted primary lands on the new one."""
-    return Retry(ExponentialWithJitterBackoff(base=0.01, cap=1.0), 10)
-
-
 class Cache:
     def __init__(
         self,
@@ -179,14 +171,16 @@ class Cache:
 
     def _client(self, *, socket_timeout: float) -> aioredis.Redis:
         """A client of the server (the current primary, with Sentinel) with its own pool."""
-        options: dict[str, Any] = {
-            "socket_timeout": socket_timeout,
-            "socket_connect_timeout": self._timeout,
-            "retry": _retry(),
-        }
-        if self._sentinel is not None:
-            return self._sentinel.master_for(self._master, **options)
-        return aioredis.Redis.from_url(self._url, decode_responses=True, **options)
+        timeouts = {"socket_timeout": socket_timeout, "socket_connect_timeout": self._timeout}
+        if self._sentinel is None:  # no retry: a failed command is CacheUnavailable at once
+            return aioredis.Redis.from_url(self._url, decode_responses=True, **timeouts)
+        # A lost connection is retried once, at once, on a new one, which asks the sentinels
+        # for the primary again: what carries a write from a demoted primary (READONLY, which
+        # redis-py turns into a lost connection) to the new one. A primary that is really gone
+        # still fails fast, and a timeout is not retried: past ``timeout_seconds`` Redis counts
+        # as down, as without Sentinel; the write is tried again later.
+        retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+        return self._sentinel.master_for(self._master, retry=retry, **timeouts)
 
     def _unavailable(self, exc: BaseException) -> CacheUnavailable:
         if isinstance(exc, MasterNotFoundError) and self._sentinel is not None:
@@ -376,8 +370,7 @@ def _sentinel(
         server["ssl"] = tls["ssl"] = True
     return Sentinel(
         list(sentinels),
-        # Each sentinel is asked once per discovery: one that is down is skipped at once, and
-        # the command's own retry (``_retry``) asks them all again.
+        # Each sentinel is asked once per discovery: one that is down is skipped at once.
         sentinel_kwargs={
             "password": password,
             "socket_timeout": timeout_seconds,
