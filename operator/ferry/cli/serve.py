@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -41,6 +42,12 @@ def _settings(params: dict[str, Any]) -> Settings:
         for option in options()
         if option.group in GROUPS and option.option is not None
     }
+    # Credentials have no option: from the environment only (cache.sentinel_password).
+    values.update(
+        (option.path, os.environ[option.env])
+        for option in options()
+        if option.group in GROUPS and option.option is None and os.environ.get(option.env)
+    )
     try:
         return build(values)
     except SettingsError as exc:
@@ -76,11 +83,7 @@ async def _serve(settings: Settings) -> None:
 
     serve_settings = settings.serve
     parts = server.Parts(
-        cache=Cache(
-            settings.cache.url,
-            timeout_seconds=settings.cache.timeout_seconds,
-            stream_max_length=settings.cache.stream_max_length,
-        ),
+        cache=Cache.from_settings(settings.cache),
         reader=LatestReader(settings.database.url, max_size=settings.database.pool_max_size),
         auth=kube_auth.KubeAuth(
             kube_auth.make_client(settings.kubernetes.kubeconfig),

@@ -92,8 +92,8 @@ class SentinelGroup:
 
     directory: Path
     master: str
-    password: str
-    sentinel_password: str
+    password: str = field(repr=False)
+    sentinel_password: str = field(repr=False)
     servers: dict[int, Process] = field(default_factory=dict)
     sentinels: dict[int, Process] = field(default_factory=dict)
 
@@ -126,9 +126,6 @@ class SentinelGroup:
             except redis.RedisError as exc:
                 last = exc
         raise StartupError(f"no sentinel names a primary for {self.master!r} (last error: {last})")
-
-    def replicas(self) -> list[int]:
-        return [port for port in self.servers if port != self.primary()]
 
     def failover(self, timeout: float = 60) -> int:
         """``SENTINEL FAILOVER``: the replica is promoted and the old primary turned into its

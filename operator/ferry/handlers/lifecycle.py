@@ -61,11 +61,7 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any)
     kube = Kube(make_client(config.kubernetes.kubeconfig))
     store = Store(config.database.url, max_size=config.database.pool_max_size)
     await store.open()
-    cache = Cache(
-        config.cache.url,
-        timeout_seconds=config.cache.timeout_seconds,
-        stream_max_length=config.cache.stream_max_length,
-    )
+    cache = Cache.from_settings(config.cache)
     backoff = Backoff(
         initial=config.reconcile.requeue_initial_seconds,
         maximum=config.reconcile.requeue_max_seconds,

@@ -57,6 +57,8 @@ VERDICT_SECONDS = 600.0
 MAX_VERDICTS = 4096
 #: How long a new worker may take to import what it runs (a busy machine, a cold disk).
 STARTUP_SECONDS = 120.0
+#: How much lower than the operator's a worker's CPU priority is (``nice``).
+NICENESS = 10
 #: Nesting sent to a worker at most (see ``_plain``).
 MAX_SENT_DEPTH = 300
 #: A call that would get less time than this to run is not started at all ("busy").
@@ -105,6 +107,11 @@ def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> None
         os.dup2(2, 1)
     stdin = stdin or sys.stdin.buffer
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the operator; EOF stops us
+    # Below the operator's own process (and the API server's, on a shared machine): a worker
+    # burning its whole limit on a tenant's costly input must not take CPU from the event loop
+    # that answers everyone else. Between workers, the kernel shares fairly.
+    with contextlib.suppress(OSError):
+        os.nice(NICENESS)
     operations = _operations()
     stdout.write(_HEADER.pack(0))  # ready: everything is imported, calls are timed from now
     stdout.flush()
