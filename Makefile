@@ -55,6 +55,10 @@ bench: deps venv binaries ## the benchmarks behind docs/benchmarks.md (minutes; 
 	$(VENV)/bin/python bench/reconcile_bench.py --applies 200 --fanout 100 --scale 5000
 	$(VENV)/bin/python bench/admission_latency.py --requests 300
 	$(VENV)/bin/python bench/flag_eval.py
+	$(VENV)/bin/python bench/secrets_bench.py --entries 1000 --paths 10 --rotate 500
+	$(VENV)/bin/python bench/read_api.py --seconds 10 --rounds 3 --connections 64
+	$(VENV)/bin/python bench/shards.py --entries 2000 --rounds 2
+	$(VENV)/bin/python bench/hostile_tenant.py
 
 dev-up: deps venv binaries
 	$(FERRY) dev up

@@ -265,12 +265,6 @@ def test_vault_down_leaves_the_secret_untouched_and_converges_when_it_returns(
     assert condition(ready, "Reconciling")["status"] == "False"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PathReads keeps a failed read (Vault down) for max_age = vault.min_refresh_seconds, "
-    "so the retries with backoff get the cached failure and the entry converges only once it "
-    "expires (operator/ferry/adapters/vault.py, PathReads.read)",
-)
 def test_an_entry_whose_first_read_finds_vault_down_converges_when_it_returns(
     cluster: Kube, start_own_vault: StartVault, start_operator: StartOperator, tmp_path: Path
 ) -> None:

@@ -610,24 +610,57 @@ class PathReads:
         *,
         max_age: float = math.inf,
         clock: Callable[[], float] = time.monotonic,
+        on_read: Callable[[], None] | None = None,
     ) -> None:
         self._reader = reader
         self._max_age = max_age
         self._clock = clock
+        self._on_read = on_read  # called once per read actually sent (metrics)
         self._reads: dict[tuple[str, int | None], tuple[float, asyncio.Future[SecretVersion]]] = {}
         self.reads = 0  # reads actually sent
 
-    async def read(self, path: str, version: int | None = None) -> SecretVersion:
+    async def read(
+        self, path: str, version: int | None = None, *, not_before: float | None = None
+    ) -> SecretVersion:
+        """The secret, from a read shared with other callers when one is usable.
+
+        A read in flight is always shared. A finished one is reused while younger than
+        ``max_age``, except a retryable failure (Vault down, sealed, slow): the next caller
+        asks Vault again, so an outage ends for everyone as soon as Vault is back.
+        ``not_before`` (on this object's clock): only a read started at or after that moment
+        will do, e.g. one started after a user asked for a refresh.
+        """
         key = (path, version)
         now = self._clock()
         cached = self._reads.get(key)
-        if cached is None or (cached[1].done() and now - cached[0] > self._max_age):
+        if cached is None or not self._usable(*cached, now=now, not_before=not_before):
             task = asyncio.ensure_future(self._reader.read(path, version))
             task.add_done_callback(_consume_exception)
             cached = (now, task)
             self._reads[key] = cached
             self.reads += 1
+            if self._on_read is not None:
+                self._on_read()
         return await asyncio.shield(cached[1])
+
+    def _usable(
+        self,
+        started: float,
+        read: asyncio.Future[SecretVersion],
+        *,
+        now: float,
+        not_before: float | None,
+    ) -> bool:
+        if not_before is not None and started < not_before:
+            return False
+        if not read.done():
+            return True
+        if read.cancelled():
+            return False
+        failure = read.exception()
+        if isinstance(failure, VaultError) and failure.retryable:
+            return False
+        return now - started <= self._max_age
 
     def forget(self, path: str | None = None) -> None:
         """Drop finished results (of ``path``, or all): the next read goes to Vault (on-demand
@@ -636,16 +669,19 @@ class PathReads:
             if self._reads[key][1].done():
                 del self._reads[key]
 
-    async def value(self, ref: VaultRef) -> tuple[Any, int]:
+    async def value(self, ref: VaultRef, *, not_before: float | None = None) -> tuple[Any, int]:
         """The value of one reference and the version it was read at."""
-        secret = await self.read(ref.path, ref.version)
+        secret = await self.read(ref.path, ref.version, not_before=not_before)
         return secret.value(ref.key), secret.version
 
-    async def resolve(self, refs: Iterable[SecretRef]) -> Resolution:
+    async def resolve(
+        self, refs: Iterable[SecretRef], *, not_before: float | None = None
+    ) -> Resolution:
         """Resolve every reference of an entry concurrently; never raises :class:`VaultError`."""
         refs = list(refs)
         outcomes = await asyncio.gather(
-            *(self.value(ref.vault) for ref in refs), return_exceptions=True
+            *(self.value(ref.vault, not_before=not_before) for ref in refs),
+            return_exceptions=True,
         )
         values: dict[str, ResolvedValue] = {}
         failures: dict[str, VaultError] = {}

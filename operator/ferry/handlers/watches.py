@@ -70,6 +70,8 @@ async def entry_changed(
     runtime = _runtime(memo)
     if not _changed(runtime, ENTRY.kind, event, body):
         return
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    runtime.entries.saw_refresh(namespace, name, annotations.get(L.REFRESH))
     runtime.enqueue_entry(namespace, name)
     for user in runtime.entries.users_of(ENTRY.kind, namespace, name):
         runtime.enqueue_entry(namespace, user)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -87,6 +88,8 @@ class EntryReconciler:
     # (namespace, name) of a ConfigMap Ferry did not make → the entry it keeps out: when that
     # ConfigMap goes, the entry is reconciled at once instead of at the next resync.
     _blocked_by: dict[Key, Key] = field(default_factory=dict)
+    # (namespace, name) → (ferry.dev/refresh value, when the watch first saw it)
+    _refresh_asked: dict[Key, tuple[str, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.report = Reporter(
@@ -205,8 +208,9 @@ class EntryReconciler:
                 namespace, name, entry, "VaultNotConfigured", "no Vault is configured", True
             )
             return None
-        fresh = entry.annotations.get(L.REFRESH) != entry.status.get("observedRefresh")
-        resolution = await self.vault.resolve(plan.secrets, fresh=fresh)
+        resolution = await self.vault.resolve(
+            plan.secrets, fresh_since=self._refresh_asked_at(namespace, name, entry)
+        )
         if resolution.failures:
             failures = sorted(resolution.failures.items())
             message = "; ".join(f"spec.secretData.{key}: {error}" for key, error in failures)
@@ -221,6 +225,22 @@ class EntryReconciler:
             for key, value in sorted(resolution.values.items())
         }
         return ResolvedSecrets(self.vault.records(resolution, namespace, name), data)
+
+    def saw_refresh(self, namespace: str, name: str, value: str | None) -> None:
+        """The watch saw the entry's ``ferry.dev/refresh`` annotation (handlers/watches): keep
+        when a new value first appeared, so one Vault read started after it serves it."""
+        if value is None:
+            self._refresh_asked.pop((namespace, name), None)
+        elif self._refresh_asked.get((namespace, name), (None, 0.0))[0] != value:
+            self._refresh_asked[(namespace, name)] = (value, time.monotonic())
+
+    def _refresh_asked_at(self, namespace: str, name: str, entry: Snapshot) -> float | None:
+        """When a refresh not yet acted upon was asked for (None: none is pending)."""
+        asked = entry.annotations.get(L.REFRESH)
+        if asked is None or asked == entry.status.get("observedRefresh"):
+            return None
+        seen = self._refresh_asked.get((namespace, name))
+        return seen[1] if seen is not None and seen[0] == asked else time.monotonic()
 
     def _schedule_refresh(self, namespace: str, name: str, entry: Snapshot) -> None:
         """Reconcile again at the entry's next refresh slot (spread by uid over its interval)."""

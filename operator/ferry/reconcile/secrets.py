@@ -62,7 +62,9 @@ class VaultSecrets:
         check_hmac_key(self.hmac_key)
         # Entries refreshing within ``min_refresh`` of each other share one read per path, and
         # a path read by a thousand entries costs one request per refresh.
-        self.reads = PathReads(self.client, max_age=self.min_refresh)
+        self.reads = PathReads(
+            self.client, max_age=self.min_refresh, on_read=metrics.VAULT_READS.inc
+        )
 
     @classmethod
     def from_settings(cls, settings: VaultSettings) -> VaultSecrets | None:
@@ -102,15 +104,14 @@ class VaultSecrets:
         """The Vault path prefixes entries in ``namespace`` may name."""
         return allowed_prefixes(namespace, annotations.get(L.VAULT_PATHS), self.operator_prefixes)
 
-    async def resolve(self, refs: Iterable[SecretRef], *, fresh: bool = False) -> Resolution:
-        """Every value of one entry; ``fresh`` (on-demand refresh) reads Vault again."""
-        refs = list(refs)
-        if fresh:
-            for ref in refs:
-                self.reads.forget(ref.vault.path)
-        before = self.reads.reads
-        resolution = await self.reads.resolve(refs)
-        metrics.VAULT_READS.inc(self.reads.reads - before)
+    async def resolve(
+        self, refs: Iterable[SecretRef], *, fresh_since: float | None = None
+    ) -> Resolution:
+        """Every value of one entry. ``fresh_since`` (``time.monotonic()``): a refresh was asked
+        for then, so only reads started since will do; one such read serves every entry that
+        asked before it started (a burst of refreshes on one path costs a few reads, not one
+        per entry)."""
+        resolution = await self.reads.resolve(refs, not_before=fresh_since)
         for error in resolution.failures.values():  # reasons are a fixed set: bounded labels
             metrics.VAULT_FAILURES.labels(error.reason or type(error).__name__).inc()
         return resolution

@@ -1,6 +1,6 @@
 """Secrets from Vault (issue 16): many entries sharing few Vault paths, and a rotation of one.
 
-    .venv/bin/python bench/secrets.py [--entries 1000] [--paths 10] [--rotate 500]
+    .venv/bin/python bench/secrets_bench.py [--entries 1000] [--paths 10] [--rotate 500]
 
 Starts its own kube-apiserver + etcd, PostgreSQL, Redis, a Vault dev server (with a file audit
 device, so Vault itself counts the reads it answers) and the operator with its webhooks, like
@@ -22,17 +22,7 @@ Phases, each figure printed next to its floor measured in the same run:
   that the Secrets of the other entries were not written.
 """
 
-# ruff: noqa: E402 (the imports below must come after the sys.path change: see there)
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# This file's name is the standard library's `secrets`: with its directory first on sys.path (as
-# `python bench/secrets.py` puts it), every `import secrets` (ours, ferry's, libraries') would load
-# this file. Look here last: the standard library wins, and the other benchmarks are still found.
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE] + [str(HERE)]
 
 import argparse
 import base64
@@ -40,6 +30,7 @@ import json
 import math
 import os
 import secrets
+import sys
 import tempfile
 import threading
 import time
@@ -47,6 +38,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
