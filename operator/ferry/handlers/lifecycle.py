@@ -19,6 +19,7 @@ from ferry.api.app import make_app, serve
 from ferry.domain import kinds
 from ferry.domain.retention import Retention
 from ferry.domain.shards import FLAGS_SHARD
+from ferry.reconcile import isolation
 from ferry.reconcile.entries import EntryReconciler
 from ferry.reconcile.flags import FlagReconciler
 from ferry.reconcile.leases import LeaseManager
@@ -40,6 +41,8 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any)
     settings.watching.server_timeout = int(config.kubernetes.watch_timeout_seconds)
     settings.persistence.finalizer = "ferry.dev/kopf"  # unused: Ferry manages its own finalizer
     admission.configure(settings, config)
+    isolation.configure(config.validation.workers, config.validation.timeout_seconds)
+    isolation.start()  # validation workers warm before the first admission request
 
     await asyncio.to_thread(migrate, config.database.url)
     vault = VaultSecrets.from_settings(config.vault)
@@ -189,5 +192,6 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     await runtime.kube.close()
     await runtime.store.close()
     await runtime.cache.close()
+    await isolation.close()
     if memo.get("vault") is not None:
         await memo["vault"].close()

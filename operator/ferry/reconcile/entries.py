@@ -22,12 +22,17 @@ from ferry.domain import kinds
 from ferry.domain import labels as L
 from ferry.domain import placement as P
 from ferry.domain.conditions import Condition, progress, sync_conditions
-from ferry.domain.entry import EntryPlan, plan_entry, references, revision_content
+from ferry.domain.entry import EntryPlan, references, revision_content
 from ferry.domain.errors import Invalid, Violation
 from ferry.domain.hashing import content_hash
 from ferry.domain.secrets import SecretRecord, records_json
-from ferry.domain.targets import desired_namespaces
-from ferry.reconcile import runner
+from ferry.domain.targets import (
+    RefusedTargets,
+    desired_namespaces,
+    refused_changed,
+    summarise_refused,
+)
+from ferry.reconcile import isolation, runner
 from ferry.reconcile.placement import Placer
 from ferry.reconcile.reporting import Reporter, Source, cache_write
 from ferry.reconcile.secrets import VaultSecrets
@@ -120,7 +125,7 @@ class EntryReconciler:
             else ()
         )
         try:
-            plan = plan_entry(
+            plan = await isolation.plan_entry(  # in a worker process, bounded (issue 11)
                 name,
                 entry.spec,
                 entries=self.world.entry_specs(namespace),
@@ -153,7 +158,9 @@ class EntryReconciler:
             untouched="waiting for PostgreSQL; existing objects are untouched",
         )
 
-        results = await self._materialise(namespace, name, entry, plan, revision, digest, secrets)
+        results, refused = await self._materialise(
+            namespace, name, entry, plan, revision, digest, secrets
+        )
         # After the first write, not before: an entry deleted in between is cleaned up from its
         # DELETED event (see ``reconcile``), and the finalizer covers the rest.
         await self.report.hold_on(namespace, name, entry)
@@ -187,6 +194,7 @@ class EntryReconciler:
             revision=revision,
             hash=digest,
             targets=[r.as_status() for r in results],
+            refusedTargets=refused.as_status(),
             secrets=[r.to_json() for r in secrets.records] if plan.secrets else None,
             observedRefresh=entry.annotations.get(L.REFRESH),
         )
@@ -283,7 +291,7 @@ class EntryReconciler:
         revision: int,
         digest: str,
         secrets: ResolvedSecrets,
-    ) -> list[P.TargetResult]:
+    ) -> tuple[list[P.TargetResult], RefusedTargets]:
         targets = desired_namespaces(
             namespace, entry.spec.get("target"), self.world.all_namespaces()
         )
@@ -310,19 +318,14 @@ class EntryReconciler:
                 if isinstance(outcome, BaseException):
                     raise outcome
                 results.append(outcome)
-        for target_ns in targets.refused:
-            results.append(P.not_accepting(target_ns, namespace, "entries", plan.object_name))
-            if self.report.event(
-                namespace,
-                name,
-                entry.uid,
-                "Warning",
-                "TargetRefused",
-                f'namespace "{target_ns}" does not accept entries from "{namespace}"',
-                once_per=("refused", target_ns),
-            ):
-                details = {"target": target_ns}
-                self.report.audit("target-refused", namespace, name, uid=entry.uid, details=details)
+        # Refusals: counted and the first few named in status.refusedTargets; one Event and one
+        # audit row when the refused set changes, not per namespace nor after every restart.
+        refused = summarise_refused(targets.refused)
+        if refused.count and refused_changed(entry.status.get("refusedTargets"), refused):
+            message = refused.describe(namespace)
+            self.report.event(namespace, name, entry.uid, "Warning", "TargetRefused", message)
+            details = refused.as_status()
+            self.report.audit("target-refused", namespace, name, uid=entry.uid, details=details)
         results.extend(P.not_found(ns, plan.object_name) for ns in targets.missing)
 
         wanted = {("ConfigMap", ns, plan.object_name) for ns in targets.accepted}
@@ -332,7 +335,7 @@ class EntryReconciler:
             if (kind, *key) not in wanted:
                 await self._delete(obj)
                 logger.info("removed %s/%s: no longer a target of %s/%s", *key, namespace, name)
-        return results
+        return results, refused
 
     async def _observed(
         self,
@@ -414,7 +417,9 @@ class EntryReconciler:
                     self._blocked_by[(target_ns, object_name)] = (source.namespace, source.name)
                 return placed.failure
             if placed.written:
-                self._written[key] = P.Observed(True, desired.rendered_hash, desired.annotations)
+                self._written[key] = P.Observed(
+                    True, desired.rendered_hash, desired.annotations, placed.uid
+                )
         await self._reload_workloads(target_ns, source, digest)
         return P.TargetResult(target_ns, True, object_name, revision)
 
@@ -433,7 +438,7 @@ class EntryReconciler:
         for kind in ("ConfigMap", "Secret"):  # what the indexes may not have heard of yet
             for namespace_, name_ in await self.kube.list_labelled(kind, {L.ENTRY_UID: entry.uid}):
                 self.forget(kind, namespace_, name_)
-                await self.placer.remove(kind, namespace_, name_)
+                await self.placer.remove(kind, namespace_, name_, labels={L.ENTRY_UID: entry.uid})
         with contextlib.suppress(CacheUnavailable):  # a stale key is harmless; Redis is a cache
             await self.cache.delete(namespace, name)
         await self.report.let_go(namespace, name, entry)
