@@ -55,6 +55,21 @@ async def namespaces_index(
     return {name: (dict(labels), dict(annotations))}
 
 
+def _materialised(
+    kind: str, namespace: str, name: str, annotations: kopf.Annotations, data_hash: str
+) -> Materialised:
+    kept = (L.ENTRY_NAMESPACE, L.ENTRY_NAME, L.REVISION, L.HASH, L.RENDERED_HASH)
+    return Materialised(
+        kind=kind,
+        namespace=namespace,
+        name=name,
+        entry_namespace=str(annotations.get(L.ENTRY_NAMESPACE, "")),
+        entry_name=str(annotations.get(L.ENTRY_NAME, "")),
+        annotations={k: annotations[k] for k in kept if k in annotations},
+        data_hash=data_hash,
+    )
+
+
 @kopf.index("v1", "configmaps", labels={L.MANAGED_BY: L.MANAGED_BY_FERRY})
 async def configmaps_index(
     body: kopf.Body,
@@ -67,18 +82,8 @@ async def configmaps_index(
     uid = labels.get(L.ENTRY_UID)
     if not uid:
         return None
-    kept = (L.ENTRY_NAMESPACE, L.ENTRY_NAME, L.REVISION, L.HASH, L.RENDERED_HASH)
-    return {
-        uid: Materialised(
-            kind="ConfigMap",
-            namespace=namespace,
-            name=name,
-            entry_namespace=str(annotations.get(L.ENTRY_NAMESPACE, "")),
-            entry_name=str(annotations.get(L.ENTRY_NAME, "")),
-            annotations={k: annotations[k] for k in kept if k in annotations},
-            data_hash=content_hash(dict(body.get("data") or {})),
-        )
-    }
+    data_hash = content_hash(dict(body.get("data") or {}))
+    return {uid: _materialised("ConfigMap", namespace, name, annotations, data_hash)}
 
 
 @kopf.index("v1", "secrets", labels={L.MANAGED_BY: L.MANAGED_BY_FERRY})
@@ -98,18 +103,8 @@ async def secrets_index(
     if not uid or vault is None:
         return None
     data = {k: base64.b64decode(v) for k, v in (body.get("data") or {}).items()}
-    kept = (L.ENTRY_NAMESPACE, L.ENTRY_NAME, L.REVISION, L.HASH, L.RENDERED_HASH)
-    return {
-        uid: Materialised(
-            kind="Secret",
-            namespace=namespace,
-            name=name,
-            entry_namespace=str(annotations.get(L.ENTRY_NAMESPACE, "")),
-            entry_name=str(annotations.get(L.ENTRY_NAME, "")),
-            annotations={k: annotations[k] for k in kept if k in annotations},
-            data_hash=vault.digest(namespace, name, data),
-        )
-    }
+    data_hash = vault.digest(namespace, name, data)
+    return {uid: _materialised("Secret", namespace, name, annotations, data_hash)}
 
 
 @kopf.index("v1", "configmaps")

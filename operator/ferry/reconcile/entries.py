@@ -97,14 +97,7 @@ class EntryReconciler:
     _refresh_asked: dict[Key, tuple[str, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.report = Reporter(
-            KIND,
-            self.kube,
-            self.store,
-            invalid_event="InvalidConfig",
-            invalid_consequence="invalid content: nothing materialised; existing objects are "
-            "untouched",
-        )
+        self.report = Reporter(KIND, self.kube, self.store)
         self.placer = Placer(self.kube)
 
     # ----------------------------------------------------------------------------- entry point

@@ -99,15 +99,7 @@ class FlagReconciler:
     placer: Placer = field(init=False)
 
     def __post_init__(self) -> None:
-        self.report = Reporter(
-            KIND,
-            self.kube,
-            self.store,
-            invalid_event="InvalidFlag",
-            invalid_consequence="invalid flag: nothing recorded or served; what was served is "
-            "untouched",
-            stamp=self._bucketing,
-        )
+        self.report = Reporter(KIND, self.kube, self.store, stamp=self._bucketing)
         self.placer = Placer(self.kube)
 
     def _bucketing(self, snapshot: Snapshot) -> dict[str, Any]:

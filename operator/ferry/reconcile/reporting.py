@@ -18,6 +18,7 @@ from ferry import metrics
 from ferry.adapters.cache import CacheUnavailable
 from ferry.adapters.kube import Kube
 from ferry.adapters.postgres import Store, StoreUnavailable
+from ferry.domain import kinds
 from ferry.domain import labels as L
 from ferry.domain.conditions import Condition, merge_conditions, progress
 from ferry.domain.errors import Invalid
@@ -76,6 +77,20 @@ class Source:
     uid: str
 
 
+#: Per kind: the Event reason for invalid content, and what Ready=False says that means for
+#: what the object materialised.
+INVALID = {
+    kinds.CONFIG_ENTRY.kind: (
+        "InvalidConfig",
+        "invalid content: nothing materialised; existing objects are untouched",
+    ),
+    kinds.FEATURE_FLAG.kind: (
+        "InvalidFlag",
+        "invalid flag: nothing recorded or served; what was served is untouched",
+    ),
+}
+
+
 @dataclass
 class Reporter:
     kind: str
@@ -84,10 +99,6 @@ class Reporter:
     # Events said once per (uid, reason, detail) while the operator runs, not on every resync.
     _said: set[tuple[str, str, Any]] = field(default_factory=set)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
-    invalid_event: str = "Invalid"
-    """Reason of the Event posted when an object of this kind is invalid."""
-    invalid_consequence: str = "invalid: nothing changed"
-    """What Ready=False says an invalid object means for what it materialised."""
     # Status fields every status write of this kind carries, computed from the object (a flag's
     # bucketing generation must be written with its first revision, whatever path writes it).
     stamp: Callable[[Snapshot], dict[str, Any]] | None = None
@@ -304,12 +315,12 @@ class Reporter:
             snapshot,
             [
                 Condition("Valid", "False", exc.reason, exc.message, generation),
-                Condition("Ready", "False", exc.reason, self.invalid_consequence, generation),
+                Condition("Ready", "False", exc.reason, INVALID[self.kind][1], generation),
                 *progress(stalled=(exc.reason, exc.message), generation=generation),
             ],
         )
         if previous is not None and previous.get("message") == exc.message:
             return
-        self.event(namespace, name, snapshot.uid, "Warning", self.invalid_event, exc.message)
+        self.event(namespace, name, snapshot.uid, "Warning", INVALID[self.kind][0], exc.message)
         details = {"reason": exc.reason, "violations": [str(v) for v in exc.violations]}
         self.audit("invalid", namespace, name, uid=snapshot.uid, details=details)
