@@ -51,7 +51,12 @@ from ferry.domain.flagset import (
     render,
 )
 from ferry.domain.hashing import content_hash
-from ferry.domain.targets import TargetPlan, desired_namespaces
+from ferry.domain.targets import (
+    TargetPlan,
+    desired_namespaces,
+    refused_changed,
+    summarise_refused,
+)
 from ferry.reconcile import runner
 from ferry.reconcile.parsed import ParsedFlags
 from ferry.reconcile.placement import Placer
@@ -168,7 +173,12 @@ class FlagReconciler:
                         f"{target}: {result.message}",
                         once_per=(target, result.message),
                     )
-        results.extend(P.not_accepting(t, namespace, "flags") for t in plan.refused)
+        # Refusals: counted and the first few named in status.refusedTargets (as for entries);
+        # an Event only when the refused set changes.
+        refused = summarise_refused(plan.refused)
+        if refused.count and refused_changed(snapshot.status.get("refusedTargets"), refused):
+            message = refused.describe(namespace, "flags")
+            self.report.event(namespace, name, snapshot.uid, "Warning", "TargetRefused", message)
         results.extend(P.not_found(t) for t in plan.missing)
         await self.report.status(
             namespace,
@@ -186,6 +196,7 @@ class FlagReconciler:
             revision=revision,
             hash=digest,
             targets=[r.as_status() for r in results],
+            refusedTargets=refused.as_status(),
         )
         if cache_errors:
             raise Requeue(cache_errors[0])
