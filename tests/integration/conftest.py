@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from ferry.devenv.controlplane import WEBHOOK_CLIENT_CA
+from ferry.devenv.controlplane import WEBHOOK_CLIENT_CA, start_control_plane
 from ferry.devenv.process import Process, free_port, log_tail
-from ferry.devenv.stack import run_operator
+from ferry.devenv.stack import install_crds, run_operator
 from ferry.devenv.vault import (
     KubeAdmin,
     Vault,
@@ -170,3 +170,16 @@ def vault_kubernetes_auth(vault: Vault, vault_kv: str, kube: Kube) -> Iterator[V
             f"vault-token-reviewer-{namespace}-auth-delegator",
             "--ignore-not-found",
         )
+
+
+@pytest.fixture(scope="module")
+def own_cluster(k8s_bin_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
+    """A kube-apiserver + etcd of this test module's own, with Ferry's CRDs: for tests that run
+    operators of their own, or apply cluster-wide objects (webhook configurations) that the
+    session's operator also owns."""
+    control_plane = start_control_plane(tmp_path_factory.mktemp("own-k8s") / "k8s", k8s_bin_dir)
+    try:
+        install_crds(control_plane.kubectl, control_plane.kubeconfig)
+        yield Kube(control_plane.kubeconfig, control_plane.kubectl)
+    finally:
+        control_plane.stop()

@@ -385,9 +385,11 @@ def test_trial_servers_are_marked_and_reachable_only_from_ferry(
 # ------------------------------------------------------------ accepted by a real API server
 
 
-@pytest.fixture(scope="session")
-def third_party_crds(kube: Kube) -> None:
-    """cert-manager's and the Prometheus Operator's CRDs on the session's API server."""
+@pytest.fixture(scope="module")
+def third_party_crds(own_cluster: Kube) -> None:
+    """cert-manager's and the Prometheus Operator's CRDs on this module's own API server (the
+    session's operator keeps its own webhook configurations, named as the chart's, there)."""
+    kube = own_cluster
     kube.kubectl(
         "apply", "--server-side", "--force-conflicts",
         "-f", str(THIRD_PARTY_CRDS / "cert-manager"),
@@ -409,8 +411,9 @@ def dry_run_server(kube: Kube, text: str) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_api_server_accepts_every_object_of_the_chart(
-    tools: dict[str, Path], kube: Kube, third_party_crds: None, tmp_path: Path, variant: str
+    tools: dict[str, Path], own_cluster: Kube, third_party_crds: None, tmp_path: Path, variant: str
 ) -> None:
+    kube = own_cluster
     namespace = kube.namespace("chart")
     values, args = VARIANTS[variant]
     crds = run(tools["helm"], "show", "crds", CHART)
@@ -426,8 +429,9 @@ def test_api_server_accepts_every_object_of_the_chart(
 
 
 def test_kustomize_builds_the_manifests_and_the_api_server_accepts_them(
-    tools: dict[str, Path], kube: Kube, third_party_crds: None, tmp_path: Path
+    tools: dict[str, Path], own_cluster: Kube, third_party_crds: None, tmp_path: Path
 ) -> None:
+    kube = own_cluster
     built = run(tools["kustomize"], "build", MANIFESTS)
     assert built.returncode == 0, built.stderr
     docs = [d for d in yaml.safe_load_all(built.stdout) if d]

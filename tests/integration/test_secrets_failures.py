@@ -32,8 +32,7 @@ from typing import Any
 
 import pytest
 
-from ferry.devenv.controlplane import WEBHOOK_CLIENT_CA, start_control_plane
-from ferry.devenv.stack import install_crds
+from ferry.devenv.controlplane import WEBHOOK_CLIENT_CA
 from ferry.devenv.vault import (
     KubeAdmin,
     Vault,
@@ -59,18 +58,10 @@ StartVault = Callable[..., Vault]
 
 
 @pytest.fixture(scope="module")
-def cluster_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("secrets-failures")
-
-
-@pytest.fixture(scope="module")
-def cluster(k8s_bin_dir: Path, cluster_dir: Path) -> Iterator[Kube]:
-    control_plane = start_control_plane(cluster_dir / "k8s", k8s_bin_dir)
-    try:
-        install_crds(control_plane.kubectl, control_plane.kubeconfig)
-        yield Kube(control_plane.kubeconfig, control_plane.kubectl)
-    finally:
-        control_plane.stop()
+def cluster(own_cluster: Kube) -> Kube:
+    """This module's own API server: its operators would otherwise act on the session's objects
+    and take over the session operator's webhook configurations."""
+    return own_cluster
 
 
 @pytest.fixture

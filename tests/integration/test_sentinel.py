@@ -25,9 +25,8 @@ from typing import Any
 import pytest
 
 from ferry.adapters.cache import Cache, CacheUnavailable
-from ferry.devenv.controlplane import WEBHOOK_CLIENT_CA, start_control_plane
+from ferry.devenv.controlplane import WEBHOOK_CLIENT_CA
 from ferry.devenv.redis import SentinelGroup, start_sentinel_group
-from ferry.devenv.stack import install_crds
 from ferry.settings import CacheSettings
 from tests.integration.conftest import Operator
 from tests.integration.test_chart import helm_template, tools  # noqa: F401 (a fixture)
@@ -46,13 +45,8 @@ REDIS_SECRET = "ferry-redis"
 
 
 @pytest.fixture(scope="module")
-def cluster(k8s_bin_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
-    control_plane = start_control_plane(tmp_path_factory.mktemp("sentinel") / "k8s", k8s_bin_dir)
-    try:
-        install_crds(control_plane.kubectl, control_plane.kubeconfig)
-        yield Kube(control_plane.kubeconfig, control_plane.kubectl)
-    finally:
-        control_plane.stop()
+def cluster(own_cluster: Kube) -> Kube:
+    return own_cluster
 
 
 @pytest.fixture
