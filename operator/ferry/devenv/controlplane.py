@@ -15,14 +15,19 @@ from __future__ import annotations
 import os
 import shutil
 import ssl
-import subprocess
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from ferry.devenv.process import Process, StartupError, free_port, spawn, wait_until
+from ferry.devenv.process import (
+    Process,
+    build_cached,
+    free_port,
+    spawn,
+    wait_until,
+)
 from ferry.tls import CertificateAuthority, rsa_private_key_pem
 
 BINARIES_SCRIPT = Path(__file__).with_name("control-plane-binaries.sh")
@@ -36,22 +41,7 @@ def ensure_binaries(timeout: float = 3000) -> Path:
     preset = os.environ.get("FERRY_K8S_BIN_DIR")
     if preset:
         return Path(preset)
-    try:
-        out = subprocess.run(
-            ["bash", str(BINARIES_SCRIPT)],
-            check=True,
-            stdout=subprocess.PIPE,
-            text=True,
-            timeout=timeout,
-        )
-    except subprocess.CalledProcessError as exc:
-        raise StartupError(
-            f"building the control-plane binaries failed (exit {exc.returncode}); "
-            f"see the lines above, fix, and run again"
-        ) from exc
-    except subprocess.TimeoutExpired as exc:
-        raise StartupError(f"building the control-plane binaries took over {timeout:.0f}s") from exc
-    return Path(out.stdout.strip().splitlines()[-1])
+    return build_cached(BINARIES_SCRIPT, "the control-plane binaries", timeout)
 
 
 #: Under ``<directory>/pki``: the CA that signs the API server's webhook client certificate.

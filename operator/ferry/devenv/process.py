@@ -161,3 +161,20 @@ def terminate(pid: int, timeout: float = 15.0) -> None:
             if not pid_alive(pid):
                 return
             time.sleep(0.05)
+
+
+def build_cached(script: Path, what: str, timeout: float = 3000) -> Path:
+    """Run one of the cached-build scripts (file-locked; a cache hit is instant) and return the
+    path it prints last. ``what`` names the build in errors ("the Vault binary")."""
+    try:
+        out = subprocess.run(
+            ["bash", str(script)], check=True, stdout=subprocess.PIPE, text=True, timeout=timeout
+        )
+    except subprocess.CalledProcessError as exc:
+        raise StartupError(
+            f"building {what} failed (exit {exc.returncode}); see the lines above, fix, and run "
+            "again"
+        ) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise StartupError(f"building {what} took over {timeout:.0f}s") from exc
+    return Path(out.stdout.strip().splitlines()[-1])

@@ -30,6 +30,7 @@ import yaml
 from ferry.devenv.process import (
     Process,
     StartupError,
+    build_cached,
     free_port,
     port_is_open,
     spawn,
@@ -48,22 +49,7 @@ REVIEWER_SERVICE_ACCOUNT = "vault-token-reviewer"
 
 def ensure_vault_binary(timeout: float = 3000) -> Path:
     """The vault binary, building it once if needed (``FERRY_VAULT_BIN`` skips the build)."""
-    try:
-        out = subprocess.run(
-            ["bash", str(BINARY_SCRIPT)],
-            check=True,
-            stdout=subprocess.PIPE,
-            text=True,
-            timeout=timeout,
-        )
-    except subprocess.CalledProcessError as exc:
-        raise StartupError(
-            f"building the Vault binary failed (exit {exc.returncode}); "
-            "see the lines above, fix, and run again"
-        ) from exc
-    except subprocess.TimeoutExpired as exc:
-        raise StartupError(f"building the Vault binary took over {timeout:.0f}s") from exc
-    return Path(out.stdout.strip().splitlines()[-1])
+    return build_cached(BINARY_SCRIPT, "the Vault binary", timeout)
 
 
 @dataclass
