@@ -377,15 +377,20 @@ def test_hand_edits_and_deletes_are_restored_with_an_event(
         '{"data": {"config.json": "{\\"x\\": 666}"}}',
     )
     eventually(lambda: configmap_data(kube, ns, "e") == good, what="hand edit reverted")
-    assert "DriftCorrected" in event_reasons(kube, ns, "e")
+    # Events are sent after the reconcile's writes (reporting.hold_reports): wait for them.
+    eventually(lambda: "DriftCorrected" in event_reasons(kube, ns, "e"), what="DriftCorrected")
 
     kube.kubectl("delete", "configmap", "e", "-n", ns)
     eventually(lambda: configmap_data(kube, ns, "e") == good, what="deleted ConfigMap restored")
-    messages = {e["message"] for e in events(kube, ns, "e") if e["reason"] == "DriftCorrected"}
-    assert messages == {
+
+    def messages() -> set[str]:
+        return {e["message"] for e in events(kube, ns, "e") if e["reason"] == "DriftCorrected"}
+
+    expected = {
         f"restored ConfigMap {ns}/e edited by hand",
         f"restored ConfigMap {ns}/e deleted by hand",
     }
+    eventually(lambda: messages() == expected, what="both DriftCorrected Events")
     eventually(
         lambda: audit_actions(database_url, ns, "e").count("drift-corrected") == 2,
         what="both corrections in the audit trail",
