@@ -100,7 +100,10 @@ def test_inherited_entry_is_merged_validated_recorded_and_materialised(
     assert revisions(database_url, ns, "payments-api") == [
         (1, obj["status"]["hash"], "raise pool for Black Friday")
     ]
-    assert "RevisionRecorded" in event_reasons(kube, ns, "payments-api")
+    eventually(  # Events are sent after the reconcile's writes
+        lambda: "RevisionRecorded" in event_reasons(kube, ns, "payments-api"),
+        what="a RevisionRecorded Event",
+    )
 
 
 def test_changing_a_base_or_schema_re_resolves_every_entry_using_it(
@@ -143,7 +146,9 @@ def test_changing_a_base_or_schema_re_resolves_every_entry_using_it(
     assert valid["message"] == "spec.data.db.poolSize: 7 is greater than the maximum of 6"
     assert '"poolSize": 7' in (configmap_data(kube, ns, "a") or {})["config.json"]
     assert [r[0] for r in revisions(database_url, ns, "a")] == [1, 2]
-    assert "InvalidConfig" in event_reasons(kube, ns, "a")
+    eventually(  # Events are sent after the reconcile's writes
+        lambda: "InvalidConfig" in event_reasons(kube, ns, "a"), what="a InvalidConfig Event"
+    )
 
 
 def test_reapplying_the_same_content_records_no_new_revision(
@@ -317,7 +322,9 @@ def test_targets_need_opt_in_and_follow_namespaces_created_or_relabelled_later(
     }
     assert configmap_data(kube, accepting, "shared") == {"config.json": '{\n  "k": "v"\n}'}
     assert configmap_data(kube, refusing, "shared") is None
-    assert "TargetRefused" in event_reasons(kube, src, "shared")
+    eventually(  # Events are sent after the reconcile's writes
+        lambda: "TargetRefused" in event_reasons(kube, src, "shared"), what="a TargetRefused Event"
+    )
     eventually(
         lambda: "target-refused" in audit_actions(database_url, src, "shared"),
         what="the refusal in the audit trail",
