@@ -65,8 +65,10 @@ def test_secret_is_materialised_rotated_on_demand_and_removed(
     put_secret(vault, f"{ns}/db", {"password": "first-value"})
     kube.apply(deployment("web", ns, "app"))
     kube.apply(entry("app", ns, with_secret(ns, f"{ns}/db")))
+    kube.apply(entry("other", ns, with_secret(ns, f"{ns}/db")))  # same path, no refresh asked
 
     ready = wait_ready(kube, ns, "app")
+    wait_ready(kube, ns, "other")
     assert secret_data(kube, ns, "app") == {"DB_PASSWORD": "first-value"}
     assert configmap_data(kube, ns, "app") == {"DB_HOST": "db.svc"}
     resolved = condition(ready, "SecretsResolved")
@@ -78,12 +80,21 @@ def test_secret_is_materialised_rotated_on_demand_and_removed(
     first_hash = ready["status"]["hash"]
     eventually(lambda: template_hash(kube, ns, "web") == first_hash, what="workload rolled")
 
+    configmap_before = get_or_none(kube, "configmap", "app", "-n", ns)
+    assert configmap_before is not None
+
     # A new version in Vault, picked up on demand: a new revision, the Secret and the pods follow.
     assert put_secret(vault, f"{ns}/db", {"password": "second-value"}) == 2
     kube.kubectl("annotate", "configentry", "app", "-n", ns, "ferry.dev/refresh=1")
     eventually(
         lambda: secret_data(kube, ns, "app") == {"DB_PASSWORD": "second-value"},
         what="the rotated value in the Secret",
+    )
+    # The read that found version 2 re-renders every entry using the path, not only the one
+    # asked to refresh.
+    eventually(
+        lambda: secret_data(kube, ns, "other") == {"DB_PASSWORD": "second-value"},
+        what="the rotated value in the other entry's Secret",
     )
     rotated = eventually(
         lambda: (
@@ -96,6 +107,14 @@ def test_secret_is_materialised_rotated_on_demand_and_removed(
     assert rotated["status"]["secrets"][0]["version"] == 2
     assert rotated["status"]["hash"] != first_hash
     eventually(lambda: template_hash(kube, ns, "web") == rotated["status"]["hash"])
+    # Only the secret changed: the ConfigMap was not rewritten, and still names revision 1.
+    configmap_after = get_or_none(kube, "configmap", "app", "-n", ns)
+    assert configmap_after is not None
+    assert (
+        configmap_after["metadata"]["resourceVersion"]
+        == configmap_before["metadata"]["resourceVersion"]
+    )
+    assert configmap_after["metadata"]["annotations"]["ferry.dev/revision"] == "1"
 
     with urllib.request.urlopen(f"{vault_operator.api_url}/metrics", timeout=10) as answer:
         reads = [

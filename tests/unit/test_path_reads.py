@@ -61,3 +61,20 @@ async def test_a_refresh_needs_a_read_started_after_it_was_asked_for() -> None:
     clock.now = 106
     assert (await reads.read("a", not_before=104)).version == 2  # the read at 105 serves it
     assert reader.calls == 2 and len(counted) == 2
+
+
+async def test_a_read_finding_a_new_latest_version_says_so_once() -> None:
+    reader, clock = Reader(), Clock()  # each read answers a newer version than the last
+    rotated: list[str] = []
+    reads = PathReads(reader, max_age=60, clock=clock, on_new_version=rotated.append)
+    await reads.read("a")
+    assert rotated == []  # the first read of a path is not a rotation
+    await reads.read("a")  # shared: no read, nothing new
+    assert rotated == []
+    await reads.read("a", not_before=clock.now + 1)
+    assert rotated == ["a"]
+    await reads.read("a", version=1)  # a pinned version never rotates
+    assert rotated == ["a"]
+    reader.calls = 1  # the next read answers version 2 again, the one seen last: unchanged
+    await reads.read("a", not_before=clock.now + 2)
+    assert rotated == ["a"]

@@ -3,6 +3,8 @@ flag name in a namespace (ferry.domain.flagset), and how refused targets are sum
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ferry.domain import labels as L
 from ferry.domain.conditions import sync_conditions
 from ferry.domain.flags import parse_flag
@@ -73,6 +75,19 @@ def test_a_hand_edit_is_drift_even_when_the_content_is_unchanged() -> None:
 def test_stale_annotations_alone_cause_a_write() -> None:
     decision = decide(desired(revision="3"), ours("sha256:new", "sha256:new"), was_synced=True)
     assert decision.action is Action.WRITE and decision.drift is None
+
+
+def test_a_newer_revision_alone_does_not_rewrite_an_object_whose_data_it_leaves_alone() -> None:
+    # A secret rotation makes revision 3; the ConfigMap's data is what revision 2 wrote.
+    quiet = replace(desired(revision="3"), provenance=frozenset({L.REVISION}))
+    assert decide(quiet, ours("sha256:new", "sha256:new"), was_synced=True).action is Action.KEEP
+    # ... but new data, a hand edit or a removed provenance annotation is still written.
+    changed = replace(quiet, annotations={L.REVISION: "3", L.RENDERED_HASH: "sha256:newer"})
+    assert decide(changed, ours("sha256:new", "sha256:new"), was_synced=True).action is Action.WRITE
+    edited = decide(quiet, ours("sha256:edited", "sha256:new"), was_synced=True)
+    assert edited.action is Action.WRITE and edited.drift == "edited by hand"
+    stripped = Observed(True, "sha256:new", {L.RENDERED_HASH: "sha256:new"})
+    assert decide(quiet, stripped, was_synced=True).action is Action.WRITE
 
 
 def test_status_lines_read_the_same_for_every_kind() -> None:

@@ -611,11 +611,16 @@ class PathReads:
         max_age: float = math.inf,
         clock: Callable[[], float] = time.monotonic,
         on_read: Callable[[], None] | None = None,
+        on_new_version: Callable[[str], None] | None = None,
     ) -> None:
         self._reader = reader
         self._max_age = max_age
         self._clock = clock
         self._on_read = on_read  # called once per read actually sent (metrics)
+        # Called with a path when a read of its latest version finds a newer one than the
+        # previous read did: every user of the path, not only the caller, has a new value.
+        self._on_new_version = on_new_version
+        self._latest: dict[str, int] = {}  # path → latest version seen
         self._reads: dict[tuple[str, int | None], tuple[float, asyncio.Future[SecretVersion]]] = {}
         self.reads = 0  # reads actually sent
 
@@ -636,6 +641,8 @@ class PathReads:
         if cached is None or not self._usable(*cached, now=now, not_before=not_before):
             task = asyncio.ensure_future(self._reader.read(path, version))
             task.add_done_callback(_consume_exception)
+            if version is None:
+                task.add_done_callback(functools.partial(self._saw_latest, path))
             cached = (now, task)
             self._reads[key] = cached
             self.reads += 1
@@ -661,6 +668,16 @@ class PathReads:
         if isinstance(failure, VaultError) and failure.retryable:
             return False
         return now - started <= self._max_age
+
+    def _saw_latest(self, path: str, read: asyncio.Future[SecretVersion]) -> None:
+        if read.cancelled() or read.exception() is not None:
+            return
+        version, previous = read.result().version, self._latest.get(path)
+        if version == previous:
+            return  # reads of one path are never in flight side by side: this is the newest
+        self._latest[path] = version
+        if previous is not None and self._on_new_version is not None:
+            self._on_new_version(path)
 
     def forget(self, path: str | None = None) -> None:
         """Drop finished results (of ``path``, or all): the next read goes to Vault (on-demand

@@ -44,6 +44,12 @@ class Desired:
     labels: Mapping[str, str]
     annotations: Mapping[str, str]
     """Ferry's annotations; they include :data:`labels.RENDERED_HASH`, the hash of ``data``."""
+    provenance: frozenset[str] = frozenset()
+    """Annotations that say which revision last wrote the object (revision number, content
+    hash). A newer revision that leaves the object's data and other annotations as they are
+    does not rewrite it only to update these: a secret rotation leaves the ConfigMap alone, a
+    config change leaves the Secret alone. They then name the revision the object was last
+    written from, which is still true of its data."""
 
     @property
     def rendered_hash(self) -> str:
@@ -111,7 +117,8 @@ def decide(desired: Desired, observed: Observed | None, *, was_synced: bool) -> 
     if not observed.ours:
         return Decision(Action.REFUSE)
     up_to_date = observed.data_hash == desired.rendered_hash and all(
-        observed.annotations.get(k) == v for k, v in desired.annotations.items()
+        k in observed.annotations if k in desired.provenance else observed.annotations.get(k) == v
+        for k, v in desired.annotations.items()
     )
     if up_to_date:
         return Decision(Action.KEEP)

@@ -95,10 +95,16 @@ class EntryReconciler:
     _blocked_by: dict[Key, Key] = field(default_factory=dict)
     # (namespace, name) → (ferry.dev/refresh value, when the watch first saw it)
     _refresh_asked: dict[Key, tuple[str, float]] = field(default_factory=dict)
+    # Vault path → entries whose secretData reads its latest version (as of their last sync),
+    # and the way back: a new version found by any one entry's read re-renders all of them.
+    _path_users: dict[str, set[Key]] = field(default_factory=dict)
+    _paths_of: dict[Key, frozenset[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.report = Reporter(KIND, self.kube, self.store)
         self.placer = Placer(self.kube)
+        if self.vault is not None:
+            self.vault.on_rotation = self._path_rotated
 
     # ----------------------------------------------------------------------------- entry point
     async def reconcile(self, namespace: str, name: str) -> None:
@@ -136,6 +142,8 @@ class EntryReconciler:
             return
         for base in plan.bases:
             self.dependents.setdefault(Dependency(KIND, namespace, base), set()).add(name)
+        latest = {ref.vault.path for ref in plan.secrets if ref.vault.version is None}
+        self._use_paths((namespace, name), latest)
 
         secrets = await self._resolve_secrets(namespace, name, entry, plan)
         if secrets is None:
@@ -242,6 +250,29 @@ class EntryReconciler:
             return None
         seen = self._refresh_asked.get((namespace, name))
         return seen[1] if seen is not None and seen[0] == asked else time.monotonic()
+
+    def _use_paths(self, key: Key, paths: Iterable[str]) -> None:
+        """Remember which Vault paths (latest version) the entry ``key`` reads now."""
+        now = frozenset(paths)
+        before = self._paths_of.pop(key, frozenset())
+        for path in before - now:
+            users = self._path_users.get(path, set())
+            users.discard(key)
+            if not users:
+                self._path_users.pop(path, None)
+        for path in now:
+            self._path_users.setdefault(path, set()).add(key)
+        if now:
+            self._paths_of[key] = now
+
+    def _path_rotated(self, path: str) -> None:
+        """A read found a new version of ``path``: every entry using it re-renders now, from
+        that read (shared for ``min_refresh``), instead of waiting for its own refresh slot.
+        This is what makes a rotation one Vault read and one pass over its users."""
+        if self.schedule is None:
+            return
+        for namespace, name in tuple(self._path_users.get(path, ())):
+            self.schedule(namespace, name, 0.0)
 
     def _schedule_refresh(self, namespace: str, name: str, entry: Snapshot) -> None:
         """Reconcile again at the entry's next refresh slot (spread by uid over its interval)."""
@@ -372,6 +403,8 @@ class EntryReconciler:
             L.REVISION: str(revision),
             L.HASH: digest,
         }
+        # Which revision wrote an object is not a reason to rewrite it (see Desired.provenance).
+        provenance = frozenset({L.REVISION, L.HASH})
         wanted = [
             P.Desired(
                 "ConfigMap",
@@ -380,6 +413,7 @@ class EntryReconciler:
                 plan.rendered,
                 labels,
                 {**annotations, L.RENDERED_HASH: plan.rendered_hash},
+                provenance,
             )
         ]
         if plan.secrets and self.vault is not None:
@@ -393,6 +427,7 @@ class EntryReconciler:
                     secrets.data,
                     labels,
                     {**annotations, L.RENDERED_HASH: rendered_hash},
+                    provenance,
                 )
             )
         for desired in wanted:
@@ -434,6 +469,7 @@ class EntryReconciler:
                 await self.placer.remove(kind, namespace_, name_, labels={L.ENTRY_UID: entry.uid})
         with contextlib.suppress(CacheUnavailable):  # a stale key is harmless; Redis is a cache
             await self.cache.delete(namespace, name)
+        self._use_paths((namespace, name), ())
         await self.report.let_go(namespace, name, entry)
 
     def forget(self, kind: str, namespace: str, name: str) -> None:
@@ -451,6 +487,7 @@ class EntryReconciler:
     async def _remove_leftovers(self, namespace: str, name: str) -> None:
         """An entry gone without our finalizer (deleted before its first sync finished, or the
         finalizer removed by hand): remove what it materialised, found by its annotations."""
+        self._use_paths((namespace, name), ())
         for obj in list(self.world.materialised_by_name(namespace, name)):
             await self._delete(obj)
 

@@ -12,7 +12,7 @@ What is kept where (docs/secrets.md, docs/decisions/0015-secrets-from-vault.md):
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,9 @@ class VaultSecrets:
     operator_prefixes: tuple[str, ...] = ()
     min_refresh: float = 60.0
     default_refresh: float = 3600.0
+    on_rotation: Callable[[str], None] | None = None
+    """Told each path whose latest version changed, when any entry's read finds it (the
+    entry reconciler then re-renders every entry using that path, from that same read)."""
     reads: PathReads = field(init=False)
 
     def __post_init__(self) -> None:
@@ -63,8 +66,15 @@ class VaultSecrets:
         # Entries refreshing within ``min_refresh`` of each other share one read per path, and
         # a path read by a thousand entries costs one request per refresh.
         self.reads = PathReads(
-            self.client, max_age=self.min_refresh, on_read=metrics.VAULT_READS.inc
+            self.client,
+            max_age=self.min_refresh,
+            on_read=metrics.VAULT_READS.inc,
+            on_new_version=self._new_version,
         )
+
+    def _new_version(self, path: str) -> None:
+        if self.on_rotation is not None:
+            self.on_rotation(path)
 
     @classmethod
     def from_settings(cls, settings: VaultSettings) -> VaultSecrets | None:
