@@ -1,7 +1,7 @@
 """Reconciliation benchmarks (issue: reconciliation). Prints figures next to their floors.
 
     .venv/bin/python bench/reconcile_bench.py [--applies 200] [--pause 0.1] [--fanout 100]
-        [--scale 5000]
+        [--scale 5000] [--no-restart]
 
 Starts its own control plane, PostgreSQL, Redis and operator (webhooks on), like `ferry dev up`.
 - latency: server-side apply of a new ConfigEntry → its ConfigMap seen by a watch, p50/p99, next
@@ -16,26 +16,36 @@ Starts its own control plane, PostgreSQL, Redis and operator (webhooks on), like
 - fan-out: one entry into N accepting namespaces → status Ready with N targets synced.
 - scale: N entries created while the operator is stopped → operator started → all Ready; the
   operator's peak RSS (VmHWM).
+- restart: the operator stopped and started again over those N unchanged entries → ready, and
+  every entry reconciled (its ``ferry_reconcile_duration_seconds_count``); the writes it made,
+  counted by the API server itself (``apiserver_request_total`` by verb and resource, before and
+  after; Leases excluded, they are how a replica holds its shards), and the new revisions in
+  PostgreSQL. Goal: zero of both.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
+import psycopg
 from floors import register, saved_configurations, start_noop_controller, start_noop_webhook
 from lightkube import Client, KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ConfigMap, Namespace
+from prometheus_client.parser import text_string_to_metric_families
 
 from ferry.devenv.process import Process, log_tail
 from ferry.devenv.stack import Stack, start_operator, start_stack
@@ -244,8 +254,12 @@ def bench_fanout(client: Client, count: int) -> None:
     )
 
 
-def bench_scale(client: Client, count: int, stack: Any, operator: Process) -> None:
+def bench_scale(client: Client, count: int, stack: Any, operator: Process) -> Process:
+    """Returns the operator it started, still running."""
     operator.stop()
+    # Ferry's webhook configurations stay registered while it is stopped (they fail closed), so
+    # the entries are created with them taken out; the operator registers them again at start.
+    register(stack, [])
     ns = namespace(client, "bench-scale")
     start = time.perf_counter()
     for i in range(count):
@@ -257,6 +271,7 @@ def bench_scale(client: Client, count: int, stack: Any, operator: Process) -> No
     )
     started = time.perf_counter()
     operator = start_operator(stack, timeout=1200)
+    stack.processes.append(operator)  # stopped with the stack, also after a failure
     ready_after = time.perf_counter() - started
     print(f"scale: operator process started → ready (indexes filled) in {ready_after:.1f} s")
     peak = {"kb": 0}
@@ -280,7 +295,97 @@ def bench_scale(client: Client, count: int, stack: Any, operator: Process) -> No
         f"{time.perf_counter() - started:.1f} s; "
         f"operator peak RSS {peak['kb'] / 1024:.0f} MiB"
     )
+    return operator
+
+
+WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION")
+
+
+def api_writes(stack: Stack) -> Counter[tuple[str, str]]:
+    """Write requests the API server has answered, by (verb, resource), from its own metrics."""
+    text = subprocess.run(
+        [str(stack.kubectl), "--kubeconfig", str(stack.kubeconfig), "get", "--raw", "/metrics"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    found: Counter[tuple[str, str]] = Counter()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name == "apiserver_request_total" and labels["verb"] in WRITE_VERBS:
+                # A dry run (the webhook registration's probe) writes nothing: named apart.
+                verb = f"{labels['verb']} (dry run)" if labels.get("dry_run") else labels["verb"]
+                found[(verb, labels.get("resource", ""))] += int(sample.value)
+    return found
+
+
+def revision_count(stack: Stack) -> int:
+    with psycopg.connect(stack.database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM revisions").fetchone()
+    return int(row[0]) if row else 0
+
+
+def reconciled(api_url: str) -> float:
+    with urllib.request.urlopen(f"{api_url}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if (
+                sample.name == "ferry_reconcile_duration_seconds_count"
+                and sample.labels.get("kind") == "ConfigEntry"
+            ):
+                return sample.value
+    return 0.0
+
+
+def bench_restart(count: int, stack: Stack, operator: Process) -> None:
+    """Restart over ``count`` unchanged entries: time to ready and to every entry reconciled,
+    and the writes and revisions that took (goal: none)."""
     operator.stop()
+    time.sleep(1)
+    writes, revisions = api_writes(stack), revision_count(stack)
+    started = time.perf_counter()
+    operator = start_operator(stack, timeout=1200)
+    stack.processes.append(operator)
+    ready_after = time.perf_counter() - started
+    api_url = stack.extra["FERRY_API_URL"]
+    deadline = time.monotonic() + 1800
+    while reconciled(api_url) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"fewer than {count} entries reconciled after the restart")
+        time.sleep(0.1)
+    all_done = time.perf_counter() - started
+    time.sleep(2)  # anything the last reconciles sent (Events, status) reaches the counters
+    made = api_writes(stack) - writes
+    new_revisions = revision_count(stack) - revisions
+    operator.stop()
+    # Floor: what the cluster writes by itself (the API server's own endpoint and lease
+    # upkeep) over as long, with no operator running.
+    idle = api_writes(stack)
+    time.sleep(all_done + 2)
+    floor = api_writes(stack) - idle
+
+    def listed(writes: Counter[tuple[str, str]]) -> str:
+        return ", ".join(f"{v} {verb} {res}" for (verb, res), v in sorted(writes.items())) or "none"
+
+    # Leases are how a replica holds its shards; dry runs write nothing.
+    counted = Counter({k: v for k, v in made.items() if k[1] != "leases" and "dry run" not in k[0]})
+    beyond = counted - floor
+    print(
+        f"restart: operator started over {count} unchanged entries → ready in {ready_after:.1f} s,"
+        f" all {count} reconciled in {all_done:.1f} s (goal ≤ 10 s)"
+    )
+    print(
+        f"restart: writes to the API server {sum(counted.values())} ({listed(counted)}); "
+        f"not counted: {listed(made - counted)}"
+    )
+    print(
+        f"restart: floor, the same time with no operator running: {listed(floor)}; writes "
+        f"beyond it: {sum(beyond.values())} ({listed(beyond)}); new revisions {new_revisions} "
+        "(goal: 0 and 0)"
+    )
 
 
 def main() -> int:
@@ -289,6 +394,9 @@ def main() -> int:
     parser.add_argument("--pause", type=float, default=0.1, help="seconds between isolated applies")
     parser.add_argument("--fanout", type=int, default=100)
     parser.add_argument("--scale", type=int, default=5000)
+    parser.add_argument(
+        "--no-restart", action="store_true", help="skip the restart over the --scale entries"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ferry-bench-") as tmp:
         stack = start_stack(Path(tmp))
@@ -301,7 +409,11 @@ def main() -> int:
             if args.fanout:
                 bench_fanout(client, args.fanout)
             if args.scale:
-                bench_scale(client, args.scale, stack, stack.processes[-1])
+                operator = bench_scale(client, args.scale, stack, stack.processes[-1])
+                if args.no_restart:
+                    operator.stop()
+                else:
+                    bench_restart(args.scale, stack, operator)
         finally:
             stack.stop()
     return 0

@@ -13,10 +13,12 @@
 #        -> prints the path of each binary asked for, one per line, in that order
 # Env:   FERRY_CACHE_DIR (default ~/.cache/ferry), HELM_VERSION, KUSTOMIZE_VERSION
 set -euo pipefail
+# shellcheck source=../operator/ferry/devenv/build-cache.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../operator/ferry/devenv/build-cache.sh"
 
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 KUSTOMIZE_VERSION="${KUSTOMIZE_VERSION:-v5.8.2}"   # v5.8.3 needs a newer Go than 1.26
-CACHE="${FERRY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ferry}"
+CACHE="$FERRY_CACHE"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 KSTATUS_SRC="$REPO/tests/tools/kstatus"
 
@@ -87,13 +89,11 @@ ensure() {  # $1: tool; prints its path, building it once
   local bin dir start
   bin=$(target "$1")
   if [[ -x "$bin" ]]; then echo "$bin"; return; fi
-  command -v go >/dev/null 2>&1 || fail "no Go toolchain on PATH: install Go >= 1.26 (https://go.dev/dl) and run again"
+  require_go 1.26
   dir=$(dirname "$bin")
   mkdir -p "$dir"
   (
-    # One builder at a time: a second caller waits (bounded) for the first instead of racing it.
-    exec 9>"$dir/.lock"
-    flock -w 3600 9 || fail "timed out after 3600s waiting for another build holding $dir/.lock"
+    build_lock "$dir"
     [[ -x "$bin" ]] && exit 0
     start=$(date +%s)
     export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=

@@ -8,11 +8,12 @@
 # Usage: scripts/control-plane-binaries.sh        -> prints the bin directory on stdout
 # Env:   FERRY_CACHE_DIR (default ~/.cache/ferry), K8S_VERSION, ETCD_VERSION
 set -euo pipefail
+# shellcheck source=build-cache.sh
+source "$(dirname "${BASH_SOURCE[0]}")/build-cache.sh"
 
 K8S_VERSION="${K8S_VERSION:-v1.36.3}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
-CACHE="${FERRY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ferry}"
-OUT="$CACHE/k8s-$K8S_VERSION-etcd-$ETCD_VERSION"
+OUT="$FERRY_CACHE/k8s-$K8S_VERSION-etcd-$ETCD_VERSION"
 BIN="$OUT/bin"
 
 fail() { echo "control-plane-binaries: $*" >&2; exit 1; }
@@ -22,12 +23,10 @@ if [[ -x "$BIN/kube-apiserver" && -x "$BIN/kubectl" && -x "$BIN/etcd" ]]; then
   exit 0
 fi
 
-command -v go >/dev/null 2>&1 || fail "no Go toolchain on PATH: install Go >= 1.24 (https://go.dev/dl) and run again"
+require_go 1.24
 
 mkdir -p "$BIN" "$OUT/src"
-# One builder at a time: a second caller waits (bounded) for the first instead of racing it.
-exec 9>"$OUT/.lock"
-flock -w 3600 9 || fail "timed out after 3600s waiting for another build holding $OUT/.lock"
+build_lock "$OUT"
 if [[ -x "$BIN/kube-apiserver" && -x "$BIN/kubectl" && -x "$BIN/etcd" ]]; then
   echo "$BIN"
   exit 0

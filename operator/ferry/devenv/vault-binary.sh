@@ -19,6 +19,8 @@
 # Usage: operator/ferry/devenv/vault-binary.sh      -> prints the path of the vault binary on stdout
 # Env:   FERRY_CACHE_DIR (default ~/.cache/ferry), FERRY_VAULT_BIN (use this binary instead)
 set -euo pipefail
+# shellcheck source=build-cache.sh
+source "$(dirname "${BASH_SOURCE[0]}")/build-cache.sh"
 
 VAULT_VERSION="v1.14.2"
 API_VERSION="v1.9.2"
@@ -29,8 +31,7 @@ AUTH_USERPASS_VERSION="v0.1.0"
 # Versions that `go mod tidy` must not drift away from (later ones do not compile with v1.14.2).
 PINS=("go.opentelemetry.io/otel/exporters/otlp/otlptrace@v1.22.0" "dario.cat/mergo@v1.0.0")
 
-CACHE="${FERRY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ferry}"
-OUT="$CACHE/vault-$VAULT_VERSION"
+OUT="$FERRY_CACHE/vault-$VAULT_VERSION"
 BIN="$OUT/bin/vault"
 
 fail() { echo "vault-binary: $*" >&2; exit 1; }
@@ -45,12 +46,10 @@ if [[ -x "$BIN" ]]; then
   exit 0
 fi
 
-command -v go >/dev/null 2>&1 || fail "no Go toolchain on PATH: install Go >= 1.23 (https://go.dev/dl) and run again"
+require_go 1.23
 
 mkdir -p "$OUT/bin" "$OUT/src"
-# One builder at a time: a second caller waits (bounded) for the first instead of racing it.
-exec 9>"$OUT/.lock"
-flock -w 3600 9 || fail "timed out after 3600s waiting for another build holding $OUT/.lock"
+build_lock "$OUT"
 if [[ -x "$BIN" ]]; then
   echo "$BIN"
   exit 0

@@ -11,12 +11,13 @@
 # Usage: tests/tools/flagd-eval/build.sh   -> prints the binary's path on stdout
 # Env:   FERRY_CACHE_DIR (default ~/.cache/ferry)
 set -euo pipefail
+# shellcheck source=../../../operator/ferry/devenv/build-cache.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../../../operator/ferry/devenv/build-cache.sh"
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-CACHE="${FERRY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ferry}"
 CORE_VERSION="$(awk '{for (i = 1; i < NF; i++) if ($i == "github.com/open-feature/flagd/core") {print $(i + 1); exit}}' "$HERE/go.mod")"
 KEY="$(for f in main.go go.mod go.sum; do if [[ -f "$HERE/$f" ]]; then cat "$HERE/$f"; fi; done | sha256sum | cut -c1-12)"
-OUT="$CACHE/flagd-eval-core-$CORE_VERSION-$KEY"
+OUT="$FERRY_CACHE/flagd-eval-core-$CORE_VERSION-$KEY"
 BIN="$OUT/bin/flagd-eval"
 
 fail() { echo "flagd-eval build: $*" >&2; exit 1; }
@@ -27,12 +28,10 @@ if [[ -x "$BIN" ]]; then
   exit 0
 fi
 
-command -v go >/dev/null 2>&1 || fail "no Go toolchain on PATH: install Go >= 1.25 and run again"
+require_go 1.25
 
 mkdir -p "$OUT/bin" "$OUT/src"
-# One builder at a time: a second caller waits (bounded) for the first instead of racing it.
-exec 9>"$OUT/.lock"
-flock -w 1800 9 || fail "timed out after 1800s waiting for another build holding $OUT/.lock"
+build_lock "$OUT" 1800
 if [[ -x "$BIN" ]]; then
   echo "$BIN"
   exit 0
