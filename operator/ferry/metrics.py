@@ -11,6 +11,14 @@ DRIFT = Counter("ferry_drift_corrected_total", "Materialised objects restored af
 STORE_UP = Gauge("ferry_store_up", "1 when the last PostgreSQL write succeeded")
 CACHE_UP = Gauge("ferry_cache_up", "1 when the last Redis write succeeded")
 CACHE_ERRORS = Counter("ferry_cache_errors_total", "Failed writes to Redis")
+STORE_ERRORS = Counter(
+    "ferry_store_errors_total", "Revisions that could not be recorded: PostgreSQL unavailable"
+)
+CACHE_SECONDS = Histogram(
+    "ferry_cache_write_duration_seconds",
+    "Time of one write to Redis (configuration, flags, change feed), failed ones included",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 QUEUE_DEPTH = Gauge("ferry_queue_depth", "Keys waiting to be reconciled")
 VAULT_READS = Counter("ferry_vault_reads_total", "Secret reads sent to Vault (shared per path)")
 VAULT_FAILURES = Counter(
@@ -38,3 +46,14 @@ FLAG_EVALUATIONS = Counter(
     "Flag evaluations answered, by reason (flag names stay out: they are unbounded)",
     ["reason"],
 )
+WEBHOOK_CERT_EXPIRY = Gauge(
+    "ferry_webhook_certificate_expiry_timestamp_seconds",
+    "When the serving certificate this replica's admission webhook presents expires",
+)
+CA_BUNDLE_INJECTIONS = Counter(
+    "ferry_ca_bundle_injections_total",
+    "CA bundles written into webhook configurations and APIServices (a rotation, or a repair)",
+    ["kind"],
+)
+for _kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration", "APIService"):
+    CA_BUNDLE_INJECTIONS.labels(_kind)  # exported at 0 from the start: rate() and alerts see it

@@ -3,8 +3,10 @@
 Kopf's built-in self-signed certificates (certbuilder + oscrypto) cannot read OpenSSL 3's version
 on these machines, so Ferry makes its own CA and leaf certificates with `cryptography`. Used by the
 dev/test control plane (its CA, the API server's serving certificate, the admin and webhook-client
-identities) and by the admission webhook server (its serving certificate and the TLS context that
-requires the API server's client certificate).
+identities), by the admission webhook server (its serving certificate and the TLS context that
+requires the API server's client certificate), and by the operator's certificate keeper
+(``ferry.reconcile.certificates``, decision 0022: CAs and serving certificates of set validity,
+and the facts its renewal decisions are made on).
 """
 
 from __future__ import annotations
@@ -17,11 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ferry.domain.certificates import Facts
+
 _VALIDITY = dt.timedelta(days=365)
+#: Certificates start this long before they are made: a verifier whose clock is a little behind
+#: still accepts them. Their ``issued_at`` (:func:`facts`) is ``not_valid_before`` plus this.
+BACKDATE = dt.timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -41,7 +49,9 @@ class CertificateAuthority:
     key: ec.EllipticCurvePrivateKey
 
     @classmethod
-    def create(cls, common_name: str = "ferry-local-ca") -> CertificateAuthority:
+    def create(
+        cls, common_name: str = "ferry-local-ca", validity: dt.timedelta = _VALIDITY
+    ) -> CertificateAuthority:
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
         now = dt.datetime.now(dt.UTC)
@@ -51,8 +61,8 @@ class CertificateAuthority:
             .issuer_name(name)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + _VALIDITY)
+            .not_valid_before(now - BACKDATE)
+            .not_valid_after(now + validity)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
@@ -72,6 +82,17 @@ class CertificateAuthority:
         )
         return cls(cert, key)
 
+    @classmethod
+    def load(cls, cert: x509.Certificate, key_pem: bytes) -> CertificateAuthority | None:
+        """The CA of ``cert`` with the private key in ``key_pem``; None when they do not match."""
+        try:
+            key = serialization.load_pem_private_key(key_pem, password=None)
+        except (ValueError, TypeError):
+            return None
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or not _same_key(cert, key):
+            return None
+        return cls(cert, key)
+
     @property
     def cert_pem(self) -> bytes:
         return self.cert.public_bytes(serialization.Encoding.PEM)
@@ -86,11 +107,13 @@ class CertificateAuthority:
         hosts: tuple[str, ...] = (),
         organizations: tuple[str, ...] = (),
         client: bool = False,
+        not_after: dt.datetime | None = None,
     ) -> KeyPair:
         """Issue a serving certificate (``hosts`` as SANs) or a client identity (``client=True``).
 
         For a Kubernetes client certificate the CN is the user name and O the groups, which is how
-        the dev kubeconfig gets ``system:masters``.
+        the dev kubeconfig gets ``system:masters``. ``not_after``: the end of its validity
+        (default: a year).
         """
         key = ec.generate_private_key(ec.SECP256R1())
         attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
@@ -102,8 +125,8 @@ class CertificateAuthority:
             .issuer_name(self.cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + _VALIDITY)
+            .not_valid_before(now - BACKDATE)
+            .not_valid_after(not_after or now + _VALIDITY)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.ExtendedKeyUsage(
@@ -118,6 +141,50 @@ class CertificateAuthority:
             )
         cert = builder.sign(self.key, hashes.SHA256())
         return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _private_pem(key))
+
+
+def facts(cert: x509.Certificate) -> Facts:
+    """What :mod:`ferry.domain.certificates` decides renewals on."""
+    return Facts(
+        fingerprint=cert.fingerprint(hashes.SHA256()).hex(),
+        issued_at=cert.not_valid_before_utc + BACKDATE,
+        not_after=cert.not_valid_after_utc,
+    )
+
+
+def load_certificates(pem: bytes) -> list[x509.Certificate]:
+    """Every certificate of a PEM bundle; none when it is not one."""
+    try:
+        return x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        return []
+
+
+def issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    """Whether ``ca`` signed ``cert``."""
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def serves(cert: x509.Certificate, key_pem: bytes, hosts: tuple[str, ...]) -> bool:
+    """Whether ``cert`` goes with the private key ``key_pem`` and names every one of ``hosts``."""
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, TypeError, x509.ExtensionNotFound):
+        return False
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not _same_key(cert, key):
+        return False
+    return all(_general_name(host) in names for host in hosts)
+
+
+def _same_key(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> bool:
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    mine = key.public_key().public_bytes(serialization.Encoding.DER, spki)
+    return bool(cert.public_key().public_bytes(serialization.Encoding.DER, spki) == mine)
 
 
 def rsa_private_key_pem() -> tuple[bytes, bytes]:

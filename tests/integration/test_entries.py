@@ -15,6 +15,7 @@ import redis
 import yaml
 
 from tests.integration.conftest import Operator
+from tests.integration.test_serve import Serve, serve  # noqa: F401 (a fixture)
 from tests.support import PAYMENTS, Kube, condition, entry, eventually, get_or_none, schema
 
 pytestmark = pytest.mark.integration
@@ -232,17 +233,18 @@ def test_rendered_object_over_one_mebibyte_is_invalid_with_its_size(
 
 
 def test_rendered_config_is_cached_in_redis_and_served_by_the_read_api(
-    kube: Kube, operator: Operator, redis_url: str
+    kube: Kube, operator: Operator, redis_url: str, request: pytest.FixtureRequest
 ) -> None:
-    import urllib.request
-
+    read_api: Serve = request.getfixturevalue("serve")  # test_serve's `ferry serve`
     ns = kube.namespace("cache")
     kube.apply(entry("e", ns, {"data": {"a": {"b": 1}}, "target": {"format": "env"}}))
     obj = wait_ready(kube, ns, "e")
 
     cached = json.loads(redis.Redis.from_url(redis_url).get(f"ferry:config:{ns}:e"))
-    with urllib.request.urlopen(f"{operator.api_url}/v1/configs/{ns}/e", timeout=5) as r:
-        served = json.loads(r.read())
+    # The read API is `ferry serve` (authenticated); the operator's own port serves no tenant data.
+    token = read_api.account(ns, "reader", ["configentries"])
+    status, _, served = read_api.request("GET", f"/v1/configs/{ns}/e", token=token)
+    assert status == 200, served
 
     assert cached["revision"] == obj["status"]["revision"] == served["revision"]
     assert cached["hash"] == obj["status"]["hash"] == served["hash"]

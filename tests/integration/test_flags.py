@@ -11,8 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from referencing.jsonschema import DRAFT7
 
 from ferry.domain.flags import evaluate, parse_flag, to_flagd
 from tests.integration.conftest import Operator
+from tests.integration.test_serve import Serve, serve  # noqa: F401 (a fixture)
 from tests.integration.webhook_client import validating_webhook_off
 from tests.support import Kube, condition, eventually, get_or_none, manifest
 
@@ -358,12 +357,25 @@ def test_invalid_flag_is_refused_and_if_stored_anyway_reported_with_served_flags
 
 
 # ------------------------------------------------------------------------------ evaluation
-def test_cli_and_http_evaluation_equal_the_library(kube: Kube, operator: Operator) -> None:
+def test_cli_and_http_evaluation_equal_the_library(
+    kube: Kube, operator: Operator, request: pytest.FixtureRequest
+) -> None:
+    read_api: Serve = request.getfixturevalue("serve")  # test_serve's `ferry serve`
     ns = kube.namespace("ff-eval")
     kube.apply(flag("new-checkout", ns, CHECKOUT))
     wait_ready(kube, ns, "new-checkout")
     library = parse_flag("new-checkout", CHECKOUT)
     env = {**os.environ, "KUBECONFIG": str(kube.kubeconfig)}
+    # Over HTTP: OFREP on `ferry serve`, as an app's OpenFeature provider asks (authenticated).
+    token = read_api.account(ns, "app", ["featureflags"])
+
+    def ofrep(name: str, context: dict[str, Any]) -> tuple[int, Any]:
+        status, _, body = read_api.request(
+            "POST", f"/ofrep/v1/evaluate/flags/{name}", token=token, body={"context": context}
+        )
+        return status, body
+
+    eventually(lambda: ofrep("new-checkout", {})[0] == 200, timeout=30, what="flags served")
 
     cases: list[tuple[str | None, list[str], dict[str, Any]]] = [
         ("user-1", ["email=ann@example.com"], {"email": "ann@example.com"}),
@@ -384,10 +396,9 @@ def test_cli_and_http_evaluation_equal_the_library(kube: Kube, operator: Operato
         assert {k: printed[k] for k in expected} == expected, (key, attrs)
         assert printed["revision"] == 1
 
-        query = [("attr", a) for a in attrs] + ([("targetingKey", key)] if key else [])
-        url = f"{operator.api_url}/v1/flags/{ns}/new-checkout/evaluate?"
-        with urllib.request.urlopen(url + urllib.parse.urlencode(query), timeout=5) as response:
-            answered = json.loads(response.read())
+        asked = {**context, **({"targetingKey": key} if key else {})}
+        status, answered = ofrep("new-checkout", asked)
+        assert status == 200, answered
         assert {k: answered[k] for k in expected} == expected, (key, attrs)
 
     human = subprocess.run(
@@ -408,11 +419,8 @@ def test_cli_and_http_evaluation_equal_the_library(kube: Kube, operator: Operato
         check=False,
     )
     assert missing.returncode != 0 and "not found" in missing.stderr
-    try:
-        urllib.request.urlopen(f"{operator.api_url}/v1/flags/{ns}/nope/evaluate", timeout=5)
-        raise AssertionError("expected 404")
-    except urllib.error.HTTPError as exc:
-        assert exc.code == 404
+    status, answered = ofrep("nope", {})
+    assert status == 404 and answered["errorCode"] == "FLAG_NOT_FOUND", answered
 
 
 # ------------------------------------------------------------------------------ drift, delete

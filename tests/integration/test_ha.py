@@ -219,9 +219,10 @@ def test_one_replica_reconciles_the_other_stands_by_and_takes_over_after_kill_9(
     assert value(active, "ferry_shards_held") == 1 and reconciles(active) >= len(names)
     assert value(standby, "ferry_shards_held") == 0 and reconciles(standby) == 0
     assert "is held by 'replica-a'; this replica stands by" in b.log.read_text()
-    # ...while serving the read API (and its webhooks, through the balancer) all the same.
-    with urllib.request.urlopen(f"{b.api_url}/v1/configs/{src}/e0", timeout=5) as response:
-        assert json.loads(response.read())["data"]["version"] == 1
+    # ...while ready all the same, so the balancer sends it webhook calls (the read API is
+    # `ferry serve`, not the operator).
+    with urllib.request.urlopen(f"{b.api_url}/readyz", timeout=5) as response:
+        assert response.status == 200 and response.read() == b"ok"
 
     a.kill()  # SIGKILL: no clean-up, no release; the Lease expires
     killed = time.monotonic()

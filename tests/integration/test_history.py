@@ -1,6 +1,9 @@
 """History, diff, rollback, export/restore, audit and validate through the `ferry` CLI, on the real
 API server, PostgreSQL and operator (issue: history, rollback, audit and point-in-time recovery).
 
+The CLI runs with a kubeconfig only (no FERRY_DATABASE_URL in its environment): it reads history
+through Ferry's aggregated API (`ferry history-api`, registered as an APIService), issue 12.
+
 Changes are made the way people make them: `kubectl apply --server-side --as=USER`, so the
 mutating webhook stamps who changed what. Every assertion is on what the CLI prints and its exit
 status, or on the ConfigMap a workload would read.
@@ -23,8 +26,10 @@ import pytest
 import yaml
 
 from ferry.adapters.postgres import Store, migrate
+from ferry.devenv.historyapi import HistoryApi
 from ferry.domain.retention import Retention
 from tests.integration.conftest import Operator
+from tests.integration.history_api_support import history_api_fixture  # noqa: F401
 from tests.support import PAYMENTS, Kube, eventually, get_or_none, manifest
 
 pytestmark = pytest.mark.integration
@@ -39,15 +44,13 @@ CHANGES = (
 
 @dataclass(frozen=True)
 class Cli:
+    """`python -m ferry` with the caller's kubeconfig and nothing else: no database URL."""
+
     kube: Kube
-    database_url: str
 
     def __call__(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        env = {
-            **os.environ,
-            "KUBECONFIG": str(self.kube.kubeconfig),
-            "FERRY_DATABASE_URL": self.database_url,
-        }
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FERRY_DATABASE")}
+        env["KUBECONFIG"] = str(self.kube.kubeconfig)
         return subprocess.run(
             [sys.executable, "-m", "ferry", *args],
             input=input,
@@ -65,8 +68,8 @@ class Cli:
 
 
 @pytest.fixture
-def ferry(kube: Kube, database_url: str) -> Cli:
-    return Cli(kube, database_url)
+def ferry(kube: Kube, history_api: HistoryApi) -> Cli:
+    return Cli(kube)
 
 
 def spec(data: dict[str, Any]) -> dict[str, Any]:
@@ -109,7 +112,8 @@ def configmap_json(kube: Kube, ns: str, name: str) -> Any:
 
 
 def namespace_for_people(kube: Kube) -> str:
-    """A namespace where alice and bob may edit Ferry objects (mallory has no access)."""
+    """A namespace where alice and bob may edit Ferry objects and read their history (mallory
+    has no access)."""
     ns = kube.namespace("hist")
     verbs = ["get", "list", "watch", "create", "update", "patch", "delete"]
     kube.apply(
@@ -122,7 +126,12 @@ def namespace_for_people(kube: Kube) -> str:
                     "apiGroups": ["ferry.dev"],
                     "resources": ["configentries", "configschemas", "featureflags"],
                     "verbs": verbs,
-                }
+                },
+                {
+                    "apiGroups": ["history.ferry.dev"],
+                    "resources": ["configrevisions", "auditevents"],
+                    "verbs": ["get", "list"],
+                },
             ],
         },
         {
@@ -298,11 +307,18 @@ def test_rollback_restores_the_configmap_and_records_a_new_revision(
     )
     assert [r["revision"] for r in history_json(ferry, ref)] == [1, 2, 3, 4]
 
+    # The rollback's audit row is written by the operator, not the CLI (which has no database
+    # credentials): the new revision, with the user the API server vouched for at admission.
     trail = ferry.ok("audit", "-n", ns, "--user", "bob")
-    rolled = [line for line in trail.splitlines() if " rolled back " in line]
+    rolled = [line for line in trail.splitlines() if "reason=rollback to 1" in line]
     assert len(rolled) == 1
     assert f"ConfigEntry {ref}" in rolled[0] and "   bob   " in rolled[0]
-    assert "from=3" in rolled[0] and "reason=rollback to 1: pool exhausted" in rolled[0]
+    assert "   4   " in rolled[0] and "reason=rollback to 1: pool exhausted" in rolled[0]
+    records = json.loads(ferry.ok("audit", "-n", ns, "-o", "json"))
+    assert [(r["user"], r["revision"]) for r in records if r["name"] == "payments"][-1] == (
+        "bob",
+        4,
+    )
 
 
 def test_rollback_of_an_object_argo_cd_manages_warns_and_shows_the_git_fix(

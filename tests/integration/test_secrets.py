@@ -18,8 +18,10 @@ import psycopg
 import pytest
 import redis
 
+from ferry.devenv.historyapi import HistoryApi
 from ferry.devenv.vault import Vault
 from tests.integration.conftest import Operator
+from tests.integration.history_api_support import history_api_fixture  # noqa: F401
 from tests.integration.test_entries import (
     audit_actions,
     configmap_data,
@@ -47,6 +49,12 @@ def secret_data(kube: Kube, ns: str, name: str) -> dict[str, str] | None:
     if found is None:
         return None
     return {k: base64.b64decode(v).decode() for k, v in (found.get("data") or {}).items()}
+
+
+def cli_env(operator: Operator) -> dict[str, str]:
+    """The ``ferry`` CLI's environment: a kubeconfig, and no database credentials (history is
+    read through the history.ferry.dev API)."""
+    return {k: v for k, v in operator.env.items() if k != "FERRY_DATABASE_URL"}
 
 
 def with_secret(ns: str, path: str, **extra: Any) -> dict[str, Any]:
@@ -203,6 +211,7 @@ def test_a_secret_value_appears_nowhere_but_in_the_secret(
     kube: Kube,
     vault: Vault,
     vault_operator: Operator,
+    history_api: HistoryApi,
     database_url: str,
     redis_url: str,
 ) -> None:
@@ -216,7 +225,7 @@ def test_a_secret_value_appears_nowhere_but_in_the_secret(
     put_secret(vault, f"{ns}/db", {"password": values[1]})
     kube.kubectl("annotate", "configentry", "app", "-n", ns, "ferry.dev/refresh=now")
     eventually(lambda: secret_data(kube, ns, "app") == {"DB_PASSWORD": values[1]})
-    env = {**vault_operator.env, "FERRY_DATABASE_URL": database_url}
+    env = cli_env(vault_operator)
 
     def ferry(*args: str) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
@@ -235,6 +244,7 @@ def test_a_secret_value_appears_nowhere_but_in_the_secret(
     places: dict[str, str] = {
         "cli output": diff.stdout + history.stdout + rollback.stdout + rollback.stderr,
         "operator log": vault_operator.log.read_text(errors="replace"),
+        "history-api log": history_api.log.read_text(errors="replace"),
         "events": kube.kubectl("get", "events", "-A", "-o", "json").stdout,
         "ferry objects": kube.kubectl("get", "ferry", "-A", "-o", "json").stdout,
         "configmaps": kube.kubectl("get", "configmaps", "-A", "-o", "json").stdout,
@@ -254,7 +264,7 @@ def test_a_secret_value_appears_nowhere_but_in_the_secret(
 
 
 def test_export_includes_secret_values_only_for_callers_who_may_read_secrets(
-    kube: Kube, vault: Vault, vault_operator: Operator, database_url: str
+    kube: Kube, vault: Vault, vault_operator: Operator, history_api: HistoryApi
 ) -> None:
     ns = kube.namespace("sec-export")
     value = secrets.token_hex(16)
@@ -272,7 +282,12 @@ def test_export_includes_secret_values_only_for_callers_who_may_read_secrets(
                     "apiGroups": ["ferry.dev"],
                     "resources": ["configentries", "configschemas", "featureflags"],
                     "verbs": ["get", "list"],
-                }
+                },
+                {
+                    "apiGroups": ["history.ferry.dev"],
+                    "resources": ["configrevisions", "auditevents"],
+                    "verbs": ["get", "list"],
+                },
             ],
         },
         {
@@ -287,7 +302,7 @@ def test_export_includes_secret_values_only_for_callers_who_may_read_secrets(
             "subjects": [{"kind": "User", "name": reader}],
         },
     )
-    env = {**vault_operator.env, "FERRY_DATABASE_URL": database_url}
+    env = cli_env(vault_operator)
 
     def export(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

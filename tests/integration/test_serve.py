@@ -10,6 +10,7 @@ import http.client
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -135,7 +136,12 @@ def _kubeconfig_for(kube: Kube, token: str, path: Path) -> Path:
 
 
 def start_serve(
-    kube: Kube, database_url: str, redis_url: str, workdir: Path, port: int | None = None
+    kube: Kube,
+    database_url: str,
+    redis_url: str,
+    workdir: Path,
+    port: int | None = None,
+    options: tuple[str, ...] = (),
 ) -> tuple[Process, str]:
     suffix = uuid.uuid4().hex[:6]
     namespace = f"ferry-serve-{suffix}"
@@ -171,7 +177,7 @@ def start_serve(
     }
     argv = [sys.executable, "-m", "ferry", "serve", "--serve-port", str(port)]
     argv += ["--serve-auth-cache-ttl-seconds", "2", "--serve-heartbeat-seconds", "1"]
-    argv += ["--cache-timeout-seconds", "0.5"]
+    argv += ["--cache-timeout-seconds", "0.5", *options]
     process = spawn("ferry-serve", argv, workdir / f"serve-{suffix}.log", env=env)
 
     def healthy() -> bool:
@@ -347,6 +353,77 @@ def test_redis_down_is_served_from_postgresql(
     # operator writes the key again.
     status, _, body = serve.request("GET", path, token=tenant.token)
     assert status == 200 and body == from_redis
+
+
+def test_the_operators_own_port_serves_no_tenant_data(
+    serve: Serve, kube: Kube, tenant: Tenant, operator: Operator
+) -> None:
+    """The operator's port (probes and metrics) used to answer configs and flag evaluations to
+    anyone who reached it; the read path is `ferry serve`, which checks who asks."""
+    ns = tenant.namespace
+    _write_entry(kube, ns, "guarded", 3)
+    _ready_revision(kube, ns, "guarded", 1)
+    kube.apply(flag("checkout", ns, CHECKOUT))
+    _flag_ready(kube, ns, "checkout")
+    status, _, body = serve.request("GET", f"/v1/configs/{ns}/guarded", token=tenant.token)
+    assert status == 200 and body["data"] == {"db": {"poolSize": 3}}
+
+    for method, path in [
+        ("GET", f"/v1/configs/{ns}/guarded"),
+        ("GET", f"/v1/flags/{ns}/checkout/evaluate?targetingKey=user-1"),
+        ("POST", "/ofrep/v1/evaluate/flags/checkout"),
+        ("GET", f"/v1/watch?namespace={ns}"),
+    ]:
+        request = urllib.request.Request(operator.api_url + path, method=method)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)
+        assert refused.value.code == 404, (path, refused.value.code)
+        assert b"poolSize" not in refused.value.read()
+    for path in ("/healthz", "/readyz", "/metrics"):
+        with urllib.request.urlopen(operator.api_url + path, timeout=5) as response:
+            assert response.status == 200, path
+
+
+def _children(pid: int) -> set[int]:
+    return {int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+def test_workers_share_the_port_and_stop_together(
+    serve: Serve, kube: Kube, tenant: Tenant, database_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    _write_entry(kube, tenant.namespace, "shared", 8)
+    _ready_revision(kube, tenant.namespace, "shared", 1)
+    options = ("--serve-workers", "2")
+    process, url = start_serve(kube, database_url, redis_url, tmp_path, options=options)
+    try:
+        workers = _children(process.pid)
+        assert len(workers) == 2
+        # Both listen on the one port (each logs its pid once serving).
+        eventually(
+            lambda: all(f"(pid {pid})" in process.log.read_text() for pid in workers),
+            timeout=30,
+            what="both workers serving",
+        )
+        several = Serve(url, process, kube)
+        for _ in range(20):  # a new connection each: the kernel spreads them
+            status, _, body = several.request(
+                "GET", f"/v1/configs/{tenant.namespace}/shared", token=tenant.token
+            )
+            assert status == 200 and body["data"] == {"db": {"poolSize": 8}}
+
+        # A worker that dies takes the command down (the pod restarts), not a silent half.
+        victim = sorted(workers)[0]
+        os.kill(victim, signal.SIGKILL)
+        assert process.popen is not None
+        assert process.popen.wait(timeout=30) == 1
+        eventually(
+            lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers),
+            timeout=30,
+            what="the other worker to stop",
+        )
+        assert "exited" in process.log.read_text()
+    finally:
+        process.stop()
 
 
 # ----------------------------------------------------------------------------- watch

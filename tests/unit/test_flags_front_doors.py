@@ -1,29 +1,24 @@
-"""The HTTP evaluation endpoint and `ferry flags check-compat`: which bucketing generation they
-answer with, and what they report.
+"""`ferry flags eval` and `ferry flags check-compat`: which bucketing generation they answer
+with, and what they report.
 
-The endpoint is exercised over real HTTP (aiohttp's test server) on a stand-in for the operator's
-index that holds FeatureFlag snapshots; the end-to-end run against a live operator is in
-tests/integration/test_flags.py.
+Over HTTP, flags are evaluated by `ferry serve`'s OFREP endpoints (the operator serves none):
+end to end, with each flag's generation, in tests/integration/test_serve.py; the generation rule
+itself (`bucketing_for`) in tests/unit/test_flags_bucketing.py.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner
 
-from ferry.api import flags as flags_api
 from ferry.cli.flags import flags as flags_cli
 from ferry.cli.flags import sample_values
 from ferry.domain.flags import Bucketing, compare_generations, evaluate, parse_flag
-from ferry.reconcile.world import Snapshot
 
 SPEC: dict[str, Any] = {
     "variants": {"control": "control", "a": "a", "b": "b"},
@@ -46,90 +41,6 @@ MOVED = [
     if evaluate(FLAG, k, {}, Bucketing.FLAGD_V2).variant
     != evaluate(FLAG, k, {}, Bucketing.FLAGD_V3).variant
 ]
-
-
-def snapshot(spec: dict[str, Any], status: dict[str, Any]) -> Snapshot:
-    return Snapshot(
-        uid=f"uid-{json.dumps(status, sort_keys=True)}",
-        generation=1,
-        resource_version="1",
-        annotations={},
-        finalizers=(),
-        deleting=False,
-        spec=spec,
-        status=status,
-    )
-
-
-class Index:
-    """The part of the operator's World the endpoint reads."""
-
-    def __init__(self, flags: dict[tuple[str, str], Snapshot]) -> None:
-        self.flags = flags
-
-    def flag(self, namespace: str, name: str) -> Snapshot | None:
-        return self.flags.get((namespace, name))
-
-
-INDEX = Index(
-    {
-        ("apps", "checkout"): snapshot(SPEC, {"revision": 2, "bucketing": "flagd-v3"}),
-        ("legacy", "checkout"): snapshot(SPEC, {"revision": 7}),
-        ("pinned", "checkout"): snapshot({**SPEC, "bucketing": "flagd-v2"}, {"revision": 1}),
-        ("fresh", "checkout"): snapshot(SPEC, {}),
-    }
-)
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[TestClient[web.Request, web.Application]]:
-    app = web.Application()
-    flags_api.add_routes(app, INDEX, default_bucketing="flagd-v2")  # type: ignore[arg-type]
-    async with TestClient(TestServer(app)) as test_client:
-        yield test_client
-
-
-async def answer(client: TestClient[web.Request, web.Application], path: str) -> Any:
-    response = await client.get(path)
-    return response.status, await response.json()
-
-
-@pytest.mark.parametrize(
-    ("namespace", "query", "generation"),
-    [
-        ("apps", "", "flagd-v3"),  # recorded in status
-        ("legacy", "", "flagd-v2"),  # served before generations were recorded
-        ("pinned", "", "flagd-v2"),  # spec.bucketing
-        ("fresh", "", "flagd-v2"),  # not reconciled yet: the operator-wide default
-        ("apps", "&bucketing=flagd-v2", "flagd-v2"),  # the caller asks as a v2 provider would
-        ("legacy", "&bucketing=flagd-v3", "flagd-v3"),
-    ],
-)
-async def test_endpoint_answers_in_the_flags_generation(
-    client: TestClient[web.Request, web.Application], namespace: str, query: str, generation: str
-) -> None:
-    assert MOVED, "the sample must contain keys the generations bucket differently"
-    for key in MOVED[:10]:
-        status, body = await answer(
-            client, f"/v1/flags/{namespace}/checkout/evaluate?targetingKey={key}{query}"
-        )
-        assert status == 200
-        assert body["bucketing"] == generation
-        assert body["variant"] == evaluate(FLAG, key, {}, generation).variant
-        assert body["reason"] == "SPLIT"
-
-
-async def test_endpoint_refuses_an_unknown_generation(
-    client: TestClient[web.Request, web.Application],
-) -> None:
-    status, body = await answer(client, "/v1/flags/apps/checkout/evaluate?bucketing=flagd-v4")
-    assert status == 400
-    assert "flagd-v4" in body["error"] and "flagd-v2, flagd-v3" in body["error"]
-
-
-def test_endpoint_refuses_a_bad_operator_default() -> None:
-    with pytest.raises(ValueError, match="default bucketing"):
-        flags_api.add_routes(web.Application(), INDEX, default_bucketing="v3")  # type: ignore[arg-type]
 
 
 # --- ferry flags check-compat -f FILE ---------------------------------------------------------

@@ -196,17 +196,6 @@ class Kube:
             if obj.metadata is not None
         ]
 
-    async def owner_label(self, kind: str, namespace: str, name: str, label: str) -> str | None:
-        """The value of ``label`` on a ConfigMap or Secret ("" if unlabelled), None if absent.
-        Only metadata is kept: a Secret's data is never looked at here."""
-        try:
-            obj = await self.client.get(MATERIALISED[kind], name, namespace=namespace)
-        except ApiError as exc:
-            if exc.status.code == 404:
-                return None
-            raise
-        return str(((obj.metadata.labels if obj.metadata else None) or {}).get(label, ""))
-
     async def patch_status(
         self, kind: str, namespace: str, name: str, status: Mapping[str, Any]
     ) -> None:

@@ -76,17 +76,21 @@ class Decision:
 
 @dataclass(frozen=True)
 class Access:
-    """One question for RBAC: may the user ``verb`` ``resource`` (group ferry.dev) in
-    ``namespace`` (and, when set, the object ``name``)?"""
+    """One question for RBAC: may the user ``verb`` ``resource`` (group ferry.dev unless
+    ``group`` says otherwise) in ``namespace`` ("": all namespaces) (and, when set, the object
+    ``name``)?"""
 
     verb: str
     resource: str
     namespace: str
     name: str | None = None
+    group: str = kinds.GROUP
+    """Another API group's resources: the history API's own (``history.ferry.dev``)."""
 
     def describe(self) -> str:
-        what = f"{self.resource}.{kinds.GROUP}" + (f' "{self.name}"' if self.name else "")
-        return f"{self.verb} {what} in namespace {self.namespace}"
+        what = f"{self.resource}.{self.group}" + (f' "{self.name}"' if self.name else "")
+        where = f"in namespace {self.namespace}" if self.namespace else "in all namespaces"
+        return f"{self.verb} {what} {where}"
 
 
 class TTLCache(Generic[V]):
@@ -238,7 +242,7 @@ class KubeAuth:
                 groups=list(user.groups) or None,
                 extra={k: list(v) for k, v in user.extra} or None,
                 resourceAttributes=ResourceAttributes(
-                    group=kinds.GROUP,
+                    group=access.group,
                     resource=access.resource,
                     verb=access.verb,
                     namespace=access.namespace,

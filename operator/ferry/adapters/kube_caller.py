@@ -9,6 +9,10 @@ object (a SelfSubjectAccessReview, made with the caller's own credentials). Writ
 restore) go through the API server as the caller, so RBAC and the admission webhooks apply to
 them as to any ``kubectl`` edit.
 
+Aggregated APIs (Ferry's history API, ``history.ferry.dev``) are read the same way, as the
+caller, through the API server: :meth:`Cluster.list_aggregated`. The extension server then
+checks RBAC itself, for the identity the API server vouched for.
+
 Errors: everything raised here is a :class:`ClusterError`, with :class:`AccessDenied` when RBAC
 said no; messages name the object.
 """
@@ -16,14 +20,15 @@ said no; messages name the object.
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx2 as httpx
-from lightkube import ApiError, Client, KubeConfig
+from lightkube import ALL_NS, ApiError, Client, KubeConfig
+from lightkube.generic_resource import GenericNamespacedResource, create_namespaced_resource
 from lightkube.models.authorization_v1 import ResourceAttributes, SelfSubjectAccessReviewSpec
-from lightkube.resources.authentication_v1 import SelfSubjectReview
 from lightkube.resources.authorization_v1 import SelfSubjectAccessReview
 from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
@@ -84,15 +89,6 @@ class Cluster:
         self.client.close()
 
     # ----------------------------------------------------------------------------- who and may
-    def username(self) -> str | None:
-        """The caller's name as the API server sees it (after impersonation), for audit rows."""
-        try:
-            review = self.client.create(SelfSubjectReview())
-        except (ApiError, httpx.HTTPError):
-            return None
-        info = review.status.userInfo if review.status else None
-        return info.username if info else None
-
     def allowed(self, verb: str, kind: str, namespace: str | None, name: str | None = None) -> bool:
         """Whether RBAC lets the caller ``verb`` a Ferry ``kind`` (or ``Secret``) there."""
         group = "" if kind == "Secret" else kinds.GROUP
@@ -128,6 +124,17 @@ class Cluster:
         else:
             what = f"{_plural(kind)} in all namespaces"
         raise AccessDenied(f"forbidden: you may not {verb} {what}, so {purpose}")
+
+    def list_aggregated(
+        self,
+        resource: ApiResource,
+        namespace: str | None,
+        fields: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """``resource`` objects in ``namespace`` (None: all namespaces) matching the field
+        selector ``fields`` (lightkube's form: a value, or ``operators.not_in``)."""
+        return _list_aggregated(self, resource, namespace, fields, limit)
 
     # ----------------------------------------------------------------------------- objects
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -189,6 +196,51 @@ class Cluster:
         except ApiError as exc:
             raise _api_error(exc, what) from exc
         return dict(applied.to_dict())
+
+
+@dataclass(frozen=True)
+class ApiResource:
+    """A namespaced resource of another API group (e.g. an aggregated API), read generically."""
+
+    group: str
+    version: str
+    kind: str
+    plural: str
+
+
+@functools.cache
+def _generic(resource: ApiResource) -> type[GenericNamespacedResource]:
+    return create_namespaced_resource(
+        resource.group, resource.version, resource.kind, resource.plural, verbs=["get", "list"]
+    )
+
+
+def _list_aggregated(
+    cluster: Cluster,
+    resource: ApiResource,
+    namespace: str | None,
+    fields: Mapping[str, Any] | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    where = f'namespace "{namespace}"' if namespace else "all namespaces"
+    try:
+        found = cluster.client.list(
+            _generic(resource),
+            namespace=namespace or ALL_NS,
+            fields=dict(fields) if fields else None,
+            chunk_size=limit,
+        )
+        return [dict(o.to_dict()) for o in found]
+    except ApiError as exc:
+        what = f"{resource.plural}.{resource.group} in {where}"
+        if exc.status.code in (404, 503):
+            raise ClusterError(
+                f"{what}: the API server cannot serve it ({exc.status.message}); is the "
+                f"APIService {resource.version}.{resource.group} Available?"
+            ) from exc
+        raise _api_error(exc, what) from exc
+    except httpx.HTTPError as exc:
+        raise ClusterError(f"cannot reach the Kubernetes API: {exc}") from exc
 
 
 def _api_error(exc: ApiError, what: str) -> ClusterError:

@@ -90,7 +90,7 @@ class ConfigSource:
         could not answer and PostgreSQL cannot either."""
         key = (CONFIG_EVENT, namespace, name)
         if self.mirror is not None and (kept := self.mirror.get(key)) is not None:
-            metrics.SOURCE.labels("config", "redis").inc()
+            metrics.child(metrics.SOURCE, "config", "redis").inc()
             return "redis", kept[0], kept[1]
         redis_error: CacheUnavailable | None = None
         generation = self.mirror.hub.generation if self.mirror is not None else 0
@@ -99,7 +99,7 @@ class ConfigSource:
         except CacheUnavailable as exc:
             raw, redis_error = None, exc
         if raw is not None:
-            metrics.SOURCE.labels("config", "redis").inc()
+            metrics.child(metrics.SOURCE, "config", "redis").inc()
             document = dict(json.loads(raw))
             if self.mirror is not None:
                 self.mirror.put(key, (document, raw), generation)
@@ -110,7 +110,7 @@ class ConfigSource:
             if redis_error is not None:
                 raise StoreUnavailable(f"{redis_error}; {exc}") from exc
             raise
-        metrics.SOURCE.labels("config", "postgres").inc()
+        metrics.child(metrics.SOURCE, "config", "postgres").inc()
         try:
             document = None if row is None else document_from_revision(row)
         except Invalid:  # a recorded revision renders (it did when recorded); be safe anyway

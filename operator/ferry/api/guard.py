@@ -78,7 +78,7 @@ class Guard:
         be asked)."""
         token = bearer_token(request)
         if token is None:
-            metrics.AUTH.labels("token", "missing").inc()
+            metrics.child(metrics.AUTH, "token", "missing").inc()
             audience = f" for the audience {self.audience!r}" if self.audience else ""
             raise Refused(
                 status_response(
@@ -90,15 +90,15 @@ class Guard:
         try:
             user, cached = await self.auth.authenticate(token)
         except Unauthenticated as exc:
-            metrics.AUTH.labels("token", "refused").inc()
+            metrics.child(metrics.AUTH, "token", "refused").inc()
             raise Refused(status_response(401, str(exc))) from None
         except AuthUnavailable as exc:
-            metrics.AUTH.labels("token", "unavailable").inc()
+            metrics.child(metrics.AUTH, "token", "unavailable").inc()
             logger.warning("cannot verify a token: %s", exc)
             raise Refused(
                 status_response(503, "cannot verify credentials now: TokenReview failed")
             ) from None
-        metrics.AUTH.labels("token", "cached" if cached else "reviewed").inc()
+        metrics.child(metrics.AUTH, "token", "cached" if cached else "reviewed").inc()
         return user
 
     async def allowed(self, user: User, access: Access) -> bool:
@@ -106,12 +106,12 @@ class Guard:
         try:
             decision, cached = await self.auth.authorize(user, access)
         except AuthUnavailable as exc:
-            metrics.AUTH.labels("access", "unavailable").inc()
+            metrics.child(metrics.AUTH, "access", "unavailable").inc()
             logger.warning("cannot check access: %s", exc)
             raise Refused(
                 status_response(503, "cannot check access now: SubjectAccessReview failed")
             ) from None
-        metrics.AUTH.labels("access", "cached" if cached else "reviewed").inc()
+        metrics.child(metrics.AUTH, "access", "cached" if cached else "reviewed").inc()
         return decision.allowed
 
     async def require(self, request: web.Request, access: Access, user: User | None = None) -> User:

@@ -2,6 +2,11 @@
 never a namespace, a name, a user or a token (no tenant can be read off ``/metrics``, and the
 series stay few)."""
 
+from __future__ import annotations
+
+import functools
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter(
@@ -27,3 +32,11 @@ AUTH = Counter(
 )
 WATCHERS = Gauge("ferry_serve_watchers", "Server-Sent Event streams open now")
 STREAM_UP = Gauge("ferry_serve_stream_up", "1 while the Redis change stream is being tailed")
+
+
+@functools.cache
+def child(metric: Counter | Histogram, *labels: str) -> Any:
+    """``metric.labels(*labels)``, looked up once: ``labels()`` costs several times the increment
+    (a lock and a tuple per call), and it is on every request's path. The label values are
+    route templates, codes and outcomes: few, so the cache stays small."""
+    return metric.labels(*labels)

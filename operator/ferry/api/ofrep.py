@@ -133,7 +133,7 @@ class FlagSource:
         """Raises :class:`StoreUnavailable` when neither Redis nor PostgreSQL can answer."""
         key = (FLAGS_EVENT, namespace, None)
         if self.mirror is not None and (kept := self.mirror.get(key)) is not None:
-            metrics.SOURCE.labels("flags", "redis").inc()
+            metrics.child(metrics.SOURCE, "flags", "redis").inc()
             return kept  # type: ignore[no-any-return]
         redis_error: CacheUnavailable | None = None
         generation = self.mirror.hub.generation if self.mirror is not None else 0
@@ -151,11 +151,11 @@ class FlagSource:
     async def _from_redis(self, namespace: str, raw: str) -> Served:
         known = self._documents.get(namespace)
         if known is not None and known[0] == raw:
-            metrics.SOURCE.labels("flags", "redis").inc()
+            metrics.child(metrics.SOURCE, "flags", "redis").inc()
             return known[1]
         served = await self._from_listing(json.loads(raw))
         self._remember(self._documents, namespace, (raw, served))
-        metrics.SOURCE.labels("flags", "redis").inc()
+        metrics.child(metrics.SOURCE, "flags", "redis").inc()
         return served
 
     async def _from_postgres(self, namespace: str, redis_error: CacheUnavailable | None) -> Served:
@@ -165,7 +165,7 @@ class FlagSource:
             if redis_error is not None:
                 raise StoreUnavailable(f"{redis_error}; {exc}") from exc
             raise
-        metrics.SOURCE.labels("flags", "postgres").inc()
+        metrics.child(metrics.SOURCE, "flags", "postgres").inc()
         flags: dict[str, ServedFlag] = {}
         for row in rows:
             spec = row.spec if isinstance(row.spec, Mapping) else {}
@@ -306,7 +306,7 @@ def add_routes(app: web.Application, guard: Guard, source: FlagSource) -> None:
                 404, "FLAG_NOT_FOUND", f"flag {key!r} is not served in namespace {namespace}", key
             )
         evaluation = evaluate(flag.flag, targeting_key, attributes, flag.bucketing)
-        operator_metrics.FLAG_EVALUATIONS.labels(str(evaluation.reason)).inc()
+        metrics.child(operator_metrics.FLAG_EVALUATIONS, str(evaluation.reason)).inc()
         ok, body = answer(key, flag, evaluation)
         return web.json_response(body, status=200 if ok else 400)
 

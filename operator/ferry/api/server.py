@@ -65,10 +65,6 @@ class Parts:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-_counters: dict[tuple[str, int], Any] = {}
-_timers: dict[str, Any] = {}
-
-
 @web.middleware
 async def _measure(request: web.Request, handler: Handler) -> web.StreamResponse:
     resource = request.match_info.route.resource
@@ -83,16 +79,9 @@ async def _measure(request: web.Request, handler: Handler) -> web.StreamResponse
         code = exc.status
         raise
     finally:
-        # Children looked up once per (route, code): labels() costs more than the increment.
-        counter = _counters.get((route, code))
-        if counter is None:
-            counter = _counters[(route, code)] = metrics.REQUESTS.labels(route, str(code))
-        counter.inc()
+        metrics.child(metrics.REQUESTS, route, str(code)).inc()
         if route != "/v1/watch":
-            timer = _timers.get(route)
-            if timer is None:
-                timer = _timers[route] = metrics.REQUEST_SECONDS.labels(route)
-            timer.observe(time.perf_counter() - started)
+            metrics.child(metrics.REQUEST_SECONDS, route).observe(time.perf_counter() - started)
 
 
 @web.middleware
@@ -195,12 +184,15 @@ class _Readiness:
             return self._last
 
 
-async def run(app: web.Application, host: str, port: int, *, ready: asyncio.Event) -> None:
-    """Serve until cancelled (SIGTERM), then finish what is in flight."""
+async def run(
+    app: web.Application, host: str, port: int, *, ready: asyncio.Event, reuse_port: bool = False
+) -> None:
+    """Serve until cancelled (SIGTERM), then finish what is in flight. ``reuse_port``: several
+    processes listen on the port and the kernel spreads connections over them."""
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
         ready.set()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.Event().wait()

@@ -1,8 +1,9 @@
 """`ferry history|diff|rollback|export|restore|audit`: thin commands over ``ferry.history``.
 
 Each command parses flags, calls one function of the history service and prints: a table for
-people by default, ``-o json|yaml`` for scripts. Errors are ``error: <message>`` on stderr and
-exit status 1 (``ferry.cli.errors``).
+people by default, ``-o json|yaml`` for scripts. They need only a kubeconfig: history is read
+from Ferry's aggregated API (``history.ferry.dev``) through the Kubernetes API server. Errors
+are ``error: <message>`` on stderr and exit status 1 (``ferry.cli.errors``).
 """
 
 from __future__ import annotations
@@ -41,13 +42,13 @@ OUTPUT = click.option(
 
 
 def _session_options(command: F) -> F:
-    """The caller's identity (as kubectl takes it) and the revision store's address."""
-    command = identity_options(command)
-    return click.option("--database-url", envvar="FERRY_DATABASE_URL", required=True)(command)
+    """The caller's identity, as kubectl takes it: history is read through the Kubernetes API
+    (Ferry's aggregated history API), so no database address or credential is needed."""
+    return identity_options(command)
 
 
 def _session(kw: dict[str, Any]) -> service.Session:
-    return service.Session(kw.pop("database_url"), identity(kw))
+    return service.Session(identity(kw))
 
 
 def _emit(value: Any, output: str) -> None:
@@ -199,7 +200,7 @@ def export(
 def restore(path: str, **kw: Any) -> None:
     """Server-side apply an export (FILE, or - for standard input)."""
     documents = [d.body for d in read_manifests([path])]
-    applied = service.restore(service.Session("", identity(kw)), documents)
+    applied = service.restore(_session(kw), documents)
     for kind, namespace, name in applied:
         click.echo(f"{kind} {namespace}/{name} restored")
     click.echo(f"{len(applied)} object(s) restored")

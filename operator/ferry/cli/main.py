@@ -8,6 +8,7 @@ from ferry import __version__
 from ferry.cli.dev import dev
 from ferry.cli.flags import flags
 from ferry.cli.history import COMMANDS as HISTORY_COMMANDS
+from ferry.cli.history_api import history_api
 from ferry.cli.run import run
 from ferry.cli.serve import serve
 from ferry.cli.validate import validate
@@ -21,6 +22,7 @@ def cli() -> None:
 
 cli.add_command(dev)
 cli.add_command(flags)
+cli.add_command(history_api)
 cli.add_command(run)
 cli.add_command(serve)
 cli.add_command(validate)

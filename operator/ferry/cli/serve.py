@@ -7,6 +7,7 @@ Its options are the settings groups it reads (:mod:`ferry.settings`: ``kubernete
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -72,10 +73,60 @@ def serve(verbose: bool, **params: Any) -> None:
     if not verbose:
         for noisy in ("httpx2", "httpx", "aiohttp.access"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-    asyncio.run(_serve(settings))
+    if settings.serve.workers == 1:
+        asyncio.run(_serve(settings))
+    else:
+        _supervise(settings)
 
 
-async def _serve(settings: Settings) -> None:
+def _supervise(settings: Settings) -> None:
+    """``--serve-workers N``: N forked processes on one port (``SO_REUSEPORT``), this one waiting.
+
+    Forked before any event loop or thread exists. SIGTERM/SIGINT are passed on, and each worker
+    finishes what it is serving. A worker that exits on its own stops the others and the command
+    fails, so Kubernetes restarts the pod and shows it, instead of a replica quietly serving with
+    fewer workers.
+    """
+    log = logging.getLogger("ferry.serve")
+    children: set[int] = set()
+    for _ in range(settings.serve.workers):
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 1
+            try:
+                asyncio.run(_serve(settings, reuse_port=True))
+                code = 0
+            except Exception:  # reported; the exit code tells the supervisor
+                log.exception("worker %s failed", os.getpid())
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        children.add(pid)
+
+    stopping = False
+
+    def stop(signum: int, _: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    failed = False
+    while children:
+        pid, status = os.wait()
+        children.discard(pid)
+        if not stopping:
+            log.error("worker %s exited (%s): stopping the others", pid, status)
+            failed = True
+            stop(signal.SIGTERM, None)
+    if failed:
+        raise SystemExit(1)
+
+
+async def _serve(settings: Settings, *, reuse_port: bool = False) -> None:
     from ferry.adapters import kube_auth
     from ferry.adapters.cache import Cache
     from ferry.adapters.postgres.latest import LatestReader
@@ -97,7 +148,9 @@ async def _serve(settings: Settings) -> None:
     app = server.make_app(parts)
     ready = asyncio.Event()
     task = asyncio.create_task(
-        server.run(app, serve_settings.host, serve_settings.port, ready=ready)
+        server.run(
+            app, serve_settings.host, serve_settings.port, ready=ready, reuse_port=reuse_port
+        )
     )
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -109,7 +162,10 @@ async def _serve(settings: Settings) -> None:
         # full passes (a pause there is every waiting request's latency).
         gc.freeze()
         logging.getLogger("ferry.serve").info(
-            "serving on http://%s:%s", serve_settings.host, serve_settings.port
+            "serving on http://%s:%s (pid %s)",
+            serve_settings.host,
+            serve_settings.port,
+            os.getpid(),
         )
     waiting.cancel()
     await task

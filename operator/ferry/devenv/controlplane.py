@@ -46,6 +46,10 @@ def ensure_binaries(timeout: float = 3000) -> Path:
 
 #: Under ``<directory>/pki``: the CA that signs the API server's webhook client certificate.
 WEBHOOK_CLIENT_CA = "webhook-client-ca.crt"
+#: Under ``<directory>/pki``: the CA of the front proxy's client certificate (kubeadm's name).
+FRONT_PROXY_CA = "front-proxy-ca.crt"
+#: The common name of the front proxy's client certificate, as kubeadm issues it.
+FRONT_PROXY_CLIENT = "front-proxy-client"
 
 
 @dataclass
@@ -90,6 +94,7 @@ def start_control_plane(directory: Path, bin_dir: Path, *, timeout: float = 120)
     (pki / "sa.key").write_bytes(sa_private)
     (pki / "sa.pub").write_bytes(sa_public)
     admission_config = write_webhook_client_identity(directory, pki)
+    front_proxy_flags = write_front_proxy_identity(pki)
 
     etcd_port, etcd_peer_port, api_port = free_port(), free_port(), free_port()
     etcd_data = directory / "etcd"
@@ -137,6 +142,7 @@ def start_control_plane(directory: Path, bin_dir: Path, *, timeout: float = 120)
                 "--allow-privileged=true",
                 "--disable-admission-plugins=ServiceAccount",
                 f"--admission-control-config-file={admission_config}",
+                *front_proxy_flags,
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
                 "--v=0",
@@ -212,6 +218,32 @@ def write_webhook_client_identity(directory: Path, pki: Path) -> Path:
         )
     )
     return path
+
+
+def write_front_proxy_identity(pki: Path) -> list[str]:
+    """The front proxy of the aggregation layer, as kubeadm sets it up; returns the API server's
+    flags for it.
+
+    The API server presents ``front-proxy-client.crt`` to every extension API server it proxies
+    to, with the caller's identity in the ``X-Remote-*`` headers; an extension server trusts
+    those headers only from a certificate the front-proxy CA signed with an allowed name. The CA
+    signs nothing else, and its key is not kept. Kubernetes docs: "Configure the Aggregation
+    Layer".
+    """
+    authority = CertificateAuthority.create("ferry-dev-front-proxy-ca")
+    (pki / FRONT_PROXY_CA).write_bytes(authority.cert_pem)
+    authority.issue(FRONT_PROXY_CLIENT, client=True).write(
+        pki / "front-proxy-client.crt", pki / "front-proxy-client.key"
+    )
+    return [
+        f"--requestheader-client-ca-file={pki / FRONT_PROXY_CA}",
+        f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+        f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
+    ]
 
 
 def client_ssl_context(pki: Path) -> ssl.SSLContext:

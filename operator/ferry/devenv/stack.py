@@ -18,7 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ferry.adapters.postgres import migrate
 from ferry.devenv.controlplane import ControlPlane, ensure_binaries, start_control_plane
+from ferry.devenv.historyapi import start_history_api
 from ferry.devenv.postgres import Postgres, start_postgres
 from ferry.devenv.process import Process, StartupError, free_port, spawn, wait_until
 from ferry.devenv.redis import start_redis
@@ -159,6 +161,15 @@ def start_stack(directory: Path, *, with_operator: bool = False, with_vault: boo
             start_dev_vault(stack)  # appends to ``started`` (the same list as stack.processes)
         if with_operator:
             started.append(start_operator(stack))
+        # `ferry history|diff|export|audit` read through the history.ferry.dev API (decision 0021).
+        migrate(stack.database_url)  # as the operator does at start: the server reads the tables
+        history_api = start_history_api(
+            directory / "history-api",
+            kubectl=control_plane.kubectl,
+            kubeconfig=control_plane.kubeconfig,
+            env={**os.environ, **stack.env()},
+        )
+        started.append(history_api.process)
     except BaseException:
         for process in reversed(started):
             process.stop()

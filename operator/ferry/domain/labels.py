@@ -43,3 +43,6 @@ CONFIG_HASH = "ferry.dev/config-hash"
 LEASE_HANDOVER = "ferry.dev/handover-to"
 
 FINALIZER = "ferry.dev/cleanup"
+
+# --- on webhook configurations and APIServices: the Secret whose ca.crt goes in their caBundle ----
+INJECT_CA_FROM = "ferry.dev/inject-ca-from"  # "<namespace>/<name>", as cert-manager's annotation

@@ -19,7 +19,10 @@ from ferry.api.app import make_app, serve
 from ferry.domain import kinds
 from ferry.domain.retention import Retention
 from ferry.domain.shards import FLAGS_SHARD
+from ferry.handlers.followed import FollowedIndexes, informers
 from ferry.reconcile import isolation
+from ferry.reconcile.blocked import GoneWatches
+from ferry.reconcile.certificates import CertificateKeeper
 from ferry.reconcile.entries import EntryReconciler
 from ferry.reconcile.flags import FlagReconciler
 from ferry.reconcile.leases import LeaseManager
@@ -46,20 +49,16 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any)
 
     await asyncio.to_thread(migrate, config.database.url)
     vault = VaultSecrets.from_settings(config.vault)
-    memo["vault"] = vault  # the Secret index computes its HMAC with it
+    memo["vault"] = vault
+    followed = FollowedIndexes()  # ConfigMaps, Secrets and workloads (informers, below)
     world = World(
         entries=kwargs["entries_index"],
         schemas=kwargs["schemas_index"],
         flags=kwargs["flags_index"],
         namespaces=kwargs["namespaces_index"],
-        configmaps=kwargs["configmaps_index"],
-        secrets=kwargs["secrets_index"],
-        configmap_owners=kwargs["configmap_owners_index"],
-        workloads=(
-            kwargs["deployments_index"],
-            kwargs["statefulsets_index"],
-            kwargs["daemonsets_index"],
-        ),
+        configmaps=followed.configmaps,
+        secrets=followed.secrets,
+        workloads=followed.workloads,
     )
     kube = Kube(make_client(config.kubernetes.kubeconfig))
     store = Store(config.database.url, max_size=config.database.pool_max_size)
@@ -94,12 +93,22 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any)
             store,
             cache,
             queue,
-            kwargs["flagsets_index"],
+            followed.flagsets,
             default_bucketing=config.flags.default_bucketing,
         ),
         queue=queue,
     )
     memo["runtime"] = runtime
+    # Long-lived watches on their own client, so they never hold a connection writes wait for.
+    memo["watch_client"] = watcher = make_client(config.kubernetes.kubeconfig)
+    runtime.entries.blocked = GoneWatches(watcher, lambda key: runtime.enqueue_entry(*key))
+    followers = informers(watcher, followed, runtime, vault)
+    for informer in followers:
+        name = f"ferry-follow-{informer.kind}"
+        runtime.tasks.append(asyncio.create_task(informer.run(), name=name))
+    runtime.tasks.append(
+        asyncio.create_task(_indexed(runtime, [i.synced for i in followers]), name="ferry-indexed")
+    )
     for kind, index in (("ConfigMap", world.configmaps), ("Secret", world.secrets)):
         metrics.MATERIALISED.labels(kind).set_function(
             lambda index=index: sum(len(store) for store in index.values())
@@ -121,15 +130,28 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any)
         )
     )
 
+    if config.webhooks.cert_secret is not None:  # the leader keeps them (decision 0022)
+        keeper = CertificateKeeper(kube.client, config.webhooks)
+        leading = lambda: runtime.shards.holds(FLAGS_SHARD)  # noqa: E731 - one replica: shard 0's
+        runtime.tasks.append(asyncio.create_task(keeper.run(leading), name="ferry-certificates"))
+
     def ready() -> bool:  # indexes filled, and the admission webhooks in force
         return runtime.ready.is_set() and runtime.webhooks_ready.is_set()
 
-    app = make_app(cache, ready, world, default_bucketing=config.flags.default_bucketing)
+    app = make_app(ready)
     runner = await serve(app, config.api.host, config.api.port)
     memo["api_runner"] = runner
     runtime.tasks.append(asyncio.create_task(_work(runtime), name="ferry-workers"))
     runtime.tasks.append(asyncio.create_task(_resync(runtime), name="ferry-resync"))
     runtime.tasks.append(asyncio.create_task(_prune(runtime), name="ferry-prune"))
+
+
+async def _indexed(runtime: Runtime, followed: list[asyncio.Event]) -> None:
+    """Ready once Kopf's indexes and the informers' first lists are all in."""
+    await runtime.kopf_indexed.wait()
+    for synced in followed:
+        await synced.wait()
+    runtime.ready.set()
 
 
 async def _work(runtime: Runtime) -> None:
@@ -190,6 +212,9 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     await runtime.shards.release()  # after the workers stopped: the next holder starts clean
     await memo["api_runner"].cleanup()
     await runtime.kube.close()
+    if runtime.entries.blocked is not None:
+        await runtime.entries.blocked.close()
+    await memo["watch_client"].close()
     await runtime.store.close()
     await runtime.cache.close()
     await isolation.close()

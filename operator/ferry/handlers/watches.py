@@ -8,7 +8,6 @@ Handlers only enqueue; they never call the API. Kopf calls them after all indexe
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import kopf
@@ -16,8 +15,6 @@ import kopf
 from ferry.domain import kinds
 from ferry.domain import labels as L
 from ferry.domain.entry import references
-from ferry.domain.flagset import CONFIGMAP_NAME
-from ferry.domain.hashing import content_hash
 from ferry.reconcile.workqueue import QueueKey
 from ferry.runtime import Runtime
 
@@ -26,7 +23,7 @@ ENTRY, SCHEMA, FLAG = kinds.CONFIG_ENTRY, kinds.CONFIG_SCHEMA, kinds.FEATURE_FLA
 
 def _runtime(memo: kopf.Memo) -> Runtime:
     runtime: Runtime = memo["runtime"]
-    runtime.ready.set()  # Kopf runs non-index handlers only once every index is filled
+    runtime.kopf_indexed.set()  # Kopf runs non-index handlers only once every index is filled
     return runtime
 
 
@@ -121,97 +118,3 @@ async def namespace_changed(memo: kopf.Memo, **_: Any) -> None:
         target = (entry.spec.get("target") if entry else None) or {}
         if target.get("namespaces") or target.get("namespaceSelector") is not None:
             runtime.enqueue_entry(namespace, name)
-
-
-async def _materialised_changed(
-    memo: kopf.Memo,
-    event: kopf.RawEvent,
-    annotations: kopf.Annotations,
-    body: kopf.Body,
-    namespace: str,
-    name: str,
-    **_: Any,
-) -> None:
-    """A ConfigMap or Secret Ferry made was deleted or edited by someone else: restore it."""
-    runtime = _runtime(memo)
-    entry_namespace = annotations.get(L.ENTRY_NAMESPACE)
-    entry_name = annotations.get(L.ENTRY_NAME)
-    if not entry_namespace or not entry_name:
-        return
-    kind = str(body.get("kind") or "ConfigMap")
-    deleted = event.get("type") == "DELETED"
-    if deleted:
-        runtime.entries.forget(kind, namespace, name)
-    if deleted or _edited(memo, kind, body, annotations, namespace, name):
-        runtime.enqueue_entry(entry_namespace, entry_name)
-
-
-for _plural in ("configmaps", "secrets"):
-    kopf.on.event(
-        "v1", _plural, labels={L.MANAGED_BY: L.MANAGED_BY_FERRY}, id=f"materialised_{_plural}"
-    )(_materialised_changed)
-
-
-@kopf.on.event("v1", "configmaps")
-async def any_configmap_changed(
-    memo: kopf.Memo, event: kopf.RawEvent, namespace: str, name: str, **_: Any
-) -> None:
-    """A ConfigMap Ferry refused to overwrite is gone: the entry it blocked can write now."""
-    if event.get("type") == "DELETED":
-        runtime = _runtime(memo)
-        if (blocked := runtime.entries.unblocked_by(namespace, name)) is not None:
-            runtime.enqueue_entry(*blocked)
-
-
-@kopf.on.event("v1", "configmaps", labels={L.MANAGED_BY: L.MANAGED_BY_FERRY, L.FLAGSET: "true"})
-async def flagset_changed(
-    memo: kopf.Memo,
-    event: kopf.RawEvent,
-    namespace: str,
-    name: str,
-    annotations: kopf.Annotations,
-    body: kopf.Body,
-    **_: Any,
-) -> None:
-    """A ``ferry-flags`` ConfigMap was deleted or edited by someone else: rebuild it."""
-    deleted = event.get("type") == "DELETED"
-    if name == CONFIGMAP_NAME and (
-        deleted or _edited(memo, "ConfigMap", body, annotations, namespace, name)
-    ):
-        _runtime(memo).enqueue(kinds.FLAG_SET, namespace)
-
-
-def _edited(
-    memo: kopf.Memo,
-    kind: str,
-    body: kopf.Body,
-    annotations: kopf.Annotations,
-    namespace: str,
-    name: str,
-) -> bool:
-    """Its data no longer matches the hash Ferry wrote beside it (an HMAC for a Secret)."""
-    data = dict(body.get("data") or {})
-    if kind == "Secret":
-        vault = memo.get("vault")
-        if vault is None:
-            return False
-        decoded = {k: base64.b64decode(v) for k, v in data.items()}
-        return bool(vault.digest(namespace, name, decoded) != annotations.get(L.RENDERED_HASH))
-    return content_hash(data) != annotations.get(L.RENDERED_HASH)
-
-
-async def _workload_changed(
-    memo: kopf.Memo, namespace: str, annotations: kopf.Annotations, **_: Any
-) -> None:
-    """A workload asked to reload on an entry (``<namespace>/<name>``, or ``<name>`` of its own
-    namespace): reconcile that entry, which rolls the workload if its hash is behind."""
-    wanted = str(annotations.get(L.RELOAD_ON) or "")
-    source_ns, _, entry = wanted.rpartition("/")
-    if entry:
-        _runtime(memo).enqueue_entry(source_ns or namespace, entry)
-
-
-for _plural in ("deployments", "statefulsets", "daemonsets"):
-    kopf.on.event(
-        "apps", "v1", _plural, annotations={L.RELOAD_ON: kopf.PRESENT}, id=f"{_plural}_changed"
-    )(_workload_changed)

@@ -1,10 +1,15 @@
 """The history service: history, diff, rollback, export, restore and audit, as Python.
 
 Synchronous on purpose: these run in a short-lived CLI process (or a script), never inside the
-operator's event loop. Every function checks Kubernetes RBAC as the caller before it reads
-history (``ferry.adapters.kube_caller``), reads PostgreSQL through ``HistoryReader``, and raises
-:class:`HistoryError` (or a subclass) with a message that names the object, the revision or the
-document that was wrong; the adapters' own errors are translated at this edge (:func:`_edge`).
+operator's event loop. Everything goes through the Kubernetes API server as the caller (their
+kubeconfig, any authentication kubectl supports; ``ferry.adapters.kube_caller``): revisions and
+the audit trail are read from Ferry's aggregated history API (``history.ferry.dev``, served by
+``ferry history-api``, which checks RBAC for the identity the API server vouched for), so the
+caller needs no database credentials. Before reading an object's history the caller's RBAC on
+the object itself is checked too (a SelfSubjectAccessReview), so a refusal names the object.
+Functions raise :class:`HistoryError` (or a subclass) with a message that names the object, the
+revision or the document that was wrong; the adapters' own errors are translated at this edge
+(:func:`_edge`).
 """
 
 from __future__ import annotations
@@ -16,14 +21,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ferry.adapters.kube_caller import AccessDenied, Cluster, ClusterError, Identity
-from ferry.adapters.postgres import (
-    AuditRecord,
-    HistoryReader,
-    Revision,
-    StoreError,
-    StoreUnavailable,
-)
+from lightkube import operators
+
+from ferry.adapters.kube_caller import AccessDenied, ApiResource, Cluster, ClusterError, Identity
+from ferry.adapters.postgres import AuditRecord, Revision
 from ferry.domain import kinds
 from ferry.domain import labels as L
 from ferry.domain.entry import plan_entry, references, split_content
@@ -31,6 +32,7 @@ from ferry.domain.errors import Invalid
 from ferry.domain.flagset import flag_content
 from ferry.domain.secrets import describe_secret_changes
 from ferry.domain.targets import object_name
+from ferry.history import resources as R
 from ferry.history.documents import KIND_ORDER, export_documents, render_diff, restorable
 from ferry.history.errors import Forbidden, HistoryError, NotFound
 from ferry.history.gitops import GitOps, detect_gitops
@@ -39,13 +41,14 @@ from ferry.history.gitops import GitOps, detect_gitops
 HISTORY_KINDS = (kinds.CONFIG_ENTRY.kind, kinds.FEATURE_FLAG.kind, kinds.CONFIG_SCHEMA.kind)
 ROLLBACK_MANAGER = "ferry-rollback"
 RESTORE_MANAGER = "ferry-restore"
+REVISIONS = ApiResource(R.GROUP, R.VERSION, "ConfigRevision", R.REVISIONS)
+AUDIT_EVENTS = ApiResource(R.GROUP, R.VERSION, "AuditEvent", R.AUDIT_EVENTS)
 
 
 @dataclass(frozen=True)
 class Session:
-    """Where history lives and who is asking."""
+    """Who is asking (their kubeconfig, context and impersonation)."""
 
-    database_url: str
     identity: Identity = field(default_factory=Identity)
 
 
@@ -57,50 +60,51 @@ def _edge() -> Iterator[None]:
         yield
     except AccessDenied as exc:
         raise Forbidden(str(exc)) from exc
-    except (ClusterError, StoreError) as exc:
+    except ClusterError as exc:
         raise HistoryError(str(exc)) from exc
 
 
-class _Open:
-    """Both connections for one operation, closed together."""
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
-    def __enter__(self) -> tuple[HistoryReader, Cluster]:
-        with _edge():
-            self.cluster = Cluster(self.session.identity, field_manager=ROLLBACK_MANAGER)
-        self.reader = HistoryReader(self.session.database_url)
-        try:
-            self.reader.__enter__()
-        except StoreUnavailable as exc:
-            self.cluster.close()
-            raise HistoryError(f"cannot read the revision store: {exc}") from exc
-        return self.reader, self.cluster
-
-    def __exit__(self, *exc: object) -> None:
-        self.reader.__exit__(*exc)
-        self.cluster.close()
+@contextlib.contextmanager
+def _open(session: Session) -> Iterator[Cluster]:
+    with _edge():
+        cluster = Cluster(session.identity, field_manager=ROLLBACK_MANAGER)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
 
 
-def _kind(reader: HistoryReader, namespace: str, name: str, kind: str | None) -> str:
-    if kind is not None:
-        if kind not in HISTORY_KINDS:
-            raise HistoryError(f'unknown kind "{kind}" (one of {", ".join(HISTORY_KINDS)})')
-        return kind
-    recorded = set(reader.kinds_with_history(namespace, name))
-    return next((k for k in HISTORY_KINDS if k in recorded), "ConfigEntry")
+def _recorded(
+    cluster: Cluster, namespace: str, name: str, kind: str | None = None
+) -> list[Revision]:
+    """The revisions of one object (of every kind with that name when ``kind`` is None)."""
+    fields = {"spec.entry": name} | ({"spec.kind": kind} if kind else {})
+    objects = cluster.list_aggregated(REVISIONS, namespace, fields)
+    return [R.revision_from_object(o) for o in objects]
 
 
 def _revisions(
-    reader: HistoryReader, cluster: Cluster, namespace: str, name: str, kind: str | None
+    cluster: Cluster, namespace: str, name: str, kind: str | None
 ) -> tuple[str, list[Revision]]:
-    kind = _kind(reader, namespace, name, kind)
-    cluster.require("get", kind, namespace, name, "its history is not shown")
-    revisions = reader.revisions(kind, namespace, name)
+    if kind is not None and kind not in HISTORY_KINDS:
+        raise HistoryError(f'unknown kind "{kind}" (one of {", ".join(HISTORY_KINDS)})')
+    purpose = "its history is not shown"
+    if kind is None:
+        try:
+            found = _recorded(cluster, namespace, name)
+        except AccessDenied:  # say which object: the caller may not even get it, most likely
+            cluster.require("get", kinds.CONFIG_ENTRY.kind, namespace, name, purpose)
+            raise
+        recorded = {r.kind for r in found}
+        kind = next((k for k in HISTORY_KINDS if k in recorded), kinds.CONFIG_ENTRY.kind)
+        cluster.require("get", kind, namespace, name, purpose)
+        revisions = [r for r in found if r.kind == kind]
+    else:
+        cluster.require("get", kind, namespace, name, purpose)
+        revisions = _recorded(cluster, namespace, name, kind)
     if not revisions:
         raise NotFound(f"{kind} {namespace}/{name} not found: it has no recorded revisions")
-    return kind, revisions
+    return kind, sorted(revisions, key=lambda r: r.revision)
 
 
 def _pick(revisions: list[Revision], number: int) -> Revision:
@@ -120,8 +124,8 @@ def _pick(revisions: list[Revision], number: int) -> Revision:
 
 def history(session: Session, namespace: str, name: str, kind: str | None = None) -> list[Revision]:
     """Every kept revision of one object, oldest first."""
-    with _edge(), _Open(session) as (reader, cluster):
-        return _revisions(reader, cluster, namespace, name, kind)[1]
+    with _open(session) as cluster, _edge():
+        return _revisions(cluster, namespace, name, kind)[1]
 
 
 # --------------------------------------------------------------------------------- diff
@@ -148,8 +152,8 @@ def diff(
 ) -> Diff:
     """The resolved content of revision ``old`` against revision ``new`` or, without ``new``,
     against what the live object resolves to now."""
-    with _edge(), _Open(session) as (reader, cluster):
-        kind, revisions = _revisions(reader, cluster, namespace, name, kind)
+    with _open(session) as cluster, _edge():
+        kind, revisions = _revisions(cluster, namespace, name, kind)
         before = _pick(revisions, old)
         ref = f"{kind} {namespace}/{name}"
         if new is not None:
@@ -251,8 +255,8 @@ def rollback(
     equals the latest revision's, the operator records no new revision (revisions are
     idempotent by content hash); the result says so in ``same_content_as``.
     """
-    with _edge(), _Open(session) as (reader, cluster):
-        kind, revisions = _revisions(reader, cluster, namespace, name, kind)
+    with _open(session) as cluster, _edge():
+        kind, revisions = _revisions(cluster, namespace, name, kind)
         target = _pick(revisions, to)
         latest = revisions[-1]
         live = cluster.get(kind, namespace, name)
@@ -284,31 +288,25 @@ def rollback(
             patch.append(
                 {"op": "add", "path": "/metadata/annotations", "value": {L.CHANGE_REASON: text}}
             )
+        # The audit row is the operator's: it records the new revision with the user the
+        # mutating webhook stamped from the admission request (decision 0021), never a name
+        # this process chose.
         cluster.json_patch(kind, namespace, name, patch)
-        reader.append_audit(
-            "rolled back",
-            kind=kind,
-            namespace=namespace,
-            name=name,
-            uid=(metadata.get("uid") or None),
-            username=cluster.username(),
-            revision=to,
-            details={"from": latest.revision, "reason": text},
-        )
         new_revision = None
         if same is None and wait_seconds > 0:
-            new_revision = _wait_for_revision(reader, kind, namespace, name, latest, wait_seconds)
+            new_revision = _wait_for_revision(cluster, kind, namespace, name, latest, wait_seconds)
         return Rollback(kind, namespace, name, to, True, new_revision, same, gitops, target.spec)
 
 
 def _wait_for_revision(
-    reader: HistoryReader, kind: str, namespace: str, name: str, latest: Revision, seconds: float
+    cluster: Cluster, kind: str, namespace: str, name: str, latest: Revision, seconds: float
 ) -> int | None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        newer = [r for r in reader.revisions(kind, namespace, name) if r.revision > latest.revision]
+        recorded = _recorded(cluster, namespace, name, kind)
+        newer = sorted(r.revision for r in recorded if r.revision > latest.revision)
         if newer:
-            return newer[0].revision
+            return newer[0]
         time.sleep(0.3)
     return None
 
@@ -330,10 +328,14 @@ def export(
     now from the live Secret with the caller's credentials; refused unless the caller may
     ``get`` Secrets in each namespace concerned. Ferry itself never stored them.
     """
-    with _edge(), _Open(session) as (reader, cluster):
+    with _open(session) as cluster, _edge():
         for kind in KIND_ORDER:
             cluster.require("list", kind, namespace, None, "nothing is exported")
-        documents = export_documents(reader.state_at(at, namespace), at)
+        moment = {"currentAt": R.format_time(at)} if at is not None else {"current": "true"}
+        state = [
+            R.revision_from_object(o) for o in cluster.list_aggregated(REVISIONS, namespace, moment)
+        ]
+        documents = export_documents(state, at)
         if include_secrets:
             documents += _secret_documents(cluster, documents)
         return documents
@@ -411,14 +413,20 @@ def audit(
     limit: int = 1000,
 ) -> list[AuditRecord]:
     """The audit trail, oldest first, of the kinds the caller may ``list`` in that scope."""
-    with _edge(), _Open(session) as (reader, cluster):
-        kinds = tuple(k for k in KIND_ORDER if cluster.allowed("list", k, namespace))
-        if not kinds:
+    with _open(session) as cluster, _edge():
+        allowed = tuple(k for k in KIND_ORDER if cluster.allowed("list", k, namespace))
+        if not allowed:
             where = f'namespace "{namespace}"' if namespace else "all namespaces"
             raise Forbidden(
                 f"forbidden: you may not list ConfigSchemas, ConfigEntries or FeatureFlags in "
                 f"{where}, so their audit trail is not shown"
             )
-        return reader.audit_log(
-            since=since, username=user, namespace=namespace, kinds=kinds, limit=limit
-        )
+        fields: dict[str, Any] = {}
+        if hidden := [k for k in KIND_ORDER if k not in allowed]:
+            fields["spec.kind"] = operators.not_in(hidden)
+        if user is not None:
+            fields["spec.user"] = user
+        if since is not None:
+            fields["since"] = R.format_time(since)
+        objects = cluster.list_aggregated(AUDIT_EVENTS, namespace, fields, limit=limit)
+        return sorted((R.audit_from_object(o) for o in objects), key=lambda a: (a.at, a.id))

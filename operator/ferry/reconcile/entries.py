@@ -33,6 +33,7 @@ from ferry.domain.targets import (
     summarise_refused,
 )
 from ferry.reconcile import isolation, runner
+from ferry.reconcile.blocked import GoneWatches
 from ferry.reconcile.placement import Placer
 from ferry.reconcile.reporting import Reporter, Source, cache_write
 from ferry.reconcile.secrets import VaultSecrets
@@ -40,6 +41,8 @@ from ferry.reconcile.workqueue import Requeue
 from ferry.reconcile.world import Key, Materialised, Snapshot, World
 
 KIND = kinds.CONFIG_ENTRY.kind
+#: When a conflict cannot get a watch of its own (GoneWatches' limit), how soon to look again.
+RECHECK_BLOCKED_SECONDS = 60.0
 SECRETS_RESOLVED = "SecretsResolved"
 ObjectKey = tuple[str, str, str]  # (kind, namespace, name) of a materialised object
 
@@ -90,9 +93,9 @@ class EntryReconciler:
     # hears of it: a reconcile in that moment (a quick second change) then skips an apply that
     # is already in place.
     _written: dict[ObjectKey, P.Observed] = field(default_factory=dict)
-    # (namespace, name) of a ConfigMap Ferry did not make → the entry it keeps out: when that
-    # ConfigMap goes, the entry is reconciled at once instead of at the next resync.
-    _blocked_by: dict[Key, Key] = field(default_factory=dict)
+    blocked: GoneWatches | None = None
+    """Watches a name taken by someone else's object, so the entry it keeps out writes as soon
+    as that object goes (None: only the periodic resync looks again)."""
     # (namespace, name) → (ferry.dev/refresh value, when the watch first saw it)
     _refresh_asked: dict[Key, tuple[str, float]] = field(default_factory=dict)
     # Vault path → entries whose secretData reads its latest version (as of their last sync),
@@ -361,28 +364,18 @@ class EntryReconciler:
                 logger.info("removed %s/%s: no longer a target of %s/%s", *key, namespace, name)
         return results, refused
 
-    async def _observed(
-        self,
-        uid: str,
-        kind: str,
-        target_ns: str,
-        name: str,
-        existing: dict[ObjectKey, Materialised],
+    def _observed(
+        self, kind: str, target_ns: str, name: str, existing: dict[ObjectKey, Materialised]
     ) -> P.Observed | None:
         """What is under the object's name in ``target_ns``, from the indexes where they know."""
         if (ours := existing.get((kind, target_ns, name))) is not None:
             return P.Observed(True, ours.data_hash, ours.annotations)
         if (written := self._written.get((kind, target_ns, name))) is not None:
             return written
-        if kind == "Secret":
-            # No index of every Secret in the cluster (it would hold them all): one read, only
-            # before the first write of a target.
-            owner = await self.kube.owner_label(kind, target_ns, name, L.ENTRY_UID)
-        else:
-            owner = self.world.configmap_owner(target_ns, name)
-        if owner is None or owner == uid:
-            return None  # nothing there (or ours, and the materialised index has yet to hear)
-        return P.FOREIGN
+        # Not known to be ours: the placer creates it, and an AlreadyExists is read and taken
+        # over only if it is ours (the index had yet to hear). No index of every ConfigMap or
+        # Secret in the cluster is kept to know beforehand (decision 0023).
+        return None
 
     async def _apply_target(
         self,
@@ -434,7 +427,7 @@ class EntryReconciler:
             key = (desired.kind, target_ns, object_name)
             placed = await self.placer.place(
                 desired,
-                await self._observed(entry.uid, desired.kind, target_ns, object_name, existing),
+                self._observed(desired.kind, target_ns, object_name, existing),
                 sources=[(self.report, source)],
                 was_synced=_was_synced(entry, target_ns, object_name),
                 status_name=object_name,
@@ -442,7 +435,7 @@ class EntryReconciler:
             if placed.failure is not None:
                 self._written.pop(key, None)
                 if placed.failure.reason == P.CONFLICT:
-                    self._blocked_by[(target_ns, object_name)] = (source.namespace, source.name)
+                    self._wait_for_removal(desired.kind, target_ns, object_name, source)
                 return placed.failure
             if placed.written:
                 self._written[key] = P.Observed(
@@ -476,9 +469,13 @@ class EntryReconciler:
         """An object we wrote is gone (its DELETED event): stop assuming it is there."""
         self._written.pop((kind, namespace, name), None)
 
-    def unblocked_by(self, namespace: str, name: str) -> Key | None:
-        """A ConfigMap was deleted: the entry it kept from writing there, if any."""
-        return self._blocked_by.pop((namespace, name), None)
+    def _wait_for_removal(self, kind: str, namespace: str, name: str, source: Source) -> None:
+        """Reconcile ``source`` again once the foreign object in its way is gone."""
+        owner = (source.namespace, source.name)
+        if self.blocked is not None and self.blocked.watch(kind, namespace, name, owner):
+            return
+        if self.schedule is not None:  # too many conflicts to watch each: look again later
+            self.schedule(source.namespace, source.name, RECHECK_BLOCKED_SECONDS)
 
     async def _delete(self, obj: Materialised) -> None:
         self.forget(obj.kind, obj.namespace, obj.name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -54,12 +55,15 @@ async def cache_write(write: Awaitable[None]) -> str | None:
     Redis is a cache: a failed write is reported (Cached=False, ``ferry_cache_up`` 0) and
     retried, but never holds back what was already written to the cluster.
     """
+    started = time.perf_counter()
     try:
         await write
     except CacheUnavailable as exc:
         metrics.CACHE_UP.set(0)
         metrics.CACHE_ERRORS.inc()
         return str(exc)
+    finally:
+        metrics.CACHE_SECONDS.observe(time.perf_counter() - started)
     metrics.CACHE_UP.set(1)
     return None
 
@@ -232,6 +236,7 @@ class Reporter:
                 )
         except StoreUnavailable as exc:
             metrics.STORE_UP.set(0)
+            metrics.STORE_ERRORS.inc()
             generation = snapshot.generation
             await self.status(
                 namespace,

@@ -1,18 +1,63 @@
-"""The operator's view of the cluster: Kopf indexes, read through small typed helpers.
+"""The operator's view of the cluster: indexes, read through small typed helpers.
 
-Kopf fills the indexes from its watches before any handler runs, so a reconcile never sees a
-half-listed cluster (which would make it delete objects in namespaces it had not heard of yet).
+Ferry's custom objects and the namespaces come from Kopf's indexes; the ConfigMaps and Secrets
+Ferry made and the workloads it rolls, from its own informers (:class:`ObjectIndex`, filled by
+``ferry.handlers.followed``). Both are complete before any reconcile runs, so a
+reconcile never sees a half-listed cluster (which would make it delete objects in namespaces it
+had not heard of yet).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import kopf
 
 Key = tuple[str, str]  # (namespace, name)
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class ObjectIndex(Mapping[K, list[V]], Generic[K, V]):
+    """An index with Kopf's semantics, filled by hand: each object (by namespace and name)
+    contributes values under keys; reading a key gives every value contributed under it.
+
+    Readers use it as they use a ``kopf.Index`` (``index.get(key, [])``, ``.values()``).
+    """
+
+    def __init__(self) -> None:
+        self._by_key: dict[K, dict[Key, V]] = {}
+        self._of: dict[Key, dict[K, V]] = {}
+
+    def put(self, obj: Key, contributions: Mapping[K, V]) -> dict[K, V]:
+        """Replace what ``obj`` contributes; returns what it contributed before."""
+        before = self.drop(obj)
+        if contributions:
+            self._of[obj] = dict(contributions)
+            for key, value in contributions.items():
+                self._by_key.setdefault(key, {})[obj] = value
+        return before
+
+    def drop(self, obj: Key) -> dict[K, V]:
+        """``obj`` is gone; returns what it contributed."""
+        before = self._of.pop(obj, {})
+        for key in before:
+            values = self._by_key.get(key, {})
+            values.pop(obj, None)
+            if not values:
+                self._by_key.pop(key, None)
+        return before
+
+    def __getitem__(self, key: K) -> list[V]:
+        return list(self._by_key[key].values())
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(list(self._by_key))
+
+    def __len__(self) -> int:
+        return len(self._by_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,11 +165,10 @@ class World:
     schemas: kopf.Index[Key, Snapshot]
     flags: kopf.Index[Key, Snapshot]
     namespaces: kopf.Index[str, tuple[dict[str, str], dict[str, str]]]
-    configmaps: kopf.Index[str, Materialised]  # entry uid → materialised ConfigMaps
-    secrets: kopf.Index[str, Materialised]  # entry uid → materialised Secrets (an HMAC, no data)
-    configmap_owners: kopf.Index[Key, str]  # every ConfigMap → its entry uid label, or ""
+    configmaps: Mapping[str, list[Materialised]]  # entry uid → materialised ConfigMaps
+    secrets: Mapping[str, list[Materialised]]  # entry uid → materialised Secrets (an HMAC)
     # (namespace, reload-on entry name) → workloads; one index per kind (Deployment, ...)
-    workloads: tuple[kopf.Index[Key, Workload], ...]
+    workloads: tuple[Mapping[Key, list[Workload]], ...]
 
     def entry(self, namespace: str, name: str) -> Snapshot | None:
         return _one(self.entries, (namespace, name))  # type: ignore[no-any-return]
@@ -158,10 +202,6 @@ class World:
         for _, found in self.namespaces.get(namespace, []):
             return found
         return {}
-
-    def configmap_owner(self, namespace: str, name: str) -> str | None:
-        """The entry uid a ConfigMap is labelled with ("" if none); ``None``: no such ConfigMap."""
-        return _one(self.configmap_owners, (namespace, name))  # type: ignore[no-any-return]
 
     def materialised(self, uid: str) -> list[Materialised]:
         return [*self.configmaps.get(uid, []), *self.secrets.get(uid, [])]

@@ -136,8 +136,8 @@ def host_and_port(address: str) -> tuple[str, int]:
 
 @dataclass(frozen=True)
 class ApiSettings(SettingsGroup):
-    """The HTTP read API: ``/v1/configs``, flag evaluation, ``/metrics``, ``/healthz``,
-    ``/readyz``."""
+    """The operator's own HTTP port: ``/healthz``, ``/readyz``, ``/metrics`` (the read API is
+    ``ferry serve``)."""
 
     host: str = "127.0.0.1"
     """Address to listen on (``0.0.0.0`` to serve other hosts, as in a pod)."""
@@ -174,6 +174,11 @@ class ServeSettings(SettingsGroup):
     """Interval of the comment lines sent on an idle ``/v1/watch`` stream, so proxies keep it
     open and clients can tell a dead connection from a quiet one."""
 
+    workers: Annotated[int, Range(min=1, max=64)] = 1
+    """Server processes sharing the port (``SO_REUSEPORT``: the kernel spreads connections over
+    them), each with its own caches and one Redis stream reader. More than 1 uses more than one
+    CPU core per replica; each ``/metrics`` scrape answers for the one process it reaches."""
+
 
 @dataclass(frozen=True)
 class WebhookSettings(SettingsGroup):
@@ -191,12 +196,62 @@ class WebhookSettings(SettingsGroup):
     cert_dir: Annotated[Path | None, Name("webhook-dir")] = None
     """Directory of the serving certificate: ``tls.crt``, ``tls.key`` and ``ca.crt`` found there
     (a mounted Secret, e.g. from cert-manager) are used as they are; otherwise Ferry generates a CA
-    and a certificate there and registers the webhooks itself. Unset: a temporary directory."""
+    and a certificate there and registers the webhooks itself. With ``cert_secret``: where the
+    Secret's files are written for the server (writable). Unset: a temporary directory."""
 
     client_ca_file: Path | None = None
     """CA bundle that verifies the client certificate the API server presents to the webhooks;
     a request without a certificate it signed is refused. Unset: no client certificate is
     asked for."""
+
+    cert_secret: str | None = None
+    """``<namespace>/<name>`` of the Secret in which the operator keeps the webhook's CA and
+    serving certificate itself (decision 0022): every replica serves the certificate it holds and
+    reloads it when it changes; the leader creates the Secret when it is missing, renews the
+    certificate and the CA before they expire, and writes the CA bundle into every webhook
+    configuration and APIService annotated ``ferry.dev/inject-ca-from: <namespace>/<name>``.
+    Unset: ``cert_dir`` decides (a mounted certificate, e.g. cert-manager's, or a generated one)."""
+
+    cert_hosts: tuple[str, ...] = ()
+    """DNS names (or addresses) the kept serving certificate is issued for, e.g. the webhook
+    Service's ``<service>.<namespace>.svc``; separated by spaces in the variable. Empty:
+    ``host``."""
+
+    cert_validity_seconds: Annotated[float, SECONDS] = 90 * 86400
+    """Validity of each serving certificate the operator issues (never past its CA's): 90 days."""
+
+    cert_renew_before_seconds: Annotated[float, SECONDS] = 30 * 86400
+    """A serving certificate is renewed this long before it expires: 30 days."""
+
+    ca_validity_seconds: Annotated[float, SECONDS] = 5 * 365 * 86400
+    """Validity of each CA the operator makes: 5 years."""
+
+    ca_renew_before_seconds: Annotated[float, SECONDS] = 365 * 86400
+    """The CA is replaced this long (a year) before it expires; old and new are both in the CA
+    bundle until no replica serves a certificate the old one signed."""
+
+    cert_check_seconds: Annotated[float, SECONDS] = 10.0
+    """How often each replica reads the Secret (and reloads a changed certificate) and the leader
+    checks renewals and every injected CA bundle (repairing one changed by hand). A new CA is
+    used to sign only three times this long after it joined the bundle."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.cert_secret is not None:
+            namespace, _, name = self.cert_secret.partition("/")
+            if not namespace or not name or "/" in name:
+                raise SettingsError(
+                    f"webhooks.cert_secret: {self.cert_secret!r} is not <namespace>/<name>"
+                )
+        for what, renew, validity in (
+            ("cert", self.cert_renew_before_seconds, self.cert_validity_seconds),
+            ("ca", self.ca_renew_before_seconds, self.ca_validity_seconds),
+        ):
+            if renew >= validity:
+                raise SettingsError(
+                    f"webhooks.{what}_renew_before_seconds ({renew:g}) is not shorter than"
+                    f" webhooks.{what}_validity_seconds ({validity:g})"
+                )
 
 
 @dataclass(frozen=True)
@@ -224,7 +279,7 @@ class ReconcileSettings(SettingsGroup):
 class LeaderSettings(SettingsGroup):
     """More than one replica: which one reconciles what, decided by Kubernetes Leases
     (coordination.k8s.io/v1). Namespaces are divided into shards; each shard is reconciled by
-    the one replica holding its Lease. The admission webhooks and the read API serve on every
+    the one replica holding its Lease. The admission webhooks and ``/metrics`` serve on every
     replica either way (docs/scaling.md, docs/decisions/0020-leases-and-shards.md)."""
 
     lease_namespace: str | None = None

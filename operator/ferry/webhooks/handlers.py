@@ -47,7 +47,7 @@ from ferry.webhooks.configurations import (
     VALIDATE_SCHEMA,
     Hook,
 )
-from ferry.webhooks.server import DENIED_CODE
+from ferry.webhooks.server import DENIED_CODE, note_denial
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ Handler = Callable[..., Awaitable[None]]
 
 def _deny(kind: str, namespace: str, name: str, violations: list[Violation]) -> None:
     if violations:
+        note_denial(violations)
         logger.info("denied %s %s/%s: %d violation(s)", kind, namespace, name, len(violations))
         raise kopf.AdmissionError(denial_message(kind, namespace, name, violations), DENIED_CODE)
 

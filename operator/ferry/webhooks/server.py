@@ -17,29 +17,40 @@ private methods:
   "failed calling webhook". A request that is not an AdmissionReview for the path's kind gets
   ``400`` and never reaches Kopf.
 * **Renewal.** Certificate files are re-read when they change (cert-manager renews a mounted
-  Secret in place); the new listener starts before the old one stops, so no request is dropped.
+  Secret in place; with ``webhooks.cert_secret``, :func:`ferry.reconcile.certificates.follow`
+  writes them from the Secret); the new listener starts before the old one stops, so no request
+  is dropped. Files that are missing (not written yet) or do not load are waited for; a
+  renewal that does not load leaves the previous certificate served.
+* **Metrics.** Each answer is counted by kind, operation, result and a reason code from the
+  fixed set :data:`ferry.domain.denials.REASONS` (never a name or a message), and timed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import functools
 import hashlib
 import json
 import logging
 import re
+import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp.web
 import kopf
-from prometheus_client import Histogram
+from cryptography import x509
+from prometheus_client import Counter, Histogram
 
+from ferry import metrics
 from ferry.domain import kinds
 from ferry.domain.admission import NESTED_TOO_DEEPLY, denial_message, identity
+from ferry.domain.denials import ALLOWED, reason_of
 from ferry.domain.errors import Violation
 from ferry.tls import ServingCertificate, server_context
 from ferry.webhooks.configurations import HOOKS, Hook
@@ -66,6 +77,36 @@ ADMISSION_SECONDS = Histogram(
     ["webhook", "allowed"],
     buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.5, 2.5),
 )
+
+ADMISSIONS = Counter(
+    "ferry_admission_requests_total",
+    "Admission requests answered, by kind, operation, result (allowed, denied, error) and reason"
+    " (a fixed set of codes, ferry.domain.denials.REASONS)",
+    ["kind", "operation", "result", "reason"],
+)
+_OPERATIONS = frozenset({"CREATE", "UPDATE", "DELETE", "CONNECT"})
+
+
+@dataclass
+class _Outcome:
+    """What one request's answer is counted under; filled in while it is answered."""
+
+    operation: str = "UNKNOWN"
+    reason: str | None = None
+
+
+_OUTCOME: contextvars.ContextVar[_Outcome | None] = contextvars.ContextVar(
+    "ferry_admission_outcome", default=None
+)
+
+
+def note_denial(violations: Sequence[Violation]) -> None:
+    """Called by the handler that refuses a request: the reason code its answer is counted
+    under. (Kopf may run the handler in a copy of the request's context; the object is shared.)"""
+    outcome = _OUTCOME.get()
+    if outcome is not None and outcome.reason is None:
+        outcome.reason = reason_of(violations)
+
 
 _UID = re.compile(rb'"uid"\s*:\s*"([^"\\]{1,128})"')
 _API_VERSION = re.compile(rb'"apiVersion"\s*:\s*"(admission\.k8s\.io/v1(?:beta1)?)"')
@@ -137,16 +178,28 @@ class WebhookServer:
         runner = aiohttp.web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         previous: aiohttp.web.TCPSite | None = None
+        waiting = False
         try:
             while True:
-                digest = self._digest()
+                try:
+                    digest = self._digest()
+                    context = server_context(
+                        self.certificate.cert, self.certificate.key, self.client_ca
+                    )
+                except (OSError, ssl.SSLError) as error:
+                    if previous is not None:
+                        logger.warning("renewed webhook certificate not usable (%s): still"
+                                       " serving the previous one", error)  # fmt: skip
+                    elif not waiting:
+                        logger.info("waiting for the webhook certificate files: %s", error)
+                    waiting = True
+                    await asyncio.sleep(self.file_check_seconds)
+                    continue
                 site = aiohttp.web.TCPSite(
                     runner,
                     self.host,
                     self.port,
-                    ssl_context=server_context(
-                        self.certificate.cert, self.certificate.key, self.client_ca
-                    ),
+                    ssl_context=context,
                     reuse_address=True,
                     reuse_port=True,  # the renewed listener binds before the old one closes
                 )
@@ -154,6 +207,8 @@ class WebhookServer:
                 if previous is not None:
                     await previous.stop()
                 previous = site
+                served = x509.load_pem_x509_certificate(self.certificate.cert.read_bytes())
+                metrics.WEBHOOK_CERT_EXPIRY.set(served.not_valid_after_utc.timestamp())
                 config = kopf.WebhookClientConfig(url=f"https://{self._netloc()}")
                 config["caBundle"] = base64.b64encode(self.certificate.ca.read_bytes()).decode()
                 logger.info(
@@ -163,7 +218,7 @@ class WebhookServer:
                 )
                 self._configs.put_nowait(config)
                 yield config
-                while self._digest() == digest:
+                while self._unchanged(digest):
                     await asyncio.sleep(self.file_check_seconds)
                 logger.info("webhook certificate files changed: serving the new ones")
         finally:
@@ -178,6 +233,12 @@ class WebhookServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
+    def _unchanged(self, digest: str) -> bool:
+        try:
+            return self._digest() == digest
+        except OSError:  # being replaced: look again
+            return True
+
     def _digest(self) -> str:
         files = [self.certificate.ca, self.certificate.cert, self.certificate.key]
         hasher = hashlib.sha256()
@@ -189,7 +250,15 @@ class WebhookServer:
         self, fn: kopf.WebhookFn, hook: Hook, request: aiohttp.web.Request
     ) -> aiohttp.web.Response:
         started = time.perf_counter()
-        response = await self._answer(fn, hook, request)
+        outcome = _Outcome()
+        token = _OUTCOME.set(outcome)
+        try:
+            response = await self._answer(fn, hook, request, outcome)
+        except aiohttp.web.HTTPException:
+            ADMISSIONS.labels(hook.kind.kind, outcome.operation, "error", "BadRequest").inc()
+            raise
+        finally:
+            _OUTCOME.reset(token)
         try:
             allowed = json.loads(response.body)["response"]["allowed"]  # type: ignore[arg-type]
         except (TypeError, ValueError, KeyError):
@@ -197,10 +266,14 @@ class WebhookServer:
         ADMISSION_SECONDS.labels(hook.path, str(allowed).lower()).observe(
             time.perf_counter() - started
         )
+        result, reason = (
+            ("allowed", ALLOWED) if allowed is True else ("denied", outcome.reason or "Other")
+        )
+        ADMISSIONS.labels(hook.kind.kind, outcome.operation, result, reason).inc()
         return response
 
     async def _answer(
-        self, fn: kopf.WebhookFn, hook: Hook, request: aiohttp.web.Request
+        self, fn: kopf.WebhookFn, hook: Hook, request: aiohttp.web.Request, outcome: _Outcome
     ) -> aiohttp.web.Response:
         if (request.content_length or 0) > MAX_BODY_BYTES:
             raise aiohttp.web.HTTPRequestEntityTooLarge(
@@ -210,6 +283,7 @@ class WebhookServer:
         try:
             review = json.loads(raw)
         except RecursionError:
+            outcome.reason = "TooCostly"
             return self._undecodable(raw)
         except ValueError as error:
             raise aiohttp.web.HTTPBadRequest(reason=f"not JSON: {error}"[:200]) from None
@@ -218,6 +292,8 @@ class WebhookServer:
                 reason=f"not an AdmissionReview request for {hook.kind.resource}"
             )
         part = review["request"]
+        if part.get("operation") in _OPERATIONS:
+            outcome.operation = part["operation"]
         peer = request.transport.get_extra_info("peercert") if request.transport else None
         response: dict[str, Any]
         try:
@@ -225,6 +301,7 @@ class WebhookServer:
                 await fn(review, webhook=hook.path, sslpeer=peer, headers=dict(request.headers))
             )
         except RecursionError:
+            outcome.reason = "TooCostly"
             namespace, name = identity(part.get("object"))
             message = denial_message(
                 hook.kind.kind, namespace, name, [Violation("spec", NESTED_TOO_DEEPLY)]
@@ -232,6 +309,7 @@ class WebhookServer:
             response = denial(part["uid"], message, review.get("apiVersion", ""))
         except Exception as error:  # never an error answer for an object: deny, say why
             logger.exception("admission request could not be checked")
+            outcome.reason = "CheckFailed"
             message = f"the object could not be checked: {error}"[:500]
             response = denial(part["uid"], message, review.get("apiVersion", ""))
         status = response.get("response", {}).get("status")

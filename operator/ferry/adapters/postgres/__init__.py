@@ -2,7 +2,8 @@
 
     migrations.py   versioned SQL (``sql/``), applied at operator start under an advisory lock
     store.py        the operator's asynchronous store: record, audit, mark deleted, prune
-    history.py      the CLI's synchronous reader: revisions, state at a moment, audit trail
+    history.py      the history API's reader (ferry history-api): revisions, state at a moment,
+                    audit trail
     records.py      the rows both return (``Revision``, ``AuditRecord``)
     errors.py       ``StoreError``, the one error base of this adapter
 

@@ -1,122 +1,157 @@
-"""The CLI's reader of history: synchronous reads, and the CLI's own audit rows (rollback).
+"""The history API's reader: revisions, the state at a moment and the audit trail, read-only.
 
-The CLI is a short-lived process with no event loop, so one plain connection is simpler and
-faster to start than a pool. Every method raises :class:`StoreUnavailable` when PostgreSQL
-cannot answer.
+Only ``ferry history-api`` (the aggregated API server, decision 0021) reads these tables for
+people; the CLI asks that API through the Kubernetes API server and holds no database
+credentials. Asynchronous over a small pool: one server answers many callers. Every method
+raises :class:`StoreUnavailable` when PostgreSQL cannot answer. Nothing here writes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
 
 from ferry.adapters.postgres.errors import UNAVAILABLE, StoreUnavailable
-from ferry.adapters.postgres.records import INSERT_AUDIT, AuditRecord, Revision
+from ferry.adapters.postgres.records import AuditRecord, Revision
+
+
+@dataclass(frozen=True)
+class RevisionQuery:
+    """Which revisions to list; None matches any. ``current_at`` keeps, per object, only the
+    revision current at that moment (its latest at or before it, unless deleted since);
+    ``current`` does the same for now."""
+
+    namespace: str | None = None
+    kind: str | None = None
+    name: str | None = None
+    revision: int | None = None
+    changed_by: str | None = None
+    current: bool = False
+    current_at: dt.datetime | None = None
+    after: tuple[str, str, str, int] | None = None
+    """Only revisions after this (namespace, kind, name, revision), in list order: a page."""
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """Which audit rows to list (None: any); the newest ``limit`` of them, oldest first."""
+
+    namespace: str | None = None
+    kinds: tuple[str, ...] | None = None
+    excluded_kinds: tuple[str, ...] = ()
+    name: str | None = None
+    username: str | None = None
+    action: str | None = None
+    since: dt.datetime | None = None
+    id: int | None = None
+    limit: int = 1000
+
+
+_REVISIONS = (
+    "SELECT r.* FROM revisions r"
+    " WHERE (%(ns)s::text IS NULL OR r.namespace = %(ns)s::text)"
+    " AND (%(kind)s::text IS NULL OR r.kind = %(kind)s::text)"
+    " AND (%(name)s::text IS NULL OR r.name = %(name)s::text)"
+    " AND (%(rev)s::int IS NULL OR r.revision = %(rev)s::int)"
+    " AND (%(user)s::text IS NULL OR r.changed_by = %(user)s::text)"
+)
+
+# The revision current at a moment: the latest created at or before it, unless a deletion came
+# after it (a re-created object starts a new revision, which hides an earlier deletion).
+_CURRENT = (
+    " AND r.revision = (SELECT max(l.revision) FROM revisions l WHERE l.kind=r.kind"
+    "   AND l.namespace=r.namespace AND l.name=r.name"
+    "   AND (%(at)s::timestamptz IS NULL OR l.created_at <= %(at)s::timestamptz))"
+    " AND NOT EXISTS (SELECT 1 FROM audit_log d"
+    "   WHERE d.action='deleted' AND d.kind=r.kind AND d.namespace=r.namespace"
+    "   AND d.name=r.name AND d.at >= r.created_at"
+    "   AND (%(at)s::timestamptz IS NULL OR d.at <= %(at)s::timestamptz))"
+)
+
+_AUDIT = (
+    "SELECT * FROM (SELECT * FROM audit_log"
+    "   WHERE (%(since)s::timestamptz IS NULL OR at >= %(since)s::timestamptz)"
+    "   AND (%(user)s::text IS NULL OR username = %(user)s::text)"
+    "   AND (%(ns)s::text IS NULL OR namespace = %(ns)s::text)"
+    "   AND (%(name)s::text IS NULL OR name = %(name)s::text)"
+    "   AND (%(action)s::text IS NULL OR action = %(action)s::text)"
+    "   AND (%(id)s::bigint IS NULL OR id = %(id)s::bigint)"
+    "   AND (%(kinds)s::text[] IS NULL OR kind = ANY(%(kinds)s::text[]))"
+    "   AND NOT (kind = ANY(%(excluded)s::text[]))"
+    "   ORDER BY at DESC, id DESC LIMIT %(limit)s) newest ORDER BY at, id"
+)
 
 
 class HistoryReader:
-    """Use as a context manager: ``with HistoryReader(url) as reader: reader.revisions(…)``."""
+    """``await reader.open()`` once; then ``revisions(query)`` and ``audit_log(query)``."""
 
-    def __init__(self, database_url: str) -> None:
-        self._url = database_url
-        self._conn: psycopg.Connection[dict[str, Any]] | None = None
+    def __init__(self, database_url: str, *, max_size: int = 4) -> None:
+        self._pool = AsyncConnectionPool(
+            database_url,
+            min_size=1,
+            max_size=max_size,
+            open=False,
+            kwargs={"connect_timeout": 5, "autocommit": True},
+            timeout=10,
+        )
 
-    def __enter__(self) -> HistoryReader:
+    async def open(self) -> None:
+        await self._pool.open(wait=False)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def _rows(self, sql: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         try:
-            self._conn = psycopg.connect(
-                self._url, autocommit=True, connect_timeout=10, row_factory=dict_row
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(sql, params)
+                return await cur.fetchall()
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
+
+    async def revisions(self, query: RevisionQuery) -> list[Revision]:
+        """Matching revisions ordered by namespace, kind, name and revision (at most
+        ``limit``: LIMIT NULL is no limit)."""
+        sql = _REVISIONS + (_CURRENT if query.current or query.current_at else "")
+        if query.after is not None:
+            sql += (
+                " AND (r.namespace, r.kind, r.name, r.revision) > (%(a0)s, %(a1)s, %(a2)s, %(a3)s)"
             )
-        except UNAVAILABLE as exc:
-            raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        if self._conn is not None:
-            self._conn.close()
-
-    def _rows(self, sql: str, params: Mapping[str, Any] | tuple[Any, ...]) -> list[dict[str, Any]]:
-        assert self._conn is not None, "use HistoryReader as a context manager"
-        try:
-            return self._conn.execute(sql, params).fetchall()
-        except UNAVAILABLE as exc:
-            raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
-
-    def revisions(self, kind: str, namespace: str, name: str) -> list[Revision]:
-        rows = self._rows(
-            "SELECT * FROM revisions WHERE kind=%s AND namespace=%s AND name=%s ORDER BY revision",
-            (kind, namespace, name),
-        )
-        return [Revision.from_row(r) for r in rows]
-
-    def kinds_with_history(self, namespace: str, name: str) -> list[str]:
-        rows = self._rows(
-            "SELECT DISTINCT kind FROM revisions WHERE namespace=%s AND name=%s ORDER BY kind",
-            (namespace, name),
-        )
-        return [str(r["kind"]) for r in rows]
-
-    def state_at(self, at: dt.datetime | None, namespace: str | None = None) -> list[Revision]:
-        """The revision current at ``at`` (default: now) of every object that existed then:
-        its latest revision created at or before ``at``, unless a deletion came after it."""
-        rows = self._rows(
-            "WITH last AS (SELECT DISTINCT ON (kind, namespace, name) * FROM revisions"
-            "   WHERE (%(at)s::timestamptz IS NULL OR created_at <= %(at)s::timestamptz)"
-            "   AND (%(ns)s::text IS NULL OR namespace = %(ns)s::text)"
-            "   ORDER BY kind, namespace, name, revision DESC)"
-            " SELECT last.* FROM last WHERE NOT EXISTS (SELECT 1 FROM audit_log d"
-            "   WHERE d.action='deleted' AND d.kind=last.kind AND d.namespace=last.namespace"
-            "   AND d.name=last.name AND d.at >= last.created_at"
-            "   AND (%(at)s::timestamptz IS NULL OR d.at <= %(at)s::timestamptz))"
-            " ORDER BY namespace, kind, name",
-            {"at": at, "ns": namespace},
-        )
-        return [Revision.from_row(r) for r in rows]
-
-    def audit_log(
-        self,
-        *,
-        since: dt.datetime | None = None,
-        username: str | None = None,
-        namespace: str | None = None,
-        kinds: tuple[str, ...] | None = None,
-        limit: int = 1000,
-    ) -> list[AuditRecord]:
-        """Audit rows, oldest first, newest ``limit`` of those matching."""
-        rows = self._rows(
-            "SELECT * FROM (SELECT * FROM audit_log"
-            "   WHERE (%(since)s::timestamptz IS NULL OR at >= %(since)s::timestamptz)"
-            "   AND (%(user)s::text IS NULL OR username = %(user)s::text)"
-            "   AND (%(ns)s::text IS NULL OR namespace = %(ns)s::text)"
-            "   AND (%(kinds)s::text[] IS NULL OR kind = ANY(%(kinds)s::text[]))"
-            "   ORDER BY at DESC, id DESC LIMIT %(limit)s) newest ORDER BY at, id",
+        rows = await self._rows(
+            sql + " ORDER BY r.namespace, r.kind, r.name, r.revision LIMIT %(limit)s",
             {
-                "since": since,
-                "user": username,
-                "ns": namespace,
-                "kinds": list(kinds) if kinds is not None else None,
-                "limit": limit,
+                "ns": query.namespace,
+                "kind": query.kind,
+                "name": query.name,
+                "rev": query.revision,
+                "user": query.changed_by,
+                "at": query.current_at,
+                "limit": query.limit,
+                **{f"a{i}": v for i, v in enumerate(query.after or ())},
+            },
+        )
+        return [Revision.from_row(r) for r in rows]
+
+    async def audit_log(self, query: AuditQuery) -> list[AuditRecord]:
+        rows = await self._rows(
+            _AUDIT,
+            {
+                "since": query.since,
+                "user": query.username,
+                "ns": query.namespace,
+                "name": query.name,
+                "action": query.action,
+                "id": query.id,
+                "kinds": list(query.kinds) if query.kinds is not None else None,
+                "excluded": list(query.excluded_kinds),
+                "limit": query.limit,
             },
         )
         return [AuditRecord.from_row(r) for r in rows]
-
-    def append_audit(
-        self,
-        action: str,
-        *,
-        kind: str,
-        namespace: str,
-        name: str,
-        uid: str | None = None,
-        username: str | None = None,
-        revision: int | None = None,
-        details: Mapping[str, Any] | None = None,
-    ) -> None:
-        self._rows(
-            INSERT_AUDIT + " RETURNING id",
-            (action, kind, namespace, name, uid, username, revision, Jsonb(dict(details or {}))),
-        )

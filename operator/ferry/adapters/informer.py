@@ -1,0 +1,113 @@
+"""List, then watch, one kind of object in every namespace (only those with given labels).
+
+Kopf watches a resource whole and filters per handler in the operator, so an operator that
+follows its own ConfigMaps through Kopf receives, parses and briefly holds every ConfigMap (and
+every Secret, values included) in the cluster. This informer hands the label selector to the API
+server instead, so what the operator receives and holds follows Ferry's objects, not the
+cluster's size (issue 15; docs/decisions/0023-cost-follows-ferrys-objects.md).
+
+It is a plain informer, as client-go's: a paginated LIST, every object delivered as ``ADDED``,
+then a WATCH from the list's resourceVersion. When the watch's resourceVersion is too old (410
+Gone) or the stream fails, it lists again and delivers ``DELETED`` for what disappeared in
+between, so a consumer's picture is never left with an object that is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx2 as httpx
+from lightkube import ApiError, AsyncClient
+from lightkube.types import OnErrorAction, OnErrorResult
+
+logger = logging.getLogger(__name__)
+
+ObjectKey = tuple[str, str]  # (namespace, name)
+#: (event type, (namespace, name), object): "ADDED", "MODIFIED" or "DELETED", and the lightkube
+#: model — None for an object found gone by a later list (its last state was not seen).
+Handler = Callable[[str, ObjectKey, Any | None], None]
+
+PAGE = 500  # objects per LIST request: bounded memory while listing, few round trips
+MAX_BACKOFF = 30.0
+
+
+class Informer:
+    """Keep ``handle`` told of every object of ``resource`` labelled ``labels`` (all: ``{}``).
+
+    ``synced`` is set once the first list has been delivered: from then on the consumer's
+    picture is complete, as Kopf's "indexes filled".
+    """
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        resource: Any,
+        labels: Mapping[str, str],
+        handle: Handler,
+    ) -> None:
+        self._client = client
+        self._resource = resource
+        self._labels = dict(labels)
+        self._handle = handle
+        self._known: dict[ObjectKey, str] = {}  # (namespace, name) → uid, to see deletions
+        self.synced = asyncio.Event()
+
+    @property
+    def kind(self) -> str:
+        return str(self._resource.__name__)
+
+    async def run(self) -> None:
+        """List and watch until cancelled; failures are retried with backoff, never raised."""
+        failures = 0
+        while True:
+            try:
+                version = await self._list()
+                failures = 0
+                await self._watch(version)
+            except asyncio.CancelledError:
+                raise
+            except (ApiError, httpx.HTTPError) as exc:
+                gone = isinstance(exc, ApiError) and exc.status.code == 410
+                if not gone:
+                    failures += 1
+                    logger.warning("watching %ss failed (%s); listing again", self.kind, exc)
+                await asyncio.sleep(min(MAX_BACKOFF, 0.5 * 2**failures) if failures else 0)
+
+    async def _list(self) -> str:
+        listing = self._client.list(
+            self._resource, namespace="*", labels=self._labels or None, chunk_size=PAGE
+        )
+        seen: dict[ObjectKey, str] = {}
+        async for obj in listing:
+            key = (str(obj.metadata.namespace), str(obj.metadata.name))
+            seen[key] = str(obj.metadata.uid)
+            self._handle("ADDED", key, obj)
+        # Gone while nobody watched (only after a failed watch; the first list knows nothing):
+        # told as deletions, so the consumer drops them too.
+        for key in self._known.keys() - seen.keys():
+            self._handle("DELETED", key, None)
+        self._known = seen
+        self.synced.set()
+        return listing.resourceVersion
+
+    async def _watch(self, version: str) -> None:
+        # lightkube reconnects by itself when the server ends a watch cleanly, from the last
+        # version it saw; a 410 (that version is too old) or any error comes back here to list
+        # again, rather than lightkube's restart without a version that would miss deletions.
+        stream = self._client.watch(
+            self._resource,
+            namespace="*",
+            labels=self._labels or None,
+            resource_version=version,
+            on_error=lambda exc, count: OnErrorResult(OnErrorAction.RAISE),
+        )
+        async for event, obj in stream:
+            key = (str(obj.metadata.namespace), str(obj.metadata.name))
+            if event == "DELETED":
+                self._known.pop(key, None)
+            else:
+                self._known[key] = str(obj.metadata.uid)
+            self._handle(event, key, obj)
