@@ -52,11 +52,14 @@ manifests: ## re-render manifests/ and the chart's copies of crds/ and webhooks/
 	@bash scripts/render-manifests.sh
 
 bench: deps venv binaries ## the benchmarks behind docs/benchmarks.md (minutes; not part of `make test`)
-	$(VENV)/bin/python bench/reconcile_bench.py --applies 200 --fanout 100 --scale 5000
+	$(VENV)/bin/python bench/reconcile_bench.py --applies 200 --fanout 1000 --join 200 --scale 5000
+	$(VENV)/bin/python bench/memory.py --entries 200 --configmaps 50000 --deployments 5000
 	$(VENV)/bin/python bench/admission_latency.py --requests 300
 	$(VENV)/bin/python bench/flag_eval.py
 	$(VENV)/bin/python bench/secrets_bench.py --entries 1000 --paths 10 --rotate 500
-	$(VENV)/bin/python bench/read_api.py --seconds 10 --rounds 3 --connections 64
+	$(VENV)/bin/python bench/read_api.py --rounds 4
+	$(VENV)/bin/python bench/sse_watch.py
+	$(VENV)/bin/python bench/ofrep.py --rounds 4
 	$(VENV)/bin/python bench/shards.py --entries 2000 --rounds 2
 	$(VENV)/bin/python bench/hostile_tenant.py
 

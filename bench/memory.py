@@ -17,15 +17,14 @@ the runs: the same entries, already reconciled (the second run writes nothing).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from lightkube import Client, KubeConfig
+from lightkube import AsyncClient, Client, KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.apps_v1 import DeploymentSpec
 from lightkube.models.core_v1 import Container, PodSpec, PodTemplateSpec
@@ -39,7 +38,7 @@ from ferry.devenv.stack import Stack, start_operator, start_stack
 
 ConfigEntry = create_namespaced_resource("ferry.dev", "v1alpha1", "ConfigEntry", "configentries")
 GOAL_MIB = 10.0
-THREADS = 16
+PARALLEL = 16
 PER_NAMESPACE = 1000
 
 
@@ -82,18 +81,24 @@ def run_operator(stack: Stack, entries: int) -> dict[str, int]:
 
 
 def create_all(client: Client, objects: list[object]) -> float:
-    """Create them ``THREADS`` at a time, one client per thread (a client is not shared across
-    threads: that crashed the interpreter here)."""
-    local = threading.local()
+    """Create them ``PARALLEL`` at a time from one asyncio client (threads sharing lightkube's
+    sync client crashed the interpreter here, in a native extension)."""
 
-    def create(obj: object) -> None:
-        if not hasattr(local, "client"):
-            local.client = Client(client.config, field_manager="bench")
-        local.client.create(obj)
+    async def run() -> None:
+        async_client = AsyncClient(client.config, field_manager="bench")
+        limit = asyncio.Semaphore(PARALLEL)
+
+        async def create(obj: object) -> None:
+            async with limit:
+                await async_client.create(obj)
+
+        try:
+            await asyncio.gather(*(create(obj) for obj in objects))
+        finally:
+            await async_client.close()
 
     start = time.perf_counter()
-    with ThreadPoolExecutor(THREADS) as pool:
-        list(pool.map(create, objects))
+    asyncio.run(run())
     return time.perf_counter() - start
 
 

@@ -56,7 +56,8 @@ done
 kubectl get configentry payments-db -n platform \
   -o go-template='{{range .status.secrets}}{{.name}}: now version {{.version}}{{"\n"}}{{end}}revision {{.status.revision}}{{"\n"}}'
 
-step "History of payments-api (who, when, why) from PostgreSQL"
+step "History of payments-api (who, when, why), served as a Kubernetes API (history.ferry.dev)"
+kubectl get configrevisions -n platform --field-selector spec.entry=payments-api
 $FERRY history platform/payments-api
 
 step "An invalid change: poolSize 500 against a schema maximum of 100"

@@ -260,3 +260,18 @@ async def test_data_nested_past_what_pickle_takes_is_answered_the_same(pool: Iso
     )
     [violation] = await isolation.check_schema({"properties": deep}, tenant="ns", pool=pool)
     assert violation == check_schema({"properties": deep})[0]
+
+
+def test_an_unchanged_question_finds_its_plan_and_any_change_asks_again() -> None:
+    memo = isolation.PlanMemo(size=2)
+    plan = pure_plan_entry("e", {"data": {"a": 1}}, entries={}, schemas={})
+    question = ({"data": {"a": 1}}, {}, {}, ())
+    memo.put(("ns", "e"), question, plan)
+    assert memo.get(("ns", "e"), ({"data": {"a": 1}}, {}, {}, ())) is plan  # equal by value
+    assert memo.get(("ns", "e"), ({"data": {"a": 2}}, {}, {}, ())) is None  # the spec changed
+    assert memo.get(("ns", "e"), ({"data": {"a": 1}}, {"base": {}}, {}, ())) is None  # a base
+    assert memo.get(("ns", "e"), ({"data": {"a": 1}}, {}, {}, ("p",))) is None  # Vault paths
+    memo.put(("ns", "f"), question, plan)
+    memo.put(("ns", "g"), question, plan)  # over the size: the least recently used goes
+    assert memo.get(("ns", "e"), question) is None
+    assert memo.get(("ns", "g"), question) is plan

@@ -30,7 +30,11 @@ ObjectKey = tuple[str, str]  # (namespace, name)
 #: model — None for an object found gone by a later list (its last state was not seen).
 Handler = Callable[[str, ObjectKey, Any | None], None]
 
-PAGE = 500  # objects per LIST request: bounded memory while listing, few round trips
+#: Objects per LIST request: what is decoded at once while listing. Small when the API server
+#: cannot filter (every Deployment of the cluster arrives, to be dropped): the memory a page
+#: takes while decoded stays in the process's heap afterwards.
+PAGE = 500
+UNFILTERED_PAGE = 50
 MAX_BACKOFF = 30.0
 
 
@@ -78,7 +82,10 @@ class Informer:
 
     async def _list(self) -> str:
         listing = self._client.list(
-            self._resource, namespace="*", labels=self._labels or None, chunk_size=PAGE
+            self._resource,
+            namespace="*",
+            labels=self._labels or None,
+            chunk_size=PAGE if self._labels else UNFILTERED_PAGE,
         )
         seen: dict[ObjectKey, str] = {}
         async for obj in listing:

@@ -127,6 +127,7 @@ class Follow:
             entry_name=str(annotations.get(L.ENTRY_NAME, "")),
             annotations={k: annotations[k] for k in KEPT if k in annotations},
             data_hash=data_hash,
+            uid=str(meta.uid) if meta is not None and meta.uid else None,
         )
         index.put(key, {uid: found})
         edited = data_hash != annotations.get(L.RENDERED_HASH)

@@ -134,6 +134,7 @@ class EntryReconciler:
                 schemas=self.world.schema_specs(namespace),
                 vault_paths=vault_paths,
                 namespace=namespace,
+                memo=isolation.PLANS,
             )
         except Invalid as exc:
             await self.report.invalid(namespace, name, entry, exc)
@@ -369,7 +370,7 @@ class EntryReconciler:
     ) -> P.Observed | None:
         """What is under the object's name in ``target_ns``, from the indexes where they know."""
         if (ours := existing.get((kind, target_ns, name))) is not None:
-            return P.Observed(True, ours.data_hash, ours.annotations)
+            return P.Observed(True, ours.data_hash, ours.annotations, ours.uid)
         if (written := self._written.get((kind, target_ns, name))) is not None:
             return written
         # Not known to be ours: the placer creates it, and an AlreadyExists is read and taken

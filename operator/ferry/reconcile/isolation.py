@@ -527,6 +527,39 @@ def _answer(answer: tuple[str, Any]) -> Any:
     raise Invalid("Malformed", [Violation("spec", f"could not be checked: {answer[1]}")])
 
 
+class PlanMemo:
+    """The last plan of each entry, with the question that produced it.
+
+    ``plan_entry`` is pure: asked the very same question (spec, the specs of its bases and
+    schema, Vault prefixes, namespace; compared by value) it gives the very same plan, so that
+    plan is reused instead of asking a worker again. A reconcile that changes nothing the plan
+    reads (a secret rotation, a resync, a restart, a new target namespace) then costs no worker
+    round trip. Bounded: least recently used entries are dropped first.
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        self._size = size
+        self._plans: collections.OrderedDict[tuple[str, str], tuple[Any, EntryPlan]] = (
+            collections.OrderedDict()
+        )
+
+    def get(self, key: tuple[str, str], question: Any) -> EntryPlan | None:
+        found = self._plans.get(key)
+        if found is None or found[0] != question:
+            return None
+        self._plans.move_to_end(key)
+        return found[1]
+
+    def put(self, key: tuple[str, str], question: Any, plan: EntryPlan) -> None:
+        self._plans[key] = (question, plan)
+        self._plans.move_to_end(key)
+        while len(self._plans) > self._size:
+            self._plans.popitem(last=False)
+
+
+PLANS = PlanMemo()
+
+
 async def plan_entry(
     name: str,
     spec: Mapping[str, Any],
@@ -536,15 +569,21 @@ async def plan_entry(
     vault_paths: Sequence[str] = (),
     namespace: str = "",
     pool: Isolation | None = None,
+    memo: PlanMemo | None = None,
 ) -> EntryPlan:
     """``ferry.domain.entry.plan_entry`` in a worker: the same plan, or the same ``Invalid``;
-    ``Invalid("ValidationTooCostly", …)`` naming the schema if it ran over the limit."""
+    ``Invalid("ValidationTooCostly", …)`` naming the schema if it ran over the limit.
+    ``memo``: where an unchanged question finds its earlier plan (None: ask the worker)."""
     schema, schema_specs = _schema_of(spec, schemas)
+    bases = with_bases(name, spec, entries)
+    question = (spec, bases, schema_specs, tuple(vault_paths))
+    if memo is not None and (known := memo.get((namespace, name), question)) is not None:
+        return known
     answer = await (pool or POOL).run(
         "plan_entry",
         name,
         spec,
-        entries=with_bases(name, spec, entries),
+        entries=bases,
         schemas=schema_specs,
         vault_paths=tuple(vault_paths),
         namespace=namespace,
@@ -555,6 +594,8 @@ async def plan_entry(
         raise Invalid(TOO_COSTLY, [violation])
     plan = _answer(answer)
     assert isinstance(plan, EntryPlan)
+    if memo is not None:
+        memo.put((namespace, name), question, plan)
     return plan
 
 

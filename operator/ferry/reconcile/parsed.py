@@ -1,8 +1,7 @@
-"""Each FeatureFlag version parsed once, for the reconciler and the read API alike.
+"""Each FeatureFlag version parsed once, however often the flag reconciler asks.
 
-A namespace sync asks every flag targeting it for its definition, and the read API answers every
-evaluation from the indexed spec; parsing (and validating) once per (uid, generation) keeps both
-independent of how often they ask.
+A namespace sync asks every flag targeting it for its definition; parsing (and validating) once
+per (uid, generation) keeps that independent of how many namespaces there are.
 """
 
 from __future__ import annotations

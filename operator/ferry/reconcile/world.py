@@ -98,6 +98,8 @@ class Materialised:
     """Ferry's own annotations on it (entry, revision, hashes)."""
     data_hash: str
     """Hash of its data now: differs from the rendered-hash annotation after a hand edit."""
+    uid: str | None = None
+    """Which object it is: an update names it as a precondition without reading it first."""
 
 
 @dataclass(frozen=True, slots=True)
