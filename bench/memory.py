@@ -21,7 +21,6 @@ import asyncio
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from lightkube import AsyncClient, Client, KubeConfig
@@ -31,7 +30,7 @@ from lightkube.models.core_v1 import Container, PodSpec, PodTemplateSpec
 from lightkube.models.meta_v1 import LabelSelector, ObjectMeta
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import ConfigMap, Namespace
-from prometheus_client.parser import text_string_to_metric_families
+from reconcile_bench import reconciled
 
 from ferry.devenv.process import Process
 from ferry.devenv.stack import Stack, start_operator, start_stack
@@ -49,19 +48,6 @@ def memory_kb(pid: int) -> dict[str, int]:
         if key in ("VmRSS", "VmHWM"):
             found[key] = int(value.split()[0])
     return found
-
-
-def reconciled(api_url: str) -> float:
-    with urllib.request.urlopen(f"{api_url}/metrics", timeout=10) as answer:
-        text = answer.read().decode()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if (
-                sample.name == "ferry_reconcile_duration_seconds_count"
-                and sample.labels.get("kind") == "ConfigEntry"
-            ):
-                return sample.value
-    return 0.0
 
 
 def run_operator(stack: Stack, entries: int) -> dict[str, int]:

@@ -43,8 +43,9 @@ STORE_SECONDS = Histogram(
 )
 FLAG_EVALUATIONS = Counter(
     "ferry_flag_evaluations_total",
-    "Flag evaluations answered, by reason (flag names stay out: they are unbounded)",
-    ["reason"],
+    "Flag evaluations answered, by flag (namespace/key), variant and reason; flag and variant are "
+    'bounded: past serve.flag_metric_limit flags (default 0) they count as "other"',
+    ["flag", "variant", "reason"],
 )
 WEBHOOK_CERT_EXPIRY = Gauge(
     "ferry_webhook_certificate_expiry_timestamp_seconds",

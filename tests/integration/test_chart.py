@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from prometheus_client.parser import text_string_to_metric_families
 
+from ferry.cli.serve import GROUPS as SERVE_GROUPS
 from ferry.devenv.controlplane import start_control_plane
 from ferry.devenv.process import Process, free_port, log_tail
 from ferry.devenv.stack import install_crds, run_operator
@@ -43,6 +44,9 @@ MANIFESTS = REPO / "manifests"
 THIRD_PARTY_CRDS = REPO / "tests" / "data" / "crds"
 MONITORING = "monitoring.coreos.com/v1"
 RBAC_KINDS = ("ClusterRole", "Role")
+#: The API server's own roles the chart binds: TokenReview + SubjectAccessReview (create), and
+#: reading the front-proxy ConfigMap in kube-system.
+BUILT_IN_ROLES = ("system:auth-delegator", "extension-apiserver-authentication-reader")
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -250,28 +254,87 @@ def test_no_wildcards_in_any_role(tools: dict[str, Path], tmp_path: Path) -> Non
                 for field in ("apiGroups", "resources", "verbs"):
                     assert rule.get(field), f"{name}: {role['metadata']['name']} {rule} {field}"
                     assert not any("*" in item for item in rule[field]), (name, rule)
+        # Every binding grants a role the chart renders (checked above) or one of the API
+        # server's own narrow roles, whose rules the least-privilege tests check live.
+        rendered = {(r["kind"], r["metadata"]["name"]) for r in roles}
+        for binding in by_kind(docs, "ClusterRoleBinding") + by_kind(docs, "RoleBinding"):
+            ref = binding["roleRef"]
+            assert (ref["kind"], ref["name"]) in rendered or ref["name"] in BUILT_IN_ROLES, (
+                f"{name}: {binding['metadata']['name']} binds {ref['kind']} {ref['name']}"
+            )
+
+
+def _deployment(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    (found,) = (d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == name)
+    return found
+
+
+def _check_settings(
+    where: str, container: dict[str, Any], command: str, groups: tuple[str, ...] | None
+) -> set[str]:
+    """The container runs ``ferry <command>`` with flags and FERRY_* variables of ``groups``
+    (every group: None) only, the connection URIs from Secrets; the variables it sets."""
+    known = [o for o in options() if groups is None or o.group in groups]
+    known_env = {o.env for o in known}
+    known_flags = {o.option for o in known if o.option} | {"--verbose"}
+    assert container["args"][0] == command
+    flags = {arg.split("=", 1)[0] for arg in container["args"][1:]}
+    assert flags <= known_flags, f"{where}: unknown flags {flags - known_flags}"
+    env = {e["name"] for e in container["env"] if e["name"].startswith("FERRY_")}
+    assert env <= known_env, f"{where}: unknown variables {env - known_env}"
+    assert {"FERRY_DATABASE_URL", "FERRY_REDIS_URL"} <= env
+    for variable in container["env"]:
+        if variable["name"] in ("FERRY_DATABASE_URL", "FERRY_REDIS_URL", "FERRY_VAULT_TOKEN"):
+            assert "secretKeyRef" in variable["valueFrom"], f"{where}: {variable} not secret"
+    return env
 
 
 def test_operator_settings_are_the_operators_own(tools: dict[str, Path], tmp_path: Path) -> None:
     """Every flag and FERRY_* variable the Deployment passes is one `ferry run` knows."""
-    known_env = {o.env for o in options()}
-    known_flags = {o.option for o in options() if o.option} | {"--verbose"}
     for name, (values, args) in VARIANTS.items():
         values = values | {"logVerbose": True, "settings": {"FERRY_RECONCILE_RESYNC_SECONDS": 60}}
-        deployment = next(
-            d for d in helm_template(tools["helm"], tmp_path, values, *args)
-            if d["kind"] == "Deployment" and d["metadata"]["name"] == "ferry"
-        )  # fmt: skip
+        deployment = _deployment(helm_template(tools["helm"], tmp_path, values, *args), "ferry")
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
-        assert container["args"][0] == "run"
-        flags = {arg.split("=", 1)[0] for arg in container["args"][1:]}
-        assert flags <= known_flags, f"{name}: unknown flags {flags - known_flags}"
-        env = {e["name"] for e in container["env"] if e["name"].startswith("FERRY_")}
-        assert env <= known_env, f"{name}: unknown variables {env - known_env}"
-        assert {"FERRY_DATABASE_URL", "FERRY_REDIS_URL"} <= env
+        _check_settings(name, container, "run", None)
+
+
+def test_read_api_settings_are_those_ferry_serve_reads(
+    tools: dict[str, Path], tmp_path: Path
+) -> None:
+    """The read API's flags and FERRY_* variables are of the settings groups `ferry serve`
+    reads, Redis Sentinel included, and the serve values reach them."""
+    sentinel = {
+        "sentinel": {"hosts": ["redis-0.redis:26379"], "passwordSecretRef": {"name": "sentinel"}}
+    }
+    for name, (values, args) in VARIANTS.items():
+        redis = values.get("redis", {}) | (sentinel if "trial" not in name else {})
+        serve = {"workers": 3, "tokenAudience": "https://kubernetes.default.svc"}
+        serve |= {"authCacheTtlSeconds": 5, "settings": {"FERRY_SERVE_HEARTBEAT_SECONDS": 20}}
+        values = values | {"logVerbose": True, "redis": redis, "serve": serve}
+        deployment = _deployment(
+            helm_template(tools["helm"], tmp_path, values, *args), "ferry-serve"
+        )
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        env = _check_settings(name, container, "serve", SERVE_GROUPS)
+        plain = {e["name"]: e.get("value") for e in container["env"]}
+        assert plain["FERRY_SERVE_WORKERS"] == "3"
+        assert plain["FERRY_SERVE_TOKEN_AUDIENCE"] == "https://kubernetes.default.svc"
+        assert plain["FERRY_SERVE_AUTH_CACHE_TTL_SECONDS"] == "5"
+        assert plain["FERRY_SERVE_HEARTBEAT_SECONDS"] == "20"
+        if "trial" not in name:
+            assert {"FERRY_CACHE_SENTINELS", "FERRY_CACHE_SENTINEL_PASSWORD"} <= env
+        # The same Secrets as the operator's.
+        (operator,) = _deployment(helm_template(tools["helm"], tmp_path, values, *args), "ferry")[
+            "spec"
+        ]["template"]["spec"]["containers"]
+        secrets = {
+            e["name"]: e["valueFrom"]
+            for e in operator["env"]
+            if e["name"] in ("FERRY_DATABASE_URL", "FERRY_REDIS_URL")
+        }
         for variable in container["env"]:
-            if variable["name"] in ("FERRY_DATABASE_URL", "FERRY_REDIS_URL", "FERRY_VAULT_TOKEN"):
-                assert "secretKeyRef" in variable["valueFrom"], f"{name}: {variable} not secret"
+            if variable["name"] in secrets:
+                assert variable["valueFrom"] == secrets[variable["name"]], name
 
 
 def test_operator_pod_runs_non_root_on_a_read_only_root(
@@ -472,8 +535,11 @@ def test_kustomize_builds_the_manifests_and_the_api_server_accepts_them(
 class ChartOperator:
     """An operator on its own control plane, logged in as the chart's ServiceAccount."""
 
-    def __init__(self, admin: Kube, process: Process, api_port: int, log: Path) -> None:
+    def __init__(
+        self, admin: Kube, process: Process, api_port: int, log: Path, docs: list[dict[str, Any]]
+    ) -> None:
         self.admin = admin
+        self.docs = docs  # what the chart rendered; its RBAC is applied
         self.process = process
         self.api_port = api_port
         self.log = log
@@ -506,11 +572,10 @@ def _service_account_kubeconfig(admin: Kube, path: Path, namespace: str, name: s
 POD_NAME = "ferry-7d9f8-abcde"
 
 
-def _plain_env(docs: list[dict[str, Any]]) -> dict[str, str]:
-    """The settings the chart's Deployment gives the operator, as the kubelet would: values as
+def _plain_env(docs: list[dict[str, Any]], deployment: str = "ferry") -> dict[str, str]:
+    """The settings the chart's Deployment gives its container, as the kubelet would: values as
     they are, the pod's name for a fieldRef (Secrets are the test's own servers)."""
-    deployment = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "ferry")
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    (container,) = _deployment(docs, deployment)["spec"]["template"]["spec"]["containers"]
     env: dict[str, str] = {}
     for variable in container["env"]:
         if "value" in variable:
@@ -552,7 +617,7 @@ def chart_operator(
             in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
         ]
         admin.apply(*rbac)
-        operator = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "ferry")
+        operator = _deployment(docs, "ferry")
         sa = operator["spec"]["template"]["spec"]["serviceAccountName"]
         kubeconfig = workdir / "ferry-sa.kubeconfig"
         _service_account_kubeconfig(admin, kubeconfig, namespace, sa)
@@ -593,7 +658,7 @@ def chart_operator(
         process = run_operator(
             env, webhook_dir, log, api_port=api_port, webhook_port=webhook_port, timeout=120
         )
-        yield ChartOperator(admin, process, api_port, log)
+        yield ChartOperator(admin, process, api_port, log, docs)
     finally:
         if process is not None:
             process.stop()
@@ -709,9 +774,9 @@ def test_dashboard_and_alerts_use_metrics_the_operator_exports(
 
 
 #: What issue 13 asks the operator's /metrics to show, each as (what, series, labels every sample
-#: carries, whether the scenarios above must have moved it past 0). Flag evaluations and the cache
-#: hit ratio are ``ferry serve``'s (ferry_flag_evaluations_total, ferry_serve_reads_total by
-#: source), not the operator's.
+#: carries, whether the scenarios above must have moved it past 0). Flag evaluations (by flag,
+#: variant and reason) and the cache hit ratio are ``ferry serve``'s
+#: (ferry_flag_evaluations_total, ferry_serve_reads_total by source): see test_serve.py.
 OPERATOR_METRICS = [
     ("reconciles by kind and result", "ferry_reconciles_total", {"kind", "result"}, True),
     ("reconcile durations", "ferry_reconcile_duration_seconds_count", {"kind"}, True),

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from ferry.client import EventParser, FerryClient
 from ferry.devenv.process import Process, free_port, spawn, wait_until
@@ -197,7 +198,9 @@ def serve(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Serve]:
     workdir = tmp_path_factory.mktemp("serve")
-    process, url = start_serve(kube, database_url, redis_url, workdir)
+    # Two flags get series of their own in ferry_flag_evaluations_total; the rest are "other".
+    options = ("--serve-flag-metric-limit", "2")
+    process, url = start_serve(kube, database_url, redis_url, workdir, options=options)
     try:
         yield Serve(url, process, kube)
     finally:
@@ -688,6 +691,18 @@ def test_ofrep_answers_equal_ferry_flags_eval_and_the_openfeature_provider_reads
             assert got.get("value") == want["value"], (name, context, got, want)
             assert got["metadata"]["bucketing"] == want["bucketing"]
             assert got["metadata"]["revision"] == want["revision"]
+
+    # Evaluations by flag and variant, bounded: the first two flags by name, the third "other".
+    with urllib.request.urlopen(f"{serve.url}/metrics", timeout=10) as answer:
+        families = text_string_to_metric_families(answer.read().decode())
+    counted = {
+        (sample.labels["flag"], sample.labels["variant"])
+        for family in families
+        for sample in family.samples
+        if sample.name == "ferry_flag_evaluations_total" and sample.value > 0
+    }
+    assert {flag for flag, _ in counted} == {f"{ns}/checkout", f"{ns}/legacy", "other"}
+    assert (f"{ns}/checkout", "on") in counted and ("other", "other") in counted
 
     status, body = ofrep("missing", {})
     assert status == 404 and body == {

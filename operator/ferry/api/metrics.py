@@ -34,6 +34,39 @@ WATCHERS = Gauge("ferry_serve_watchers", "Server-Sent Event streams open now")
 STREAM_UP = Gauge("ferry_serve_stream_up", "1 while the Redis change stream is being tailed")
 
 
+OTHER = "other"
+
+
+class FlagSeries:
+    """Bounded label values for ``ferry_flag_evaluations_total``.
+
+    A flag's name is a tenant's data and tenants can make flags without end, while ``/metrics``
+    answers anyone who reaches the port and every series costs the scraper memory. So only the
+    first ``limit`` flags (``namespace/key``) seen get series of their own, each with at most
+    ``variants`` distinct variants; everything past that counts under ``"other"``. The default
+    limit is 0: flag names stay off ``/metrics`` unless the platform team opts in.
+    """
+
+    def __init__(self, limit: int, variants: int = 16) -> None:
+        self._limit = limit
+        self._variants = variants
+        self._seen: dict[str, set[str]] = {}
+
+    def labels(self, namespace: str, key: str, variant: str | None) -> tuple[str, str]:
+        flag = f"{namespace}/{key}"
+        variants = self._seen.get(flag)
+        if variants is None:
+            if len(self._seen) >= self._limit:
+                return OTHER, OTHER
+            variants = self._seen[flag] = set()
+        value = variant or ""  # no variant: an error, or a disabled flag's default
+        if value not in variants:
+            if len(variants) >= self._variants:
+                return flag, OTHER
+            variants.add(value)
+        return flag, value
+
+
 @functools.cache
 def child(metric: Counter | Histogram, *labels: str) -> Any:
     """``metric.labels(*labels)``, looked up once: ``labels()`` costs several times the increment

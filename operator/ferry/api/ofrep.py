@@ -265,7 +265,15 @@ def _failure(status: int, code: str, details: str, key: str | None = None) -> we
     return web.json_response(body, status=status)
 
 
-def add_routes(app: web.Application, guard: Guard, source: FlagSource) -> None:
+def add_routes(
+    app: web.Application, guard: Guard, source: FlagSource, series: metrics.FlagSeries
+) -> None:
+    def counted(namespace: str, key: str, evaluation: Evaluation) -> Evaluation:
+        flag, variant = series.labels(namespace, key, evaluation.variant)
+        reason = str(evaluation.reason)
+        metrics.child(operator_metrics.FLAG_EVALUATIONS, flag, variant, reason).inc()
+        return evaluation
+
     async def namespace_of(request: web.Request, user: User) -> str:
         namespace = request.headers.get(NAMESPACE_HEADER) or user.service_account_namespace
         if not namespace:
@@ -306,8 +314,7 @@ def add_routes(app: web.Application, guard: Guard, source: FlagSource) -> None:
                 404, "FLAG_NOT_FOUND", f"flag {key!r} is not served in namespace {namespace}", key
             )
         evaluation = evaluate(flag.flag, targeting_key, attributes, flag.bucketing)
-        metrics.child(operator_metrics.FLAG_EVALUATIONS, str(evaluation.reason)).inc()
-        ok, body = answer(key, flag, evaluation)
+        ok, body = answer(key, flag, counted(namespace, key, evaluation))
         return web.json_response(body, status=200 if ok else 400)
 
     async def evaluate_all(request: web.Request) -> web.Response:
@@ -323,10 +330,10 @@ def add_routes(app: web.Application, guard: Guard, source: FlagSource) -> None:
         served = await served_or_503(namespace)
         if isinstance(served, web.Response):
             return served
-        items = [
-            answer(key, f, evaluate(f.flag, targeting_key, attributes, f.bucketing))[1]
-            for key, f in sorted(served.flags.items())
-        ]
+        items = []
+        for key, f in sorted(served.flags.items()):
+            evaluation = evaluate(f.flag, targeting_key, attributes, f.bucketing)
+            items.append(answer(key, f, counted(namespace, key, evaluation))[1])
         text = json.dumps({"flags": items}, ensure_ascii=False, separators=(",", ":"))
         tag = '"' + hashlib.sha256(text.encode()).hexdigest()[:32] + '"'
         headers = {"ETag": tag, "X-Ferry-Source": served.source}

@@ -60,6 +60,8 @@ class Parts:
     default_bucketing: str
     heartbeat_seconds: float = 15.0
     watch_max_seconds: float = 1800.0
+    flag_metric_limit: int = 0
+    """Flags with series of their own in ``ferry_flag_evaluations_total`` (api.metrics)."""
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -115,6 +117,7 @@ def make_app(parts: Parts) -> web.Application:
         app,
         guard,
         ofrep.FlagSource(parts.cache, parts.reader, parts.default_bucketing, mirror=mirror),
+        metrics.FlagSeries(parts.flag_metric_limit),
     )
     document = openapi_document()
 

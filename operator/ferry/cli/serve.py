@@ -144,6 +144,7 @@ async def _serve(settings: Settings, *, reuse_port: bool = False) -> None:
         audience=serve_settings.token_audience or None,
         default_bucketing=settings.flags.default_bucketing,
         heartbeat_seconds=serve_settings.heartbeat_seconds,
+        flag_metric_limit=serve_settings.flag_metric_limit,
     )
     app = server.make_app(parts)
     ready = asyncio.Event()

@@ -174,6 +174,12 @@ class ServeSettings(SettingsGroup):
     """Interval of the comment lines sent on an idle ``/v1/watch`` stream, so proxies keep it
     open and clients can tell a dead connection from a quiet one."""
 
+    flag_metric_limit: Annotated[int, Range(min=0, max=10000)] = 0
+    """How many flags (``namespace/key``, the first seen) get series of their own, by variant, in
+    ``ferry_flag_evaluations_total``; the rest count as ``flag="other"``. 0 keeps flag names off
+    ``/metrics``, which anyone who reaches the port can read; a bound keeps the series few
+    however many flags tenants make."""
+
     workers: Annotated[int, Range(min=1, max=64)] = 1
     """Server processes sharing the port (``SO_REUSEPORT``: the kernel spreads connections over
     them), each with its own caches and one Redis stream reader. More than 1 uses more than one

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 
 from ferry.adapters.postgres.errors import UNAVAILABLE, StoreUnavailable
 from ferry.adapters.postgres.records import AuditRecord, Revision
+from ferry.adapters.postgres.store import connection_pool
 
 
 @dataclass(frozen=True)
@@ -92,14 +92,7 @@ class HistoryReader:
     """``await reader.open()`` once; then ``revisions(query)`` and ``audit_log(query)``."""
 
     def __init__(self, database_url: str, *, max_size: int = 4) -> None:
-        self._pool = AsyncConnectionPool(
-            database_url,
-            min_size=1,
-            max_size=max_size,
-            open=False,
-            kwargs={"connect_timeout": 5, "autocommit": True},
-            timeout=10,
-        )
+        self._pool = connection_pool(database_url, max_size=max_size)
 
     async def open(self) -> None:
         await self._pool.open(wait=False)

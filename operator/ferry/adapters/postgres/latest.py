@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 
 from ferry.adapters.postgres.errors import UNAVAILABLE, StoreUnavailable
 from ferry.adapters.postgres.records import Revision
+from ferry.adapters.postgres.store import connection_pool
 
 # The latest revision of one object, unless a deletion was recorded after it (a re-created object
 # starts a new revision, which hides an earlier deletion).
@@ -32,13 +32,8 @@ class LatestReader:
     when PostgreSQL cannot answer."""
 
     def __init__(self, database_url: str, *, max_size: int = 4, timeout_seconds: float = 3.0):
-        self._pool = AsyncConnectionPool(
-            database_url,
-            min_size=1,
-            max_size=max_size,
-            open=False,
-            kwargs={"connect_timeout": max(1, int(timeout_seconds)), "autocommit": True},
-            timeout=timeout_seconds,
+        self._pool = connection_pool(
+            database_url, max_size=max_size, timeout_seconds=timeout_seconds
         )
 
     async def open(self) -> None:

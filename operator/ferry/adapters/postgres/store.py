@@ -27,20 +27,28 @@ class Pruned:
     audit_rows: int
 
 
+def connection_pool(
+    database_url: str, *, min_size: int = 1, max_size: int = 10, timeout_seconds: float = 10.0
+) -> AsyncConnectionPool:
+    """A small pool, opened later (``open(wait=False)``), of autocommit connections: single
+    statements are their own transaction (no BEGIN/COMMIT round trips); methods that need more
+    than one statement open ``conn.transaction()``. ``timeout_seconds``: longest wait for a
+    connection (connecting itself gives up after at most 5 s)."""
+    return AsyncConnectionPool(
+        database_url,
+        min_size=min_size,
+        max_size=max_size,
+        open=False,
+        kwargs={"connect_timeout": min(5, max(1, int(timeout_seconds))), "autocommit": True},
+        timeout=timeout_seconds,
+    )
+
+
 class Store:
     """Async access to revisions and the audit log over a small connection pool."""
 
     def __init__(self, database_url: str, *, min_size: int = 1, max_size: int = 10) -> None:
-        self._pool = AsyncConnectionPool(
-            database_url,
-            min_size=min_size,
-            max_size=max_size,
-            open=False,
-            # Autocommit: single statements are their own transaction (no BEGIN/COMMIT round
-            # trips); methods that need more than one statement open ``conn.transaction()``.
-            kwargs={"connect_timeout": 5, "autocommit": True},
-            timeout=10,
-        )
+        self._pool = connection_pool(database_url, min_size=min_size, max_size=max_size)
 
     async def open(self) -> None:
         await self._pool.open(wait=False)
