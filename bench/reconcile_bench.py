@@ -27,6 +27,8 @@ Starts its own control plane, PostgreSQL, Redis and operator (webhooks on), like
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import subprocess
 import sys
 import tempfile
@@ -43,10 +45,11 @@ from typing import Any
 import httpx2 as httpx
 import psycopg
 from floors import register, saved_configurations, start_noop_controller, start_noop_webhook
-from lightkube import Client, KubeConfig
+from lightkube import AsyncClient, Client, KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ConfigMap, Namespace
+from lightkube.types import PatchType
 from prometheus_client.parser import text_string_to_metric_families
 
 from ferry.devenv.process import Process, log_tail
@@ -330,6 +333,57 @@ def bench_fanout(client: Client, count: int, entries: int) -> None:
     )
 
 
+FLOOR_WORKERS = 8  # as the operator's reconcile.workers default
+
+
+async def floor_writes(stack: Stack, ns: str, count: int) -> float:
+    """What a minimal controller must write for each new entry, and nothing else: one row in
+    PostgreSQL, one ConfigMap, one status patch. The rows go to a table of their own and the
+    ConfigMaps to a namespace of their own (dropped after); the status patches go to the very
+    entries (the operator overwrites them when it starts)."""
+    client = AsyncClient(KubeConfig.from_file(str(stack.kubeconfig)), field_manager="bench-floor")
+    scratch = f"bench-floor-{uuid.uuid4().hex[:6]}"
+    await client.create(Namespace(metadata=ObjectMeta(name=scratch)))
+    async with await psycopg.AsyncConnection.connect(stack.database_url, autocommit=True) as db:
+        await db.execute(
+            "CREATE TABLE bench_floor (name text PRIMARY KEY, revision int, content jsonb)"
+        )
+        pending = list(range(count))
+        pool = await asyncio.gather(
+            *(psycopg.AsyncConnection.connect(stack.database_url, autocommit=True)
+              for _ in range(FLOOR_WORKERS))
+        )  # fmt: skip
+
+        async def worker(conn: psycopg.AsyncConnection[Any]) -> None:
+            while pending:
+                i = pending.pop()
+                name = f"s-{i:05d}"
+                await conn.execute(
+                    "INSERT INTO bench_floor VALUES (%s, 1, %s)", (name, json.dumps({"i": i}))
+                )
+                data = {"config.json": json.dumps({"i": i, "name": f"s-{i}"})}
+                await client.create(
+                    ConfigMap(metadata=ObjectMeta(name=name, namespace=scratch), data=data)
+                )
+                await client.patch(
+                    ConfigEntry.Status,
+                    name,
+                    {"status": {"revision": 1}},
+                    namespace=ns,
+                    patch_type=PatchType.MERGE,
+                )
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(conn) for conn in pool))
+        took = time.perf_counter() - start
+        for conn in pool:
+            await conn.close()
+        await db.execute("DROP TABLE bench_floor")
+    await client.deletecollection(ConfigMap, namespace=scratch)
+    await client.close()
+    return took
+
+
 def bench_scale(client: Client, count: int, stack: Any, operator: Process) -> Process:
     """Returns the operator it started, still running."""
     operator.stop()
@@ -344,6 +398,11 @@ def bench_scale(client: Client, count: int, stack: Any, operator: Process) -> Pr
     print(
         f"scale: created {count} entries with the operator stopped in {created:.1f} s "
         f"(floor: {created / count * 1000:.1f} ms per create)"
+    )
+    floor = asyncio.run(floor_writes(stack, ns, count))
+    print(
+        f"scale: floor, the writes each new entry needs (a revision row, a ConfigMap, a status "
+        f"patch) for all {count} by a minimal script, {FLOOR_WORKERS} at a time: {floor:.1f} s"
     )
     started = time.perf_counter()
     operator = start_operator(stack, timeout=1200)

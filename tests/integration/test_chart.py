@@ -14,6 +14,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import tarfile
 import urllib.request
 from collections.abc import Iterator
@@ -29,11 +30,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ferry.cli.serve import GROUPS as SERVE_GROUPS
 from ferry.devenv.controlplane import start_control_plane
-from ferry.devenv.process import Process, free_port, log_tail
+from ferry.devenv.process import Process, free_port, log_tail, spawn, wait_until
 from ferry.devenv.stack import install_crds, run_operator
 from ferry.domain.denials import REASONS
 from ferry.settings.options import options
 from ferry.tls import CertificateAuthority
+from tests.integration.test_serve import Serve
 from tests.support import PAYMENTS, Kube, condition, entry, eventually, flag, get_or_none, schema
 
 pytestmark = pytest.mark.integration
@@ -352,6 +354,77 @@ def test_operator_pod_runs_non_root_on_a_read_only_root(
             assert container["resources"]["limits"]["memory"]
 
 
+def _named(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any] | None:
+    return next((d for d in by_kind(docs, kind) if d["metadata"]["name"] == name), None)
+
+
+def test_read_api_deployment_in_every_variant(tools: dict[str, Path], tmp_path: Path) -> None:
+    """`ferry serve` as its own Deployment: the chart's image, non-root on a read-only root,
+    probed, replicated, its own service account bound to system:auth-delegator only, a Service,
+    a PodDisruptionBudget, a NetworkPolicy and (with the Prometheus Operator) a ServiceMonitor."""
+    for name, (values, args) in VARIANTS.items():
+        docs = helm_template(tools["helm"], tmp_path, values, *args)
+        serve = _deployment(docs, "ferry-serve")
+        operator = _deployment(docs, "ferry")
+        pod = serve["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert serve["spec"]["replicas"] == 2, name
+        assert container["image"] == operator["spec"]["template"]["spec"]["containers"][0]["image"]
+        assert container["args"][:2] == ["serve", "--serve-host=0.0.0.0"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        security = container["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["capabilities"]["drop"] == ["ALL"]
+        assert container["resources"]["limits"]["memory"]
+        (port,) = container["ports"]
+        assert port["containerPort"] == 8090
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": port["name"]}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port["name"]}
+        # Its own service account, not the operator's, with one binding: system:auth-delegator.
+        account = pod["serviceAccountName"]
+        assert account != operator["spec"]["template"]["spec"]["serviceAccountName"]
+        assert _named(docs, "ServiceAccount", account) is not None
+        bindings = [
+            b
+            for b in by_kind(docs, "ClusterRoleBinding") + by_kind(docs, "RoleBinding")
+            if any(s.get("name") == account for s in b["subjects"])
+        ]
+        assert [b["roleRef"]["name"] for b in bindings] == ["system:auth-delegator"], name
+        labels = serve["spec"]["selector"]["matchLabels"]
+        assert labels.items() <= serve["spec"]["template"]["metadata"]["labels"].items()
+        service = _named(docs, "Service", "ferry-serve")
+        assert service is not None and service["spec"]["selector"] == labels
+        assert service["spec"]["ports"][0]["targetPort"] == port["name"]
+        budget = _named(docs, "PodDisruptionBudget", "ferry-serve")
+        assert budget is not None and budget["spec"]["selector"]["matchLabels"] == labels
+        policy = _named(docs, "NetworkPolicy", "ferry-serve")
+        assert policy is not None and policy["spec"]["podSelector"]["matchLabels"] == labels
+        (ingress,) = policy["spec"]["ingress"]
+        assert ingress["ports"] == [{"port": port["name"], "protocol": "TCP"}]
+        assert ingress["from"] == [{"namespaceSelector": {}}]  # any pod in the cluster
+        monitor = _named(docs, "ServiceMonitor", "ferry-serve")
+        if "--api-versions" in args:
+            assert monitor is not None
+            assert monitor["spec"]["selector"]["matchLabels"].items() <= (
+                service["metadata"]["labels"].items()
+            )
+            assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+        else:
+            assert monitor is None
+    # One replica: no budget (it would block every drain); a restricted NetworkPolicy; disabled.
+    values, _ = VARIANTS["trial"]
+    apps = [{"namespaceSelector": {"matchLabels": {"ferry.dev/read-api": "allowed"}}}]
+    single = values | {"serve": {"replicas": 1, "networkPolicy": {"from": apps}}}
+    docs = helm_template(tools["helm"], tmp_path, single)
+    assert _deployment(docs, "ferry-serve")["spec"]["replicas"] == 1
+    assert _named(docs, "PodDisruptionBudget", "ferry-serve") is None
+    policy = _named(docs, "NetworkPolicy", "ferry-serve")
+    assert policy is not None and policy["spec"]["ingress"][0]["from"] == apps
+    docs = helm_template(tools["helm"], tmp_path, values | {"serve": {"enabled": False}})
+    assert not [d for d in docs if d["metadata"]["name"].startswith("ferry-serve")]
+
+
 def _verify_signed_by(cert: x509.Certificate, ca: x509.Certificate) -> None:
     key = ca.public_key()
     signature_hash = cert.signature_hash_algorithm
@@ -409,7 +482,8 @@ def test_prometheus_objects_only_when_the_cluster_serves_them(
     with_monitoring = helm_template(
         tools["helm"], tmp_path, ci_values("trial"), "--api-versions", MONITORING
     )
-    monitor = one(with_monitoring, "ServiceMonitor")
+    monitor = _named(with_monitoring, "ServiceMonitor", "ferry")  # the read API's: its own test
+    assert monitor is not None
     api_service = next(
         d for d in by_kind(with_monitoring, "Service") if d["metadata"]["name"] == "ferry-api"
     )
@@ -945,3 +1019,85 @@ def test_certificates_rotated_by_the_operator_by_default(
         "rules"
     ]
     assert not [r for r in rules if "admissionregistration.k8s.io" in r["apiGroups"]]
+
+
+# ------------------------------------------- the read API with nothing but the chart's RBAC
+
+
+@pytest.fixture(scope="module")
+def chart_serve(
+    chart_operator: ChartOperator,
+    database_url: str,
+    redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Serve]:
+    """`python -m ferry serve` as the chart's Deployment runs it (its arguments and plain
+    settings), logged in as the chart's serve ServiceAccount, on the chart operator's API server
+    (whose RBAC is the chart's only, applied by chart_operator)."""
+    workdir = tmp_path_factory.mktemp("chart-serve")
+    admin, docs = chart_operator.admin, chart_operator.docs
+    deployment = _deployment(docs, "ferry-serve")
+    pod = deployment["spec"]["template"]["spec"]
+    kubeconfig = workdir / "serve-sa.kubeconfig"
+    _service_account_kubeconfig(admin, kubeconfig, "ferry-system", pod["serviceAccountName"])
+    port = free_port()
+    args = [
+        "--serve-host=127.0.0.1" if a.startswith("--serve-host=") else
+        f"--serve-port={port}" if a.startswith("--serve-port=") else a
+        for a in pod["containers"][0]["args"]
+    ]  # fmt: skip
+    env = {
+        **os.environ,
+        **_plain_env(docs, "ferry-serve"),
+        "KUBECONFIG": str(kubeconfig),
+        "FERRY_DATABASE_URL": database_url,
+        "FERRY_REDIS_URL": redis_url,
+    }
+    log = workdir / "serve.log"
+    process = spawn("ferry-serve", [sys.executable, "-m", "ferry", *args], log, env=env)
+    try:
+
+        def ready() -> bool:
+            url = f"http://127.0.0.1:{port}/readyz"
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return bool(response.status == 200)
+
+        wait_until(process, ready, timeout=60, what="ferry serve's /readyz")
+        yield Serve(f"http://127.0.0.1:{port}", process, admin)
+    finally:
+        process.stop()
+
+
+def test_read_api_with_only_the_charts_rbac_authenticates_and_authorises(
+    chart_serve: Serve,
+) -> None:
+    """The chart's serve ServiceAccount may review tokens and access (system:auth-delegator,
+    whose rules hold no wildcard): a caller with get on the entry reads it, one without is
+    refused with 403 (not a 500 from a review the server was not allowed to make)."""
+    kube = chart_serve.kube
+    delegator = kube.get_json("clusterrole", "system:auth-delegator")
+    for rule in delegator["rules"]:
+        assert not any("*" in item for field in rule.values() for item in field), rule
+    ns = kube.namespace("serve")
+    kube.apply(schema("payments", ns, PAYMENTS))
+    kube.apply(
+        entry("api", ns, {"schemaRef": {"name": "payments"}, "data": {"db": {"poolSize": 7}}})
+    )
+
+    def ready() -> bool:
+        obj = get_or_none(kube, "configentry", "api", "-n", ns)
+        return (condition(obj, "Ready") or {}).get("status") == "True"
+
+    eventually(ready, timeout=60, what="the entry Ready (written to Redis by the chart operator)")
+    reader = chart_serve.account(ns, "reader", ["configentries"])
+    stranger = chart_serve.account(ns, "stranger")
+    status, headers, body = chart_serve.request("GET", f"/v1/configs/{ns}/api", token=reader)
+    assert status == 200, body
+    assert body["data"]["db"]["poolSize"] == 7 and headers["ETag"]
+    status, _, body = chart_serve.request("GET", f"/v1/configs/{ns}/api", token=stranger)
+    assert status == 403, body
+    status, _, _ = chart_serve.request("GET", f"/v1/configs/{ns}/api", token="not-a-token")
+    assert status == 401
+    log = chart_serve.process.log.read_text(errors="replace")
+    assert chart_serve.process.alive(), log_tail(chart_serve.process.log)
+    assert "Traceback" not in log, log

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -88,6 +89,7 @@ class Informer:
             chunk_size=PAGE if self._labels else UNFILTERED_PAGE,
         )
         seen: dict[ObjectKey, str] = {}
+        started = time.monotonic()
         async for obj in listing:
             key = (str(obj.metadata.namespace), str(obj.metadata.name))
             seen[key] = str(obj.metadata.uid)
@@ -97,6 +99,7 @@ class Informer:
         for key in self._known.keys() - seen.keys():
             self._handle("DELETED", key, None)
         self._known = seen
+        logger.info("listed %s %s(s) in %.1f s", len(seen), self.kind, time.monotonic() - started)
         self.synced.set()
         return listing.resourceVersion
 
