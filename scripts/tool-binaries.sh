@@ -14,7 +14,10 @@
 # Env:   FERRY_CACHE_DIR (default ~/.cache/ferry), HELM_VERSION, KUSTOMIZE_VERSION
 set -euo pipefail
 # shellcheck source=../operator/ferry/devenv/build-cache.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../operator/ferry/devenv/build-cache.sh"
+# Its own directory without `dirname`: the scripts must give their clear "no Go" error even
+# with a PATH that has nothing on it.
+_here="${BASH_SOURCE[0]%/*}"; [[ "$_here" == "${BASH_SOURCE[0]}" ]] && _here=.
+source "$_here/../operator/ferry/devenv/build-cache.sh"
 
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 KUSTOMIZE_VERSION="${KUSTOMIZE_VERSION:-v5.8.2}"   # v5.8.3 needs a newer Go than 1.26

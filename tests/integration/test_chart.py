@@ -462,16 +462,28 @@ def test_cert_manager_issues_the_certificate_and_injects_the_bundle(
     tools: dict[str, Path], tmp_path: Path
 ) -> None:
     docs = helm_template(tools["helm"], tmp_path, ci_values("external"))
-    certificate = one(docs, "Certificate")
+    certificate = _named(docs, "Certificate", "ferry-webhook")
+    assert certificate is not None
     assert certificate["spec"]["secretName"] == "ferry-webhook-tls"
     assert "ferry-webhook.ferry-system.svc" in certificate["spec"]["dnsNames"]
-    assert not [d for d in by_kind(docs, "Secret") if d["metadata"]["name"] == "ferry-webhook-tls"]
+    generated = {"ferry-webhook-tls", "ferry-history-tls"}
+    assert not [d for d in by_kind(docs, "Secret") if d["metadata"]["name"] in generated]
     for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
         config = one(docs, kind)
         assert config["metadata"]["annotations"] == {
             "cert-manager.io/inject-ca-from": "ferry-system/ferry-webhook"
         }
         assert all("caBundle" not in hook["clientConfig"] for hook in config["webhooks"])
+    # The history API's serving certificate too, with the same issuer.
+    history = _named(docs, "Certificate", "ferry-history")
+    assert history is not None and history["spec"]["secretName"] == "ferry-history-tls"
+    assert history["spec"]["dnsNames"] == ["ferry-history.ferry-system.svc"]
+    assert history["spec"]["issuerRef"] == certificate["spec"]["issuerRef"]
+    api_service = one(docs, "APIService")
+    assert api_service["metadata"]["annotations"] == {
+        "cert-manager.io/inject-ca-from": "ferry-system/ferry-history"
+    }
+    assert "caBundle" not in api_service["spec"]
 
 
 def test_prometheus_objects_only_when_the_cluster_serves_them(

@@ -9,7 +9,10 @@
 # Env:   FERRY_CACHE_DIR (default ~/.cache/ferry), K8S_VERSION, ETCD_VERSION
 set -euo pipefail
 # shellcheck source=build-cache.sh
-source "$(dirname "${BASH_SOURCE[0]}")/build-cache.sh"
+# Its own directory without `dirname`: the scripts must give their clear "no Go" error even
+# with a PATH that has nothing on it.
+_here="${BASH_SOURCE[0]%/*}"; [[ "$_here" == "${BASH_SOURCE[0]}" ]] && _here=.
+source "$_here/build-cache.sh"
 
 K8S_VERSION="${K8S_VERSION:-v1.36.3}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"

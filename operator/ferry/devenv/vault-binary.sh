@@ -20,7 +20,10 @@
 # Env:   FERRY_CACHE_DIR (default ~/.cache/ferry), FERRY_VAULT_BIN (use this binary instead)
 set -euo pipefail
 # shellcheck source=build-cache.sh
-source "$(dirname "${BASH_SOURCE[0]}")/build-cache.sh"
+# Its own directory without `dirname`: the scripts must give their clear "no Go" error even
+# with a PATH that has nothing on it.
+_here="${BASH_SOURCE[0]%/*}"; [[ "$_here" == "${BASH_SOURCE[0]}" ]] && _here=.
+source "$_here/build-cache.sh"
 
 VAULT_VERSION="v1.14.2"
 API_VERSION="v1.9.2"

@@ -430,6 +430,30 @@ class Options:
     auth_cache_ttl_seconds: float = 10.0
 
 
+async def follow_certificate(
+    context: ssl.SSLContext, cert: Path, key: Path, every_seconds: float = 30.0
+) -> None:
+    """Serve a renewed certificate (cert-manager or the chart's Secret, mounted: kubelet swaps
+    the files) from the next handshake on, without a restart: the same context loads the new
+    pair, which OpenSSL uses for every later connection. A pair that does not load (caught
+    half-written) leaves the previous one served and is tried again next time."""
+
+    def stamp() -> tuple[float, float]:
+        return cert.stat().st_mtime, key.stat().st_mtime
+
+    seen = stamp()
+    while True:
+        await asyncio.sleep(every_seconds)
+        try:
+            now = stamp()
+            if now != seen:
+                context.load_cert_chain(cert, key)
+                seen = now
+                log.info("serving the renewed certificate from %s", cert)
+        except (OSError, ssl.SSLError) as exc:
+            log.warning("renewed certificate not loaded yet: %s", exc)
+
+
 async def run(options: Options, stop: asyncio.Event) -> None:
     from ferry.adapters.kube_auth import make_client
 
@@ -443,11 +467,13 @@ async def run(options: Options, stop: asyncio.Event) -> None:
         await reader.open()
         runner = web.AppRunner(make_app(Parts(reader, auth, proxy)), access_log=None)
         await runner.setup()
+        renewals = asyncio.create_task(follow_certificate(context, options.cert, options.key))
         try:
             await web.TCPSite(runner, options.host, options.port, ssl_context=context).start()
             log.info("history API on https://%s:%d%s", options.host, options.port, PREFIX)
             await stop.wait()
         finally:
+            renewals.cancel()
             await runner.cleanup()
     finally:
         await reader.close()

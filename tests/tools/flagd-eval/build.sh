@@ -12,7 +12,10 @@
 # Env:   FERRY_CACHE_DIR (default ~/.cache/ferry)
 set -euo pipefail
 # shellcheck source=../../../operator/ferry/devenv/build-cache.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../../../operator/ferry/devenv/build-cache.sh"
+# Its own directory without `dirname`: the scripts must give their clear "no Go" error even
+# with a PATH that has nothing on it.
+_here="${BASH_SOURCE[0]%/*}"; [[ "$_here" == "${BASH_SOURCE[0]}" ]] && _here=.
+source "$_here/../../../operator/ferry/devenv/build-cache.sh"
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CORE_VERSION="$(awk '{for (i = 1; i < NF; i++) if ($i == "github.com/open-feature/flagd/core") {print $(i + 1); exit}}' "$HERE/go.mod")"
