@@ -101,7 +101,10 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any)
     memo["runtime"] = runtime
     # Long-lived watches on their own client, so they never hold a connection writes wait for.
     memo["watch_client"] = watcher = make_client(config.kubernetes.kubeconfig)
-    runtime.entries.blocked = GoneWatches(watcher, lambda key: runtime.enqueue_entry(*key))
+    # Watches of names someone else's object holds: a client of their own, so however many
+    # conflicts tenants make, they never take a connection the informers need.
+    memo["blocked_client"] = blocked = make_client(config.kubernetes.kubeconfig)
+    runtime.entries.blocked = GoneWatches(blocked, lambda key: runtime.enqueue_entry(*key))
     followers = informers(watcher, followed, runtime, vault)
     for informer in followers:
         name = f"ferry-follow-{informer.kind}"
@@ -215,6 +218,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     if runtime.entries.blocked is not None:
         await runtime.entries.blocked.close()
     await memo["watch_client"].close()
+    await memo["blocked_client"].close()
     await runtime.store.close()
     await runtime.cache.close()
     await isolation.close()

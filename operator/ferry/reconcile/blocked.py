@@ -5,8 +5,8 @@ An entry whose ConfigMap or Secret name is taken by an object Ferry did not make
 next resync. Watching every ConfigMap in the cluster to hear of that delete would make the
 operator's cost follow the cluster's size (docs/decisions/0023-cost-follows-ferrys-objects.md),
 so each blocked name gets its own watch, filtered by the API server to that one name. Conflicts
-are rare and each is a human's problem, so there are few; past ``limit`` the entry is looked at
-again on a timer instead.
+are rare and each is a human's problem, so there are few; past ``limit`` (kept under the HTTP
+client's 100 connections, on a client of their own) the entry is looked at again on a timer.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class GoneWatches:
     """Tell ``on_gone(owner)`` when the foreign object blocking ``owner`` is deleted."""
 
     def __init__(
-        self, client: AsyncClient, on_gone: Callable[[Key], None], *, limit: int = 256
+        self, client: AsyncClient, on_gone: Callable[[Key], None], *, limit: int = 64
     ) -> None:
         self._client = client
         self._on_gone = on_gone
