@@ -5,16 +5,22 @@
 - :func:`start_noop_controller` runs ``noop_controller.py`` (ConfigEntry watch → server-side
   applied ConfigMap, nothing else) for one namespace.
 - :func:`register` puts a set of webhook configurations in place of whatever is registered.
+- :func:`each_at_once` makes many API calls a few at a time, from one asyncio client: threads
+  sharing lightkube's sync client crashed the interpreter here (in a native extension).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import sys
 import time
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from lightkube import AsyncClient, Client
 
 from ferry.devenv.process import Process, free_port, port_is_open, spawn, wait_until
 from ferry.devenv.stack import Stack, run_kubectl
@@ -22,6 +28,34 @@ from ferry.tls import CertificateAuthority
 from ferry.webhooks.configurations import CONFIGURATION_NAME, webhook_configurations
 
 HERE = Path(__file__).parent
+T = TypeVar("T")
+U = TypeVar("U")
+
+
+def each_at_once(
+    client: Client,
+    items: Iterable[T],
+    call: Callable[[AsyncClient, T], Awaitable[U]],
+    parallel: int,
+) -> list[U]:
+    """``call(async_client, item)`` for every item, ``parallel`` at a time; results in order."""
+
+    async def run() -> list[U]:
+        async_client = AsyncClient(client.config, field_manager="bench")
+        limit = asyncio.Semaphore(parallel)
+
+        async def one(item: T) -> U:
+            async with limit:
+                return await call(async_client, item)
+
+        try:
+            return list(await asyncio.gather(*(one(item) for item in items)))
+        finally:
+            await async_client.close()
+
+    return asyncio.run(run())
+
+
 KINDS = ("validatingwebhookconfiguration", "mutatingwebhookconfiguration")
 
 

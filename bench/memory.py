@@ -17,12 +17,12 @@ the runs: the same entries, already reconciled (the second run writes nothing).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from floors import each_at_once
 from lightkube import AsyncClient, Client, KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.apps_v1 import DeploymentSpec
@@ -67,24 +67,11 @@ def run_operator(stack: Stack, entries: int) -> dict[str, int]:
 
 
 def create_all(client: Client, objects: list[object]) -> float:
-    """Create them ``PARALLEL`` at a time from one asyncio client (threads sharing lightkube's
-    sync client crashed the interpreter here, in a native extension)."""
-
-    async def run() -> None:
-        async_client = AsyncClient(client.config, field_manager="bench")
-        limit = asyncio.Semaphore(PARALLEL)
-
-        async def create(obj: object) -> None:
-            async with limit:
-                await async_client.create(obj)
-
-        try:
-            await asyncio.gather(*(create(obj) for obj in objects))
-        finally:
-            await async_client.close()
+    async def create(api: AsyncClient, obj: object) -> None:
+        await api.create(obj)
 
     start = time.perf_counter()
-    asyncio.run(run())
+    each_at_once(client, objects, create, PARALLEL)
     return time.perf_counter() - start
 
 

@@ -37,14 +37,19 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
 import psycopg
-from floors import register, saved_configurations, start_noop_controller, start_noop_webhook
+from floors import (
+    each_at_once,
+    register,
+    saved_configurations,
+    start_noop_controller,
+    start_noop_webhook,
+)
 from lightkube import AsyncClient, Client, KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.meta_v1 import ObjectMeta
@@ -280,15 +285,17 @@ def floor_fanout(client: Client, namespaces: list[str]) -> float:
     """Seconds to create (then delete) one small ConfigMap in each namespace, as many at a
     time as the operator writes targets of one entry."""
 
-    def create(ns: str) -> None:
+    async def create(api: AsyncClient, ns: str) -> None:
         cm = ConfigMap(metadata=ObjectMeta(name="floor", namespace=ns), data={"x": "1"})
-        client.create(cm)
+        await api.create(cm)
 
-    with ThreadPoolExecutor(FLOOR_PARALLEL) as pool:
-        start = time.perf_counter()
-        list(pool.map(create, namespaces))
-        took = time.perf_counter() - start
-        list(pool.map(lambda ns: client.delete(ConfigMap, "floor", namespace=ns), namespaces))
+    async def delete(api: AsyncClient, ns: str) -> None:
+        await api.delete(ConfigMap, "floor", namespace=ns)
+
+    start = time.perf_counter()
+    each_at_once(client, namespaces, create, FLOOR_PARALLEL)
+    took = time.perf_counter() - start
+    each_at_once(client, namespaces, delete, FLOOR_PARALLEL)
     return took
 
 

@@ -20,7 +20,7 @@ Phases, each figure printed next to its floor measured in the same run:
 - rotation: a new version written to one shared path, then ``ferry.dev/refresh`` set on one
   entry that uses it (``--trigger one``, the default: what any entry's scheduled refresh does
   too — the read that finds the new version re-renders every user of the path), or on each of
-  the ``rotate`` entries that use it (``--trigger each``, 8 client threads); per entry, the
+  the ``rotate`` entries that use it (``--trigger each``, 8 at a time); per entry, the
   Vault write → its Secret seen holding the new value by a watch: p50/p99/max (goal: p99 <
   5 s); the reads it took; and that the Secrets of the other entries were not written.
 """
@@ -40,13 +40,13 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
 import hvac
-from lightkube import Client, KubeConfig
+from floors import each_at_once
+from lightkube import AsyncClient, Client, KubeConfig
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
@@ -304,16 +304,15 @@ def floor_rotation(client: Client, vault: Vault, ns: str, path: str, count: int)
 
 
 def annotate_all(client: Client, kind: Any, ns: str, names: list[str]) -> dict[str, float]:
-    """Set ``ferry.dev/refresh`` to a new value on each object (8 client threads, as a script
-    or a GitOps tool would); when each patch was answered."""
+    """Set ``ferry.dev/refresh`` to a new value on each object (8 at a time, as a script or a
+    GitOps tool would); when each patch was answered."""
     patch = {"metadata": {"annotations": {"ferry.dev/refresh": uuid.uuid4().hex[:8]}}}
 
-    def annotate(name: str) -> tuple[str, float]:
-        client.patch(kind, name, patch, namespace=ns, patch_type=PatchType.MERGE)
+    async def annotate(api: AsyncClient, name: str) -> tuple[str, float]:
+        await api.patch(kind, name, patch, namespace=ns, patch_type=PatchType.MERGE)
         return name, time.perf_counter()
 
-    with ThreadPoolExecutor(8) as pool:
-        return dict(pool.map(annotate, names))
+    return dict(each_at_once(client, names, annotate, 8))
 
 
 def plain_name(i: int) -> str:
@@ -451,14 +450,14 @@ class Run:
             f"  operator RSS: idle after start {mib(self.idle_kb)} (floor), all Ready "
             f"{mib(self.ready_kb)}, peak (VmHWM) {mib(self.operator.peak_kb)}"
         )
-        trigger = "one of them" if self.trigger == "one" else "each (8 client threads)"
+        trigger = "one of them" if self.trigger == "one" else "each (8 at a time)"
         print(
             f"rotation: a new version of {self.rotated_path} (used by {rotated} entries), then "
             f"ferry.dev/refresh set on {trigger}"
         )
         if self.trigger == "each":
             print(
-                f"  floor: {rotated} annotation patches on plain Secrets (8 threads, no webhooks):"
+                f"  floor: {rotated} annotation patches on plain Secrets (8 at a time, no webhooks):"
                 f" {self.annotate_floor:.2f} s; on the entries (webhooks on): "
                 f"{self.annotating:.2f} s"
             )
