@@ -457,8 +457,8 @@ class Run:
         )
         if self.trigger == "each":
             print(
-                f"  floor: {rotated} annotation patches on plain Secrets (8 at a time, no webhooks):"
-                f" {self.annotate_floor:.2f} s; on the entries (webhooks on): "
+                f"  floor: {rotated} annotation patches on plain Secrets (8 at a time, no "
+                f"webhooks): {self.annotate_floor:.2f} s; on the entries (webhooks on): "
                 f"{self.annotating:.2f} s"
             )
         print(
