@@ -134,7 +134,25 @@ class Cluster:
     ) -> list[dict[str, Any]]:
         """``resource`` objects in ``namespace`` (None: all namespaces) matching the field
         selector ``fields`` (lightkube's form: a value, or ``operators.not_in``)."""
-        return _list_aggregated(self, resource, namespace, fields, limit)
+        where = f'namespace "{namespace}"' if namespace else "all namespaces"
+        try:
+            found = self.client.list(
+                _generic(resource),
+                namespace=namespace or ALL_NS,
+                fields=dict(fields) if fields else None,
+                chunk_size=limit,
+            )
+            return [dict(o.to_dict()) for o in found]
+        except ApiError as exc:
+            what = f"{resource.plural}.{resource.group} in {where}"
+            if exc.status.code in (404, 503):
+                raise ClusterError(
+                    f"{what}: the API server cannot serve it ({exc.status.message}); is the "
+                    f"APIService {resource.version}.{resource.group} Available?"
+                ) from exc
+            raise _api_error(exc, what) from exc
+        except httpx.HTTPError as exc:
+            raise ClusterError(f"cannot reach the Kubernetes API: {exc}") from exc
 
     # ----------------------------------------------------------------------------- objects
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -213,34 +231,6 @@ def _generic(resource: ApiResource) -> type[GenericNamespacedResource]:
     return create_namespaced_resource(
         resource.group, resource.version, resource.kind, resource.plural, verbs=["get", "list"]
     )
-
-
-def _list_aggregated(
-    cluster: Cluster,
-    resource: ApiResource,
-    namespace: str | None,
-    fields: Mapping[str, Any] | None = None,
-    limit: int | None = None,
-) -> list[dict[str, Any]]:
-    where = f'namespace "{namespace}"' if namespace else "all namespaces"
-    try:
-        found = cluster.client.list(
-            _generic(resource),
-            namespace=namespace or ALL_NS,
-            fields=dict(fields) if fields else None,
-            chunk_size=limit,
-        )
-        return [dict(o.to_dict()) for o in found]
-    except ApiError as exc:
-        what = f"{resource.plural}.{resource.group} in {where}"
-        if exc.status.code in (404, 503):
-            raise ClusterError(
-                f"{what}: the API server cannot serve it ({exc.status.message}); is the "
-                f"APIService {resource.version}.{resource.group} Available?"
-            ) from exc
-        raise _api_error(exc, what) from exc
-    except httpx.HTTPError as exc:
-        raise ClusterError(f"cannot reach the Kubernetes API: {exc}") from exc
 
 
 def _api_error(exc: ApiError, what: str) -> ClusterError:

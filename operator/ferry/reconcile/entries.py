@@ -38,7 +38,7 @@ from ferry.reconcile.placement import Placer
 from ferry.reconcile.reporting import Reporter, Source, cache_write
 from ferry.reconcile.secrets import VaultSecrets
 from ferry.reconcile.workqueue import Requeue
-from ferry.reconcile.world import Key, Materialised, Snapshot, World
+from ferry.reconcile.world import Key, Materialised, ObjectIndex, Snapshot, World
 
 KIND = kinds.CONFIG_ENTRY.kind
 #: When a conflict cannot get a watch of its own (GoneWatches' limit), how soon to look again.
@@ -98,10 +98,9 @@ class EntryReconciler:
     as that object goes (None: only the periodic resync looks again)."""
     # (namespace, name) → (ferry.dev/refresh value, when the watch first saw it)
     _refresh_asked: dict[Key, tuple[str, float]] = field(default_factory=dict)
-    # Vault path → entries whose secretData reads its latest version (as of their last sync),
-    # and the way back: a new version found by any one entry's read re-renders all of them.
-    _path_users: dict[str, set[Key]] = field(default_factory=dict)
-    _paths_of: dict[Key, frozenset[str]] = field(default_factory=dict)
+    # Vault path → entries whose secretData reads its latest version (as of their last sync):
+    # a new version found by any one entry's read re-renders all of them.
+    _path_users: ObjectIndex[str, Key] = field(default_factory=ObjectIndex)
 
     def __post_init__(self) -> None:
         self.report = Reporter(KIND, self.kube, self.store)
@@ -147,7 +146,7 @@ class EntryReconciler:
         for base in plan.bases:
             self.dependents.setdefault(Dependency(KIND, namespace, base), set()).add(name)
         latest = {ref.vault.path for ref in plan.secrets if ref.vault.version is None}
-        self._use_paths((namespace, name), latest)
+        self._path_users.put((namespace, name), dict.fromkeys(latest, (namespace, name)))
 
         secrets = await self._resolve_secrets(namespace, name, entry, plan)
         if secrets is None:
@@ -255,27 +254,13 @@ class EntryReconciler:
         seen = self._refresh_asked.get((namespace, name))
         return seen[1] if seen is not None and seen[0] == asked else time.monotonic()
 
-    def _use_paths(self, key: Key, paths: Iterable[str]) -> None:
-        """Remember which Vault paths (latest version) the entry ``key`` reads now."""
-        now = frozenset(paths)
-        before = self._paths_of.pop(key, frozenset())
-        for path in before - now:
-            users = self._path_users.get(path, set())
-            users.discard(key)
-            if not users:
-                self._path_users.pop(path, None)
-        for path in now:
-            self._path_users.setdefault(path, set()).add(key)
-        if now:
-            self._paths_of[key] = now
-
     def _path_rotated(self, path: str) -> None:
         """A read found a new version of ``path``: every entry using it re-renders now, from
         that read (shared for ``min_refresh``), instead of waiting for its own refresh slot.
         This is what makes a rotation one Vault read and one pass over its users."""
         if self.schedule is None:
             return
-        for namespace, name in tuple(self._path_users.get(path, ())):
+        for namespace, name in self._path_users.get(path, []):
             self.schedule(namespace, name, 0.0)
 
     def _schedule_refresh(self, namespace: str, name: str, entry: Snapshot) -> None:
@@ -463,7 +448,7 @@ class EntryReconciler:
                 await self.placer.remove(kind, namespace_, name_, labels={L.ENTRY_UID: entry.uid})
         with contextlib.suppress(CacheUnavailable):  # a stale key is harmless; Redis is a cache
             await self.cache.delete(namespace, name)
-        self._use_paths((namespace, name), ())
+        self._path_users.drop((namespace, name))
         await self.report.let_go(namespace, name, entry)
 
     def forget(self, kind: str, namespace: str, name: str) -> None:
@@ -485,7 +470,7 @@ class EntryReconciler:
     async def _remove_leftovers(self, namespace: str, name: str) -> None:
         """An entry gone without our finalizer (deleted before its first sync finished, or the
         finalizer removed by hand): remove what it materialised, found by its annotations."""
-        self._use_paths((namespace, name), ())
+        self._path_users.drop((namespace, name))
         for obj in list(self.world.materialised_by_name(namespace, name)):
             await self._delete(obj)
 
