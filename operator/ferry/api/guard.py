@@ -16,32 +16,9 @@ from aiohttp import web
 
 from ferry.adapters.kube_auth import Access, AuthUnavailable, KubeAuth, Unauthenticated, User
 from ferry.api import metrics
+from ferry.domain.status import status_body
 
 logger = logging.getLogger(__name__)
-
-REASONS = {
-    400: "BadRequest",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "NotFound",
-    406: "NotAcceptable",
-    503: "ServiceUnavailable",
-}
-
-
-def status_body(code: int, message: str, **details: Any) -> dict[str, Any]:
-    """A Kubernetes ``Status`` (what kubectl users read from any API server) for an error."""
-    body: dict[str, Any] = {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "status": "Failure",
-        "message": message,
-        "reason": REASONS.get(code, "InternalError"),
-        "code": code,
-    }
-    if details:
-        body["details"] = details
-    return body
 
 
 def status_response(code: int, message: str, **details: Any) -> web.Response:

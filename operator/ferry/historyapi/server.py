@@ -32,6 +32,7 @@ from ferry.adapters.kube_auth import Access, AuthUnavailable, KubeAuth, Unauthen
 from ferry.adapters.postgres import StoreUnavailable
 from ferry.adapters.postgres.history import AuditQuery, HistoryReader, RevisionQuery
 from ferry.domain import labels as L
+from ferry.domain.status import status_body
 from ferry.history import resources as R
 from ferry.historyapi.frontproxy import CONFIGMAP_NAME, CONFIGMAP_NAMESPACE, FrontProxy
 from ferry.tls import server_context
@@ -47,22 +48,13 @@ PREFIX = f"/apis/{R.GROUP}/{R.VERSION}"
 class Refused(Exception):
     """An error answered as a Kubernetes ``Status``."""
 
-    def __init__(self, code: int, reason: str, message: str) -> None:
+    def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
-        self.code, self.reason, self.message = code, reason, message
+        self.code, self.message = code, message
 
 
-def status(code: int, reason: str, message: str) -> web.Response:
-    body = {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    }
-    return web.json_response(body, status=code)
+def status(code: int, message: str) -> web.Response:
+    return web.json_response(status_body(code, message), status=code)
 
 
 @dataclass
@@ -213,7 +205,7 @@ async def _caller(parts: Parts, request: web.Request) -> User:
     try:
         return parts.proxy.user(_peercert(request), request.headers)
     except Unauthenticated as exc:
-        raise Refused(401, "Unauthorized", f"Unauthorized: {exc}") from None
+        raise Refused(401, f"Unauthorized: {exc}") from None
 
 
 async def _authorize(parts: Parts, user: User, access: Access) -> None:
@@ -221,7 +213,7 @@ async def _authorize(parts: Parts, user: User, access: Access) -> None:
         decision, _ = await parts.auth.authorize(user, access)
     except AuthUnavailable as exc:
         log.warning("authorization unavailable: %s", exc)
-        raise Refused(503, "ServiceUnavailable", f"cannot check access: {exc}") from None
+        raise Refused(503, f"cannot check access: {exc}") from None
     if decision.allowed:
         return
     name = f' "{access.name}"' if access.name else ""
@@ -230,7 +222,6 @@ async def _authorize(parts: Parts, user: User, access: Access) -> None:
     )
     raise Refused(
         403,
-        "Forbidden",
         f'{access.resource}.{access.group}{name} is forbidden: User "{user.username}" cannot '
         f'{access.verb} resource "{access.resource}" in API group "{access.group}"{where}'
         + (f": {decision.reason}" if decision.reason else ""),
@@ -261,7 +252,7 @@ def _limit(request: web.Request) -> int | None:
     try:
         value = int(raw)
     except ValueError:
-        raise Refused(400, "BadRequest", f'limit "{raw}" is not a number') from None
+        raise Refused(400, f'limit "{raw}" is not a number') from None
     return max(1, min(value, MAX_LIMIT))
 
 
@@ -278,7 +269,7 @@ async def _revisions(
         try:
             after = R.parse_continue(token)
         except ValueError as exc:
-            raise Refused(400, "BadRequest", str(exc)) from None
+            raise Refused(400, str(exc)) from None
     found = await parts.reader.revisions(
         dataclasses.replace(query, after=after, limit=None if limit is None else limit + 1)
     )
@@ -332,16 +323,16 @@ def make_app(parts: Parts) -> web.Application:
                 if discovery:
                     problem = parts.proxy.trusted(_peercert(request))
                     if problem is not None:
-                        raise Refused(401, "Unauthorized", f"Unauthorized: {problem}")
+                        raise Refused(401, f"Unauthorized: {problem}")
                     return await handler(request, None)
                 return await handler(request, await _caller(parts, request))
             except Refused as exc:
-                return status(exc.code, exc.reason, exc.message)
+                return status(exc.code, exc.message)
             except R.BadSelector as exc:
-                return status(400, "BadRequest", str(exc))
+                return status(400, str(exc))
             except StoreUnavailable as exc:
                 log.warning("history store unavailable: %s", exc)
-                return status(503, "ServiceUnavailable", "the revision store cannot answer now")
+                return status(503, "the revision store cannot answer now")
 
         return wrapper
 
@@ -359,9 +350,9 @@ def make_app(parts: Parts) -> web.Application:
         resource = request.match_info["resource"]
         namespace = request.match_info.get("namespace")
         if resource not in R.RESOURCES:
-            raise Refused(404, "NotFound", f'the server could not find the resource "{resource}"')
+            raise Refused(404, f'the server could not find the resource "{resource}"')
         if request.query.get("watch") in ("true", "1"):
-            raise Refused(405, "MethodNotAllowed", f"{resource} cannot be watched")
+            raise Refused(405, f"{resource} cannot be watched")
         await _authorize(parts, user, Access("list", resource, namespace or "", group=R.GROUP))
         if resource == R.REVISIONS:
             objects, next_page = await _revisions(parts, namespace, request)
@@ -373,18 +364,18 @@ def make_app(parts: Parts) -> web.Application:
         resource = request.match_info["resource"]
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         if resource not in R.RESOURCES:
-            raise Refused(404, "NotFound", f'the server could not find the resource "{resource}"')
+            raise Refused(404, f'the server could not find the resource "{resource}"')
         await _authorize(parts, user, Access("get", resource, namespace, name, group=R.GROUP))
         objects = await _one(parts, resource, namespace, name)
         if not objects:
-            raise Refused(404, "NotFound", f'{R.RESOURCES[resource].qualified} "{name}" not found')
+            raise Refused(404, f'{R.RESOURCES[resource].qualified} "{name}" not found')
         return _respond(request, resource, objects, one=True)
 
     async def healthz(request: web.Request) -> web.StreamResponse:
         return web.Response(text="ok")
 
     async def not_served(request: web.Request) -> web.StreamResponse:
-        return status(404, "NotFound", "not served")
+        return status(404, "not served")
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/livez", healthz)
