@@ -40,7 +40,8 @@ MAX_BACKOFF = 30.0
 
 
 class Informer:
-    """Keep ``handle`` told of every object of ``resource`` labelled ``labels`` (all: ``{}``).
+    """Keep ``handle`` told of every object of ``resource`` labelled ``labels`` (all: ``{}``),
+    in every namespace or one, optionally narrowed by a field selector (``fields``).
 
     ``synced`` is set once the first list has been delivered: from then on the consumer's
     picture is complete, as Kopf's "indexes filled".
@@ -52,17 +53,27 @@ class Informer:
         resource: Any,
         labels: Mapping[str, str],
         handle: Handler,
+        *,
+        namespace: str = "*",
+        fields: Mapping[str, str] | None = None,
     ) -> None:
         self._client = client
         self._resource = resource
         self._labels = dict(labels)
         self._handle = handle
+        self._namespace = namespace
+        self._fields = dict(fields) if fields else None
         self._known: dict[ObjectKey, str] = {}  # (namespace, name) → uid, to see deletions
         self.synced = asyncio.Event()
 
     @property
     def kind(self) -> str:
         return str(self._resource.__name__)
+
+    @property
+    def count(self) -> int:
+        """How many objects the informer knows of now."""
+        return len(self._known)
 
     async def run(self) -> None:
         """List and watch until cancelled; failures are retried with backoff, never raised."""
@@ -84,9 +95,10 @@ class Informer:
     async def _list(self) -> str:
         listing = self._client.list(
             self._resource,
-            namespace="*",
+            namespace=self._namespace,
             labels=self._labels or None,
-            chunk_size=PAGE if self._labels else UNFILTERED_PAGE,
+            fields=self._fields,
+            chunk_size=PAGE if self._labels or self._fields else UNFILTERED_PAGE,
         )
         seen: dict[ObjectKey, str] = {}
         started = time.monotonic()
@@ -109,8 +121,9 @@ class Informer:
         # again, rather than lightkube's restart without a version that would miss deletions.
         stream = self._client.watch(
             self._resource,
-            namespace="*",
+            namespace=self._namespace,
             labels=self._labels or None,
+            fields=self._fields,
             resource_version=version,
             on_error=lambda exc, count: OnErrorResult(OnErrorAction.RAISE),
         )

@@ -4,24 +4,22 @@ An entry whose ConfigMap or Secret name is taken by an object Ferry did not make
 (``Conflict``) until a person removes that object; then it should write at once, not at the
 next resync. Watching every ConfigMap in the cluster to hear of that delete would make the
 operator's cost follow the cluster's size (docs/decisions/0023-cost-follows-ferrys-objects.md),
-so each blocked name gets its own watch, filtered by the API server to that one name. Conflicts
-are rare and each is a human's problem, so there are few; past ``limit`` (kept under the HTTP
-client's 100 connections, on a client of their own) the entry is looked at again on a timer.
+so each blocked name gets its own informer (list, then watch), filtered by the API server to
+that one name. Conflicts are rare and each is a human's problem, so there are few; past
+``limit`` (kept under the HTTP client's 100 connections, on a client of their own) the entry is
+looked at again on a timer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 
-import httpx2 as httpx
-from lightkube import ApiError, AsyncClient
+from lightkube import AsyncClient
 
+from ferry.adapters.informer import Informer, ObjectKey
 from ferry.adapters.kube import MATERIALISED
 from ferry.reconcile.world import Key
-
-logger = logging.getLogger(__name__)
 
 Blocked = tuple[str, str, str]  # (kind, namespace, name) of the foreign object
 
@@ -54,30 +52,25 @@ class GoneWatches:
 
     async def _wait(self, key: Blocked) -> None:
         kind, namespace, name = key
-        resource = MATERIALISED[kind]
+        gone = asyncio.Event()
+
+        def handle(event: str, _: ObjectKey, __: object) -> None:
+            if event == "DELETED":
+                gone.set()
+
         only = {"metadata.name": name}
-        failures = 0
-        while True:
-            try:
-                listing = self._client.list(resource, namespace=namespace, fields=only)
-                if not [obj async for obj in listing]:
-                    break  # already gone
-                stream = self._client.watch(
-                    resource,
-                    namespace=namespace,
-                    fields=only,
-                    resource_version=listing.resourceVersion,
-                )
-                async for event, _ in stream:
-                    if event == "DELETED":
-                        break
-                else:
-                    continue
-                break
-            except (ApiError, httpx.HTTPError) as exc:
-                failures += 1
-                logger.debug("watching %s %s/%s: %s", kind, namespace, name, exc)
-                await asyncio.sleep(min(30.0, 0.5 * 2**failures))
+        informer = Informer(
+            self._client, MATERIALISED[kind], {}, handle, namespace=namespace, fields=only
+        )
+        following = asyncio.create_task(informer.run())
+        try:
+            await informer.synced.wait()
+            if informer.count == 0:
+                gone.set()  # gone already, before the first list
+            await gone.wait()
+        finally:
+            following.cancel()
+            await asyncio.gather(following, return_exceptions=True)
         owner = self._owners.pop(key, None)
         if owner is not None:
             self._on_gone(owner)
