@@ -474,17 +474,28 @@ def revision_count(stack: Stack) -> int:
     return int(row[0]) if row else 0
 
 
-def reconciled(api_url: str) -> float:
+def operator_metrics(api_url: str) -> dict[str, float]:
+    """The operator's own figures, from its /metrics: Vault reads sent, and ConfigEntry
+    reconciles (count and total seconds)."""
     with urllib.request.urlopen(f"{api_url}/metrics", timeout=10) as answer:
         text = answer.read().decode()
+    wanted = {
+        ("ferry_vault_reads_total", ""): "vault_reads",
+        ("ferry_reconcile_duration_seconds_count", "ConfigEntry"): "reconciles",
+        ("ferry_reconcile_duration_seconds_sum", "ConfigEntry"): "reconcile_seconds",
+    }
+    found = dict.fromkeys(wanted.values(), 0.0)  # a histogram appears with its first sample
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if (
-                sample.name == "ferry_reconcile_duration_seconds_count"
-                and sample.labels.get("kind") == "ConfigEntry"
-            ):
-                return sample.value
-    return 0.0
+            key = (sample.name, sample.labels.get("kind", ""))
+            if key in wanted:
+                found[wanted[key]] = sample.value
+    return found
+
+
+def reconciled(api_url: str) -> float:
+    """ConfigEntry reconciles the operator has made since it started."""
+    return operator_metrics(api_url)["reconciles"]
 
 
 def bench_restart(count: int, stack: Stack, operator: Process) -> None:

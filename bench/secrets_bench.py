@@ -37,7 +37,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -50,8 +49,7 @@ from lightkube import AsyncClient, Client, KubeConfig
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
-from prometheus_client.parser import text_string_to_metric_families
-from reconcile_bench import ConfigEntry, entry, namespace, percentile
+from reconcile_bench import ConfigEntry, entry, namespace, operator_metrics, percentile
 
 from ferry.devenv.process import Process
 from ferry.devenv.stack import Stack, start_operator, start_stack
@@ -111,25 +109,6 @@ class AuditLog:
                 ):
                     count += 1
         return count
-
-
-def operator_metrics(api_url: str) -> dict[str, float]:
-    """The operator's own figures, from its /metrics: Vault reads sent, and ConfigEntry
-    reconciles (count and total seconds)."""
-    with urllib.request.urlopen(f"{api_url}/metrics", timeout=10) as answer:
-        text = answer.read().decode()
-    wanted = {
-        ("ferry_vault_reads_total", ""): "vault_reads",
-        ("ferry_reconcile_duration_seconds_count", "ConfigEntry"): "reconciles",
-        ("ferry_reconcile_duration_seconds_sum", "ConfigEntry"): "reconcile_seconds",
-    }
-    found = dict.fromkeys(wanted.values(), 0.0)  # a histogram appears with its first sample
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            key = (sample.name, sample.labels.get("kind", ""))
-            if key in wanted:
-                found[wanted[key]] = sample.value
-    return found
 
 
 def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
