@@ -58,3 +58,7 @@ CA_BUNDLE_INJECTIONS = Counter(
 )
 for _kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration", "APIService"):
     CA_BUNDLE_INJECTIONS.labels(_kind)  # exported at 0 from the start: rate() and alerts see it
+EVENTS_DROPPED = Counter(
+    "ferry_events_dropped_total",
+    "Events not written because too many were already waiting (ferry.adapters.events.MAX_QUEUED)",
+)

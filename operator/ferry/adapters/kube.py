@@ -8,9 +8,6 @@ Kopf keeps its own client for watching; this module is for what Ferry writes.
 from __future__ import annotations
 
 import base64
-import contextlib
-import datetime as dt
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,12 +16,12 @@ import httpx2 as httpx
 from lightkube import ApiError, AsyncClient, KubeConfig
 from lightkube.config import client_adapter
 from lightkube.generic_resource import create_namespaced_resource
-from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import DaemonSet, Deployment, StatefulSet
-from lightkube.resources.core_v1 import ConfigMap, Event, Secret
+from lightkube.resources.core_v1 import ConfigMap, Secret
 from lightkube.types import PatchType
 
+from ferry.adapters.events import EventRecorder
 from ferry.domain import kinds
 from ferry.domain.placement import Desired
 
@@ -91,8 +88,11 @@ class Kube:
     def __init__(self, client: AsyncClient) -> None:
         self.client = client
         self._http: httpx.AsyncClient | None = None
+        #: Events about Ferry's objects: recorded without waiting, written in the background.
+        self.events = EventRecorder(client)
 
     async def close(self) -> None:
+        await self.events.close()
         await self.client.close()
         if self._http is not None:
             await self._http.aclose()
@@ -254,38 +254,3 @@ class Kube:
         except ApiError as exc:
             if exc.status.code != 404:
                 raise
-
-    async def post_event(
-        self,
-        involved: Mapping[str, Any],
-        *,
-        type: str,
-        reason: str,
-        message: str,
-    ) -> None:
-        """A core/v1 Event on an object, as `kubectl describe` shows them. Best effort."""
-        now = dt.datetime.now(dt.UTC)
-        namespace = involved["namespace"]
-        event = Event(
-            metadata=ObjectMeta(
-                name=f"{involved['name']}.{uuid.uuid4().hex[:12]}", namespace=namespace
-            ),
-            involvedObject=ObjectReference(
-                apiVersion=involved.get("apiVersion", kinds.API_VERSION),
-                kind=involved["kind"],
-                name=involved["name"],
-                namespace=namespace,
-                uid=involved.get("uid"),
-            ),
-            type=type,
-            reason=reason,
-            message=message[:1024],
-            source=EventSource(component="ferry"),
-            firstTimestamp=now,
-            lastTimestamp=now,
-            count=1,
-            reportingComponent="ferry",
-        )
-        # Events are informative; losing one must never fail a reconcile.
-        with contextlib.suppress(ApiError, httpx.TransportError):
-            await self.client.create(event, namespace=namespace)

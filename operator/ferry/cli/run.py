@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -97,4 +98,11 @@ def run(verbose: bool, **params: Any) -> None:
     if not verbose:  # one line per request or handler call drowns what matters
         for noisy in ("kopf.objects", "httpx2", "httpx", "aiohttp.access"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-    kopf.run(clusterwide=True, standalone=True, memo=kopf.Memo(settings=settings))
+    # Set from any thread to stop the operator cleanly (the admission thread does if it fails).
+    stop = threading.Event()
+    kopf.run(
+        clusterwide=True,
+        standalone=True,
+        stop_flag=stop,
+        memo=kopf.Memo(settings=settings, stop=stop),
+    )

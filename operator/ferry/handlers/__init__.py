@@ -5,8 +5,7 @@ start-up fix in ``kopf_tuning``).
 """
 
 from ferry.handlers import indexes, kopf_tuning, lifecycle, watches
-from ferry.webhooks import handlers as admission
 
 kopf_tuning.apply()
 
-__all__ = ["admission", "indexes", "lifecycle", "watches"]
+__all__ = ["indexes", "lifecycle", "watches"]

@@ -33,6 +33,8 @@ from ferry.reconcile.world import World
 from ferry.runtime import Runtime
 from ferry.settings import Settings
 from ferry.webhooks import registration as admission
+from ferry.webhooks.handlers import Admission
+from ferry.webhooks.thread import AdmissionThread
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any)
     settings.posting.enabled = False  # Ferry posts its own Events, on its own objects
     settings.watching.server_timeout = int(config.kubernetes.watch_timeout_seconds)
     settings.persistence.finalizer = "ferry.dev/kopf"  # unused: Ferry manages its own finalizer
-    admission.configure(settings, config)
+    webhooks = admission.configure(config)
     isolation.configure(config.validation.workers, config.validation.timeout_seconds)
     isolation.start()  # validation workers warm before the first admission request
 
@@ -127,9 +129,19 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any)
             leader.identity or f"{socket.gethostname()}_{os.getpid()}",
             on_acquired=runtime.take_over,
         )
+    if webhooks is not None:  # served on a thread of their own (ferry.webhooks.thread)
+        memo["admission"] = thread = AdmissionThread(
+            webhooks,
+            Admission(world, config.vault),
+            lambda: make_client(config.kubernetes.kubeconfig),
+            workers=config.validation.workers,
+            timeout_seconds=config.validation.timeout_seconds,
+            on_failure=memo["stop"].set,
+        )
+        thread.start()
     runtime.tasks.append(
         asyncio.create_task(
-            admission.register(settings, config, runtime.webhooks_ready), name="ferry-webhooks"
+            admission.register(webhooks, config, runtime.webhooks_ready), name="ferry-webhooks"
         )
     )
 
@@ -214,6 +226,8 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     await asyncio.gather(*runtime.tasks, return_exceptions=True)
     await runtime.shards.release()  # after the workers stopped: the next holder starts clean
     await memo["api_runner"].cleanup()
+    if memo.get("admission") is not None:
+        await memo["admission"].stop()
     await runtime.kube.close()
     if runtime.entries.blocked is not None:
         await runtime.entries.blocked.close()

@@ -98,7 +98,9 @@ def _run_one(operations: Mapping[str, Callable[..., Any]], request: bytes) -> by
         return pickle.dumps(("error", f"{type(error).__name__}: {error}"[:500]))
 
 
-def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> None:
+def serve(
+    stdin: BinaryIO | None = None, stdout: BinaryIO | None = None, niceness: int = NICENESS
+) -> None:
     """A worker's main loop: length-prefixed requests on stdin, answers on stdout, until EOF
     (the operator stopped or died: a worker never outlives it)."""
     if stdout is None:
@@ -110,8 +112,9 @@ def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> None
     # Below the operator's own process (and the API server's, on a shared machine): a worker
     # burning its whole limit on a tenant's costly input must not take CPU from the event loop
     # that answers everyone else. Between workers, the kernel shares fairly.
+    # (The admission pool's workers run at the operator's priority: see ``Isolation.niceness``.)
     with contextlib.suppress(OSError):
-        os.nice(NICENESS)
+        os.nice(niceness)
     operations = _operations()
     stdout.write(_HEADER.pack(0))  # ready: everything is imported, calls are timed from now
     stdout.flush()
@@ -270,11 +273,12 @@ class Isolation:
 
     workers: int = DEFAULT_WORKERS
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
-    command: Sequence[str] = (
-        sys.executable,
-        "-c",
-        "from ferry.reconcile.isolation import serve; serve()",
-    )
+    niceness: int = NICENESS
+    """How much lower than the operator's the workers' CPU priority is. The reconcilers' pool
+    keeps :data:`NICENESS` (background work); the admission webhooks' pool uses 0: a held
+    ``kubectl apply`` waits for it, and each call is bounded by ``timeout_seconds`` anyway."""
+    command: Sequence[str] | None = None
+    """The worker's command line (default: this Python running :func:`serve`)."""
     _slots: _Slots | None = None
     _idle: asyncio.Queue[_Worker] | None = None
     _all: set[_Worker] = field(default_factory=set)
@@ -326,8 +330,13 @@ class Isolation:
         delay = 0.5
         while True:
             try:
+                command = self.command or (
+                    sys.executable,
+                    "-c",
+                    f"from ferry.reconcile.isolation import serve; serve(niceness={self.niceness})",
+                )
                 process = await asyncio.create_subprocess_exec(
-                    *self.command,
+                    *command,
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
                     limit=2**20,

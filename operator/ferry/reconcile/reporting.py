@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextvars import ContextVar
@@ -145,7 +146,8 @@ class Reporter:
         message: str,
         once_per: Any = None,
     ) -> bool:
-        """Post an Event in the background: informative, so never a round trip on a sync.
+        """Record an Event (written in the background: informative, so never a round trip on a
+        sync; see ``ferry.adapters.events``).
 
         With ``once_per``, only the first of its kind while the operator runs is posted; returns
         whether this one was.
@@ -156,7 +158,11 @@ class Reporter:
                 return False
             self._said.add(marker)
         involved = {"kind": self.kind, "name": name, "namespace": namespace, "uid": uid}
-        self._spawn(self.kube.post_event(involved, type=type_, reason=reason, message=message))
+        self._later(
+            functools.partial(
+                self.kube.events.record, involved, type=type_, reason=reason, message=message
+            )
+        )
         return True
 
     def audit(
@@ -293,10 +299,15 @@ class Reporter:
             )
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        self._later(functools.partial(self._start, work))
+
+    @staticmethod
+    def _later(send: Callable[[], None]) -> None:
+        """``send()`` now, or when the enclosing :func:`hold_reports` block ends."""
         if (held := _held.get()) is not None:
-            held.append(lambda: self._start(work))
+            held.append(send)
         else:
-            self._start(work)
+            send()
 
     def _start(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

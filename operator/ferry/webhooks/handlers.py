@@ -1,24 +1,30 @@
-"""Kopf's admission handlers: each a few lines over :mod:`ferry.domain.admission`.
+"""What each webhook answers: a few lines per hook over :mod:`ferry.domain.admission`.
 
-The specs a check needs come from the Kopf indexes (no I/O in the usual case); only a schema or
+:class:`Admission` turns one AdmissionReview into its response. It runs on the admission
+thread's event loop (:mod:`ferry.webhooks.thread`), never on the loop that reconciles, with its
+own Kubernetes client and its own validation workers; only the picture of the cluster (the
+indexes in :class:`~ferry.reconcile.world.World`) is shared with the reconcilers.
+
+The specs a check needs come from those indexes (no I/O in the usual case); only a schema or
 base the index has not heard of yet is read live, within :data:`LIVE_READS` reads and
 :data:`LIVE_READS_SECONDS` in all. A call has no side effects (``sideEffects: None``): nothing is
 written anywhere, not even to the audit trail, because the request's content (namespace, name,
 user) is only as trustworthy as its sender. Refusals reach the audit trail from the reconciler.
-Schema checks and data validation run in a worker process (``ferry.reconcile.isolation``), never
-on the event loop, and every check is answered within :data:`ANSWER_SECONDS`.
+Schema checks and data validation run in a worker process (``ferry.reconcile.isolation``), and
+every check is answered within :data:`ANSWER_SECONDS`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
-import functools
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-import kopf
 from lightkube import ApiError, AsyncClient
 
 from ferry.adapters.kube import KINDS
@@ -36,16 +42,14 @@ from ferry.domain.admission import (
 from ferry.domain.errors import Violation
 from ferry.domain.secrets import allowed_prefixes
 from ferry.reconcile import isolation
-from ferry.reconcile.world import NamespaceSpecs
+from ferry.reconcile.world import NamespaceSpecs, World
+from ferry.settings import VaultSettings
 from ferry.webhooks.configurations import (
-    OPERATIONS,
-    STAMP_ENTRY,
-    STAMP_FLAG,
+    BY_PATH,
     TIMEOUT_SECONDS,
     VALIDATE_ENTRY,
     VALIDATE_FLAG,
     VALIDATE_SCHEMA,
-    Hook,
 )
 from ferry.webhooks.server import DENIED_CODE, note_denial
 
@@ -59,194 +63,231 @@ LIVE_READS_SECONDS = 2.0
 #: ``ferry.reconcile.isolation``) included: the rest of the API server's ``timeoutSeconds`` is
 #: left for the way back, so a slow check is a clear denial, never "context deadline exceeded".
 ANSWER_SECONDS = TIMEOUT_SECONDS - 1.0
-
-Handler = Callable[..., Awaitable[None]]
-
-
-def _deny(kind: str, namespace: str, name: str, violations: list[Violation]) -> None:
-    if violations:
-        note_denial(violations)
-        logger.info("denied %s %s/%s: %d violation(s)", kind, namespace, name, len(violations))
-        raise kopf.AdmissionError(denial_message(kind, namespace, name, violations), DENIED_CODE)
+#: How often a check is run again when the reconcile thread changed an index while it was read.
+INDEX_RETRIES = 3
 
 
-class DenialsAreNotErrors(logging.Filter):
-    """Kopf logs every refused request as a failed handler at ERROR; a denial is the webhook
-    working, so those lines are dropped (``_deny`` logs one INFO line instead)."""
+@dataclass(frozen=True)
+class Request:
+    """The parts of an AdmissionReview request the checks read."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        return not (text.startswith("Webhook '") and "failed permanently" in text)
+    operation: str | None
+    namespace: str
+    name: str
+    new: Mapping[str, Any] | None
+    old: Mapping[str, Any] | None
+    username: str
+
+    @classmethod
+    def parse(cls, part: Mapping[str, Any]) -> Request:
+        new, old = part.get("object"), part.get("oldObject")
+        namespace, name = identity(new if isinstance(new, Mapping) else old)
+        user = part.get("userInfo") or {}
+        return cls(
+            operation=part.get("operation"),
+            namespace=namespace or str(part.get("namespace") or ""),
+            name=name or str(part.get("name") or ""),
+            new=new if isinstance(new, Mapping) else None,
+            old=old if isinstance(old, Mapping) else None,
+            username=str(user.get("username") or "") if isinstance(user, Mapping) else "",
+        )
+
+    @property
+    def spec(self) -> Any:
+        return (self.new or {}).get("spec")
+
+    @property
+    def checked(self) -> bool:
+        return is_checked(self.operation, self.old, self.new)
 
 
-def _answers(hook: Hook) -> Callable[[Handler], Handler]:
-    """Register ``handler`` for ``hook`` and turn anything unexpected into a denial naming the
-    object: with ``failurePolicy: Fail`` an error refuses the write as well, but says nothing
-    useful to the user."""
-    register = kopf.on.mutate if hook.mutating else kopf.on.validate
+@dataclass
+class Admission:
+    """Answers the webhooks (see the module docstring). ``client`` and ``pool`` belong to the
+    loop it runs on; ``world`` is read, never written."""
 
-    def decorate(handler: Handler) -> Handler:
-        @functools.wraps(handler)
-        async def answered(**kwargs: Any) -> None:
+    world: World
+    vault: VaultSettings
+    client: AsyncClient | None = None
+    pool: isolation.Isolation | None = None
+
+    def __post_init__(self) -> None:
+        self._checks: dict[str, Callable[[Request, float], Awaitable[list[Violation]]]] = {
+            VALIDATE_ENTRY.path: self.validate_entry,
+            VALIDATE_SCHEMA.path: self.validate_schema,
+            VALIDATE_FLAG.path: self.validate_flag,
+        }
+
+    async def __call__(
+        self, review: Mapping[str, Any], *, webhook: str, **_: Any
+    ) -> dict[str, Any]:
+        """The AdmissionReview response to ``review`` for the hook served at ``webhook``
+        (the signature :class:`~ferry.webhooks.server.WebhookServer` calls)."""
+        part = review["request"]
+        hook = BY_PATH[webhook]
+        request = Request.parse(part)
+        response: dict[str, Any] = {"uid": part["uid"], "allowed": True}
+        if hook.mutating:
+            if ops := stamp_patch(request, now()):
+                response["patchType"] = "JSONPatch"
+                response["patch"] = base64.b64encode(json.dumps(ops).encode()).decode()
+        elif request.checked:
+            violations = await self._check(self._checks[webhook], request)
+            if violations:
+                note_denial(violations)
+                kind = hook.kind.kind
+                logger.info(
+                    "denied %s %s/%s: %d violation(s)",
+                    kind,
+                    request.namespace,
+                    request.name,
+                    len(violations),
+                )
+                message = denial_message(kind, request.namespace, request.name, violations)
+                response["allowed"] = False
+                response["status"] = {
+                    "code": DENIED_CODE,
+                    "reason": "Forbidden",
+                    "message": message,
+                }
+        return {
+            "apiVersion": review.get("apiVersion", "admission.k8s.io/v1"),
+            "kind": "AdmissionReview",
+            "response": response,
+        }
+
+    async def _check(
+        self, check: Callable[[Request, float], Awaitable[list[Violation]]], request: Request
+    ) -> list[Violation]:
+        """Run ``check`` by the request's deadline. The indexes are Kopf's, filled on the
+        reconcile thread: each read is one dictionary lookup, or a copy, but a namespace's
+        entries are listed by iterating, which a concurrent insert interrupts. Checks are pure,
+        so one interrupted that way is simply run again."""
+        deadline = asyncio.get_running_loop().time() + ANSWER_SECONDS
+        for attempt in range(1, INDEX_RETRIES + 1):
             try:
-                await handler(**kwargs)
-            except kopf.AdmissionError:
-                raise
+                return await check(request, deadline)
             except RecursionError:
-                namespace, name = identity(kwargs.get("body"))
-                _deny(hook.kind.kind, namespace, name, [Violation("spec", NESTED_TOO_DEEPLY)])
-            except Exception as error:
-                logger.exception("admission check failed")
-                namespace, name = identity(kwargs.get("body"))
-                violation = Violation("spec", f"could not be checked: {error}"[:500])
-                _deny(hook.kind.kind, namespace, name, [violation])
-
-        register(kinds.GROUP, kinds.VERSION, hook.kind.plural, id=hook.path, operations=OPERATIONS)(
-            answered
-        )
-        return answered
-
-    return decorate
-
-
-def _deadline() -> float:
-    """When the check being answered must be done by, on the event loop's clock."""
-    return asyncio.get_running_loop().time() + ANSWER_SECONDS
-
-
-def _client(memo: Any) -> AsyncClient | None:
-    runtime = memo.get("runtime") if isinstance(memo, Mapping) else None
-    return runtime.kube.client if runtime is not None else None
-
-
-async def _read_unresolved(
-    client: AsyncClient | None,
-    namespace: str,
-    name: str,
-    spec: Mapping[str, Any],
-    entries: NamespaceSpecs,
-    schemas: NamespaceSpecs,
-) -> None:
-    """Add to ``entries``/``schemas`` what :func:`next_unresolved` names and the API server has.
-
-    ``kubectl apply -f`` of a schema and an entry in one file sends them milliseconds apart; the
-    watch feeding the index may lag behind, and "schema not found" for a schema that was just
-    created would be wrong. Only misses are read, so the usual request does no I/O at all.
-    """
-    if client is None:
-        return
-    tried: set[tuple[str, str]] = set()
-    try:
-        async with asyncio.timeout(LIVE_READS_SECONDS):
-            while len(tried) < LIVE_READS:
-                wanted = next_unresolved(name, spec, entries, schemas, tried)
-                if wanted is None:
-                    return
-                kind, ref = wanted
-                tried.add((kind.kind, ref))
-                try:
-                    obj = await client.get(KINDS[kind.kind], ref, namespace=namespace)
-                except ApiError:
+                return [Violation("spec", NESTED_TOO_DEEPLY)]
+            except RuntimeError as error:
+                if "changed size during iteration" in str(error) and attempt < INDEX_RETRIES:
                     continue
-                found = obj.get("spec") if isinstance(obj, Mapping) else None
-                if isinstance(found, Mapping):
-                    (schemas if kind == kinds.CONFIG_SCHEMA else entries)[ref] = found
-    except TimeoutError:
-        logger.warning(
-            "admission: live reads for %s/%s took over %ss", namespace, name, LIVE_READS_SECONDS
+                return self._failed(error)
+            except Exception as error:  # never an error answer for an object: deny, say why
+                return self._failed(error)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _failed(error: Exception) -> list[Violation]:
+        logger.exception("admission check failed", exc_info=error)
+        return [Violation("spec", f"could not be checked: {error}"[:500])]
+
+    async def validate_entry(self, request: Request, deadline: float) -> list[Violation]:
+        """ConfigEntry: what the reconciler would refuse (see ``check_entry``), refused now."""
+        namespace, name, spec = request.namespace, request.name, request.spec
+        entries = self.world.entry_specs(namespace)
+        schemas = self.world.schema_specs(namespace)
+        if isinstance(spec, Mapping):
+            await self._read_unresolved(namespace, name, spec, entries, schemas)
+        annotations = self.world.namespace_annotations(namespace)
+        vault_paths = (  # no Vault: no secretData (the reconciler would refuse it too)
+            allowed_prefixes(
+                namespace, annotations.get(L.VAULT_PATHS), self.vault.allowed_path_prefixes
+            )
+            if self.vault.address
+            else ()
+        )
+        return await isolation.check_entry(
+            namespace,
+            name,
+            spec,
+            entries,
+            schemas,
+            vault_paths=vault_paths,
+            min_refresh=self.vault.min_refresh_seconds,
+            deadline=deadline,
+            pool=self.pool,
         )
 
+    async def validate_schema(self, request: Request, deadline: float) -> list[Violation]:
+        """ConfigSchema: a usable schema, and with ``Backward`` no entry that is valid today
+        broken."""
+        old_spec = request.old.get("spec") if request.old is not None else None
+        return await isolation.check_schema_request(
+            request.operation,
+            request.namespace,
+            request.name,
+            request.spec,
+            old_spec,
+            self.world.entry_specs(request.namespace),
+            deadline=deadline,
+            pool=self.pool,
+        )
 
-@_answers(VALIDATE_ENTRY)
-async def validate_entry(
-    body: kopf.Body,
-    old: kopf.Body | None,
-    operation: str | None,
-    memo: kopf.Memo,
-    entries_index: kopf.Index[Any, Any],
-    schemas_index: kopf.Index[Any, Any],
-    namespaces_index: kopf.Index[Any, Any],
-    **_: Any,
-) -> None:
-    """ConfigEntry: what the reconciler would refuse (see ``check_entry``), refused now."""
-    if not is_checked(operation, old, body):
-        return
-    deadline = _deadline()
-    namespace, name = identity(body)
-    spec = body.get("spec")
-    entries = NamespaceSpecs(entries_index, namespace)
-    schemas = NamespaceSpecs(schemas_index, namespace)
-    if isinstance(spec, Mapping):
-        await _read_unresolved(_client(memo), namespace, name, spec, entries, schemas)
-    vault = memo["settings"].vault
-    annotations = next(iter(namespaces_index.get(namespace, [])), ({}, {}))[1]
-    vault_paths = (  # no Vault: no secretData (the reconciler would refuse it too)
-        allowed_prefixes(namespace, annotations.get(L.VAULT_PATHS), vault.allowed_path_prefixes)
-        if vault.address
-        else ()
-    )
-    violations = await isolation.check_entry(
-        namespace,
-        name,
-        spec,
-        entries,
-        schemas,
-        vault_paths=vault_paths,
-        min_refresh=vault.min_refresh_seconds,
-        deadline=deadline,
-    )
-    _deny(kinds.CONFIG_ENTRY.kind, namespace, name, violations)
+    async def validate_flag(self, request: Request, deadline: float) -> list[Violation]:
+        """FeatureFlag: variants, default, rules and splits as ``check_flag`` (and flagd) need."""
+        return check_flag(request.spec)
 
+    async def _read_unresolved(
+        self,
+        namespace: str,
+        name: str,
+        spec: Mapping[str, Any],
+        entries: NamespaceSpecs,
+        schemas: NamespaceSpecs,
+    ) -> None:
+        """Add to ``entries``/``schemas`` what :func:`next_unresolved` names and the API server
+        has.
 
-@_answers(VALIDATE_SCHEMA)
-async def validate_schema(
-    body: kopf.Body,
-    old: kopf.Body | None,
-    operation: str | None,
-    entries_index: kopf.Index[Any, Any],
-    **_: Any,
-) -> None:
-    """ConfigSchema: a usable schema, and with ``Backward`` no entry that is valid today broken."""
-    if not is_checked(operation, old, body):
-        return
-    namespace, name = identity(body)
-    entries = NamespaceSpecs(entries_index, namespace)
-    old_spec = old.get("spec") if old is not None else None
-    violations = await isolation.check_schema_request(
-        operation, namespace, name, body.get("spec"), old_spec, entries, deadline=_deadline()
-    )
-    _deny(kinds.CONFIG_SCHEMA.kind, namespace, name, violations)
+        ``kubectl apply -f`` of a schema and an entry in one file sends them milliseconds apart;
+        the watch feeding the index may lag behind, and "schema not found" for a schema that was
+        just created would be wrong. Only misses are read, so the usual request does no I/O.
+        """
+        if self.client is None:
+            return
+        tried: set[tuple[str, str]] = set()
+        try:
+            async with asyncio.timeout(LIVE_READS_SECONDS):
+                while len(tried) < LIVE_READS:
+                    wanted = next_unresolved(name, spec, entries, schemas, tried)
+                    if wanted is None:
+                        return
+                    kind, ref = wanted
+                    tried.add((kind.kind, ref))
+                    try:
+                        obj = await self.client.get(KINDS[kind.kind], ref, namespace=namespace)
+                    except ApiError:
+                        continue
+                    found = obj.get("spec") if isinstance(obj, Mapping) else None
+                    if isinstance(found, Mapping):
+                        (schemas if kind == kinds.CONFIG_SCHEMA else entries)[ref] = found
+        except TimeoutError:
+            logger.warning(
+                "admission: live reads for %s/%s took over %ss", namespace, name, LIVE_READS_SECONDS
+            )
 
 
-@_answers(VALIDATE_FLAG)
-async def validate_flag(
-    body: kopf.Body, old: kopf.Body | None, operation: str | None, **_: Any
-) -> None:
-    """FeatureFlag: variants, default, rules and splits as ``check_flag`` (and flagd) need them."""
-    if not is_checked(operation, old, body):
-        return
-    namespace, name = identity(body)
-    _deny(kinds.FEATURE_FLAG.kind, namespace, name, check_flag(body.get("spec")))
+def now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-async def _stamp(
-    body: kopf.Body,
-    old: kopf.Body | None,
-    operation: str | None,
-    userinfo: Mapping[str, Any],
-    patch: kopf.Patch,
-    **_: Any,
-) -> None:
-    """Record who changed the content and when (the revision history reads it); a new object is
-    stored with Ferry's finalizer."""
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    username = str(userinfo.get("username") or "") if userinfo else ""
-    change = stamp(operation, old, body, username, now)
-    for key, value in change.annotations.items():
-        patch.metadata.annotations[key] = value
+def stamp_patch(request: Request, at: str) -> list[dict[str, Any]]:
+    """The JSON Patch that records who changed the content and when (the revision history reads
+    it), and stores a new object with Ferry's finalizer; ``[]``: nothing to change."""
+    change = stamp(request.operation, request.old, request.new, request.username, at)
+    meta = (request.new or {}).get("metadata") or {}
+    present = meta.get("annotations")
+    ops: list[dict[str, Any]] = []
+    if not isinstance(present, Mapping):
+        if added := {k: v for k, v in change.annotations.items() if v is not None}:
+            ops.append({"op": "add", "path": "/metadata/annotations", "value": added})
+    else:
+        for key, value in change.annotations.items():
+            path = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
+            if value is not None:
+                ops.append({"op": "add", "path": path, "value": value})
+            elif key in present:
+                ops.append({"op": "remove", "path": path})
     if change.finalizers is not None:
-        patch.metadata["finalizers"] = change.finalizers
-
-
-stamp_entry = _answers(STAMP_ENTRY)(_stamp)
-stamp_flag = _answers(STAMP_FLAG)(_stamp)
+        ops.append({"op": "add", "path": "/metadata/finalizers", "value": change.finalizers})
+    return ops

@@ -1,9 +1,8 @@
-"""The HTTPS endpoint the API server calls: Kopf's public ``WebhookServerProtocol``, on aiohttp.
+"""The HTTPS endpoint the API server calls, on aiohttp.
 
-Kopf dispatches each AdmissionReview to the handlers in :mod:`ferry.webhooks.handlers`; this
-module decides who may send one and what reaches Kopf at all. It is Ferry's own class rather than
-a subclass of ``kopf.WebhookServer`` because everything it changes sits inside that class's
-private methods:
+Each AdmissionReview is answered by :class:`ferry.webhooks.handlers.Admission` (any callable of
+the same signature: :data:`Answer`); this module decides who may send one and what reaches it at
+all. It runs on the admission thread's loop (:mod:`ferry.webhooks.thread`):
 
 * **Trust.** With a client CA (``Settings.webhook_client_ca``) the TLS handshake requires a client
   certificate signed by that CA, as kube-apiserver presents with an ``AdmissionConfiguration``
@@ -15,7 +14,7 @@ private methods:
   (JSON nested past Python's recursion limit, an unexpected exception) becomes a *denial* naming
   the object: with ``failurePolicy: Fail`` an error refuses too, but the user would only read
   "failed calling webhook". A request that is not an AdmissionReview for the path's kind gets
-  ``400`` and never reaches Kopf.
+  ``400`` and never reaches the handlers.
 * **Renewal.** Certificate files are re-read when they change (cert-manager renews a mounted
   Secret in place; with ``webhooks.cert_secret``, :func:`ferry.reconcile.certificates.follow`
   writes them from the Secret); the new listener starts before the old one stops, so no request
@@ -37,13 +36,12 @@ import logging
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp.web
-import kopf
 from cryptography import x509
 from prometheus_client import Counter, Histogram
 
@@ -86,6 +84,12 @@ ADMISSIONS = Counter(
 )
 _OPERATIONS = frozenset({"CREATE", "UPDATE", "DELETE", "CONNECT"})
 
+#: What answers a review: ``answer(review, webhook=<path>, sslpeer=..., headers=...)`` returns
+#: the AdmissionReview response.
+Answer = Callable[..., Awaitable[Mapping[str, Any]]]
+#: Where the API server reaches the server: ``url`` and the PEM ``caBundle``, base64-encoded.
+ClientConfig = dict[str, str]
+
 
 @dataclass
 class _Outcome:
@@ -102,7 +106,7 @@ _OUTCOME: contextvars.ContextVar[_Outcome | None] = contextvars.ContextVar(
 
 def note_denial(violations: Sequence[Violation]) -> None:
     """Called by the handler that refuses a request: the reason code its answer is counted
-    under. (Kopf may run the handler in a copy of the request's context; the object is shared.)"""
+    under."""
     outcome = _OUTCOME.get()
     if outcome is not None and outcome.reason is None:
         outcome.reason = reason_of(violations)
@@ -131,8 +135,8 @@ def denial(uid: str, message: str, api_version: str = "admission.k8s.io/v1") -> 
 
 
 def _is_review_for(review: Any, hook: Hook) -> bool:
-    """What Kopf needs to dispatch to ``hook``'s handler, checked before Kopf sees the request:
-    a uid, the hook's resource, the user, and an object."""
+    """What the handlers need, checked before they see the request: a uid, the hook's resource,
+    the user, and an object."""
     part = review.get("request") if isinstance(review, dict) else None
     if not isinstance(part, dict) or not isinstance(part.get("uid"), str):
         return False
@@ -151,7 +155,8 @@ class WebhookServer:
 
     ``register`` says whether Ferry writes the webhook configurations itself (generated
     certificate) or the installation does (mounted certificate). :meth:`client_configs` yields
-    what the server yields to Kopf: the URL and CA bundle, once at start and again on renewal.
+    the URL and CA bundle, once at start and again on renewal, on the loop of ``owner`` (the
+    loop that registers the configurations; the server itself may run on another thread's).
     """
 
     def __init__(
@@ -169,9 +174,10 @@ class WebhookServer:
         self.client_ca = client_ca
         self.register = certificate.generated
         self.file_check_seconds = file_check_seconds
-        self._configs: asyncio.Queue[kopf.WebhookClientConfig] = asyncio.Queue()
+        self.owner: asyncio.AbstractEventLoop | None = None
+        self._configs: asyncio.Queue[ClientConfig] = asyncio.Queue()
 
-    async def __call__(self, fn: kopf.WebhookFn) -> AsyncIterator[kopf.WebhookClientConfig]:
+    async def __call__(self, fn: Answer) -> AsyncIterator[ClientConfig]:
         app = aiohttp.web.Application(client_max_size=MAX_BODY_BYTES)
         for hook in HOOKS:
             app.router.add_post(f"/{hook.path}", functools.partial(self._serve, fn, hook))
@@ -209,14 +215,16 @@ class WebhookServer:
                 previous = site
                 served = x509.load_pem_x509_certificate(self.certificate.cert.read_bytes())
                 metrics.WEBHOOK_CERT_EXPIRY.set(served.not_valid_after_utc.timestamp())
-                config = kopf.WebhookClientConfig(url=f"https://{self._netloc()}")
-                config["caBundle"] = base64.b64encode(self.certificate.ca.read_bytes()).decode()
+                config = {
+                    "url": f"https://{self._netloc()}",
+                    "caBundle": base64.b64encode(self.certificate.ca.read_bytes()).decode(),
+                }
                 logger.info(
                     "admission webhooks served at %s (%s)",
                     config["url"],
                     "client certificate required" if self.client_ca else "no client certificate",
                 )
-                self._configs.put_nowait(config)
+                self._announce(config)
                 yield config
                 while self._unchanged(digest):
                     await asyncio.sleep(self.file_check_seconds)
@@ -224,10 +232,18 @@ class WebhookServer:
         finally:
             await runner.cleanup()
 
-    async def client_configs(self) -> AsyncIterator[kopf.WebhookClientConfig]:
-        """Every client config served, the first one as soon as the server listens."""
+    async def client_configs(self) -> AsyncIterator[ClientConfig]:
+        """Every client config served, the first one as soon as the server listens (call it on
+        the ``owner`` loop)."""
         while True:
             yield await self._configs.get()
+
+    def _announce(self, config: ClientConfig) -> None:
+        owner = self.owner
+        if owner is None or owner is asyncio.get_running_loop():
+            self._configs.put_nowait(config)
+        else:  # asyncio queues are not thread-safe: the owner's loop puts it there
+            owner.call_soon_threadsafe(self._configs.put_nowait, config)
 
     def _netloc(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -247,7 +263,7 @@ class WebhookServer:
         return hasher.hexdigest()
 
     async def _serve(
-        self, fn: kopf.WebhookFn, hook: Hook, request: aiohttp.web.Request
+        self, fn: Answer, hook: Hook, request: aiohttp.web.Request
     ) -> aiohttp.web.Response:
         started = time.perf_counter()
         outcome = _Outcome()
@@ -273,7 +289,7 @@ class WebhookServer:
         return response
 
     async def _answer(
-        self, fn: kopf.WebhookFn, hook: Hook, request: aiohttp.web.Request, outcome: _Outcome
+        self, fn: Answer, hook: Hook, request: aiohttp.web.Request, outcome: _Outcome
     ) -> aiohttp.web.Response:
         if (request.content_length or 0) > MAX_BODY_BYTES:
             raise aiohttp.web.HTTPRequestEntityTooLarge(
@@ -338,12 +354,3 @@ class WebhookServer:
             text["kind"] or "object", text["namespace"], text["name"], [violation]
         )
         return aiohttp.web.json_response(denial(uid.group(1).decode(), answer, api_version))
-
-
-class NoWebhooks:
-    """``settings.admission.server`` when no port is set: Kopf insists on a server when
-    admission handlers exist; this one serves nothing, forever."""
-
-    async def __call__(self, fn: kopf.WebhookFn) -> AsyncIterator[kopf.WebhookClientConfig]:
-        await asyncio.Event().wait()
-        yield kopf.WebhookClientConfig()  # pragma: no cover - never reached

@@ -1,0 +1,111 @@
+"""The admission webhooks on their own thread and event loop, where reconciling cannot delay them.
+
+Every ``kubectl apply`` of a Ferry object waits for two webhook calls. Answered on the loop that
+also reconciles, a call waits behind whatever that loop is doing (a burst of status writes, a
+namespace's fan-out): the API server saw a 0.9 ms stamp take 8.9 ms (docs/benchmarks.md,
+"Admission latency"). Here the server, its handlers, their Kubernetes client (live reads) and
+their validation workers (:mod:`ferry.reconcile.isolation`, a pool of their own) all belong to a
+loop that does nothing else. What is shared with the reconcilers is read-only: the indexes of
+:class:`~ferry.reconcile.world.World` (see :meth:`Admission._check` for how a read racing a
+write is handled) and the Prometheus metrics (thread-safe).
+
+A thread, not a process: the indexes and ``/metrics`` stay one, and what a call costs is small
+enough (a lookup, a worker round trip) that the GIL held by the other loop between its awaits is
+a wait of microseconds, not of a whole reconcile. Decision:
+docs/decisions/0024-admission-and-events-off-the-reconcile-path.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import threading
+from collections.abc import Callable
+
+from lightkube import AsyncClient
+
+from ferry.reconcile import isolation
+from ferry.webhooks.handlers import Admission
+from ferry.webhooks.server import WebhookServer
+
+logger = logging.getLogger(__name__)
+
+#: How long stopping waits for the thread to close its listener, client and workers.
+STOP_SECONDS = 10.0
+#: How long a thread waiting for the GIL lets the running one go on before asking for it
+#: (Python's default is 5 ms). An answer passes the GIL back and forth a few times (request
+#: read, worker call, answer written); with the reconcile loop busy, each hand-over could cost
+#: the whole interval. 1 ms keeps that inside the admission budget; the reconcile loop pays a
+#: few more switches only while a request is actually waiting.
+SWITCH_INTERVAL_SECONDS = 0.001
+
+
+class AdmissionThread:
+    """Runs ``server`` answering with ``admission`` on a thread of its own (see the module).
+
+    ``make_client`` builds the Kubernetes client for live reads on that thread's loop;
+    ``workers``/``timeout_seconds`` size its validation pool (``validation.*`` settings).
+    ``on_failure`` is called (from the thread) if serving ends other than by :meth:`stop`: the
+    operator then stops, as it would if any other part of it could no longer work.
+    """
+
+    def __init__(
+        self,
+        server: WebhookServer,
+        admission: Admission,
+        make_client: Callable[[], AsyncClient],
+        *,
+        workers: int,
+        timeout_seconds: float,
+        on_failure: Callable[[], None],
+    ) -> None:
+        self.server = server
+        self.admission = admission
+        self._make_client = make_client
+        self._workers, self._timeout = workers, timeout_seconds
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._thread = threading.Thread(target=self._run, name="ferry-admission", daemon=True)
+        self._on_failure = on_failure
+
+    def start(self) -> None:
+        """Start serving; client configs reach :meth:`WebhookServer.client_configs` on the
+        calling (running) loop."""
+        self.server.owner = asyncio.get_running_loop()
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_SECONDS))
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except asyncio.CancelledError:
+            return  # stop()
+        except Exception:
+            logger.exception("the admission webhooks can no longer be served: stopping")
+        self._on_failure()
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        # At the operator's priority: the API server, and a user's kubectl, wait on it.
+        pool = isolation.Isolation(niceness=0)
+        pool.configure(self._workers, self._timeout)
+        pool.start()
+        self.admission.pool = pool
+        self.admission.client = self._make_client()
+        try:
+            async for _ in self.server(self.admission):
+                pass  # announced to the owner loop by the server itself
+        finally:
+            await self.admission.client.close()
+            await pool.close()
+
+    async def stop(self) -> None:
+        """Stop serving and wait (at most :data:`STOP_SECONDS`) for the thread to end."""
+        loop, task = self._loop, self._task
+        if loop is not None and task is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(task.cancel)
+        await asyncio.to_thread(self._thread.join, STOP_SECONDS)
