@@ -18,8 +18,8 @@ quantiles are interpolated within the buckets, as Prometheus' ``histogram_quanti
 API server's smallest webhook buckets are 5 ms and 25 ms, so those are coarse, and the
 client-side differences are the sharper figures.
 
-Run: .venv/bin/python bench/admission_latency.py [--requests 500]   (goal: webhook adds <= 10 ms
-at p99)
+Run: .venv/bin/python bench/admission_latency.py [--requests 500]   (goal, issue 15: Ferry's
+webhooks add at most 2 ms at p99 beyond webhooks that check nothing, dry-run and stored)
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ from floors import register, saved_configurations, start_noop_webhook
 from ferry.devenv.controlplane import client_ssl_context
 from ferry.devenv.stack import Stack, run_kubectl, start_operator, start_stack
 
-GOAL_MS = 10.0
+#: Issue 15: what Ferry's webhooks may add beyond webhooks that check nothing, at p99.
+GOAL_BEYOND_NOOP_MS = 2.0
 PROPERTIES = 50
 WARMUP = 30
 NAMESPACE = "bench"
@@ -297,15 +298,17 @@ def summarize(samples: dict[str, list[float]]) -> None:
     def added(variant: str, over: str, q: float) -> float:
         return percentile(samples[variant], q) - percentile(samples[over], q)
 
-    verdict = "met" if added("ferry", "off", 0.99) <= GOAL_MS else "NOT met"
     print(
         f"  Ferry's webhooks add p50 {added('ferry', 'off', 0.5):+.2f} ms, "
-        f"p99 {added('ferry', 'off', 0.99):+.2f} ms; goal <= {GOAL_MS:.0f} ms at p99: {verdict}"
+        f"p99 {added('ferry', 'off', 0.99):+.2f} ms over no webhook"
     )
+    beyond = added("ferry", "noop", 0.99)
+    verdict = "met" if beyond <= GOAL_BEYOND_NOOP_MS else "NOT met"
     print(
         f"  floor: no-op webhooks add p50 {added('noop', 'off', 0.5):+.2f} ms, "
         f"p99 {added('noop', 'off', 0.99):+.2f} ms; Ferry's beyond them: "
-        f"p50 {added('ferry', 'noop', 0.5):+.2f} ms, p99 {added('ferry', 'noop', 0.99):+.2f} ms"
+        f"p50 {added('ferry', 'noop', 0.5):+.2f} ms, p99 {beyond:+.2f} ms "
+        f"(goal <= {GOAL_BEYOND_NOOP_MS:.0f} ms at p99: {verdict})"
     )
 
 

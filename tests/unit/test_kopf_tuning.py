@@ -53,3 +53,17 @@ async def test_turning_a_toggle_still_wakes_waiters() -> None:
     await toggle.turn_to(True)
 
     await asyncio.wait_for(waiting, timeout=5)
+
+
+def test_no_handler_needs_the_diff_base_ferry_does_not_keep() -> None:
+    """``NoDiffBase`` is only right while every handler is ``on.event`` or an index: Kopf gives
+    a diff only to change-detecting handlers (create, update, resume, field, delete). Kopf has
+    no public listing of registered handlers; its registry's own attributes are read here."""
+    import kopf
+
+    import ferry.handlers  # noqa: F401 - registers every handler
+
+    registry = kopf.get_default_registry()
+    changing = registry._changing.get_all_handlers()
+    assert changing == [], [handler.id for handler in changing]
+    assert registry._watching.get_all_handlers()  # the on.event handlers are there

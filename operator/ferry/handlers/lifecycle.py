@@ -20,6 +20,7 @@ from ferry.domain import kinds
 from ferry.domain.retention import Retention
 from ferry.domain.shards import FLAGS_SHARD
 from ferry.handlers.followed import FollowedIndexes, informers
+from ferry.handlers.kopf_tuning import NoDiffBase
 from ferry.reconcile import isolation
 from ferry.reconcile.blocked import GoneWatches
 from ferry.reconcile.certificates import CertificateKeeper
@@ -45,6 +46,7 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any)
     settings.posting.enabled = False  # Ferry posts its own Events, on its own objects
     settings.watching.server_timeout = int(config.kubernetes.watch_timeout_seconds)
     settings.persistence.finalizer = "ferry.dev/kopf"  # unused: Ferry manages its own finalizer
+    settings.persistence.diffbase_storage = NoDiffBase()  # no change-detecting handlers
     webhooks = admission.configure(config)
     isolation.configure(config.validation.workers, config.validation.timeout_seconds)
     isolation.start()  # validation workers warm before the first admission request

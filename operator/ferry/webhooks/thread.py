@@ -9,9 +9,13 @@ loop that does nothing else. What is shared with the reconcilers is read-only: t
 :class:`~ferry.reconcile.world.World` (see :meth:`Admission._check` for how a read racing a
 write is handled) and the Prometheus metrics (thread-safe).
 
-A thread, not a process: the indexes and ``/metrics`` stay one, and what a call costs is small
-enough (a lookup, a worker round trip) that the GIL held by the other loop between its awaits is
-a wait of microseconds, not of a whole reconcile. Decision:
+A thread, not a process: the indexes and ``/metrics`` stay one, and the handlers no longer go
+through Kopf's per-request machinery, so what remains shared is the GIL. While the reconcile
+thread runs Python code, the admission thread waits for it at most Python's switch interval per
+hand-over; measured (docs/benchmarks.md, "Admission latency"), the API server now sees Ferry's
+stamp call take what a no-op webhook's takes at p50 (3.4 ms; 8.9 ms on the reconcile loop).
+A process of its own would also take the GIL out of the tail, at the price of its own
+watches of every entry and schema and of a second ``/metrics``. Decision:
 docs/decisions/0024-admission-and-events-off-the-reconcile-path.md.
 """
 
@@ -20,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 import threading
 from collections.abc import Callable
 
@@ -34,12 +37,6 @@ logger = logging.getLogger(__name__)
 
 #: How long stopping waits for the thread to close its listener, client and workers.
 STOP_SECONDS = 10.0
-#: How long a thread waiting for the GIL lets the running one go on before asking for it
-#: (Python's default is 5 ms). An answer passes the GIL back and forth a few times (request
-#: read, worker call, answer written); with the reconcile loop busy, each hand-over could cost
-#: the whole interval. 1 ms keeps that inside the admission budget; the reconcile loop pays a
-#: few more switches only while a request is actually waiting.
-SWITCH_INTERVAL_SECONDS = 0.001
 
 
 class AdmissionThread:
@@ -74,7 +71,6 @@ class AdmissionThread:
         """Start serving; client configs reach :meth:`WebhookServer.client_configs` on the
         calling (running) loop."""
         self.server.owner = asyncio.get_running_loop()
-        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_SECONDS))
         self._thread.start()
 
     def _run(self) -> None:
