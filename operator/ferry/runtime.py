@@ -47,6 +47,10 @@ class Runtime:
     seen: dict[QueueKey, tuple[Any, ...]] = field(default_factory=dict)
     # (namespace, entry) → the ConfigSchema it names, so a schema's usedBy follows its entries.
     schema_refs: dict[tuple[str, str], str] = field(default_factory=dict)
+    # (namespace, entry) of the entries that write into other namespaces (target.namespaces or
+    # target.namespaceSelector): the only ones a namespace's labels concern. Kept so that a
+    # namespace event (one per namespace at start-up) looks at them, not at every entry.
+    targeting: set[tuple[str, str]] = field(default_factory=set)
     # Which shards of the namespaces this replica reconciles now: all (one process), or those
     # whose Lease it holds (ferry.reconcile.leases).
     shards: Shards = field(default_factory=Shards)

@@ -67,6 +67,12 @@ async def entry_changed(
     runtime = _runtime(memo)
     if not _changed(runtime, ENTRY.kind, event, body):
         return
+    target = (body.get("spec") or {}).get("target") or {}
+    elsewhere = target.get("namespaces") or target.get("namespaceSelector") is not None
+    if elsewhere and event.get("type") != "DELETED":
+        runtime.targeting.add((namespace, name))
+    else:
+        runtime.targeting.discard((namespace, name))
     annotations = (body.get("metadata") or {}).get("annotations") or {}
     runtime.entries.saw_refresh(namespace, name, annotations.get(L.REFRESH))
     runtime.enqueue_entry(namespace, name)
@@ -113,8 +119,5 @@ async def namespace_changed(memo: kopf.Memo, **_: Any) -> None:
     runtime = _runtime(memo)
     for namespace, name in runtime.world.flag_keys():
         runtime.enqueue(FLAG.kind, namespace, name)
-    for namespace, name in runtime.world.entry_keys():
-        entry = runtime.world.entry(namespace, name)
-        target = (entry.spec.get("target") if entry else None) or {}
-        if target.get("namespaces") or target.get("namespaceSelector") is not None:
-            runtime.enqueue_entry(namespace, name)
+    for namespace, name in list(runtime.targeting):
+        runtime.enqueue_entry(namespace, name)

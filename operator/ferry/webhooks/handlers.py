@@ -51,7 +51,7 @@ from ferry.webhooks.configurations import (
     VALIDATE_FLAG,
     VALIDATE_SCHEMA,
 )
-from ferry.webhooks.server import DENIED_CODE, note_denial
+from ferry.webhooks.server import denial, note_denial
 
 logger = logging.getLogger(__name__)
 
@@ -126,35 +126,20 @@ class Admission:
         part = review["request"]
         hook = BY_PATH[webhook]
         request = Request.parse(part)
+        api_version = review.get("apiVersion", "admission.k8s.io/v1")
         response: dict[str, Any] = {"uid": part["uid"], "allowed": True}
         if hook.mutating:
             if ops := stamp_patch(request, now()):
                 response["patchType"] = "JSONPatch"
                 response["patch"] = base64.b64encode(json.dumps(ops).encode()).decode()
-        elif request.checked:
-            violations = await self._check(self._checks[webhook], request)
-            if violations:
-                note_denial(violations)
-                kind = hook.kind.kind
-                logger.info(
-                    "denied %s %s/%s: %d violation(s)",
-                    kind,
-                    request.namespace,
-                    request.name,
-                    len(violations),
-                )
-                message = denial_message(kind, request.namespace, request.name, violations)
-                response["allowed"] = False
-                response["status"] = {
-                    "code": DENIED_CODE,
-                    "reason": "Forbidden",
-                    "message": message,
-                }
-        return {
-            "apiVersion": review.get("apiVersion", "admission.k8s.io/v1"),
-            "kind": "AdmissionReview",
-            "response": response,
-        }
+        elif request.checked and (violations := await self._check(self._checks[webhook], request)):
+            note_denial(violations)
+            kind, namespace, name = hook.kind.kind, request.namespace, request.name
+            logger.info("denied %s %s/%s: %d violation(s)", kind, namespace, name, len(violations))
+            return denial(
+                part["uid"], denial_message(kind, namespace, name, violations), api_version
+            )
+        return {"apiVersion": api_version, "kind": "AdmissionReview", "response": response}
 
     async def _check(
         self, check: Callable[[Request, float], Awaitable[list[Violation]]], request: Request
