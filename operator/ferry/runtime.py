@@ -51,6 +51,9 @@ class Runtime:
     # target.namespaceSelector): the only ones a namespace's labels concern. Kept so that a
     # namespace event (one per namespace at start-up) looks at them, not at every entry.
     targeting: set[tuple[str, str]] = field(default_factory=set)
+    # namespace → its ferry.dev/vault-paths annotation as last seen (None: none), so that a
+    # change of it re-queues the entries of that namespace and nothing else.
+    vault_paths: dict[str, str | None] = field(default_factory=dict)
     # Which shards of the namespaces this replica reconciles now: all (one process), or those
     # whose Lease it holds (ferry.reconcile.leases).
     shards: Shards = field(default_factory=Shards)

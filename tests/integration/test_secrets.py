@@ -163,6 +163,30 @@ def test_paths_outside_the_namespace_are_refused_at_admission(
     assert "shared/certs/x" not in allowed.stderr, allowed.stderr
 
 
+def test_a_vault_path_the_namespace_no_longer_allows_stops_being_read_at_once(
+    kube: Kube, vault: Vault, vault_operator: Operator
+) -> None:
+    """The platform team takes back an annotation: the entry using it is refused within seconds
+    (not at the next resync, minutes away), and the Secret it had made stays as it was."""
+    ns = kube.namespace("sec-revoke")
+    shared = f"shared-{ns}"
+    kube.kubectl("annotate", "namespace", ns, f"ferry.dev/vault-paths={shared}")
+    put_secret(vault, f"{shared}/db", {"password": "granted"})
+    kube.apply(entry("app", ns, with_secret(ns, f"{shared}/db")))
+    wait_ready(kube, ns, "app")
+
+    kube.kubectl("annotate", "namespace", ns, "ferry.dev/vault-paths-")
+
+    def refused() -> dict[str, Any] | None:
+        found = condition(get_or_none(kube, "ce", "app", "-n", ns), "Valid")
+        return found if found and found["status"] == "False" else None
+
+    found = eventually(refused, timeout=15, what="Valid=False after the annotation went")
+    assert "spec.secretData.DB_PASSWORD.vault.path" in found["message"]
+    assert f'may only name Vault paths under "{ns}"' in found["message"]
+    assert secret_data(kube, ns, "app") == {"DB_PASSWORD": "granted"}
+
+
 def test_unreadable_secret_is_reported_and_the_previous_secret_stays(
     kube: Kube, vault: Vault, vault_operator: Operator
 ) -> None:

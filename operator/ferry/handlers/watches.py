@@ -114,10 +114,23 @@ async def flag_changed(
 
 
 @kopf.on.event("v1", "namespaces")
-async def namespace_changed(memo: kopf.Memo, **_: Any) -> None:
-    """A namespace appeared, changed labels or went: entries and flags that target it look again."""
+async def namespace_changed(
+    memo: kopf.Memo, event: kopf.RawEvent, name: str, annotations: kopf.Annotations, **_: Any
+) -> None:
+    """A namespace appeared, changed labels or went: entries and flags that target it look again.
+    When its ``ferry.dev/vault-paths`` annotation changed, so do the entries in it: a path the
+    platform team took back must stop being read now, not at the next resync."""
     runtime = _runtime(memo)
-    for namespace, name in runtime.world.flag_keys():
-        runtime.enqueue(FLAG.kind, namespace, name)
-    for namespace, name in list(runtime.targeting):
-        runtime.enqueue_entry(namespace, name)
+    for namespace, entry in runtime.world.flag_keys():
+        runtime.enqueue(FLAG.kind, namespace, entry)
+    for namespace, entry in list(runtime.targeting):
+        runtime.enqueue_entry(namespace, entry)
+    if event.get("type") == "DELETED":
+        runtime.vault_paths.pop(name, None)
+        return
+    paths = annotations.get(L.VAULT_PATHS)
+    if name in runtime.vault_paths and runtime.vault_paths[name] != paths:
+        for namespace, entry in runtime.world.entry_keys():
+            if namespace == name:
+                runtime.enqueue_entry(namespace, entry)
+    runtime.vault_paths[name] = paths  # first sight (start-up): every entry is reconciled anyway
