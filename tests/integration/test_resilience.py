@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import psycopg
 import pytest
@@ -88,3 +90,18 @@ def test_sigkill_while_200_entries_converge_into_5_namespaces(
 
 def _yaml(objects: list[dict]) -> str:
     return yaml.safe_dump_all(objects)
+
+
+def test_sigterm_stops_the_operator_within_seconds(operator: Operator) -> None:
+    """What a rolling update or a drain sends: the operator runs its clean-up and exits, well
+    inside Kubernetes' 30 s grace period, instead of waiting for the SIGKILL that follows."""
+    operator.ensure_running()
+    process = operator.process
+    assert process is not None
+    os.kill(process.pid, signal.SIGTERM)
+    try:
+        eventually(lambda: not process.alive(), timeout=10, interval=0.1, what="the operator gone")
+        assert "Activity 'stop' succeeded" in operator.log.read_text()  # it cleaned up
+    finally:
+        operator.stop()  # whatever happened, nothing is left running ...
+        operator.start()  # ... and the session's operator is there for the next test

@@ -7,9 +7,9 @@ environment variable, else from the default.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -98,8 +98,10 @@ def run(verbose: bool, **params: Any) -> None:
     if not verbose:  # one line per request or handler call drowns what matters
         for noisy in ("kopf.objects", "httpx2", "httpx", "aiohttp.access"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-    # Set from any thread to stop the operator cleanly (the admission thread does if it fails).
-    stop = threading.Event()
+    # Set to stop the operator cleanly (the admission thread does, through the operator's loop,
+    # if it fails). An asyncio.Event: Kopf waits for a threading.Event in an executor thread,
+    # which the interpreter would then wait for forever after any other kind of stop.
+    stop = asyncio.Event()
     kopf.run(
         clusterwide=True,
         standalone=True,

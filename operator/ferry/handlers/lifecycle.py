@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -138,7 +139,9 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any)
             lambda: make_client(config.kubernetes.kubeconfig),
             workers=config.validation.workers,
             timeout_seconds=config.validation.timeout_seconds,
-            on_failure=memo["stop"].set,
+            on_failure=functools.partial(
+                asyncio.get_running_loop().call_soon_threadsafe, memo["stop"].set
+            ),
         )
         thread.start()
     runtime.tasks.append(
