@@ -223,6 +223,9 @@ async def _prune(runtime: Runtime) -> None:
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
+    # Kopf waits for the stop flag in a task of its own, and at exit gives every task still
+    # pending 5 s: set, that task ends now, whatever stopped the operator.
+    memo["stop"].set()
     runtime: Runtime | None = memo.get("runtime")
     if runtime is None:
         return
