@@ -95,7 +95,7 @@ def _yaml(objects: list[dict]) -> str:
 def test_sigterm_stops_the_operator_within_seconds(operator: Operator) -> None:
     """What a rolling update or a drain sends: the operator runs its clean-up and exits, well
     inside Kubernetes' 30 s grace period, instead of waiting for the SIGKILL that follows. (5 s:
-    a task left pending at exit costs Kopf's own 5 s wait; a clean stop takes 1–2 s here.)"""
+    a task left pending at exit costs Kopf's own 5 s wait; a clean stop takes 1 to 2 s here.)"""
     operator.ensure_running()
     process = operator.process
     assert process is not None
