@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from ferry.devenv.process import free_port
 from ferry.domain import kinds
@@ -21,15 +22,25 @@ from ferry.tls import CertificateAuthority, serving_certificate
 from ferry.webhooks.configurations import VALIDATE_ENTRY, VALIDATE_FLAG
 from ferry.webhooks.server import MAX_BODY_BYTES, WebhookServer
 
+CHECK_FAILED = {
+    "kind": "ConfigEntry",
+    "operation": "CREATE",
+    "result": "denied",
+    "reason": "CheckFailed",
+}
+
 
 @dataclass
 class Recorder:
     """Answers every review with "allowed" and remembers what reached it."""
 
     calls: list[dict[str, Any]] = field(default_factory=list)
+    fail: Exception | None = None  # raised instead of answering
 
     async def __call__(self, request: Any, **kwargs: Any) -> dict[str, Any]:
         self.calls.append({"request": request, **kwargs})
+        if self.fail is not None:
+            raise self.fail
         return {
             "apiVersion": "admission.k8s.io/v1",
             "kind": "AdmissionReview",
@@ -257,3 +268,23 @@ async def test_renewed_certificate_files_are_served_and_announced(tmp_path: Path
 
     assert first["caBundle"] != second["caBundle"]
     assert served.strip() == certificate.cert.read_text().strip()
+
+
+async def test_a_check_that_fails_is_a_denial_naming_the_object(open_server: Running) -> None:
+    """With ``failurePolicy: Fail`` an error refuses the write too, but kubectl would only say
+    "failed calling webhook": the answer is a denial that names the object and the cause."""
+    open_server.recorder.fail = KeyError("boom")
+    before = REGISTRY.get_sample_value("ferry_admission_requests_total", CHECK_FAILED) or 0.0
+    status, answer = await asyncio.to_thread(
+        open_server.post, f"/{VALIDATE_ENTRY.path}", json.dumps(review()).encode()
+    )
+
+    response = json.loads(answer)["response"]
+    assert status == 200 and response["allowed"] is False
+    assert response["status"] == {
+        "code": 403,
+        "reason": "Forbidden",
+        "message": "ConfigEntry ns/e is invalid: spec: could not be checked: 'boom'",
+    }
+    after = REGISTRY.get_sample_value("ferry_admission_requests_total", CHECK_FAILED)
+    assert after == before + 1

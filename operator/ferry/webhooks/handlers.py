@@ -31,7 +31,6 @@ from ferry.adapters.kube import KINDS
 from ferry.domain import kinds
 from ferry.domain import labels as L
 from ferry.domain.admission import (
-    NESTED_TOO_DEEPLY,
     check_flag,
     denial_message,
     identity,
@@ -147,25 +146,16 @@ class Admission:
         """Run ``check`` by the request's deadline. The indexes are Kopf's, filled on the
         reconcile thread: each read is one dictionary lookup, or a copy, but a namespace's
         entries are listed by iterating, which a concurrent insert interrupts. Checks are pure,
-        so one interrupted that way is simply run again."""
+        so one interrupted that way is simply run again. (Anything else that fails becomes a
+        denial naming the object in :class:`~ferry.webhooks.server.WebhookServer`.)"""
         deadline = asyncio.get_running_loop().time() + ANSWER_SECONDS
-        for attempt in range(1, INDEX_RETRIES + 1):
+        for _ in range(INDEX_RETRIES - 1):
             try:
                 return await check(request, deadline)
-            except RecursionError:
-                return [Violation("spec", NESTED_TOO_DEEPLY)]
             except RuntimeError as error:
-                if "changed size during iteration" in str(error) and attempt < INDEX_RETRIES:
-                    continue
-                return self._failed(error)
-            except Exception as error:  # never an error answer for an object: deny, say why
-                return self._failed(error)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    @staticmethod
-    def _failed(error: Exception) -> list[Violation]:
-        logger.exception("admission check failed", exc_info=error)
-        return [Violation("spec", f"could not be checked: {error}"[:500])]
+                if "changed size during iteration" not in str(error):
+                    raise
+        return await check(request, deadline)
 
     async def validate_entry(self, request: Request, deadline: float) -> list[Violation]:
         """ConfigEntry: what the reconciler would refuse (see ``check_entry``), refused now."""

@@ -326,11 +326,10 @@ class WebhookServer:
         except Exception as error:  # never an error answer for an object: deny, say why
             logger.exception("admission request could not be checked")
             outcome.reason = "CheckFailed"
-            message = f"the object could not be checked: {error}"[:500]
+            namespace, name = identity(part.get("object"))
+            violation = Violation("spec", f"could not be checked: {error}"[:500])
+            message = denial_message(hook.kind.kind, namespace, name, [violation])
             response = denial(part["uid"], message, review.get("apiVersion", ""))
-        status = response.get("response", {}).get("status")
-        if isinstance(status, dict) and status.get("code") == DENIED_CODE:
-            status.setdefault("reason", "Forbidden")
         return aiohttp.web.json_response(response)
 
     @staticmethod
