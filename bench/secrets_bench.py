@@ -49,7 +49,14 @@ from lightkube import AsyncClient, Client, KubeConfig
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
-from reconcile_bench import ConfigEntry, entry, namespace, operator_metrics, percentile
+from reconcile_bench import (
+    ConfigEntry,
+    entry,
+    is_ready,
+    namespace,
+    operator_metrics,
+    percentile,
+)
 
 from ferry.devenv.process import Process
 from ferry.devenv.stack import Stack, start_operator, start_stack
@@ -154,12 +161,7 @@ class ReadyEntries(Watch):
         super().__init__(client, ConfigEntry, ns)
 
     def note(self, obj: Any, seen: float) -> None:
-        status = obj.get("status") or {}
-        ready = any(
-            c.get("type") == "Ready" and c.get("status") == "True"
-            for c in status.get("conditions") or []
-        )
-        if ready and status.get("observedGeneration") == obj.metadata.generation:
+        if is_ready(obj):
             self.ready.setdefault(str(obj.metadata.name), seen)
 
 

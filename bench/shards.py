@@ -40,6 +40,7 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Namespace
+from reconcile_bench import is_ready
 
 from ferry.devenv.process import Process, free_port
 from ferry.devenv.stack import Stack, run_operator, start_stack
@@ -172,16 +173,7 @@ def create_entries(kubeconfig: Path, namespaces: list[str], entries: int) -> flo
 
 
 def ready_count(client: Client, namespaces: list[str]) -> int:
-    count = 0
-    for ns in namespaces:
-        for e in client.list(ConfigEntry, namespace=ns):
-            status = e.get("status") or {}
-            if status.get("observedGeneration") == e.metadata.generation and any(
-                c.get("type") == "Ready" and c.get("status") == "True"
-                for c in status.get("conditions", [])
-            ):
-                count += 1
-    return count
+    return sum(is_ready(e) for ns in namespaces for e in client.list(ConfigEntry, namespace=ns))
 
 
 def phase(directory: Path, shards: int, workers: int, entries: int, namespaces: int) -> Phase:
