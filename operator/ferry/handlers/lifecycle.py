@@ -50,7 +50,7 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any)
     settings.persistence.diffbase_storage = NoDiffBase()  # no change-detecting handlers
     webhooks = admission.configure(config)
     isolation.configure(config.validation.workers, config.validation.timeout_seconds)
-    isolation.start()  # validation workers warm before the first admission request
+    isolation.start()  # the reconcilers' validation workers warm before the first reconcile
 
     await asyncio.to_thread(migrate, config.database.url)
     vault = VaultSecrets.from_settings(config.vault)

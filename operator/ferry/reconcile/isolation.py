@@ -453,7 +453,7 @@ class Isolation:
             self._verdicts.popitem(last=False)
 
 
-#: The operator's pool: the webhooks and the reconcilers share it.
+#: The reconcilers' pool (the admission webhooks have one of their own: ferry.webhooks.thread).
 POOL = Isolation()
 
 
