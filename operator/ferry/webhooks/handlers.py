@@ -6,7 +6,8 @@ own Kubernetes client and its own validation workers; only the picture of the cl
 indexes in :class:`~ferry.reconcile.world.World`) is shared with the reconcilers.
 
 The specs a check needs come from those indexes (no I/O in the usual case); only a schema or
-base the index has not heard of yet is read live, within :data:`LIVE_READS` reads and
+base the index has not heard of yet, or a namespace whose cached annotations do not allow a
+Vault path the entry names, is read live, within :data:`LIVE_READS` reads and
 :data:`LIVE_READS_SECONDS` in all. A call has no side effects (``sideEffects: None``): nothing is
 written anywhere, not even to the audit trail, because the request's content (namespace, name,
 user) is only as trustworthy as its sender. Refusals reach the audit trail from the reconciler.
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lightkube import ApiError, AsyncClient
+from lightkube.resources.core_v1 import Namespace
 
 from ferry.adapters.kube import KINDS
 from ferry.domain import kinds
@@ -39,7 +41,7 @@ from ferry.domain.admission import (
     stamp,
 )
 from ferry.domain.errors import Violation
-from ferry.domain.secrets import allowed_prefixes
+from ferry.domain.secrets import allowed_prefixes, named_paths, path_allowed
 from ferry.reconcile import isolation
 from ferry.reconcile.world import NamespaceSpecs, World
 from ferry.settings import VaultSettings
@@ -164,14 +166,7 @@ class Admission:
         schemas = self.world.schema_specs(namespace)
         if isinstance(spec, Mapping):
             await self._read_unresolved(namespace, name, spec, entries, schemas)
-        annotations = self.world.namespace_annotations(namespace)
-        vault_paths = (  # no Vault: no secretData (the reconciler would refuse it too)
-            allowed_prefixes(
-                namespace, annotations.get(L.VAULT_PATHS), self.vault.allowed_path_prefixes
-            )
-            if self.vault.address
-            else ()
-        )
+        vault_paths = await self._vault_prefixes(namespace, spec)
         return await isolation.check_entry(
             namespace,
             name,
@@ -202,6 +197,30 @@ class Admission:
     async def validate_flag(self, request: Request, deadline: float) -> list[Violation]:
         """FeatureFlag: variants, default, rules and splits as ``check_flag`` (and flagd) need."""
         return check_flag(request.spec)
+
+    async def _vault_prefixes(self, namespace: str, spec: object) -> tuple[str, ...]:
+        """The Vault path prefixes entries in ``namespace`` may name (none without Vault: the
+        reconciler would refuse secretData too).
+
+        ``kubectl annotate namespace ... ferry.dev/vault-paths=...`` followed at once by the
+        apply that needs it may beat the watch feeding the index; so when a named path is outside
+        what the cached annotation allows, the namespace is read live before saying no.
+        """
+        if not self.vault.address:
+            return ()
+        operator_prefixes = self.vault.allowed_path_prefixes
+        annotation = self.world.namespace_annotations(namespace).get(L.VAULT_PATHS)
+        prefixes = allowed_prefixes(namespace, annotation, operator_prefixes)
+        secret_data = spec.get("secretData") if isinstance(spec, Mapping) else None
+        if self.client is None or all(path_allowed(p, prefixes) for p in named_paths(secret_data)):
+            return prefixes
+        try:
+            async with asyncio.timeout(LIVE_READS_SECONDS):
+                live = await self.client.get(Namespace, namespace)
+        except (ApiError, TimeoutError):
+            return prefixes
+        annotation = (live.metadata.annotations or {}).get(L.VAULT_PATHS) if live.metadata else None
+        return allowed_prefixes(namespace, annotation, operator_prefixes)
 
     async def _read_unresolved(
         self,
