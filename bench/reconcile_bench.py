@@ -460,11 +460,13 @@ def bench_scale(client: Client, count: int, stack: Any, operator: Process) -> Pr
     wait_ready(stack.kubeconfig, ns, {f"s-{i:05d}" for i in range(count)}, timeout=1800)
     done.set()
     cpu = cpu_seconds(operator.pid)
+    full_collections = operator_metrics(stack.extra["FERRY_API_URL"])["full_collections"]
     print(
         f"scale: operator process started → all {count} Ready in "
         f"{time.perf_counter() - started:.1f} s; "
         f"operator peak RSS {peak['kb'] / 1024:.0f} MiB, CPU {cpu:.1f} s "
-        f"({cpu / count * 1000:.2f} ms per entry, start-up included)"
+        f"({cpu / count * 1000:.2f} ms per entry, start-up included), "
+        f"{full_collections:.0f} full garbage collections"
     )
     writes = api_writes(stack) - writes_before
     per_entry = ", ".join(
@@ -512,19 +514,20 @@ def revision_count(stack: Stack) -> int:
 
 
 def operator_metrics(api_url: str) -> dict[str, float]:
-    """The operator's own figures, from its /metrics: Vault reads sent, and ConfigEntry
-    reconciles (count and total seconds)."""
+    """The operator's own figures, from its /metrics: Vault reads sent, ConfigEntry reconciles
+    (count and total seconds), and Python's full (generation 2) garbage collections."""
     with urllib.request.urlopen(f"{api_url}/metrics", timeout=10) as answer:
         text = answer.read().decode()
     wanted = {
         ("ferry_vault_reads_total", ""): "vault_reads",
         ("ferry_reconcile_duration_seconds_count", "ConfigEntry"): "reconciles",
         ("ferry_reconcile_duration_seconds_sum", "ConfigEntry"): "reconcile_seconds",
+        ("python_gc_collections_total", "2"): "full_collections",
     }
     found = dict.fromkeys(wanted.values(), 0.0)  # a histogram appears with its first sample
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            key = (sample.name, sample.labels.get("kind", ""))
+            key = (sample.name, sample.labels.get("kind", sample.labels.get("generation", "")))
             if key in wanted:
                 found[wanted[key]] = sample.value
     return found

@@ -8,6 +8,7 @@ environment variable, else from the default.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -20,6 +21,14 @@ from ferry.settings import Settings, SettingsError
 from ferry.settings.options import Option, build, options
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: Allocations between two young-generation collections (CPython's default: 700). The operator
+#: keeps every entry, schema and materialised object in its indexes, and each watch event
+#: allocates thousands of objects: at the default, full collections, each a pause of the whole
+#: process (admission thread included) that scans all of those indexes, came every few seconds
+#: under load (14 of them, 2.3 s, while 5,000 new entries were reconciled; one at this value).
+#: Decision: docs/decisions/0025-garbage-collection-thresholds.md.
+GC_YOUNG_THRESHOLD = 10_000
 
 
 def _param(option: Option) -> str:
@@ -102,6 +111,8 @@ def run(verbose: bool, **params: Any) -> None:
     # if it fails). An asyncio.Event: Kopf waits for a threading.Event in an executor thread,
     # which the interpreter would then wait for forever after any other kind of stop.
     stop = asyncio.Event()
+    _, *older = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *older)
     kopf.run(
         clusterwide=True,
         standalone=True,
