@@ -10,16 +10,19 @@ import asyncio
 import pickle
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ferry.domain import admission
 from ferry.domain.entry import plan_entry as pure_plan_entry
 from ferry.domain.errors import Invalid, Violation
 from ferry.domain.jsonschema import TOO_COSTLY, check_schema, is_too_costly
 from ferry.reconcile import isolation
-from ferry.reconcile.isolation import Isolation, _Answers, _Slots
+from ferry.reconcile.isolation import Isolation, _Answers, _plain, _Slots
 from tests.hostile_inputs import COSTLY_SCHEMA, costly_data
 
 COSTLY_DATA = costly_data()
@@ -260,6 +263,23 @@ async def test_data_nested_past_what_pickle_takes_is_answered_the_same(pool: Iso
     )
     [violation] = await isolation.check_schema({"properties": deep}, tenant="ns", pool=pool)
     assert violation == check_schema({"properties": deep})[0]
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@given(JSON)
+def test_what_is_sent_to_a_worker_is_the_value_given_as_plain_json(value: Any) -> None:
+    """Index views and Kopf bodies are Mappings of their own; tuples are lists to JSON: what a
+    worker receives must still be the same value, as plain dicts and lists."""
+    assert _plain(value) == value
+    sent = _plain(MappingProxyType({"v": value, "t": (value, MappingProxyType({"v": value}))}))
+    assert sent == {"v": value, "t": [value, {"v": value}]}
+    assert type(sent) is dict and type(sent["t"]) is list and type(sent["t"][1]) is dict
 
 
 def test_an_unchanged_question_finds_its_plan_and_any_change_asks_again() -> None:

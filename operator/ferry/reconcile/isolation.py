@@ -149,6 +149,25 @@ class _Answers(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _shape(value: Any) -> type | None:
+    """``dict`` for a mapping, ``list`` for a list or tuple, None for anything else. The exact
+    types JSON gives are recognised without ``isinstance`` against the ``Mapping`` ABC, which
+    is slow, and this runs once per value sent (every validation)."""
+    kind = type(value)
+    if kind is dict:
+        return dict
+    if kind is list or kind is tuple:
+        return list
+    if kind in _SCALARS:
+        return None
+    if isinstance(value, Mapping):
+        return dict
+    return list if isinstance(value, list | tuple) else None
+
+
 def _plain(value: Any) -> Any:
     """A JSON-like value as dicts, lists and scalars (index snapshots and Kopf bodies are
     Mappings of their own), copied iteratively, and cut at :data:`MAX_SENT_DEPTH`.
@@ -157,19 +176,20 @@ def _plain(value: Any) -> Any:
     and schemas past 160 at its first step, naming the path where that happens, so what lies
     past 300 levels never changes an answer and is replaced by ``{}``.
     """
-    if not isinstance(value, Mapping | list | tuple):
+    shape = _shape(value)
+    if shape is None:
         return value
-    root: Any = {} if isinstance(value, Mapping) else []
+    root: Any = shape()
     stack: list[tuple[Any, Any, int]] = [(value, root, 1)]
     while stack:
         src, dst, depth = stack.pop()
-        for key, item in src.items() if isinstance(src, Mapping) else enumerate(src):
+        for key, item in src.items() if type(dst) is dict else enumerate(src):
             child = item
-            if isinstance(item, Mapping | list | tuple):
-                child = {} if isinstance(item, Mapping) or depth >= MAX_SENT_DEPTH else []
+            if (inner := _shape(item)) is not None:
+                child = {} if inner is dict or depth >= MAX_SENT_DEPTH else []
                 if depth < MAX_SENT_DEPTH:
                     stack.append((item, child, depth + 1))
-            if isinstance(dst, dict):
+            if type(dst) is dict:
                 dst[key] = child
             else:
                 dst.append(child)
