@@ -217,7 +217,8 @@ class Admission:
         try:
             async with asyncio.timeout(LIVE_READS_SECONDS):
                 live = await self.client.get(Namespace, namespace)
-        except (ApiError, TimeoutError):
+        except (ApiError, TimeoutError) as error:
+            logger.warning("admission: could not read namespace %s: %r", namespace, error)
             return prefixes
         annotation = (live.metadata.annotations or {}).get(L.VAULT_PATHS) if live.metadata else None
         return allowed_prefixes(namespace, annotation, operator_prefixes)
