@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from lightkube import AsyncClient, KubeConfig
 
-from ferry.webhooks.configurations import TIMEOUT_SECONDS
+from ferry.domain import kinds
+from ferry.reconcile.isolation import Isolation
+from ferry.reconcile.world import Snapshot, World
+from ferry.settings import VaultSettings
+from ferry.webhooks.configurations import TIMEOUT_SECONDS, VALIDATE_ENTRY
+from ferry.webhooks.handlers import Admission
 from tests.integration.conftest import Operator
 from tests.integration.webhook_client import trust_only_the_api_server, validating_webhook_off
 from tests.support import PAYMENTS, Kube, condition, entry, eventually, flag, schema
@@ -669,3 +675,88 @@ def test_random_entries_and_schemas_are_allowed_or_denied_never_an_error(
             assert "Invalid value" in result.stderr or "Unsupported value" in result.stderr, (
                 result.stderr
             )
+
+
+# ------------------------------------------------------------------ a refusal is confirmed live
+
+
+def snapshot(spec: dict[str, Any]) -> Snapshot:
+    return Snapshot("uid-1", 1, "1", {}, (), False, spec, {})
+
+
+def create_review(obj: dict[str, Any]) -> dict[str, Any]:
+    gvk = {"group": kinds.GROUP, "version": kinds.VERSION}
+    request = {
+        "uid": "u-1",
+        "kind": {**gvk, "kind": VALIDATE_ENTRY.kind.kind},
+        "resource": {**gvk, "resource": VALIDATE_ENTRY.kind.plural},
+        "operation": "CREATE",
+        "userInfo": {"username": "alice"},
+        "object": obj,
+        "oldObject": None,
+    }
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+
+
+@pytest.fixture
+async def stale_admission(kube: Kube) -> AsyncIterator[Callable[..., Admission]]:
+    """An ``Admission`` over an index held stale on purpose (built by the test, never fed by a
+    watch), reading the test's API server live; its own validation worker."""
+    client = AsyncClient(KubeConfig.from_file(str(kube.kubeconfig)))
+    pool = Isolation(workers=1, timeout_seconds=5.0)
+    try:
+        yield lambda world, vault=None: Admission(world, vault or VaultSettings(), client, pool)
+    finally:
+        await pool.close()
+        await client.close()
+
+
+def stale_world(**indexes: Any) -> World:
+    empty: dict[str, Any] = {"entries": {}, "schemas": {}, "flags": {}, "namespaces": {}}
+    return World(**{**empty, **indexes}, configmaps={}, secrets={}, workloads=())
+
+
+async def test_a_refusal_is_given_only_if_the_stored_objects_still_call_for_it(
+    kube: Kube, ns: str, stale_admission: Callable[..., Admission]
+) -> None:
+    """`kubectl apply -f` of a relaxed schema and an entry only it allows sends them
+    milliseconds apart, and the index the webhook reads trails the API server by a watch event.
+    Here the index still holds the strict version (maximum 10) while the API server stores the
+    relaxed one (maximum 100): the entry is allowed, and a refusal names the stored limit."""
+    kube.apply(schema("payments", ns, PAYMENTS))
+    strict = {**PAYMENTS, "properties": {"db": {"properties": {"poolSize": {"maximum": 10}}}}}
+    world = stale_world(schemas={(ns, "payments"): [snapshot({"schema": strict})]})
+    admission = stale_admission(world)
+
+    def pool_size(n: int) -> dict[str, Any]:
+        spec = {"schemaRef": {"name": "payments"}, "data": {"db": {"poolSize": n}}}
+        return create_review(entry("api", ns, spec))
+
+    allowed = await admission(pool_size(40), webhook=VALIDATE_ENTRY.path)
+    assert allowed["response"]["allowed"] is True, allowed["response"]
+    refused = (await admission(pool_size(500), webhook=VALIDATE_ENTRY.path))["response"]
+    assert refused["allowed"] is False
+    assert (
+        "spec.data.db.poolSize: 500 is greater than the maximum of 100"
+        in (refused["status"]["message"])
+    )
+
+
+async def test_a_vault_path_just_allowed_by_the_namespace_annotation_is_accepted(
+    kube: Kube, ns: str, stale_admission: Callable[..., Admission]
+) -> None:
+    """`kubectl annotate namespace … ferry.dev/vault-paths=…` and, at once, the entry that
+    needs it: the index still has the namespace without the annotation."""
+    kube.kubectl("annotate", "namespace", ns, "ferry.dev/vault-paths=shared/certs")
+    world = stale_world(namespaces={ns: [({}, {})]})
+    admission = stale_admission(world, VaultSettings(address="http://127.0.0.1:8200"))
+
+    def secret_at(path: str) -> dict[str, Any]:
+        spec = {"data": {}, "secretData": {"TLS_CERT": {"vault": {"path": path, "key": "crt"}}}}
+        return create_review(entry("tls", ns, spec))
+
+    allowed = await admission(secret_at("shared/certs/x"), webhook=VALIDATE_ENTRY.path)
+    assert allowed["response"]["allowed"] is True, allowed["response"]
+    refused = (await admission(secret_at("team-b/db"), webhook=VALIDATE_ENTRY.path))["response"]
+    assert refused["allowed"] is False
+    assert 'may only name Vault paths under "shared/certs"' in refused["status"]["message"]

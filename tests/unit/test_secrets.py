@@ -23,7 +23,6 @@ from ferry.domain.secrets import (
     allowed_prefixes,
     describe_secret_changes,
     env_key_collisions,
-    named_paths,
     next_refresh,
     parse_duration,
     parse_prefixes,
@@ -141,19 +140,6 @@ def test_prefixes_are_segment_prefixes() -> None:
     assert not path_allowed("team-ab/db", ["team-a"])
     assert not path_allowed("team-b/db", ["team-a"])
     assert not path_allowed("team-a/db", [])
-
-
-def test_named_paths_are_what_parses_and_never_raise() -> None:
-    """What admission looks at before reading a namespace live: every path a valid reference
-    names, none from references that do not parse, and no error for junk."""
-    data = {
-        "A": {"vault": {"path": "team-a/db", "key": "pw"}},
-        "B": {"vault": {"path": "shared/certs/x", "key": "crt", "version": 2}},
-        "C": {"vault": {"key": "no-path"}},
-    }
-    assert sorted(named_paths(data)) == ["shared/certs/x", "team-a/db"]
-    assert named_paths(None) == ()
-    assert named_paths(["not", "a", "mapping"]) == ()
 
 
 def test_annotation_and_operator_setting_combine() -> None:

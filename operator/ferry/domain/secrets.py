@@ -105,11 +105,6 @@ def secret_data_violations(
     return _parse(secret_data, env_names=env_names, prefix=path)[1]
 
 
-def named_paths(secret_data: object) -> tuple[str, ...]:
-    """The Vault paths ``spec.secretData`` names, as far as it parses; never raises."""
-    return tuple(ref.vault.path for ref in _parse(secret_data, env_names=False, prefix="")[0])
-
-
 def _parse(
     secret_data: object, *, env_names: bool, prefix: str
 ) -> tuple[tuple[SecretRef, ...], list[Violation]]:

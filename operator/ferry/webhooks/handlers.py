@@ -6,13 +6,13 @@ own Kubernetes client and its own validation workers; only the picture of the cl
 indexes in :class:`~ferry.reconcile.world.World`) is shared with the reconcilers.
 
 The specs a check needs come from those indexes (no I/O in the usual case); only a schema or
-base the index has not heard of yet, or a namespace whose cached annotations do not allow a
-Vault path the entry names, is read live, within :data:`LIVE_READS` reads and
-:data:`LIVE_READS_SECONDS` in all. A call has no side effects (``sideEffects: None``): nothing is
-written anywhere, not even to the audit trail, because the request's content (namespace, name,
-user) is only as trustworthy as its sender. Refusals reach the audit trail from the reconciler.
-Schema checks and data validation run in a worker process (``ferry.reconcile.isolation``), and
-every check is answered within :data:`ANSWER_SECONDS`.
+base the index has not heard of yet is read live, and a refusal is confirmed against the API
+server's own objects before it is given (the index trails them by a watch event), each within
+:data:`LIVE_READS` reads and :data:`LIVE_READS_SECONDS`. A call has no side effects
+(``sideEffects: None``): nothing is written anywhere, not even to the audit trail, because the
+request's content (namespace, name, user) is only as trustworthy as its sender. Refusals reach
+the audit trail from the reconciler. Schema checks and data validation run in a worker process
+(``ferry.reconcile.isolation``), and every check is answered within :data:`ANSWER_SECONDS`.
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ from ferry.domain.admission import (
     next_unresolved,
     stamp,
 )
+from ferry.domain.entry import references
 from ferry.domain.errors import Violation
-from ferry.domain.secrets import allowed_prefixes, named_paths, path_allowed
+from ferry.domain.secrets import allowed_prefixes
 from ferry.reconcile import isolation
 from ferry.reconcile.world import NamespaceSpecs, World
 from ferry.settings import VaultSettings
@@ -160,17 +161,49 @@ class Admission:
         return await check(request, deadline)
 
     async def validate_entry(self, request: Request, deadline: float) -> list[Violation]:
-        """ConfigEntry: what the reconciler would refuse (see ``check_entry``), refused now."""
+        """ConfigEntry: what the reconciler would refuse (see ``check_entry``), refused now.
+
+        The indexes trail the API server by a watch event, and ``kubectl apply -f`` of a schema
+        (or a base, or a namespace's ``ferry.dev/vault-paths``) and the entry that needs it sends
+        them milliseconds apart. So what the index has not heard of at all is read first
+        (:meth:`_read_unresolved`), and a refusal is given only if it still holds against the
+        API server's own objects (:meth:`_read_used`). An accepted request reads nothing.
+        """
         namespace, name, spec = request.namespace, request.name, request.spec
         entries = self.world.entry_specs(namespace)
         schemas = self.world.schema_specs(namespace)
+        annotation = self.world.namespace_annotations(namespace).get(L.VAULT_PATHS)
         if isinstance(spec, Mapping):
             await self._read_unresolved(namespace, name, spec, entries, schemas)
-        vault_paths = await self._vault_prefixes(namespace, spec)
+        violations = await self._check_entry(request, entries, schemas, annotation, deadline)
+        if violations and isinstance(spec, Mapping) and self.client is not None:
+            changed, annotation = await self._read_used(
+                namespace, name, spec, entries, schemas, annotation
+            )
+            if changed:  # the refusal stands only if it holds against what is stored
+                violations = await self._check_entry(
+                    request, entries, schemas, annotation, deadline
+                )
+        return violations
+
+    async def _check_entry(
+        self,
+        request: Request,
+        entries: NamespaceSpecs,
+        schemas: NamespaceSpecs,
+        vault_paths_annotation: str | None,
+        deadline: float,
+    ) -> list[Violation]:
+        namespace = request.namespace
+        vault_paths = (  # no Vault: no secretData (the reconciler would refuse it too)
+            allowed_prefixes(namespace, vault_paths_annotation, self.vault.allowed_path_prefixes)
+            if self.vault.address
+            else ()
+        )
         return await isolation.check_entry(
             namespace,
-            name,
-            spec,
+            request.name,
+            request.spec,
             entries,
             schemas,
             vault_paths=vault_paths,
@@ -198,30 +231,49 @@ class Admission:
         """FeatureFlag: variants, default, rules and splits as ``check_flag`` (and flagd) need."""
         return check_flag(request.spec)
 
-    async def _vault_prefixes(self, namespace: str, spec: object) -> tuple[str, ...]:
-        """The Vault path prefixes entries in ``namespace`` may name (none without Vault: the
-        reconciler would refuse secretData too).
-
-        ``kubectl annotate namespace ... ferry.dev/vault-paths=...`` followed at once by the
-        apply that needs it may beat the watch feeding the index; so when a named path is outside
-        what the cached annotation allows, the namespace is read live before saying no.
+    async def _read_used(
+        self,
+        namespace: str,
+        name: str,
+        spec: Mapping[str, Any],
+        entries: NamespaceSpecs,
+        schemas: NamespaceSpecs,
+        annotation: str | None,
+    ) -> tuple[bool, str | None]:
+        """Read live what refusing ``spec`` rests on: its schema, its bases, and (with Vault
+        and secretData) the namespace's ``ferry.dev/vault-paths``. What differs from the index
+        is put into ``entries``/``schemas`` (views: the index itself is never written). Returns
+        whether anything differed, and the annotation as read. Within :data:`LIVE_READS` reads
+        and :data:`LIVE_READS_SECONDS`; what cannot be read in time stays as the index has it.
         """
-        if not self.vault.address:
-            return ()
-        operator_prefixes = self.vault.allowed_path_prefixes
-        annotation = self.world.namespace_annotations(namespace).get(L.VAULT_PATHS)
-        prefixes = allowed_prefixes(namespace, annotation, operator_prefixes)
-        secret_data = spec.get("secretData") if isinstance(spec, Mapping) else None
-        if self.client is None or all(path_allowed(p, prefixes) for p in named_paths(secret_data)):
-            return prefixes
+        assert self.client is not None
+        schema_name, _ = references(spec)
+        wanted = [(kinds.CONFIG_SCHEMA, schema_name)] if schema_name is not None else []
+        wanted += [(kinds.CONFIG_ENTRY, base) for base in isolation.with_bases(name, spec, entries)]
+        changed = False
         try:
             async with asyncio.timeout(LIVE_READS_SECONDS):
-                live = await self.client.get(Namespace, namespace)
+                for kind, ref in wanted[:LIVE_READS]:
+                    view = schemas if kind == kinds.CONFIG_SCHEMA else entries
+                    try:
+                        obj = await self.client.get(KINDS[kind.kind], ref, namespace=namespace)
+                    except ApiError as error:
+                        if error.status.code == 404 and ref in view:
+                            del view[ref]  # deleted since the index heard of it
+                            changed = True
+                        continue
+                    found = obj.get("spec") if isinstance(obj, Mapping) else None
+                    if isinstance(found, Mapping) and found != view.get(ref):
+                        view[ref] = found
+                        changed = True
+                if self.vault.address and spec.get("secretData") is not None:
+                    live = await self.client.get(Namespace, namespace)
+                    meta = live.metadata
+                    read = (meta.annotations or {}).get(L.VAULT_PATHS) if meta else None
+                    changed, annotation = changed or read != annotation, read
         except (ApiError, TimeoutError) as error:
-            logger.warning("admission: could not read namespace %s: %r", namespace, error)
-            return prefixes
-        annotation = (live.metadata.annotations or {}).get(L.VAULT_PATHS) if live.metadata else None
-        return allowed_prefixes(namespace, annotation, operator_prefixes)
+            logger.warning("admission: could not confirm a refusal in %s: %r", namespace, error)
+        return changed, annotation
 
     async def _read_unresolved(
         self,
