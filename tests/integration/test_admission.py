@@ -23,7 +23,7 @@ from ferry.domain import kinds
 from ferry.reconcile.isolation import Isolation
 from ferry.reconcile.world import Snapshot, World
 from ferry.settings import VaultSettings
-from ferry.webhooks.configurations import TIMEOUT_SECONDS, VALIDATE_ENTRY
+from ferry.webhooks.configurations import TIMEOUT_SECONDS, VALIDATE_ENTRY, VALIDATE_SCHEMA
 from ferry.webhooks.handlers import Admission
 from tests.integration.conftest import Operator
 from tests.integration.webhook_client import trust_only_the_api_server, validating_webhook_off
@@ -684,16 +684,18 @@ def snapshot(spec: dict[str, Any]) -> Snapshot:
     return Snapshot("uid-1", 1, "1", {}, (), False, spec, {})
 
 
-def create_review(obj: dict[str, Any]) -> dict[str, Any]:
+def create_review(obj: dict[str, Any], old: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The AdmissionReview the API server sends for ``obj`` (an update of ``old`` if given)."""
+    hook = VALIDATE_ENTRY if obj["kind"] == "ConfigEntry" else VALIDATE_SCHEMA
     gvk = {"group": kinds.GROUP, "version": kinds.VERSION}
     request = {
         "uid": "u-1",
-        "kind": {**gvk, "kind": VALIDATE_ENTRY.kind.kind},
-        "resource": {**gvk, "resource": VALIDATE_ENTRY.kind.plural},
-        "operation": "CREATE",
+        "kind": {**gvk, "kind": hook.kind.kind},
+        "resource": {**gvk, "resource": hook.kind.plural},
+        "operation": "CREATE" if old is None else "UPDATE",
         "userInfo": {"username": "alice"},
         "object": obj,
-        "oldObject": None,
+        "oldObject": old,
     }
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
 
@@ -760,3 +762,28 @@ async def test_a_vault_path_just_allowed_by_the_namespace_annotation_is_accepted
     refused = (await admission(secret_at("team-b/db"), webhook=VALIDATE_ENTRY.path))["response"]
     assert refused["allowed"] is False
     assert 'may only name Vault paths under "shared/certs"' in refused["status"]["message"]
+
+
+async def test_a_schema_update_is_checked_against_the_entries_the_api_server_stores(
+    kube: Kube, ns: str, stale_admission: Callable[..., Admission]
+) -> None:
+    """A GitOps sync fixes an entry (poolSize 40 → 5) and tightens its schema (maximum 10)
+    milliseconds later; the index still holds the entry as it was. The update is allowed; an
+    entry the API server still stores as breaking it is named."""
+    kube.apply(
+        schema("payments", ns, PAYMENTS),
+        entry("api", ns, {"schemaRef": {"name": "payments"}, "data": {"db": {"poolSize": 5}}}),
+    )
+    was = {"schemaRef": {"name": "payments"}, "data": {"db": {"poolSize": 40}}}
+    admission = stale_admission(stale_world(entries={(ns, "api"): [snapshot(was)]}))
+    stricter = {**PAYMENTS, "properties": {"db": {"properties": {"poolSize": {"maximum": 10}}}}}
+    update = create_review(schema("payments", ns, stricter), schema("payments", ns, PAYMENTS))
+
+    allowed = await admission(update, webhook=VALIDATE_SCHEMA.path)
+    assert allowed["response"]["allowed"] is True, allowed["response"]
+
+    kube.apply(entry("other", ns, was))
+    refused = (await admission(update, webhook=VALIDATE_SCHEMA.path))["response"]
+    assert refused["allowed"] is False
+    assert 'would make ConfigEntry "other" invalid' in refused["status"]["message"]
+    assert '"api"' not in refused["status"]["message"]

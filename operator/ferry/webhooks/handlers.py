@@ -214,7 +214,20 @@ class Admission:
 
     async def validate_schema(self, request: Request, deadline: float) -> list[Violation]:
         """ConfigSchema: a usable schema, and with ``Backward`` no entry that is valid today
-        broken."""
+        broken. As for entries, a refusal is confirmed against the API server's own entries
+        (one list of the namespace's): a GitOps sync that fixes an entry and tightens its
+        schema sends the two milliseconds apart, and the index may still hold the old entry."""
+        entries: Mapping[str, Mapping[str, Any]] = self.world.entry_specs(request.namespace)
+        violations = await self._check_schema(request, entries, deadline)
+        if violations and request.operation == "UPDATE" and self.client is not None:
+            stored = await self._list_entries(request.namespace)
+            if stored is not None and stored != dict(entries):
+                violations = await self._check_schema(request, stored, deadline)
+        return violations
+
+    async def _check_schema(
+        self, request: Request, entries: Mapping[str, Mapping[str, Any]], deadline: float
+    ) -> list[Violation]:
         old_spec = request.old.get("spec") if request.old is not None else None
         return await isolation.check_schema_request(
             request.operation,
@@ -222,10 +235,28 @@ class Admission:
             request.name,
             request.spec,
             old_spec,
-            self.world.entry_specs(request.namespace),
+            entries,
             deadline=deadline,
             pool=self.pool,
         )
+
+    async def _list_entries(self, namespace: str) -> dict[str, Mapping[str, Any]] | None:
+        """The namespace's ConfigEntries' specs as the API server stores them (None: could not
+        be listed within :data:`LIVE_READS_SECONDS`)."""
+        assert self.client is not None
+        found: dict[str, Mapping[str, Any]] = {}
+        try:
+            async with asyncio.timeout(LIVE_READS_SECONDS):
+                async for obj in self.client.list(
+                    KINDS[kinds.CONFIG_ENTRY.kind], namespace=namespace
+                ):
+                    spec, meta = obj.get("spec"), obj.get("metadata") or {}
+                    if isinstance(spec, Mapping) and isinstance(meta.get("name"), str):
+                        found[meta["name"]] = spec
+        except (ApiError, TimeoutError) as error:
+            logger.warning("admission: could not list entries in %s: %r", namespace, error)
+            return None
+        return found
 
     async def validate_flag(self, request: Request, deadline: float) -> list[Violation]:
         """FeatureFlag: variants, default, rules and splits as ``check_flag`` (and flagd) need."""
