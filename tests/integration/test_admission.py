@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -25,6 +26,7 @@ from ferry.reconcile.world import Snapshot, World
 from ferry.settings import VaultSettings
 from ferry.webhooks.configurations import TIMEOUT_SECONDS, VALIDATE_ENTRY, VALIDATE_SCHEMA
 from ferry.webhooks.handlers import Admission
+from ferry.webhooks.thread import RECONCILE_NICENESS
 from tests.integration.conftest import Operator
 from tests.integration.webhook_client import trust_only_the_api_server, validating_webhook_off
 from tests.support import PAYMENTS, Kube, condition, entry, eventually, flag, schema
@@ -787,3 +789,20 @@ async def test_a_schema_update_is_checked_against_the_entries_the_api_server_sto
     assert refused["allowed"] is False
     assert 'would make ConfigEntry "other" invalid' in refused["status"]["message"]
     assert '"api"' not in refused["status"]["message"]
+
+
+def test_the_reconcile_thread_yields_the_cpu_to_the_admission_thread(operator: Operator) -> None:
+    """On a busy node a `kubectl apply` waiting on the webhooks should not queue for a CPU
+    behind reconciling: the operator's main thread (the reconcile loop) runs
+    RECONCILE_NICENESS below the threads started before it was lowered, the admission
+    thread among them (decision 0026; `ps -L -o tid,ni` shows the same)."""
+    assert operator.process is not None
+    pid = operator.process.pid
+    tasks = Path(f"/proc/{pid}/task")
+
+    def nice(tid: int) -> int:  # field 19 of stat(5), the 17th after the command's ")"
+        return int((tasks / str(tid) / "stat").read_text().rsplit(")", 1)[1].split()[16])
+
+    threads = {int(task.name): nice(int(task.name)) for task in tasks.iterdir()}
+    assert len(threads) > 1
+    assert threads[pid] == min(threads.values()) + RECONCILE_NICENESS, threads

@@ -57,7 +57,7 @@ VERDICT_SECONDS = 600.0
 MAX_VERDICTS = 4096
 #: How long a new worker may take to import what it runs (a busy machine, a cold disk).
 STARTUP_SECONDS = 120.0
-#: How much lower than the operator's a worker's CPU priority is (``nice``).
+#: How much lower a worker's CPU priority is than the thread's that starts it (``nice``).
 NICENESS = 10
 #: Nesting sent to a worker at most (see ``_plain``).
 MAX_SENT_DEPTH = 300
@@ -294,9 +294,11 @@ class Isolation:
     workers: int = DEFAULT_WORKERS
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
     niceness: int = NICENESS
-    """How much lower than the operator's the workers' CPU priority is. The reconcilers' pool
-    keeps :data:`NICENESS` (background work); the admission webhooks' pool uses 0: a held
-    ``kubectl apply`` waits for it, and each call is bounded by ``timeout_seconds`` anyway."""
+    """How much lower the workers' CPU priority is than the thread's that starts them. The
+    reconcilers' pool keeps :data:`NICENESS` (background work, started by the reconcile thread,
+    itself below the admission thread: ``ferry.webhooks.thread.RECONCILE_NICENESS``); the
+    admission webhooks' pool uses 0: a held ``kubectl apply`` waits for it, and each call is
+    bounded by ``timeout_seconds`` anyway."""
     command: Sequence[str] | None = None
     """The worker's command line (default: this Python running :func:`serve`)."""
     _slots: _Slots | None = None
