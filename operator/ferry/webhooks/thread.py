@@ -43,10 +43,10 @@ logger = logging.getLogger(__name__)
 #: How long stopping waits for the thread to close its listener, client and workers.
 STOP_SECONDS = 10.0
 #: How much lower the reconcile thread's CPU priority is than the admission thread's (Linux
-#: ``nice``, per thread). On a busy node both threads wait for a CPU as well as for the GIL;
-#: measured with ``bench/admission_latency.py``, stored applies: Ferry's webhooks' p99 beyond
-#: no-op webhooks +12.6 / +14.0 ms at 5 / 10 against +20 to +43 ms at 0, with the time for
-#: 5,000 new entries to be Ready unchanged (decision 0026).
+#: ``nice``, per thread). On a busy node both threads wait for a CPU as well as for the GIL, and
+#: a person waits on admission. Measured with ``bench/admission_latency.py`` (stored applies,
+#: p99 beyond no-op webhooks): median +14 ms over four runs against +25 ms over three at 0, with
+#: a spread as large as the effect; 5,000 new entries Ready no slower (decision 0026).
 RECONCILE_NICENESS = 5
 
 
