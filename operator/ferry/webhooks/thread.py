@@ -45,7 +45,7 @@ STOP_SECONDS = 10.0
 #: How much lower the reconcile thread's CPU priority is than the admission thread's (Linux
 #: ``nice``, per thread). On a busy node both threads wait for a CPU as well as for the GIL, and
 #: a person waits on admission. Measured with ``bench/admission_latency.py`` (stored applies,
-#: p99 beyond no-op webhooks): median +14 ms over four runs against +25 ms over three at 0, with
+#: p99 beyond no-op webhooks): median +14 ms against +26 ms at 0 over four runs each, with
 #: a spread as large as the effect; 5,000 new entries Ready no slower (decision 0026).
 RECONCILE_NICENESS = 5
 
