@@ -186,6 +186,23 @@ class Admission:
                 )
         return violations
 
+    async def validate_schema(self, request: Request, deadline: float) -> list[Violation]:
+        """ConfigSchema: a usable schema, and with ``Backward`` no entry that is valid today
+        broken. As for entries, a refusal is confirmed against the API server's own entries
+        (one list of the namespace's): a GitOps sync that fixes an entry and tightens its
+        schema sends the two milliseconds apart, and the index may still hold the old entry."""
+        entries: Mapping[str, Mapping[str, Any]] = self.world.entry_specs(request.namespace)
+        violations = await self._check_schema(request, entries, deadline)
+        if violations and request.operation == "UPDATE" and self.client is not None:
+            stored = await self._list_entries(request.namespace)
+            if stored is not None and stored != dict(entries):
+                violations = await self._check_schema(request, stored, deadline)
+        return violations
+
+    async def validate_flag(self, request: Request, deadline: float) -> list[Violation]:
+        """FeatureFlag: variants, default, rules and splits as ``check_flag`` (and flagd) need."""
+        return check_flag(request.spec)
+
     async def _check_entry(
         self,
         request: Request,
@@ -211,19 +228,6 @@ class Admission:
             deadline=deadline,
             pool=self.pool,
         )
-
-    async def validate_schema(self, request: Request, deadline: float) -> list[Violation]:
-        """ConfigSchema: a usable schema, and with ``Backward`` no entry that is valid today
-        broken. As for entries, a refusal is confirmed against the API server's own entries
-        (one list of the namespace's): a GitOps sync that fixes an entry and tightens its
-        schema sends the two milliseconds apart, and the index may still hold the old entry."""
-        entries: Mapping[str, Mapping[str, Any]] = self.world.entry_specs(request.namespace)
-        violations = await self._check_schema(request, entries, deadline)
-        if violations and request.operation == "UPDATE" and self.client is not None:
-            stored = await self._list_entries(request.namespace)
-            if stored is not None and stored != dict(entries):
-                violations = await self._check_schema(request, stored, deadline)
-        return violations
 
     async def _check_schema(
         self, request: Request, entries: Mapping[str, Mapping[str, Any]], deadline: float
@@ -257,10 +261,6 @@ class Admission:
             logger.warning("admission: could not list entries in %s: %r", namespace, error)
             return None
         return found
-
-    async def validate_flag(self, request: Request, deadline: float) -> list[Violation]:
-        """FeatureFlag: variants, default, rules and splits as ``check_flag`` (and flagd) need."""
-        return check_flag(request.spec)
 
     async def _read_used(
         self,
