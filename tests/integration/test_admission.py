@@ -800,9 +800,12 @@ def test_the_reconcile_thread_yields_the_cpu_to_the_admission_thread(operator: O
     pid = operator.process.pid
     tasks = Path(f"/proc/{pid}/task")
 
-    def nice(tid: int) -> int:  # field 19 of stat(5), the 17th after the command's ")"
-        return int((tasks / str(tid) / "stat").read_text().rsplit(")", 1)[1].split()[16])
-
-    threads = {int(task.name): nice(int(task.name)) for task in tasks.iterdir()}
+    threads: dict[int, int] = {}
+    for task in tasks.iterdir():
+        try:  # field 19 of stat(5), the 17th after the command's ")"
+            stat = (task / "stat").read_text()
+        except FileNotFoundError:
+            continue  # a short-lived thread ended meanwhile
+        threads[int(task.name)] = int(stat.rsplit(")", 1)[1].split()[16])
     assert len(threads) > 1
     assert threads[pid] == min(threads.values()) + RECONCILE_NICENESS, threads
