@@ -23,7 +23,7 @@ from ferry.domain.admission import (
     finalizers_on_create,
     identity,
     is_checked,
-    next_unresolved,
+    next_to_read,
     stamp,
     stamp_changes,
 )
@@ -382,18 +382,20 @@ def test_identity_names_the_object_or_its_generate_name() -> None:
     assert identity(None) == ("", "")
 
 
-def test_unresolved_references_are_named_one_by_one_until_none_is_left() -> None:
+def test_every_reference_is_named_once_following_the_bases_of_what_was_read() -> None:
+    """What a refusal rests on, for reading live: the schema, then every base once, the bases
+    of a base found through what the caller read (not what the index held), never the entry
+    itself (an inheritance cycle back to it), whether or not the index already has them."""
     spec = {"schemaRef": {"name": "s"}, "inherits": [{"name": "b1"}, {"name": "known"}]}
     entries: dict[str, Any] = {"known": {"inherits": [{"name": "b2"}]}}
-    schemas: dict[str, Any] = {}
-    tried: set[tuple[str, str]] = set()
+    read: set[tuple[str, str]] = set()
     named = []
 
-    while (wanted := next_unresolved("api", spec, entries, schemas, tried)) is not None:
+    while (wanted := next_to_read("api", spec, entries, read)) is not None:
         kind, name = wanted
         named.append((kind.kind, name))
-        tried.add((kind.kind, name))
-        if name == "b1":  # found live; its own base is looked for next
+        read.add((kind.kind, name))
+        if name == "b1":  # read live: its own bases are looked for next
             entries["b1"] = {"inherits": [{"name": "b3"}, {"name": "api"}]}
 
     assert named[0] == (kinds.CONFIG_SCHEMA.kind, "s")
@@ -401,7 +403,9 @@ def test_unresolved_references_are_named_one_by_one_until_none_is_left() -> None
         ("ConfigEntry", "b1"),
         ("ConfigEntry", "b2"),
         ("ConfigEntry", "b3"),
+        ("ConfigEntry", "known"),
     ]
+    assert next_to_read("api", {"data": {}}, {}, set()) is None
 
 
 def test_stamp_is_the_annotations_and_finalizer_and_nothing_for_a_deleting_object() -> None:

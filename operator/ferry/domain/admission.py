@@ -15,9 +15,9 @@ compatibility check names the entries a schema change would break, never their d
 entry *inherits* are part of that entry's resolved configuration, which is what is checked.)
 
 The webhook handlers (``ferry.webhooks.handlers``) are a few lines each over the functions here:
-which requests are checked (:func:`is_checked`), who the object is (:func:`identity`), which
-references the index has not seen yet (:func:`next_unresolved`), and what the mutating webhook
-writes (:func:`stamp`).
+which requests are checked (:func:`is_checked`), who the object is (:func:`identity`), what to
+read live before refusing an entry (:func:`next_to_read`), and what the mutating webhook writes
+(:func:`stamp`).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ __all__ = [
     "finalizers_on_create",
     "identity",
     "is_checked",
-    "next_unresolved",
+    "next_to_read",
     "stamp",
     "stamp_changes",
 ]
@@ -361,24 +361,23 @@ def check_schema_request(
     return check_schema_change(namespace, name, new_spec, entries, _Replaced(schemas, name, today))
 
 
-def next_unresolved(
+def next_to_read(
     name: str,
     spec: Mapping[str, Any],
     entries: Mapping[str, Mapping[str, Any]],
-    schemas: Mapping[str, Mapping[str, Any]],
-    tried: set[tuple[str, str]],
+    read: set[tuple[str, str]],
 ) -> tuple[kinds.Kind, str] | None:
-    """The next schema or base entry ConfigEntry ``name`` needs that neither ``schemas`` nor
-    ``entries`` holds and that is not in ``tried`` (``(kind, name)`` pairs); ``None`` when none.
+    """The next schema or base entry that ConfigEntry ``name`` with ``spec`` rests on and that
+    is not in ``read`` (``(kind, name)`` pairs); ``None`` when none is left.
 
-    ``kubectl apply -f`` of a schema and an entry in one file sends them milliseconds apart, so
-    the index the webhook reads may not have the schema yet. The caller fetches what this names,
-    adds it, and asks again (bases of a fetched base are found on the next call), within its own
-    budget of reads.
+    The index the webhook reads trails the API server: ``kubectl apply -f`` of a schema and an
+    entry in one file sends them milliseconds apart, and a schema relaxed or a base changed just
+    before the entry that needs it is still the old version there. Before refusing, the caller
+    reads what this names, puts it into ``entries`` (a base's own bases are found through it on
+    the next call), and asks again, within its own budget of reads.
     """
     schema_name, bases = references(spec)
-    schema_key = (kinds.CONFIG_SCHEMA.kind, schema_name or "")
-    if schema_name is not None and schema_name not in schemas and schema_key not in tried:
+    if schema_name is not None and (kinds.CONFIG_SCHEMA.kind, schema_name) not in read:
         return kinds.CONFIG_SCHEMA, schema_name
     pending, seen = list(bases), {name}
     while pending:
@@ -386,10 +385,10 @@ def next_unresolved(
         if base in seen:
             continue
         seen.add(base)
+        if (kinds.CONFIG_ENTRY.kind, base) not in read:
+            return kinds.CONFIG_ENTRY, base
         if base in entries:
             pending.extend(references(entries[base])[1])
-        elif (kinds.CONFIG_ENTRY.kind, base) not in tried:
-            return kinds.CONFIG_ENTRY, base
     return None
 
 

@@ -5,9 +5,9 @@ thread's event loop (:mod:`ferry.webhooks.thread`), never on the loop that recon
 own Kubernetes client and its own validation workers; only the picture of the cluster (the
 indexes in :class:`~ferry.reconcile.world.World`) is shared with the reconcilers.
 
-The specs a check needs come from those indexes (no I/O in the usual case); only a schema or
-base the index has not heard of yet is read live, and a refusal is confirmed against the API
-server's own objects before it is given (the index trails them by a watch event), each within
+The specs a check needs come from those indexes (no I/O in the usual case); a refusal is
+confirmed against the API server's own objects before it is given (the index trails them by a
+watch event: it may not have heard of a schema or base yet, or hold an older version), within
 :data:`LIVE_READS` reads and :data:`LIVE_READS_SECONDS`. A call has no side effects
 (``sideEffects: None``): nothing is written anywhere, not even to the audit trail, because the
 request's content (namespace, name, user) is only as trustworthy as its sender. Refusals reach
@@ -37,10 +37,9 @@ from ferry.domain.admission import (
     denial_message,
     identity,
     is_checked,
-    next_unresolved,
+    next_to_read,
     stamp,
 )
-from ferry.domain.entry import references
 from ferry.domain.errors import Violation
 from ferry.domain.secrets import allowed_prefixes
 from ferry.reconcile import isolation
@@ -57,7 +56,7 @@ from ferry.webhooks.server import denial, note_denial
 
 logger = logging.getLogger(__name__)
 
-#: References the entry webhook may read live when the index has not caught up yet ...
+#: Schemas and bases the entry webhook may read live before refusing (the index may lag) ...
 LIVE_READS = 16
 #: ... and the time all of them together may take: well inside the webhook's 5 s timeout.
 LIVE_READS_SECONDS = 2.0
@@ -165,16 +164,14 @@ class Admission:
 
         The indexes trail the API server by a watch event, and ``kubectl apply -f`` of a schema
         (or a base, or a namespace's ``ferry.dev/vault-paths``) and the entry that needs it sends
-        them milliseconds apart. So what the index has not heard of at all is read first
-        (:meth:`_read_unresolved`), and a refusal is given only if it still holds against the
-        API server's own objects (:meth:`_read_used`). An accepted request reads nothing.
+        them milliseconds apart: what the index has not heard of yet, or still holds in an older
+        version. So a refusal is given only if it still holds against the API server's own
+        objects (:meth:`_read_used`). An accepted request reads nothing.
         """
         namespace, name, spec = request.namespace, request.name, request.spec
         entries = self.world.entry_specs(namespace)
         schemas = self.world.schema_specs(namespace)
         annotation = self.world.namespace_annotations(namespace).get(L.VAULT_PATHS)
-        if isinstance(spec, Mapping):
-            await self._read_unresolved(namespace, name, spec, entries, schemas)
         violations = await self._check_entry(request, entries, schemas, annotation, deadline)
         if violations and isinstance(spec, Mapping) and self.client is not None:
             changed, annotation = await self._read_used(
@@ -271,20 +268,25 @@ class Admission:
         schemas: NamespaceSpecs,
         annotation: str | None,
     ) -> tuple[bool, str | None]:
-        """Read live what refusing ``spec`` rests on: its schema, its bases, and (with Vault
-        and secretData) the namespace's ``ferry.dev/vault-paths``. What differs from the index
-        is put into ``entries``/``schemas`` (views: the index itself is never written). Returns
-        whether anything differed, and the annotation as read. Within :data:`LIVE_READS` reads
-        and :data:`LIVE_READS_SECONDS`; what cannot be read in time stays as the index has it.
+        """Read live what refusing ``spec`` rests on: its schema and its bases (those the stored
+        bases name too: :func:`next_to_read`), and (with Vault and secretData) the namespace's
+        ``ferry.dev/vault-paths``. What differs from the index, or is gone, is put into
+        ``entries``/``schemas`` (views: the index itself is never written). Returns whether
+        anything differed, and the annotation as read. Within :data:`LIVE_READS` reads of
+        schemas and bases and :data:`LIVE_READS_SECONDS` in all; what cannot be read in time
+        stays as the index has it.
         """
         assert self.client is not None
-        schema_name, _ = references(spec)
-        wanted = [(kinds.CONFIG_SCHEMA, schema_name)] if schema_name is not None else []
-        wanted += [(kinds.CONFIG_ENTRY, base) for base in isolation.with_bases(name, spec, entries)]
+        read: set[tuple[str, str]] = set()
         changed = False
         try:
             async with asyncio.timeout(LIVE_READS_SECONDS):
-                for kind, ref in wanted[:LIVE_READS]:
+                while len(read) < LIVE_READS:
+                    wanted = next_to_read(name, spec, entries, read)
+                    if wanted is None:
+                        break
+                    kind, ref = wanted
+                    read.add((kind.kind, ref))
                     view = schemas if kind == kinds.CONFIG_SCHEMA else entries
                     try:
                         obj = await self.client.get(KINDS[kind.kind], ref, namespace=namespace)
@@ -293,56 +295,18 @@ class Admission:
                             del view[ref]  # deleted since the index heard of it
                             changed = True
                         continue
-                    found = obj.get("spec") if isinstance(obj, Mapping) else None
-                    if isinstance(found, Mapping) and found != view.get(ref):
-                        view[ref] = found
+                    stored = obj.get("spec") if isinstance(obj, Mapping) else None
+                    if isinstance(stored, Mapping) and stored != view.get(ref):
+                        view[ref] = stored
                         changed = True
                 if self.vault.address and spec.get("secretData") is not None:
                     live = await self.client.get(Namespace, namespace)
                     meta = live.metadata
-                    read = (meta.annotations or {}).get(L.VAULT_PATHS) if meta else None
-                    changed, annotation = changed or read != annotation, read
+                    found = (meta.annotations or {}).get(L.VAULT_PATHS) if meta else None
+                    changed, annotation = changed or found != annotation, found
         except (ApiError, TimeoutError) as error:
             logger.warning("admission: could not confirm a refusal in %s: %r", namespace, error)
         return changed, annotation
-
-    async def _read_unresolved(
-        self,
-        namespace: str,
-        name: str,
-        spec: Mapping[str, Any],
-        entries: NamespaceSpecs,
-        schemas: NamespaceSpecs,
-    ) -> None:
-        """Add to ``entries``/``schemas`` what :func:`next_unresolved` names and the API server
-        has.
-
-        ``kubectl apply -f`` of a schema and an entry in one file sends them milliseconds apart;
-        the watch feeding the index may lag behind, and "schema not found" for a schema that was
-        just created would be wrong. Only misses are read, so the usual request does no I/O.
-        """
-        if self.client is None:
-            return
-        tried: set[tuple[str, str]] = set()
-        try:
-            async with asyncio.timeout(LIVE_READS_SECONDS):
-                while len(tried) < LIVE_READS:
-                    wanted = next_unresolved(name, spec, entries, schemas, tried)
-                    if wanted is None:
-                        return
-                    kind, ref = wanted
-                    tried.add((kind.kind, ref))
-                    try:
-                        obj = await self.client.get(KINDS[kind.kind], ref, namespace=namespace)
-                    except ApiError:
-                        continue
-                    found = obj.get("spec") if isinstance(obj, Mapping) else None
-                    if isinstance(found, Mapping):
-                        (schemas if kind == kinds.CONFIG_SCHEMA else entries)[ref] = found
-        except TimeoutError:
-            logger.warning(
-                "admission: live reads for %s/%s took over %ss", namespace, name, LIVE_READS_SECONDS
-            )
 
 
 def now() -> str:
