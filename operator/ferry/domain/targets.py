@@ -84,6 +84,13 @@ class TargetPlan:
     missing: tuple[str, ...] = ()
 
 
+def targets_elsewhere(target_spec: Mapping[str, Any] | None) -> bool:
+    """Whether an entry's ``spec.target`` names namespaces besides its own (``namespaces`` or a
+    ``namespaceSelector``): only then do other namespaces' labels concern it."""
+    target = target_spec or {}
+    return bool(target.get("namespaces")) or target.get("namespaceSelector") is not None
+
+
 def desired_namespaces(
     own_namespace: str,
     target_spec: Mapping[str, Any] | None,
@@ -95,11 +102,11 @@ def desired_namespaces(
     ``target.namespaceSelector``. A target with neither (or no target at all) means the entry's
     own namespace only, which always exists and always accepts.
     """
+    if not targets_elsewhere(target_spec):
+        return TargetPlan(accepted=(own_namespace,))
     target = target_spec or {}
     explicit = target.get("namespaces") or []
     selector = target.get("namespaceSelector")
-    if not explicit and selector is None:
-        return TargetPlan(accepted=(own_namespace,))
 
     known = {name: (labels or {}, annotations or {}) for name, labels, annotations in namespaces}
     known.setdefault(own_namespace, ({}, {}))

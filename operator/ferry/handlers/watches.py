@@ -15,6 +15,7 @@ import kopf
 from ferry.domain import kinds
 from ferry.domain import labels as L
 from ferry.domain.entry import references
+from ferry.domain.targets import targets_elsewhere
 from ferry.reconcile.workqueue import QueueKey
 from ferry.runtime import Runtime
 
@@ -67,9 +68,7 @@ async def entry_changed(
     runtime = _runtime(memo)
     if not _changed(runtime, ENTRY.kind, event, body):
         return
-    target = (body.get("spec") or {}).get("target") or {}
-    elsewhere = target.get("namespaces") or target.get("namespaceSelector") is not None
-    if elsewhere and event.get("type") != "DELETED":
+    if targets_elsewhere((body.get("spec") or {}).get("target")) and event.get("type") != "DELETED":
         runtime.targeting.add((namespace, name))
     else:
         runtime.targeting.discard((namespace, name))
