@@ -809,3 +809,33 @@ def test_the_reconcile_thread_yields_the_cpu_to_the_admission_thread(operator: O
         threads[int(task.name)] = int(stat.rsplit(")", 1)[1].split()[16])
     assert len(threads) > 1
     assert threads[pid] == min(threads.values()) + RECONCILE_NICENESS, threads
+
+
+class CatchingUp(dict):  # type: ignore[type-arg]
+    """An index that has not heard of its objects at the first lookup and has at the next: the
+    watch event arrives between the check that refuses and the live read that confirms."""
+
+    def __init__(self, later: dict[Any, Any]) -> None:
+        super().__init__()
+        self.later = later
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        if key in self.later and key not in self:
+            self[key] = self.later[key]
+            return default
+        return super().get(key, default)
+
+
+async def test_a_refusal_is_checked_again_even_if_the_index_caught_up_meanwhile(
+    kube: Kube, ns: str, stale_admission: Callable[..., Admission]
+) -> None:
+    """After the live read the index holds what was read, so comparing the two says "nothing
+    changed" although the check that refused had not seen the schema at all."""
+    kube.apply(schema("payments", ns, PAYMENTS))
+    stored = kube.get_json("configschema", "payments", "-n", ns)["spec"]
+    later = {(ns, "payments"): [snapshot(stored)]}
+    admission = stale_admission(stale_world(schemas=CatchingUp(later)))
+    spec = {"schemaRef": {"name": "payments"}, "data": {"db": {"poolSize": 40}}}
+
+    answer = await admission(create_review(entry("api", ns, spec)), webhook=VALIDATE_ENTRY.path)
+    assert answer["response"]["allowed"] is True, answer["response"]

@@ -174,10 +174,10 @@ class Admission:
         annotation = self.world.namespace_annotations(namespace).get(L.VAULT_PATHS)
         violations = await self._check_entry(request, entries, schemas, annotation, deadline)
         if violations and isinstance(spec, Mapping) and self.client is not None:
-            changed, annotation = await self._read_used(
+            read, annotation = await self._read_used(
                 namespace, name, spec, entries, schemas, annotation
             )
-            if changed:  # the refusal stands only if it holds against what is stored
+            if read:  # the refusal stands only if it holds against what is stored
                 violations = await self._check_entry(
                     request, entries, schemas, annotation, deadline
                 )
@@ -191,8 +191,10 @@ class Admission:
         entries: Mapping[str, Mapping[str, Any]] = self.world.entry_specs(request.namespace)
         violations = await self._check_schema(request, entries, deadline)
         if violations and request.operation == "UPDATE" and self.client is not None:
+            # Checked again whatever the list says: compared with the index now, it could look
+            # the same as what the first check saw only because the index caught up meanwhile.
             stored = await self._list_entries(request.namespace)
-            if stored is not None and stored != dict(entries):
+            if stored is not None:
                 violations = await self._check_schema(request, stored, deadline)
         return violations
 
@@ -270,15 +272,19 @@ class Admission:
     ) -> tuple[bool, str | None]:
         """Read live what refusing ``spec`` rests on: its schema and its bases (those the stored
         bases name too: :func:`next_to_read`), and (with Vault and secretData) the namespace's
-        ``ferry.dev/vault-paths``. What differs from the index, or is gone, is put into
-        ``entries``/``schemas`` (views: the index itself is never written). Returns whether
-        anything differed, and the annotation as read. Within :data:`LIVE_READS` reads of
+        ``ferry.dev/vault-paths``. What was read is put into ``entries``/``schemas``, and what
+        is gone taken out of them (views: the index itself is never written). Returns whether
+        anything was read, and the annotation as read. Within :data:`LIVE_READS` reads of
         schemas and bases and :data:`LIVE_READS_SECONDS` in all; what cannot be read in time
         stays as the index has it.
+
+        Whether something was read, not whether it differs from the index: the index may have
+        caught up since the check that refused, and then looks like what was read although the
+        check saw it older, or not at all.
         """
         assert self.client is not None
         read: set[tuple[str, str]] = set()
-        changed = False
+        found_any = False
         try:
             async with asyncio.timeout(LIVE_READS_SECONDS):
                 while len(read) < LIVE_READS:
@@ -291,22 +297,23 @@ class Admission:
                     try:
                         obj = await self.client.get(KINDS[kind.kind], ref, namespace=namespace)
                     except ApiError as error:
-                        if error.status.code == 404 and ref in view:
-                            del view[ref]  # deleted since the index heard of it
-                            changed = True
+                        if error.status.code == 404:
+                            found_any = True
+                            if ref in view:
+                                del view[ref]  # deleted since the index heard of it
                         continue
                     stored = obj.get("spec") if isinstance(obj, Mapping) else None
-                    if isinstance(stored, Mapping) and stored != view.get(ref):
+                    if isinstance(stored, Mapping):
                         view[ref] = stored
-                        changed = True
+                        found_any = True
                 if self.vault.address and spec.get("secretData") is not None:
                     live = await self.client.get(Namespace, namespace)
                     meta = live.metadata
-                    found = (meta.annotations or {}).get(L.VAULT_PATHS) if meta else None
-                    changed, annotation = changed or found != annotation, found
+                    annotation = (meta.annotations or {}).get(L.VAULT_PATHS) if meta else None
+                    found_any = True
         except (ApiError, TimeoutError) as error:
             logger.warning("admission: could not confirm a refusal in %s: %r", namespace, error)
-        return changed, annotation
+        return found_any, annotation
 
 
 def now() -> str:
