@@ -55,6 +55,7 @@ bench: deps venv binaries ## the benchmarks behind docs/benchmarks.md (minutes; 
 	$(VENV)/bin/python bench/reconcile_bench.py --applies 200 --fanout 1000 --join 200 --scale 5000
 	$(VENV)/bin/python bench/memory.py --entries 200 --configmaps 50000 --deployments 5000
 	$(VENV)/bin/python bench/admission_latency.py --requests 300
+	$(VENV)/bin/python bench/inline_checks.py
 	$(VENV)/bin/python bench/flag_eval.py
 	$(VENV)/bin/python bench/secrets_bench.py --entries 1000 --paths 10 --rotate 500
 	$(VENV)/bin/python bench/read_api.py --rounds 4

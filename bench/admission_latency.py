@@ -13,10 +13,11 @@ namespaces taking turns request by request (so all three meet the machine in the
 First stored applies (the operator reconciles each change meanwhile), then, once the operator is
 idle again, ``dryRun=All`` (admission alone). Prints client-side p50/p99 per namespace; the API
 server's own view of each webhook call (``apiserver_admission_webhook_admission_duration_seconds``,
-per webhook); and the operator's ``ferry_admission_duration_seconds`` (request read → answer
-built). Histogram quantiles are interpolated within the buckets, as Prometheus'
-``histogram_quantile`` does; the API server's smallest webhook buckets are 5 ms and 25 ms, so
-those are coarse, and the client-side differences are the sharper figures.
+per webhook); the operator's ``ferry_admission_duration_seconds`` (request read → answer
+built); and how many full garbage collections paused the operator meanwhile. Histogram
+quantiles are interpolated within the buckets, as Prometheus' ``histogram_quantile`` does; the
+API server's smallest webhook buckets are 5 ms and 25 ms, so those are coarse, and the
+client-side differences are the sharper figures.
 
 Run: .venv/bin/python bench/admission_latency.py [--requests 500]   (goal, issue 15: Ferry's
 webhooks add at most 2 ms at p99 beyond webhooks that check nothing, dry-run and stored)
@@ -39,6 +40,7 @@ from typing import Any
 
 from floors import register, saved_configurations, start_noop_webhook
 from reconcile_bench import cpu_seconds
+from reconcile_bench import operator_metrics as operator_figures
 
 from ferry.devenv.controlplane import client_ssl_context
 from ferry.devenv.stack import Stack, run_kubectl, start_operator, start_stack
@@ -179,6 +181,12 @@ def operator_metrics(stack: Stack) -> str:
         return str(r.read().decode())
 
 
+def full_collections(stack: Stack) -> float:
+    """Python's full (generation 2) collections in the operator so far: each pauses every
+    thread, the admission thread included."""
+    return operator_figures(stack.extra["FERRY_API_URL"])["full_collections"]
+
+
 def run_interleaved(api: Api, requests: int, start: int, dry_run: bool) -> dict[str, list[float]]:
     """``requests`` applies per variant, taking turns (in rotating order), so that all three
     meet the same machine at the same moments; returns client-side milliseconds per variant."""
@@ -278,6 +286,7 @@ def measure(stack: Stack, requests: int, operator_pid: int) -> None:
             print(f"\n(operator settled after the stored phase in {settle(operator_pid):.1f} s)")
         print(f"\n{title}")
         before, operator_before = api.metrics(), operator_metrics(stack)
+        gcs = full_collections(stack)
         samples = run_interleaved(api, requests, offset, dry_run)
         after, operator_after = api.metrics(), operator_metrics(stack)
         for variant, label in VARIANT_LABELS.items():
@@ -289,6 +298,8 @@ def measure(stack: Stack, requests: int, operator_pid: int) -> None:
         print_histograms(
             "inside operator", "ferry_admission_duration_seconds", operator_before, operator_after
         )
+        collections = full_collections(stack) - gcs
+        print(f"  operator's full garbage collections meanwhile: {collections:.0f}")
         summarize(samples)
 
 

@@ -16,7 +16,11 @@ list, so no verdict is reused), then once more with nothing going on. Each phase
 client-side p50/p99 for both namespaces (the floor measured beside them, in the same run), what
 Ferry's webhooks add over the floor, and what the attackers' own requests got.
 
-Run: .venv/bin/python bench/hostile_tenant.py [--requests 300] [--attackers 3]
+With ``--cheap`` the attack is the other kind (decision 0027): entries small enough, against a
+flat schema, to be checked on the admission thread itself, each built to be the slowest such
+check (``bench/inline_checks.py``'s widest case, refused, a new one each time), back to back.
+
+Run: .venv/bin/python bench/hostile_tenant.py [--requests 300] [--attackers 3] [--cheap]
 (goal: the bystander's added latency at p99 during the attack within 2x of without it)
 """
 
@@ -29,11 +33,13 @@ import re
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from admission_latency import LABEL, Api, percentile, scoped
 from floors import register, saved_configurations
+from inline_checks import cases as inline_cases
 
 from ferry.devenv.controlplane import client_ssl_context
 from ferry.devenv.stack import Stack, run_kubectl, start_operator, start_stack
@@ -79,11 +85,35 @@ def manifest(kind: str, name: str, namespace: str, spec: dict[str, Any]) -> dict
     }
 
 
-class Attack:
-    """The hostile namespace's traffic, on its own connections, until stopped."""
+#: The slowest entry check the admission thread answers itself (``--cheap``).
+CHEAP_CASE = "widest data, largest schema, json"
 
-    def __init__(self, port: int, context: Any, attackers: int) -> None:
+
+def cheap_spec(n: int) -> dict[str, Any]:
+    spec, _, _ = inline_cases(0)[CHEAP_CASE]
+    data = {key: f"{n}-{value}"[: len(value)] for key, value in spec["data"].items()}
+    return {**spec, "schemaRef": {"name": "shape"}, "data": data}
+
+
+def costly_spec(n: int) -> dict[str, Any]:
+    return {"schemaRef": {"name": "shape"}, "data": costly_data(n)}
+
+
+class Attack:
+    """The hostile namespace's traffic, on its own connections, until stopped: ``attackers``
+    clients applying ``spec_for(n)`` back to back, and (``swaps``) a costly schema variant
+    stored every 5 s."""
+
+    def __init__(
+        self,
+        port: int,
+        context: Any,
+        attackers: int,
+        spec_for: Callable[[int], dict[str, Any]] = costly_spec,
+        swaps: bool = True,
+    ) -> None:
         self.port, self.context, self.attackers = port, context, attackers
+        self.spec_for, self.swaps = spec_for, swaps
         self.stop = threading.Event()
         self.answers: list[tuple[float, str]] = []  # (ms, first words of the answer)
         self.threads: list[threading.Thread] = []
@@ -91,7 +121,8 @@ class Attack:
     def start(self) -> None:
         for i in range(self.attackers):
             self.threads.append(threading.Thread(target=self._writes, args=(i,), daemon=True))
-        self.threads.append(threading.Thread(target=self._schema_swaps, daemon=True))
+        if self.swaps:
+            self.threads.append(threading.Thread(target=self._schema_swaps, daemon=True))
         for thread in self.threads:
             thread.start()
 
@@ -105,7 +136,7 @@ class Attack:
         n = worker * 1_000_000
         while not self.stop.is_set():
             n += 1
-            spec = {"schemaRef": {"name": "shape"}, "data": costly_data(n)}
+            spec = self.spec_for(n)
             began = time.perf_counter()
             try:
                 api.apply(
@@ -121,6 +152,8 @@ class Attack:
                     if "ValidationTooCostly" in text
                     else "busy"
                     if "could not be checked in time" in text
+                    else "refused (schema violations)"
+                    if "denied the request" in text
                     else text[:160]
                 )
             self.answers.append(((time.perf_counter() - began) * 1000, answer))
@@ -209,31 +242,44 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--attackers", type=int, default=3)
+    parser.add_argument("--cheap", action="store_true", help="attack with inline checks")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ferry-bench-") as tmp:
         stack = start_stack(Path(tmp))
         try:
             stack.processes.append(start_operator(stack))
-            run(stack, args.requests, args.attackers)
+            run(stack, args.requests, args.attackers, args.cheap)
         finally:
             stack.stop()
 
 
-def run(stack: Stack, requests: int, attackers: int) -> None:
+def run(stack: Stack, requests: int, attackers: int, cheap: bool = False) -> None:
     kubeconfig = stack.kubeconfig
     port = int(re.search(r"127\.0\.0\.1:(\d+)", kubeconfig.read_text())[1])  # type: ignore[index]
     context = client_ssl_context(kubeconfig.parent / "pki")
     api = Api(port, context)
     setup(stack, api)
-    print(
-        f"{requests} dry-run applies per namespace and phase; attack: {attackers} clients "
-        f"sending costly entries back to back, {HOSTILE_ENTRIES} entries re-validated by the "
-        "reconciler at every schema swap (every 5 s)"
-    )
+    if cheap:
+        print(
+            f"{requests} dry-run applies per namespace and phase; attack: {attackers} clients "
+            "sending the slowest entries the admission thread checks itself, back to back"
+        )
+    else:
+        print(
+            f"{requests} dry-run applies per namespace and phase; attack: {attackers} clients "
+            f"sending costly entries back to back, {HOSTILE_ENTRIES} entries re-validated by "
+            "the reconciler at every schema swap (every 5 s)"
+        )
 
     before = report("without an attack", measure_bystander(api, requests, 10_000))
-    swap_schema(api, 0)  # the hostile entries now cost seconds each to validate
-    attack = Attack(port, context, attackers)
+    if cheap:
+        _, _, schemas = inline_cases(0)[CHEAP_CASE]
+        flat = {**schemas["s"], "compatibility": "None"}
+        api.apply("configschemas", "shape", manifest("ConfigSchema", "shape", HOSTILE, flat))
+        attack = Attack(port, context, attackers, cheap_spec, swaps=False)
+    else:
+        swap_schema(api, 0)  # the hostile entries now cost seconds each to validate
+        attack = Attack(port, context, attackers)
     attack.start()
     time.sleep(3)  # the attack under way: workers busy, the first ones killed
     during = report("during the attack", measure_bystander(api, requests, 20_000))

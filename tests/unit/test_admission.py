@@ -15,6 +15,10 @@ from hypothesis import strategies as st
 
 from ferry.domain import kinds
 from ferry.domain.admission import (
+    CHEAP_CHARS,
+    CHEAP_DEPTH,
+    CHEAP_VALUES,
+    cheap_to_check,
     check_entry,
     check_flag,
     check_schema_change,
@@ -575,3 +579,60 @@ def test_new_objects_are_stored_with_ferrys_finalizer_and_updates_leave_finalize
     )
     # Removing it is how a deleted object is let go; an update must never put it back.
     assert finalizers_on_create("UPDATE", {"metadata": {"finalizers": []}}) is None
+
+
+# ------------------------------------------------------------------ where a check may run
+
+
+def nested(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(levels):
+        value = {"n": value}
+    return value
+
+
+def test_a_small_entry_with_a_flat_schema_is_cheap_to_check() -> None:
+    flat = {"s": {"schema": PAYMENTS}}  # nested properties: each subschema applies once
+    spec = {"schemaRef": {"name": "s"}, "data": {"db": {"host": "a"}}}
+    assert cheap_to_check(spec, {}, flat)
+    assert cheap_to_check({"data": {"a": 1}, "target": {"format": "env"}}, {}, {})
+
+
+@pytest.mark.parametrize(
+    ("spec", "bases", "why"),
+    [
+        ({"data": {"a": 1}, "target": {"format": "yaml"}}, {}, "a slower format"),
+        ({"data": {str(i): i for i in range(CHEAP_VALUES + 1)}}, {}, "too many values"),
+        ({"data": {"a": [0] * (CHEAP_VALUES + 1)}}, {}, "too many values in a list"),
+        ({"data": {"a": "x" * (CHEAP_CHARS + 1)}}, {}, "too many characters"),
+        ({"data": {"x" * (CHEAP_CHARS + 1): 1}}, {}, "too many characters in a key"),
+        ({"data": nested(CHEAP_DEPTH)}, {}, "nested too deeply"),
+        (
+            {"inherits": [{"name": "b"}], "data": {}},
+            {"b": {"data": {"a": "x" * CHEAP_CHARS}}},
+            "bases count too",
+        ),
+    ],
+)
+def test_what_may_cost_more_is_not_cheap(spec: Any, bases: Any, why: str) -> None:
+    assert not cheap_to_check(spec, bases, {}), why
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"properties": {"a": {"anyOf": [{"type": "string"}, {"type": "integer"}]}}},
+        {"properties": {"a": {"items": {"type": "string"}}}},
+        {"properties": {"a": {"properties": {"b": {"$ref": "#/$defs/b"}}}}, "$defs": {"b": {}}},
+        {"properties": {"a": {"uniqueItems": True}}},
+        {"properties": {"a": {"enum": list(range(65))}}},
+        {"properties": {"a": {"const": {"nested": [1]}}}},
+        {"properties": {"a": {}}, "additionalProperties": {"type": "string"}},
+        {"properties": {"a": {}}, "patternProperties": {"^x": {"type": "string"}}},
+        {"properties": {f"p{i}": {} for i in range(1025)}},
+        {"type": "object"},
+    ],
+)
+def test_a_schema_with_nested_or_repeated_work_is_not_cheap(schema: dict[str, Any]) -> None:
+    spec = {"schemaRef": {"name": "s"}, "data": {"a": 1}}
+    assert not cheap_to_check(spec, {}, {"s": {"schema": schema}})

@@ -295,3 +295,43 @@ def test_an_unchanged_question_finds_its_plan_and_any_change_asks_again() -> Non
     memo.put(("ns", "g"), question, plan)  # over the size: the least recently used goes
     assert memo.get(("ns", "e"), question) is None
     assert memo.get(("ns", "g"), question) is plan
+
+
+# ------------------------------------------------------------------- inline (admission) checks
+async def test_cheap_checks_are_answered_inline_with_the_workers_answers(pool: Isolation) -> None:
+    """The admission pool answers a small entry against a flat schema on its own thread; the
+    answer is the worker's, word for word. Anything that may cost more still goes to a worker."""
+    inline = isolation.Inline()
+    inline_pool = Isolation(workers=1, timeout_seconds=LIMIT, inline=inline)
+    strict = {"s": {"schema": {"properties": {"n": {"type": "integer", "maximum": 3}}}}}
+    bases = {"base": {"data": {"n": 2}}}
+    cases = [
+        {"schemaRef": {"name": "s"}, "data": {"n": 5}},
+        {"schemaRef": {"name": "s"}, "inherits": [{"name": "base"}], "data": {"m": "x"}},
+        {"schemaRef": {"name": "missing"}, "data": {}},
+        {"data": {"a": 1}, "target": {"name": "Not_A_Name", "format": "env"}},
+    ]
+    try:
+        for spec in cases:
+            assert await isolation.check_entry(
+                "ns", "e", spec, bases, strict, pool=inline_pool
+            ) == await isolation.check_entry("ns", "e", spec, bases, strict, pool=pool)
+        assert inline.used("ns") > 0
+
+        costly = {"schemaRef": {"name": "costly"}, "data": COSTLY_DATA}
+        [violation] = await isolation.check_entry(
+            "attacker", "e", costly, {}, {"costly": {"schema": COSTLY_SCHEMA}}, pool=inline_pool
+        )
+        assert is_too_costly_named(violation) and inline_pool.killed == 1
+        assert inline.used("attacker") == 0
+    finally:
+        await inline_pool.close()
+
+
+def test_a_namespace_past_its_inline_share_waits_for_the_next_second() -> None:
+    now = [100.0]
+    inline = isolation.Inline(share=0.05, clock=lambda: now[0])
+    inline.spend("greedy", 0.06)
+    assert not inline.allows("greedy") and inline.allows("modest")
+    now[0] += 1.0
+    assert inline.allows("greedy") and inline.used("greedy") == 0

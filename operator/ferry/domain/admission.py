@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ferry.domain import kinds
-from ferry.domain.entry import plan_entry, references
+from ferry.domain.entry import DEFAULT_FORMAT, plan_entry, references
 from ferry.domain.errors import Invalid, Violation
 from ferry.domain.flags import check_flag
-from ferry.domain.jsonschema import MAX_DATA_DEPTH, check_schema
+from ferry.domain.jsonschema import MAX_DATA_DEPTH, check_schema, is_flat
 from ferry.domain.labels import CHANGED_AT, CHANGED_BY, FINALIZER
 from ferry.domain.secrets import refresh_interval_violations
 
@@ -40,6 +40,7 @@ __all__ = [
     "COMPATIBILITY_NONE",
     "NESTED_TOO_DEEPLY",
     "Stamp",
+    "cheap_to_check",
     "check_entry",
     "check_flag",
     "check_schema_change",
@@ -70,6 +71,66 @@ NESTED_TOO_DEEPLY = (
 #: How many violations one denial message lists before counting the rest. kubectl prints the
 #: message on one line; thousands of lines would hide the first, most useful ones.
 MAX_LISTED = 50
+
+
+#: ``check_entry`` is cheap enough to run where a person waits for it, without a worker process
+#: (``ferry.reconcile.isolation``), only if the entry's spec and its bases' specs hold at most
+#: this many values (each key's value, each list item), ...
+CHEAP_VALUES = 128
+#: ... this many characters of keys and strings, ...
+CHEAP_CHARS = 16_384
+#: ... nest at most this deep (a violation deep down is reported through every level above), ...
+CHEAP_DEPTH = 16
+#: ... are rendered to one of these formats (YAML and properties files are written by slower
+#: pure-Python code), and the schema, if any, is flat (``ferry.domain.jsonschema.is_flat``).
+#: The worst case within these bounds (``bench/inline_checks.py``): decision 0027.
+CHEAP_FORMATS = frozenset({"json", "env", "files"})
+
+
+def cheap_to_check(
+    spec: Mapping[str, Any],
+    bases: Mapping[str, Mapping[str, Any]],
+    schemas: Mapping[str, Mapping[str, Any]],
+) -> bool:
+    """Whether ``check_entry`` over this input costs at most a few milliseconds, whatever the
+    input (``bases``, ``schemas``: what the check will read, as ``check_entry`` takes them).
+
+    Every step of the check (merging bases, rendering, hashing, the size limit) is linear in
+    the size bounded here, and validation against a flat schema applies each subschema at most
+    once; anything else (a larger entry, YAML, a schema with combinators, references or
+    ``items``) may cost more, and is checked in a worker process with a time limit.
+    """
+    target = spec.get("target")
+    fmt = target.get("format") if isinstance(target, Mapping) else None
+    if (fmt or DEFAULT_FORMAT) not in CHEAP_FORMATS:
+        return False
+    if not _within([spec, *bases.values()], CHEAP_VALUES, CHEAP_CHARS, CHEAP_DEPTH):
+        return False
+    return all(
+        isinstance(schema, Mapping) and is_flat(schema.get("schema", {}))
+        for schema in schemas.values()
+    )
+
+
+def _within(values: list[Any], count: int, chars: int, depth: int) -> bool:
+    """At most ``count`` values below ``values``, ``chars`` characters of keys and strings and
+    ``depth`` levels; stops as soon as one is exceeded, so it costs at most what it allows."""
+    stack = [(value, 1) for value in values]
+    while stack:
+        value, level = stack.pop()
+        if isinstance(value, str):
+            chars -= len(value)
+        elif isinstance(value, Mapping | list | tuple):
+            count -= len(value)
+            if count < 0 or level > depth:
+                return False
+            if isinstance(value, Mapping):
+                chars -= sum(len(key) if isinstance(key, str) else 1 for key in value)
+                value = value.values()
+            stack.extend((child, level + 1) for child in value)
+        if chars < 0:
+            return False
+    return True
 
 
 def _unexpected(path: str, error: BaseException) -> Violation:

@@ -19,6 +19,13 @@ and data validation of the webhooks and reconcilers runs here:
   when there is a single worker), and waiting namespaces are served in turn, so a tenant flooding
   Ferry with costly input leaves a worker to everybody else.
 
+One exception: the admission webhooks' pool answers an entry check itself, on the calling
+thread, when the pure check is provably cheap (``ferry.domain.admission.cheap_to_check``: a
+small entry, a flat schema; a few milliseconds at worst), as long as that namespace has used at
+most :data:`INLINE_SHARE` of the thread in the current second (:class:`Inline`). A worker round
+trip costs more than such a check on a busy machine, and a person waits for the answer.
+Decision: docs/decisions/0027-validation-a-property-at-a-time.md.
+
 The functions of this module mirror the pure ones (``plan_entry``, ``check_schema``,
 ``check_entry``, ``check_schema_request``) and return the same results. Decision record:
 docs/decisions/0018-tenant-isolation.md.
@@ -42,6 +49,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from ferry.domain import admission
+from ferry.domain.admission import cheap_to_check
 from ferry.domain.entry import EntryPlan, references
 from ferry.domain.errors import Invalid, Violation
 from ferry.domain.jsonschema import TOO_COSTLY
@@ -63,6 +72,9 @@ NICENESS = 10
 MAX_SENT_DEPTH = 300
 #: A call that would get less time than this to run is not started at all ("busy").
 MIN_RUN_SECONDS = 0.05
+
+#: Seconds of the calling thread one namespace's inline checks may use per second (``Inline``).
+INLINE_SHARE = 0.05
 
 _HEADER = struct.Struct(">I")
 
@@ -287,6 +299,35 @@ class Overran:
     """It had the whole per-call limit (not less, because of the caller's deadline)."""
 
 
+class Inline:
+    """How much of the calling thread each namespace's inline checks may take: at most
+    :data:`INLINE_SHARE` seconds per second; past that, the namespace's checks go to the
+    workers (and their turns) until the next second. So a tenant sending costly-but-cheap
+    entries as fast as the API server takes them delays another tenant's answer by at most one
+    such check, and uses at most that share of the thread."""
+
+    def __init__(
+        self, share: float = INLINE_SHARE, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.share = share
+        self._clock = clock
+        self._used: dict[str, float] = {}
+        self._second = clock()
+
+    def allows(self, tenant: str) -> bool:
+        if (now := self._clock()) - self._second >= 1.0:
+            self._used.clear()  # a new second: everyone's share again (and a bounded dict)
+            self._second = now
+        return self._used.get(tenant, 0.0) < self.share
+
+    def spend(self, tenant: str, seconds: float) -> None:
+        self._used[tenant] = self._used.get(tenant, 0.0) + seconds
+
+    def used(self, tenant: str) -> float:
+        """Seconds ``tenant``'s inline checks took in the current second."""
+        return self._used.get(tenant, 0.0)
+
+
 @dataclass
 class Isolation:
     """A small pool of validation worker processes (see the module docstring)."""
@@ -301,6 +342,9 @@ class Isolation:
     bounded by ``timeout_seconds`` anyway."""
     command: Sequence[str] | None = None
     """The worker's command line (default: this Python running :func:`serve`)."""
+    inline: Inline | None = None
+    """Where cheap entry checks may run on the calling thread (the admission pool's); None:
+    every check goes to a worker (the reconcilers', which no person waits for)."""
     _slots: _Slots | None = None
     _idle: asyncio.Queue[_Worker] | None = None
     _all: set[_Worker] = field(default_factory=set)
@@ -659,25 +703,32 @@ async def check_entry(
     deadline: float | None = None,
     pool: Isolation | None = None,
 ) -> list[Violation]:
-    """``ferry.domain.admission.check_entry`` in a worker, answered by ``deadline``."""
+    """``ferry.domain.admission.check_entry`` in a worker, answered by ``deadline``; on this
+    thread instead if the pool allows inline checks and this one is cheap (module docstring)."""
     bases: dict[str, Mapping[str, Any]] = {}
     schema: str | None = None
     schema_specs: dict[str, Mapping[str, Any]] = {}
+    pool = pool or POOL
     if isinstance(spec, Mapping):
         bases = with_bases(name, spec, entries)
         schema, schema_specs = _schema_of(spec, schemas)
+    args = (namespace, name, spec, bases, schema_specs)
+    options = {"vault_paths": tuple(vault_paths), "min_refresh": min_refresh}
+    inline = pool.inline
+    if (
+        inline is not None
+        and isinstance(spec, Mapping)
+        and inline.allows(namespace)
+        and cheap_to_check(spec, bases, schema_specs)
+    ):
+        started = time.perf_counter()
+        try:
+            return admission.check_entry(*args, **options)  # type: ignore[arg-type]
+        finally:
+            inline.spend(namespace, time.perf_counter() - started)
     try:
-        answer = await (pool or POOL).run(
-            "check_entry",
-            namespace,
-            name,
-            spec,
-            bases,
-            schema_specs,
-            vault_paths=tuple(vault_paths),
-            min_refresh=min_refresh,
-            tenant=namespace,
-            deadline=deadline,
+        answer = await pool.run(
+            "check_entry", *args, **options, tenant=namespace, deadline=deadline
         )
     except Busy:
         return [_busy("checking this entry")]

@@ -32,7 +32,7 @@ from ferry.domain.jsonschema.budget import (
     check_budget,
     is_too_costly,
 )
-from ferry.domain.jsonschema.data import MAX_DATA_DEPTH, check_depth, validate
+from ferry.domain.jsonschema.data import MAX_DATA_DEPTH, check_depth, is_flat, validate
 from ferry.domain.jsonschema.schemas import MAX_SCHEMA_DEPTH, check_schema
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "check_budget",
     "check_depth",
     "check_schema",
+    "is_flat",
     "is_too_costly",
     "validate",
 ]
