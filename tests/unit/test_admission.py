@@ -627,6 +627,7 @@ def test_what_may_cost_more_is_not_cheap(spec: Any, bases: Any, why: str) -> Non
         {"properties": {"a": {"uniqueItems": True}}},
         {"properties": {"a": {"enum": list(range(65))}}},
         {"properties": {"a": {"const": {"nested": [1]}}}},
+        {"properties": {"a": {"pattern": "a" * 513}}},
         {"properties": {"a": {}}, "additionalProperties": {"type": "string"}},
         {"properties": {"a": {}}, "patternProperties": {"^x": {"type": "string"}}},
         {"properties": {f"p{i}": {} for i in range(1025)}},

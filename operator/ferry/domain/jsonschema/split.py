@@ -81,6 +81,9 @@ MAX_FLAT_SUBSCHEMAS = 256
 #: ... and values in each ``enum`` (each compared with the value in turn). ``const`` and ``enum``
 #: values must be scalars: comparing a value with a scalar takes no walk through it.
 MAX_FLAT_LIST = 16
+#: Characters in a flat schema's ``pattern``. RE2 matches in time linear in the text, but when
+#: a pattern's automaton outgrows RE2's memory budget the factor is the pattern's size.
+MAX_FLAT_PATTERN = 512
 
 _SCALARS = frozenset({int, float, bool, type(None)})
 _LIST_ITEMS = _SCALARS | {str}
@@ -124,6 +127,8 @@ def flat(schema: Any, draft: type[Any]) -> bool:
         if not isinstance(node.get("additionalProperties", True), bool):
             return False
         if "const" in node and type(node["const"]) not in _LIST_ITEMS:
+            return False
+        if len(str(node.get("pattern", ""))) > MAX_FLAT_PATTERN:
             return False
         for keyword, most in (
             ("enum", MAX_FLAT_LIST),
