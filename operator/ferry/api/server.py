@@ -155,7 +155,6 @@ def make_app(parts: Parts) -> web.Application:
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
-    app["hub"] = hub
     return app
 
 
