@@ -3,16 +3,17 @@
 The admission webhooks answer an entry check inline, without a worker round trip, only when
 ``ferry.domain.admission.cheap_to_check`` says it is cheap whatever its content: at most
 ``CHEAP_VALUES`` values, ``CHEAP_CHARS`` characters and ``CHEAP_DEPTH`` levels (entry and
-bases), a format among
-``CHEAP_FORMATS``, and a flat schema (``ferry.domain.jsonschema.is_flat``). While one runs, no
-other admission request is answered, so its worst case is how long one tenant can hold up
-another's answer (at most ``isolation.INLINE_SHARE`` of each second in total).
+bases), a format among ``CHEAP_FORMATS``, and a flat schema (``ferry.domain.jsonschema.is_flat``)
+within ``CHEAP_SCHEMA_*``. While one runs, no other admission request is answered, so its worst
+case is how long one tenant can hold up another's answer (at most ``isolation.INLINE_SHARE`` of
+each second in total).
 
 Builds inputs at those bounds, each meant to be slow in its own way (the widest and deepest
-data, the longest strings against patterns, the largest flat schema, every cheap format, with
-and without inheritance), checks that each is still classed cheap (else it would go to a worker
-and tell nothing), and times ``check_entry`` on each, cold (a new schema each time, nothing
-remembered) and warm. Floor beside them: the same check of the ordinary 10 KB, 50-property
+data, the longest strings against patterns, the largest flat schema filled to the schema bounds,
+every cheap format, with and without inheritance), checks that each is still classed cheap
+(else it would go to a worker and tell nothing), and times ``check_entry`` on each, cold (a new
+schema each time, compiled on the spot, nothing remembered: the first format of each input)
+and warm. Floor beside them: the same check of the ordinary 10 KB, 50-property
 entry of ``bench/admission_latency.py``, warm, as every apply after the first is.
 
 Run: .venv/bin/python bench/inline_checks.py [--rounds 20]
@@ -29,6 +30,8 @@ from admission_latency import entry_data, schema_body
 from ferry.domain.admission import (
     CHEAP_CHARS,
     CHEAP_DEPTH,
+    CHEAP_SCHEMA_CHARS,
+    CHEAP_SCHEMA_VALUES,
     CHEAP_VALUES,
     cheap_to_check,
     check_entry,
@@ -47,6 +50,22 @@ def _string_schema(i: int) -> dict[str, Any]:
     }
 
 
+def _size(value: Any) -> tuple[int, int]:
+    """Values and characters, counted as ``cheap_to_check`` counts them."""
+    values, chars, stack = 0, 0, [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            chars += len(item)
+        elif isinstance(item, dict):
+            values, chars = values + len(item), chars + sum(map(len, item))
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            values += len(item)
+            stack.extend(item)
+    return values, chars
+
+
 def cases(salt: int) -> dict[str, Case]:
     """Inputs at the bounds; ``salt`` makes each schema new (nothing compiled or remembered)."""
     wide_keys = CHEAP_VALUES - 8  # the spec's own fields (schemaRef, target, ...) count too
@@ -57,6 +76,10 @@ def cases(salt: int) -> dict[str, Case]:
         "required": [f"k{i:04}" for i in range(MAX_FLAT_LIST)],
         "properties": {f"k{i:04}": _string_schema(i) for i in range(MAX_FLAT_SUBSCHEMAS - 1)},
     }
+    # Filled up to the schema's own bounds with what a flat schema may hold but never applies.
+    used = _size(widest_schema)
+    spare = min(CHEAP_SCHEMA_VALUES - used[0], (CHEAP_SCHEMA_CHARS - used[1]) // 2) - 2
+    widest_schema["examples"] = ["e"] * spare
     wide = {f"k{i:04}": "z" * per for i in range(wide_keys)}
     deep: dict[str, Any] = {}
     node, node_schema = deep, {"type": "object", "$comment": f"salt {salt}", "properties": {}}

@@ -17,6 +17,8 @@ from ferry.domain import kinds
 from ferry.domain.admission import (
     CHEAP_CHARS,
     CHEAP_DEPTH,
+    CHEAP_SCHEMA_CHARS,
+    CHEAP_SCHEMA_VALUES,
     CHEAP_VALUES,
     cheap_to_check,
     check_entry,
@@ -628,12 +630,16 @@ def test_what_may_cost_more_is_not_cheap(spec: Any, bases: Any, why: str) -> Non
         {"properties": {"a": {"enum": list(range(65))}}},
         {"properties": {"a": {"const": {"nested": [1]}}}},
         {"properties": {"a": {"pattern": "a" * 513}}},
+        {"properties": {"a": {"description": "d" * (CHEAP_SCHEMA_CHARS + 1)}}},
+        {"properties": {"a": {"default": list(range(CHEAP_SCHEMA_VALUES + 1))}}},
         {"properties": {"a": {}}, "additionalProperties": {"type": "string"}},
         {"properties": {"a": {}}, "patternProperties": {"^x": {"type": "string"}}},
         {"properties": {f"p{i}": {} for i in range(1025)}},
         {"type": "object"},
     ],
 )
-def test_a_schema_with_nested_or_repeated_work_is_not_cheap(schema: dict[str, Any]) -> None:
+def test_a_schema_with_nested_or_repeated_work_or_too_large_to_compile_is_not_cheap(
+    schema: dict[str, Any],
+) -> None:
     spec = {"schemaRef": {"name": "s"}, "data": {"a": 1}}
     assert not cheap_to_check(spec, {}, {"s": {"schema": schema}})

@@ -82,9 +82,15 @@ CHEAP_CHARS = 16_384
 #: ... nest at most this deep (a violation deep down is reported through every level above), ...
 CHEAP_DEPTH = 16
 #: ... are rendered to one of these formats (YAML and properties files are written by slower
-#: pure-Python code), and the schema, if any, is flat (``ferry.domain.jsonschema.is_flat``).
-#: The worst case within these bounds (``bench/inline_checks.py``): decision 0027.
+#: pure-Python code), and the schema, if any, is flat (``ferry.domain.jsonschema.is_flat``) and
+#: small enough to be compiled on the spot: at most this many values, ...
 CHEAP_FORMATS = frozenset({"json", "env", "files"})
+CHEAP_SCHEMA_VALUES = 8_192
+#: ... characters, ...
+CHEAP_SCHEMA_CHARS = 32_768
+#: ... and levels (two per level of data: ``properties``, then the property's name).
+CHEAP_SCHEMA_DEPTH = 2 * CHEAP_DEPTH + 2
+#: The worst case within these bounds (``bench/inline_checks.py``): decision 0027.
 
 
 def cheap_to_check(
@@ -98,7 +104,9 @@ def cheap_to_check(
     Every step of the check (merging bases, rendering, hashing, the size limit) is linear in
     the size bounded here, and validation against a flat schema applies each subschema at most
     once; anything else (a larger entry, YAML, a schema with combinators, references or
-    ``items``) may cost more, and is checked in a worker process with a time limit.
+    ``items``) may cost more, and is checked in a worker process with a time limit. The
+    schema's size is bounded before asking whether it is flat: that question compiles it (once
+    per distinct schema), on the thread this decision is made for.
     """
     target = spec.get("target")
     fmt = target.get("format") if isinstance(target, Mapping) else None
@@ -106,10 +114,13 @@ def cheap_to_check(
         return False
     if not _within([spec, *bases.values()], CHEAP_VALUES, CHEAP_CHARS, CHEAP_DEPTH):
         return False
-    return all(
-        isinstance(schema, Mapping) and is_flat(schema.get("schema", {}))
-        for schema in schemas.values()
-    )
+    for schema_spec in schemas.values():
+        schema = schema_spec.get("schema", {}) if isinstance(schema_spec, Mapping) else None
+        if not _within(
+            [schema], CHEAP_SCHEMA_VALUES, CHEAP_SCHEMA_CHARS, CHEAP_SCHEMA_DEPTH
+        ) or not is_flat(schema):
+            return False
+    return True
 
 
 def _within(values: list[Any], count: int, chars: int, depth: int) -> bool:

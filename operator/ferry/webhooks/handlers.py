@@ -12,7 +12,9 @@ watch event: it may not have heard of a schema or base yet, or hold an older ver
 (``sideEffects: None``): nothing is written anywhere, not even to the audit trail, because the
 request's content (namespace, name, user) is only as trustworthy as its sender. Refusals reach
 the audit trail from the reconciler. Schema checks and data validation run in a worker process
-(``ferry.reconcile.isolation``), and every check is answered within :data:`ANSWER_SECONDS`.
+(``ferry.reconcile.isolation``), except entry checks whose cost is bounded in advance, which
+this thread answers itself (decision 0027); every check is answered within
+:data:`ANSWER_SECONDS`.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ thread runs Python code, the admission thread waits for it at most Python's swit
 hand-over; measured (docs/benchmarks.md, "Admission latency"), the API server now sees Ferry's
 stamp call take what a no-op webhook's takes at p50 (3.4 ms; 8.9 ms on the reconcile loop).
 A process of its own would also take the GIL out of the tail, at the price of its own
-watches of every entry and schema and of a second ``/metrics``. Decision:
+watches of every entry and schema and of a second ``/metrics``; measured later, the GIL was not
+where the tail came from (decision 0027). Decision:
 docs/decisions/0024-admission-and-events-off-the-reconcile-path.md.
 
 On a busy node the two threads also wait for a CPU: the reconcile thread runs at a lower CPU
