@@ -14,7 +14,11 @@ First stored applies (the operator reconciles each change meanwhile), then, once
 idle again, ``dryRun=All`` (admission alone). Prints client-side p50/p99 per namespace; the API
 server's own view of each webhook call (``apiserver_admission_webhook_admission_duration_seconds``,
 per webhook); the operator's ``ferry_admission_duration_seconds`` (request read → answer
-built); and how many full garbage collections paused the operator meanwhile. Histogram
+built) next to the no-op webhooks' own timing of the same span; and how many full garbage
+collections paused the operator meanwhile. What Ferry's webhooks add beyond the no-op ones is
+printed with a 95% bootstrap interval, and the goal is called met or not only when the whole
+interval is on one side of it: on a two-core machine the p99 of either moves by more than the
+2 ms budget from run to run. Histogram
 quantiles are interpolated within the buckets, as Prometheus' ``histogram_quantile`` does; the
 API server's smallest webhook buckets are 5 ms and 25 ms, so those are coarse, and the
 client-side differences are the sharper figures.
@@ -29,6 +33,7 @@ import argparse
 import http.client
 import json
 import math
+import random
 import re
 import ssl
 import tempfile
@@ -38,7 +43,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from floors import register, saved_configurations, start_noop_webhook
+from floors import noop_webhook_metrics, register, saved_configurations, start_noop_webhook
 from reconcile_bench import cpu_seconds
 from reconcile_bench import operator_metrics as operator_figures
 
@@ -47,6 +52,8 @@ from ferry.devenv.stack import Stack, run_kubectl, start_operator, start_stack
 
 #: Issue 15: what Ferry's webhooks may add beyond webhooks that check nothing, at p99.
 GOAL_BEYOND_NOOP_MS = 2.0
+#: Resamples for the bootstrap interval of what Ferry's webhooks add beyond the no-op ones.
+BOOTSTRAP = 2000
 #: CPU (seconds per second) under which the operator counts as idle between the phases.
 QUIET_SHARE = 0.05
 PROPERTIES = 50
@@ -286,9 +293,10 @@ def measure(stack: Stack, requests: int, operator_pid: int) -> None:
             print(f"\n(operator settled after the stored phase in {settle(operator_pid):.1f} s)")
         print(f"\n{title}")
         before, operator_before = api.metrics(), operator_metrics(stack)
-        gcs = full_collections(stack)
+        noop_before, gcs = noop_webhook_metrics(stack), full_collections(stack)
         samples = run_interleaved(api, requests, offset, dry_run)
         after, operator_after = api.metrics(), operator_metrics(stack)
+        noop_after = noop_webhook_metrics(stack)
         for variant, label in VARIANT_LABELS.items():
             print(
                 f"  client, {label:<34} p50 {percentile(samples[variant], 0.5):6.2f} ms"
@@ -297,6 +305,9 @@ def measure(stack: Stack, requests: int, operator_pid: int) -> None:
         print_histograms("API server, webhook", WEBHOOK_METRIC, before, after)
         print_histograms(
             "inside operator", "ferry_admission_duration_seconds", operator_before, operator_after
+        )
+        print_histograms(
+            "inside no-op webhook", "noop_admission_duration_seconds", noop_before, noop_after
         )
         collections = full_collections(stack) - gcs
         print(f"  operator's full garbage collections meanwhile: {collections:.0f}")
@@ -324,7 +335,8 @@ def scoped(configurations: list[dict[str, Any]], operator: str) -> list[dict[str
 
 
 def summarize(samples: dict[str, list[float]]) -> None:
-    """What Ferry's webhooks add over no webhook, and over webhooks that check nothing."""
+    """What Ferry's webhooks add over no webhook, and over webhooks that check nothing, with how
+    far this run can tell the latter (:func:`interval`)."""
 
     def added(variant: str, over: str, q: float) -> float:
         return percentile(samples[variant], q) - percentile(samples[over], q)
@@ -333,14 +345,43 @@ def summarize(samples: dict[str, list[float]]) -> None:
         f"  Ferry's webhooks add p50 {added('ferry', 'off', 0.5):+.2f} ms, "
         f"p99 {added('ferry', 'off', 0.99):+.2f} ms over no webhook"
     )
-    beyond = added("ferry", "noop", 0.99)
-    verdict = "met" if beyond <= GOAL_BEYOND_NOOP_MS else "NOT met"
     print(
         f"  floor: no-op webhooks add p50 {added('noop', 'off', 0.5):+.2f} ms, "
-        f"p99 {added('noop', 'off', 0.99):+.2f} ms; Ferry's beyond them: "
-        f"p50 {added('ferry', 'noop', 0.5):+.2f} ms, p99 {beyond:+.2f} ms "
-        f"(goal <= {GOAL_BEYOND_NOOP_MS:.0f} ms at p99: {verdict})"
+        f"p99 {added('noop', 'off', 0.99):+.2f} ms"
     )
+    for q in (0.5, 0.99):
+        low, high = interval(samples, q)
+        if high <= GOAL_BEYOND_NOOP_MS:
+            verdict = "met"
+        elif low > GOAL_BEYOND_NOOP_MS:
+            verdict = "NOT met"
+        else:
+            verdict = "not decided by this run: the interval holds the goal"
+        goal = f" (goal <= {GOAL_BEYOND_NOOP_MS:.0f} ms: {verdict})" if q == 0.99 else ""
+        print(
+            f"  Ferry's beyond no-op webhooks, p{q * 100:.0f}: {added('ferry', 'noop', q):+.2f} ms,"
+            f" 95% interval {low:+.2f} … {high:+.2f} ms{goal}"
+        )
+
+
+def interval(
+    samples: dict[str, list[float]], q: float, resamples: int = BOOTSTRAP
+) -> tuple[float, float]:
+    """95% bootstrap interval of quantile ``q`` of Ferry's samples minus that of the no-op
+    webhooks'. Rounds are resampled whole: the two applies of a round were made moments apart,
+    on the machine in the same state, so their pairing is kept. Seeded: the same samples give
+    the same interval."""
+    rng = random.Random(0)
+    ferry, noop = samples["ferry"], samples["noop"]
+    rounds = range(len(ferry))
+    differences = []
+    for _ in range(resamples):
+        picked = rng.choices(rounds, k=len(ferry))
+        differences.append(
+            percentile([ferry[i] for i in picked], q) - percentile([noop[i] for i in picked], q)
+        )
+    differences.sort()
+    return differences[int(0.025 * resamples)], differences[int(0.975 * resamples) - 1]
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 - :func:`start_noop_webhook` runs ``noop_webhook.py`` (allows everything, on aiohttp over TLS like
   Ferry's webhooks) and returns webhook configurations shaped exactly like Ferry's, pointing at it.
+  :func:`noop_webhook_metrics` reads its own timing of each call.
 - :func:`start_noop_controller` runs ``noop_controller.py`` (ConfigEntry watch → server-side
   applied ConfigMap, nothing else) for one namespace.
 - :func:`register` puts a set of webhook configurations in place of whatever is registered.
@@ -14,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import ssl
 import sys
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -70,11 +73,22 @@ def start_noop_webhook(stack: Stack) -> tuple[Process, list[dict[str, Any]]]:
     argv = [sys.executable, str(HERE / "noop_webhook.py"), str(port), str(cert), str(key)]
     process = spawn("noop-webhook", argv, directory / "log")
     wait_until(process, lambda: port_is_open(port), timeout=30, what="listening")
+    (directory / "ca.crt").write_bytes(authority.cert_pem)
+    (directory / "port").write_text(str(port))
     bundle = base64.b64encode(authority.cert_pem).decode()
     configurations = webhook_configurations(
         lambda path: {"url": f"https://127.0.0.1:{port}/{path}", "caBundle": bundle}
     )
     return process, configurations
+
+
+def noop_webhook_metrics(stack: Stack) -> str:
+    """The running no-op webhook's ``/metrics`` (its own timing of each call)."""
+    directory = stack.directory / "noop-webhook"
+    context = ssl.create_default_context(cafile=str(directory / "ca.crt"))
+    url = f"https://127.0.0.1:{(directory / 'port').read_text()}/metrics"
+    with urllib.request.urlopen(url, timeout=5, context=context) as response:
+        return str(response.read().decode())
 
 
 def start_noop_controller(stack: Stack, namespace: str) -> Process:
