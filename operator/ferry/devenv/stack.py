@@ -99,20 +99,29 @@ class Stack:
 
 
 def install_crds(kubectl: Path, kubeconfig: Path, crds_dir: Path = CRDS_DIR) -> None:
-    """Server-side apply every CRD and wait (bounded) until the API server serves them."""
+    """Server-side apply every CRD and wait (bounded) until the API server serves them.
+
+    ``Established`` is not yet servable: for a moment each new resource's watch cache answers
+    429 "storage is (re)initializing", which an operator started then logs as an error before
+    retrying. One list of each waits that out (kubectl retries a 429 as its Retry-After says,
+    within ``run_kubectl``'s timeout)."""
     run_kubectl(
         kubectl, kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(crds_dir)
     )
+    selector = ("-l", "app.kubernetes.io/part-of=ferry")
     run_kubectl(
         kubectl,
         kubeconfig,
         "wait",
         "--for=condition=Established",
         "crd",
-        "-l",
-        "app.kubernetes.io/part-of=ferry",
+        *selector,
         "--timeout=60s",
     )
+    names = run_kubectl(
+        kubectl, kubeconfig, "get", "crd", *selector, "-o", "jsonpath={.items[*].metadata.name}"
+    )
+    run_kubectl(kubectl, kubeconfig, "get", ",".join(names.split()), "-A", "-o", "name")
 
 
 def run_kubectl(kubectl: Path, kubeconfig: Path, *args: str, timeout: float = 90) -> str:
