@@ -33,7 +33,6 @@ import argparse
 import http.client
 import json
 import math
-import random
 import re
 import ssl
 import tempfile
@@ -44,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from floors import noop_webhook_metrics, register, saved_configurations, start_noop_webhook
+from intervals import interval, verdict
 from reconcile_bench import cpu_seconds
 from reconcile_bench import operator_metrics as operator_figures
 
@@ -52,8 +52,6 @@ from ferry.devenv.stack import Stack, run_kubectl, start_operator, start_stack
 
 #: Issue 15: what Ferry's webhooks may add beyond webhooks that check nothing, at p99.
 GOAL_BEYOND_NOOP_MS = 2.0
-#: Resamples for the bootstrap interval of what Ferry's webhooks add beyond the no-op ones.
-BOOTSTRAP = 2000
 #: CPU (seconds per second) under which the operator counts as idle between the phases.
 QUIET_SHARE = 0.05
 PROPERTIES = 50
@@ -336,7 +334,7 @@ def scoped(configurations: list[dict[str, Any]], operator: str) -> list[dict[str
 
 def summarize(samples: dict[str, list[float]]) -> None:
     """What Ferry's webhooks add over no webhook, and over webhooks that check nothing, with how
-    far this run can tell the latter (:func:`interval`)."""
+    far this run can tell the latter (``intervals.interval``)."""
 
     def added(variant: str, over: str, q: float) -> float:
         return percentile(samples[variant], q) - percentile(samples[over], q)
@@ -350,38 +348,18 @@ def summarize(samples: dict[str, list[float]]) -> None:
         f"p99 {added('noop', 'off', 0.99):+.2f} ms"
     )
     for q in (0.5, 0.99):
-        low, high = interval(samples, q)
-        if high <= GOAL_BEYOND_NOOP_MS:
-            verdict = "met"
-        elif low > GOAL_BEYOND_NOOP_MS:
-            verdict = "NOT met"
-        else:
-            verdict = "not decided by this run: the interval holds the goal"
-        goal = f" (goal <= {GOAL_BEYOND_NOOP_MS:.0f} ms: {verdict})" if q == 0.99 else ""
+        low, high = interval(
+            lambda ferry, noop, q=q: percentile(ferry, q) - percentile(noop, q),
+            samples["ferry"],
+            samples["noop"],
+            paired=True,  # a round's applies were made moments apart, the machine the same
+        )
+        goal = GOAL_BEYOND_NOOP_MS
+        called = f" (goal <= {goal:.0f} ms: {verdict(low, high, goal)})" if q == 0.99 else ""
         print(
             f"  Ferry's beyond no-op webhooks, p{q * 100:.0f}: {added('ferry', 'noop', q):+.2f} ms,"
-            f" 95% interval {low:+.2f} … {high:+.2f} ms{goal}"
+            f" 95% interval {low:+.2f} … {high:+.2f} ms{called}"
         )
-
-
-def interval(
-    samples: dict[str, list[float]], q: float, resamples: int = BOOTSTRAP
-) -> tuple[float, float]:
-    """95% bootstrap interval of quantile ``q`` of Ferry's samples minus that of the no-op
-    webhooks'. Rounds are resampled whole: the two applies of a round were made moments apart,
-    on the machine in the same state, so their pairing is kept. Seeded: the same samples give
-    the same interval."""
-    rng = random.Random(0)
-    ferry, noop = samples["ferry"], samples["noop"]
-    rounds = range(len(ferry))
-    differences = []
-    for _ in range(resamples):
-        picked = rng.choices(rounds, k=len(ferry))
-        differences.append(
-            percentile([ferry[i] for i in picked], q) - percentile([noop[i] for i in picked], q)
-        )
-    differences.sort()
-    return differences[int(0.025 * resamples)], differences[int(0.975 * resamples) - 1]
 
 
 if __name__ == "__main__":
