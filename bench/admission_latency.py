@@ -291,10 +291,10 @@ def measure(stack: Stack, requests: int, operator_pid: int) -> None:
             print(f"\n(operator settled after the stored phase in {settle(operator_pid):.1f} s)")
         print(f"\n{title}")
         before, operator_before = api.metrics(), operator_metrics(stack)
-        noop_before, gcs = noop_webhook_metrics(stack), full_collections(stack)
+        noop_before, gcs = noop_webhook_metrics(noop_hooks), full_collections(stack)
         samples = run_interleaved(api, requests, offset, dry_run)
         after, operator_after = api.metrics(), operator_metrics(stack)
-        noop_after = noop_webhook_metrics(stack)
+        noop_after = noop_webhook_metrics(noop_hooks)
         for variant, label in VARIANT_LABELS.items():
             print(
                 f"  client, {label:<34} p50 {percentile(samples[variant], 0.5):6.2f} ms"

@@ -18,6 +18,7 @@ import json
 import ssl
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -73,8 +74,6 @@ def start_noop_webhook(stack: Stack) -> tuple[Process, list[dict[str, Any]]]:
     argv = [sys.executable, str(HERE / "noop_webhook.py"), str(port), str(cert), str(key)]
     process = spawn("noop-webhook", argv, directory / "log")
     wait_until(process, lambda: port_is_open(port), timeout=30, what="listening")
-    (directory / "ca.crt").write_bytes(authority.cert_pem)
-    (directory / "port").write_text(str(port))
     bundle = base64.b64encode(authority.cert_pem).decode()
     configurations = webhook_configurations(
         lambda path: {"url": f"https://127.0.0.1:{port}/{path}", "caBundle": bundle}
@@ -82,11 +81,12 @@ def start_noop_webhook(stack: Stack) -> tuple[Process, list[dict[str, Any]]]:
     return process, configurations
 
 
-def noop_webhook_metrics(stack: Stack) -> str:
-    """The running no-op webhook's ``/metrics`` (its own timing of each call)."""
-    directory = stack.directory / "noop-webhook"
-    context = ssl.create_default_context(cafile=str(directory / "ca.crt"))
-    url = f"https://127.0.0.1:{(directory / 'port').read_text()}/metrics"
+def noop_webhook_metrics(configurations: list[dict[str, Any]]) -> str:
+    """``/metrics`` of the no-op webhook ``configurations`` point at (its own timing of each
+    call), trusted through their ``caBundle``."""
+    client = configurations[0]["webhooks"][0]["clientConfig"]
+    context = ssl.create_default_context(cadata=base64.b64decode(client["caBundle"]).decode())
+    url = urllib.parse.urljoin(client["url"], "/metrics")
     with urllib.request.urlopen(url, timeout=5, context=context) as response:
         return str(response.read().decode())
 

@@ -266,17 +266,16 @@ def run(stack: Stack, requests: int, attackers: int, cheap: bool = False) -> Non
     context = client_ssl_context(kubeconfig.parent / "pki")
     api = Api(port, context)
     setup(stack, api)
-    if cheap:
-        print(
-            f"{requests} dry-run applies per namespace and phase; attack: {attackers} clients "
-            "sending the slowest entries the admission thread checks itself, back to back"
-        )
-    else:
-        print(
-            f"{requests} dry-run applies per namespace and phase; attack: {attackers} clients "
-            f"sending costly entries back to back, {HOSTILE_ENTRIES} entries re-validated by "
-            "the reconciler at every schema swap (every 5 s)"
-        )
+    sending = (
+        "the slowest entries the admission thread checks itself, back to back"
+        if cheap
+        else f"costly entries back to back, {HOSTILE_ENTRIES} entries re-validated by the "
+        "reconciler at every schema swap (every 5 s)"
+    )
+    print(
+        f"{requests} dry-run applies per namespace and phase; attack: {attackers} clients "
+        f"sending {sending}"
+    )
 
     before = report("without an attack", measure_bystander(api, requests, 10_000))
     if cheap:

@@ -82,15 +82,16 @@ CHEAP_CHARS = 16_384
 #: ... nest at most this deep (a violation deep down is reported through every level above), ...
 CHEAP_DEPTH = 16
 #: ... are rendered to one of these formats (YAML and properties files are written by slower
-#: pure-Python code), and the schema, if any, is flat (``ferry.domain.jsonschema.is_flat``) and
-#: small enough to be compiled on the spot: at most this many values, ...
+#: pure-Python code), ...
 CHEAP_FORMATS = frozenset({"json", "env", "files"})
+#: ... and the schema, if any, is flat (``ferry.domain.jsonschema.is_flat``) and small enough
+#: to be compiled on the spot: at most this many values, ...
 CHEAP_SCHEMA_VALUES = 8_192
 #: ... characters, ...
 CHEAP_SCHEMA_CHARS = 32_768
 #: ... and levels (two per level of data: ``properties``, then the property's name).
 CHEAP_SCHEMA_DEPTH = 2 * CHEAP_DEPTH + 2
-#: The worst case within these bounds (``bench/inline_checks.py``): decision 0027.
+# The worst case within these bounds is measured by bench/inline_checks.py (decision 0027).
 
 
 def cheap_to_check(
