@@ -104,7 +104,7 @@ async def cluster(kube: Kube, shards: int = 1, duration: float = 3.0) -> AsyncIt
         yield found
     finally:
         monitor.cancel()
-        for replica in found.replicas:
+        for replica in found.replicas + found.dead:  # a dead one's client closes here, late
             replica.task.cancel()
             await asyncio.gather(replica.task, return_exceptions=True)
             await replica.manager.leases.close()

@@ -297,7 +297,7 @@ def test_an_unchanged_question_finds_its_plan_and_any_change_asks_again() -> Non
     assert memo.get(("ns", "g"), question) is plan
 
 
-# ------------------------------------------------------------------- inline (admission) checks
+# ----------------------------------------------- inline checks (admission), plans (reconcile)
 async def test_cheap_checks_are_answered_inline_with_the_workers_answers(pool: Isolation) -> None:
     """The admission pool answers a small entry against a flat schema on its own thread; the
     answer is the worker's, word for word. Anything that may cost more still goes to a worker."""
@@ -323,6 +323,49 @@ async def test_cheap_checks_are_answered_inline_with_the_workers_answers(pool: I
             "attacker", "e", costly, {}, {"costly": {"schema": COSTLY_SCHEMA}}, pool=inline_pool
         )
         assert is_too_costly_named(violation) and inline_pool.killed == 1
+        assert inline.used("attacker") == 0
+    finally:
+        await inline_pool.close()
+
+
+async def test_cheap_plans_are_made_inline_with_the_workers_plans(pool: Isolation) -> None:
+    """The reconcilers' pool plans a small entry on its own thread: the worker's plan, or the
+    worker's ``Invalid``, and a plan that shares nothing with the index it was read from."""
+    inline = isolation.Inline()
+    inline_pool = Isolation(workers=1, timeout_seconds=LIMIT, inline=inline)
+    strict = {"s": {"schema": {"properties": {"n": {"type": "integer", "maximum": 3}}}}}
+    entries = {"base": {"data": {"n": 2, "nested": {"k": "v"}}}}
+    good = {"schemaRef": {"name": "s"}, "inherits": [{"name": "base"}], "data": {"m": "x"}}
+    bad = {"schemaRef": {"name": "s"}, "data": {"n": 5}}
+
+    async def plan(spec: Mapping[str, Any], on: Isolation, tenant: str = "ns") -> Any:
+        return await isolation.plan_entry(
+            "e", spec, entries=entries, schemas=strict, namespace=tenant, pool=on
+        )
+
+    try:
+        made = await plan(good, inline_pool)
+        assert made == await plan(good, pool) and inline.used("ns") > 0
+        assert inline_pool.killed == 0 and not inline_pool._all  # no worker was started
+        made.data["nested"]["k"] = "changed"  # the plan's data is its own
+        assert entries["base"]["data"]["nested"] == {"k": "v"}
+        with pytest.raises(Invalid) as inline_error:
+            await plan(bad, inline_pool)
+        with pytest.raises(Invalid) as worker_error:
+            await plan(bad, pool)
+        assert inline_error.value.violations == worker_error.value.violations
+
+        costly = {"schemaRef": {"name": "costly"}, "data": COSTLY_DATA}
+        with pytest.raises(Invalid) as too_costly:
+            await isolation.plan_entry(
+                "e",
+                costly,
+                entries={},
+                schemas={"costly": {"schema": COSTLY_SCHEMA}},
+                namespace="attacker",
+                pool=inline_pool,
+            )
+        assert too_costly.value.reason == TOO_COSTLY and inline_pool.killed == 1
         assert inline.used("attacker") == 0
     finally:
         await inline_pool.close()

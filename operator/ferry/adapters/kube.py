@@ -13,20 +13,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx2 as httpx
-from lightkube import ApiError, AsyncClient, KubeConfig
-from lightkube.config import client_adapter
+from lightkube import ApiError, AsyncClient
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import DaemonSet, Deployment, StatefulSet
 from lightkube.resources.core_v1 import ConfigMap, Secret
 from lightkube.types import PatchType
 
+from ferry.adapters import kube_client
 from ferry.adapters.events import EventRecorder
 from ferry.domain import kinds
 from ferry.domain.placement import Desired
 
 FIELD_MANAGER = "ferry"
-TIMEOUT = httpx.Timeout(15.0)
+TIMEOUT_SECONDS = 15.0
 
 KINDS = {
     k.kind: create_namespaced_resource(kinds.GROUP, kinds.VERSION, k.kind, k.plural)
@@ -46,8 +46,9 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def make_client(kubeconfig: str | None) -> AsyncClient:
-    config = KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_env()
-    return AsyncClient(config, field_manager=FIELD_MANAGER, timeout=TIMEOUT)
+    return kube_client.make_client(
+        kubeconfig, timeout_seconds=TIMEOUT_SECONDS, field_manager=FIELD_MANAGER
+    )
 
 
 @dataclass(frozen=True)
@@ -98,12 +99,10 @@ class Kube:
             await self._http.aclose()
 
     def _raw(self) -> httpx.AsyncClient:
-        """lightkube's HTTP client for this kubeconfig (``lightkube.config.client_adapter``), for
-        the one request lightkube's API cannot express: a delete with preconditions."""
+        """lightkube's HTTP client for this client's configuration, for the one request
+        lightkube's API cannot express: a delete with preconditions."""
         if self._http is None:
-            self._http = client_adapter.AsyncClient(
-                self.client.config, client_adapter.ConnectionParams(timeout=TIMEOUT)
-            )
+            self._http = kube_client.raw_http(self.client.config, timeout_seconds=TIMEOUT_SECONDS)
         return self._http
 
     async def get_configmap(self, namespace: str, name: str) -> ConfigMap | None:

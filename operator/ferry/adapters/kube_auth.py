@@ -35,6 +35,7 @@ from lightkube.models.authorization_v1 import ResourceAttributes, SubjectAccessR
 from lightkube.resources.authentication_v1 import TokenReview
 from lightkube.resources.authorization_v1 import SubjectAccessReview
 
+from ferry.adapters import kube_client
 from ferry.domain import kinds
 
 V = TypeVar("V")
@@ -263,7 +264,4 @@ class KubeAuth:
 
 def make_client(kubeconfig: str | None, *, timeout_seconds: float = 5.0) -> AsyncClient:
     """The server's own client for reviews: ``kubeconfig``, or in a pod its service account."""
-    from lightkube import KubeConfig
-
-    config = KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_env()
-    return AsyncClient(config, timeout=httpx.Timeout(timeout_seconds))
+    return kube_client.make_client(kubeconfig, timeout_seconds=timeout_seconds)

@@ -17,12 +17,12 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-import httpx2 as httpx
-from lightkube import ApiError, AsyncClient, KubeConfig
+from lightkube import ApiError, AsyncClient
 from lightkube.models.coordination_v1 import LeaseSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
 
+from ferry.adapters import kube_client
 from ferry.domain import labels as L
 from ferry.domain.shards import LeaseRecord
 
@@ -56,9 +56,8 @@ class Leases:
 
     @classmethod
     def connect(cls, kubeconfig: str | None, namespace: str, timeout_seconds: float) -> Leases:
-        config = KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_env()
-        client = AsyncClient(
-            config, field_manager=FIELD_MANAGER, timeout=httpx.Timeout(timeout_seconds)
+        client = kube_client.make_client(
+            kubeconfig, timeout_seconds=timeout_seconds, field_manager=FIELD_MANAGER
         )
         return cls(client, namespace)
 

@@ -19,12 +19,14 @@ and data validation of the webhooks and reconcilers runs here:
   when there is a single worker), and waiting namespaces are served in turn, so a tenant flooding
   Ferry with costly input leaves a worker to everybody else.
 
-One exception: the admission webhooks' pool answers an entry check itself, on the calling
-thread, when the pure check is provably cheap (``ferry.domain.admission.cheap_to_check``: a
-small entry, a flat schema; a few milliseconds at worst), as long as that namespace has used at
-most :data:`INLINE_SHARE` of the thread in the current second (:class:`Inline`). A worker round
-trip costs more than such a check on a busy machine, and a person waits for the answer.
-Decision: docs/decisions/0027-validation-a-property-at-a-time.md.
+One exception: an entry check (admission) or plan (reconcile) runs on the calling thread when
+the pure function is provably cheap (``ferry.domain.admission.cheap_to_check``: a small entry, a
+flat schema; a few milliseconds at worst), as long as that namespace has used at most
+:data:`INLINE_SHARE` of the thread in the current second (:class:`Inline`, one per pool: the
+admission thread's and the reconcile thread's). A worker round trip costs more than such a call
+on a busy machine, and a person waits for both: for the webhook's answer, then for the
+ConfigMap. Decisions: docs/decisions/0027-validation-a-property-at-a-time.md (admission),
+docs/decisions/0029-cheap-plans-on-the-reconcile-thread.md (reconcile).
 
 The functions of this module mirror the pure ones (``plan_entry``, ``check_schema``,
 ``check_entry``, ``check_schema_request``) and return the same results. Decision record:
@@ -50,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from ferry.domain import admission
+from ferry.domain import entry as domain_entry
 from ferry.domain.admission import cheap_to_check
 from ferry.domain.entry import EntryPlan, references
 from ferry.domain.errors import Invalid, Violation
@@ -96,18 +99,26 @@ def _operations() -> dict[str, Callable[..., Any]]:
     }
 
 
+def _outcome(function: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+    """One pure call: ``("ok", result)``, ``("invalid", reason, violations)`` or ``("error",
+    text)`` (what :func:`_answer` turns back into the result or the raise). Never raises."""
+    try:
+        return ("ok", function(*args, **kwargs))
+    except Invalid as invalid:
+        return ("invalid", invalid.reason, list(invalid.violations))
+    except RecursionError:
+        return ("error", "is nested too deeply to be checked")
+    except Exception as error:  # the pure checks never raise; this is a bug, reported
+        return ("error", f"{type(error).__name__}: {error}"[:500])
+
+
 def _run_one(operations: Mapping[str, Callable[..., Any]], request: bytes) -> bytes:
-    """One call in the worker: ``(op, args, kwargs)`` in; ``("ok", result)``, ``("invalid",
-    reason, violations)`` or ``("error", text)`` out. Never raises."""
+    """One call in the worker: ``(op, args, kwargs)`` in, its :func:`_outcome` out."""
     try:
         op, args, kwargs = pickle.loads(request)
-        return pickle.dumps(("ok", operations[op](*args, **kwargs)))
-    except Invalid as invalid:
-        return pickle.dumps(("invalid", invalid.reason, list(invalid.violations)))
-    except RecursionError:
-        return pickle.dumps(("error", "is nested too deeply to be checked"))
-    except Exception as error:  # the pure checks never raise; this is a bug, reported
+    except Exception as error:
         return pickle.dumps(("error", f"{type(error).__name__}: {error}"[:500]))
+    return pickle.dumps(_outcome(operations[op], *args, **kwargs))
 
 
 def serve(
@@ -327,6 +338,17 @@ class Inline:
         """Seconds ``tenant``'s inline checks took in the current second."""
         return self._used.get(tenant, 0.0)
 
+    def run(self, tenant: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``function`` (a pure check) on this thread, its time counted to ``tenant``; the
+        arguments are copied as a worker would get them (plain data: a result never shares
+        anything with an index or a Kopf body), and its result or ``Invalid`` comes back as
+        from a worker (:func:`_outcome`, :func:`_answer`)."""
+        started = time.perf_counter()
+        try:
+            return _answer(_outcome(function, *_plain(args), **_plain(kwargs)))
+        finally:
+            self.spend(tenant, time.perf_counter() - started)
+
 
 @dataclass
 class Isolation:
@@ -343,8 +365,8 @@ class Isolation:
     command: Sequence[str] | None = None
     """The worker's command line (default: this Python running :func:`serve`)."""
     inline: Inline | None = None
-    """Where cheap entry checks may run on the calling thread (the admission pool's); None:
-    every check goes to a worker (the reconcilers', which no person waits for)."""
+    """Where cheap entry checks and plans may run on the calling thread; None: every call goes
+    to a worker."""
     _slots: _Slots | None = None
     _idle: asyncio.Queue[_Worker] | None = None
     _all: set[_Worker] = field(default_factory=set)
@@ -354,6 +376,26 @@ class Isolation:
     )
     killed: int = 0
     """Workers killed for overrunning (or found dead) since the pool started."""
+
+    def inline_for(
+        self,
+        tenant: str,
+        spec: object,
+        bases: Mapping[str, Mapping[str, Any]],
+        schemas: Mapping[str, Mapping[str, Any]],
+    ) -> Inline | None:
+        """This pool's :class:`Inline` if the entry ``spec`` may be checked or planned on the
+        calling thread now: provably cheap (``cheap_to_check``), within ``tenant``'s share of
+        the thread. None: send it to a worker."""
+        inline = self.inline
+        if (
+            inline is not None
+            and isinstance(spec, Mapping)
+            and inline.allows(tenant)
+            and cheap_to_check(spec, bases, schemas)
+        ):
+            return inline
+        return None
 
     def configure(self, workers: int, timeout_seconds: float) -> None:
         """Set the pool's size and limit; takes effect for workers started from now on."""
@@ -520,7 +562,8 @@ class Isolation:
 
 
 #: The reconcilers' pool (the admission webhooks have one of their own: ferry.webhooks.thread).
-POOL = Isolation()
+#: Cheap plans run on the reconcile thread (decision 0029).
+POOL = Isolation(inline=Inline())
 
 
 def configure(workers: int, timeout_seconds: float) -> None:
@@ -654,20 +697,20 @@ async def plan_entry(
     question = (spec, bases, schema_specs, tuple(vault_paths))
     if memo is not None and (known := memo.get((namespace, name), question)) is not None:
         return known
-    answer = await (pool or POOL).run(
-        "plan_entry",
-        name,
-        spec,
-        entries=bases,
-        schemas=schema_specs,
-        vault_paths=tuple(vault_paths),
-        namespace=namespace,
-        tenant=namespace,
-    )
-    if isinstance(answer, Overran):
-        violation = _overran(schema, answer, "validating this entry")
-        raise Invalid(TOO_COSTLY, [violation])
-    plan = _answer(answer)
+    pool = pool or POOL
+    options = {"entries": bases, "schemas": schema_specs, "vault_paths": tuple(vault_paths)}
+    if (inline := pool.inline_for(namespace, spec, bases, schema_specs)) is not None:
+        plan = inline.run(
+            namespace, domain_entry.plan_entry, name, spec, **options, namespace=namespace
+        )
+    else:
+        answer = await pool.run(
+            "plan_entry", name, spec, **options, namespace=namespace, tenant=namespace
+        )
+        if isinstance(answer, Overran):
+            violation = _overran(schema, answer, "validating this entry")
+            raise Invalid(TOO_COSTLY, [violation])
+        plan = _answer(answer)
     assert isinstance(plan, EntryPlan)
     if memo is not None:
         memo.put((namespace, name), question, plan)
@@ -714,18 +757,8 @@ async def check_entry(
         schema, schema_specs = _schema_of(spec, schemas)
     args = (namespace, name, spec, bases, schema_specs)
     options = {"vault_paths": tuple(vault_paths), "min_refresh": min_refresh}
-    inline = pool.inline
-    if (
-        inline is not None
-        and isinstance(spec, Mapping)
-        and inline.allows(namespace)
-        and cheap_to_check(spec, bases, schema_specs)
-    ):
-        started = time.perf_counter()
-        try:
-            return admission.check_entry(*args, **options)  # type: ignore[arg-type]
-        finally:
-            inline.spend(namespace, time.perf_counter() - started)
+    if (inline := pool.inline_for(namespace, spec, bases, schema_specs)) is not None:
+        return list(inline.run(namespace, admission.check_entry, *args, **options))
     try:
         answer = await pool.run(
             "check_entry", *args, **options, tenant=namespace, deadline=deadline
