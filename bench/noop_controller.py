@@ -16,15 +16,18 @@ import json
 import sys
 
 import httpx2 as httpx
-from lightkube import ApiError, AsyncClient, KubeConfig
+from lightkube import ApiError, AsyncClient
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ConfigMap
 
+from ferry.adapters import kube_client
 from ferry.adapters.kube import ConfigEntry
 
 
 async def main(kubeconfig: str, namespace: str) -> None:
-    client = AsyncClient(KubeConfig.from_file(kubeconfig), field_manager="noop")
+    # The same HTTP stack as Ferry (decision 0028), so the floor differs from Ferry only in
+    # what it does.
+    client = kube_client.make_client(kubeconfig, timeout_seconds=15.0, field_manager="noop")
     while True:  # right after start the API server answers 429 until the CRD's storage is ready
         try:
             await copy_entries(client, namespace)

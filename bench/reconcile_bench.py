@@ -59,6 +59,7 @@ from lightkube.resources.core_v1 import ConfigMap, Namespace
 from lightkube.types import PatchType
 from prometheus_client.parser import text_string_to_metric_families
 
+from ferry.adapters import kube_client
 from ferry.devenv.process import Process, log_tail
 from ferry.devenv.stack import Stack, start_operator, start_stack
 from ferry.domain.labels import FINALIZER
@@ -255,7 +256,7 @@ def wait_ready(kubeconfig: Path, ns: str, names: set[str], timeout: float) -> fl
 
     async def watch() -> float:
         start = time.perf_counter()
-        api = AsyncClient(KubeConfig.from_file(str(kubeconfig)))
+        api = kube_client.make_client(str(kubeconfig), timeout_seconds=15.0)
         ready: set[str] = set()
         try:
             async with asyncio.timeout(timeout):
@@ -380,7 +381,9 @@ async def floor_writes(stack: Stack, ns: str, count: int) -> float:
     PostgreSQL, one ConfigMap, one status patch. The rows go to a table of their own and the
     ConfigMaps to a namespace of their own (dropped after); the status patches go to the very
     entries (the operator overwrites them when it starts)."""
-    client = AsyncClient(KubeConfig.from_file(str(stack.kubeconfig)), field_manager="bench-floor")
+    client = kube_client.make_client(  # Ferry's HTTP stack (decision 0028)
+        str(stack.kubeconfig), timeout_seconds=15.0, field_manager="bench-floor"
+    )
     scratch = f"bench-floor-{uuid.uuid4().hex[:6]}"
     await client.create(Namespace(metadata=ObjectMeta(name=scratch)))
     async with await psycopg.AsyncConnection.connect(stack.database_url, autocommit=True) as db:

@@ -116,9 +116,10 @@ def _run_one(operations: Mapping[str, Callable[..., Any]], request: bytes) -> by
     """One call in the worker: ``(op, args, kwargs)`` in, its :func:`_outcome` out."""
     try:
         op, args, kwargs = pickle.loads(request)
+        function = operations[op]
     except Exception as error:
         return pickle.dumps(("error", f"{type(error).__name__}: {error}"[:500]))
-    return pickle.dumps(_outcome(operations[op], *args, **kwargs))
+    return pickle.dumps(_outcome(function, *args, **kwargs))
 
 
 def serve(
@@ -339,13 +340,11 @@ class Inline:
         return self._used.get(tenant, 0.0)
 
     def run(self, tenant: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """``function`` (a pure check) on this thread, its time counted to ``tenant``; the
-        arguments are copied as a worker would get them (plain data: a result never shares
-        anything with an index or a Kopf body), and its result or ``Invalid`` comes back as
-        from a worker (:func:`_outcome`, :func:`_answer`)."""
+        """``function`` (a pure check) on this thread, its time counted to ``tenant``; its
+        result or ``Invalid`` comes back as from a worker (:func:`_outcome`, :func:`_answer`)."""
         started = time.perf_counter()
         try:
-            return _answer(_outcome(function, *_plain(args), **_plain(kwargs)))
+            return _answer(_outcome(function, *args, **kwargs))
         finally:
             self.spend(tenant, time.perf_counter() - started)
 
@@ -700,8 +699,11 @@ async def plan_entry(
     pool = pool or POOL
     options = {"entries": bases, "schemas": schema_specs, "vault_paths": tuple(vault_paths)}
     if (inline := pool.inline_for(namespace, spec, bases, schema_specs)) is not None:
+        # Plain copies, as a worker receives them: the plan (remembered, written, cached) must
+        # share no nested value with an index view or a Kopf body.
+        spec_copy, options_copy = _plain((spec, options))
         plan = inline.run(
-            namespace, domain_entry.plan_entry, name, spec, **options, namespace=namespace
+            namespace, domain_entry.plan_entry, name, spec_copy, **options_copy, namespace=namespace
         )
     else:
         answer = await pool.run(
