@@ -9,11 +9,15 @@ per new entry, the HTTP stack had been half of the operator's busy time at scale
 
 Everything else stays lightkube's: the kubeconfig or in-cluster configuration, its credentials
 (client certificate in the TLS context; tokens, token files and exec plugins as request
-headers), error types, timeouts. Requests through an HTTP proxy from the environment still go
-through httpx2's own transport (httpx mounts those itself).
+headers), error types, timeouts. A proxy named in the environment (``HTTPS_PROXY``,
+``ALL_PROXY``, unless ``NO_PROXY`` exempts the API server) is used as lightkube and client-go
+use it: httpx ignores the environment once it is given a transport, so the transport is given
+that proxy itself.
 """
 
 from __future__ import annotations
+
+import urllib.request
 
 import httpx2 as httpx
 from httpx_aiohttp.httpx2 import AiohttpTransport
@@ -36,7 +40,19 @@ def transport(config: KubeConfig | SingleConfig) -> AiohttpTransport:
     single = config.get() if isinstance(config, KubeConfig) else config
     assert single.user is not None, "a kubeconfig context without a user"
     verify = client_adapter.verify_cluster(single.cluster, single.user, single.abs_file)
-    return AiohttpTransport(verify=verify)
+    return AiohttpTransport(verify=verify, proxy=environment_proxy(single.cluster.server))
+
+
+def environment_proxy(server: str) -> httpx.Proxy | None:
+    """The proxy the environment names for ``server`` (the scheme's ``*_PROXY`` or
+    ``ALL_PROXY``; none if ``NO_PROXY`` covers its host), as lightkube honoured it before this
+    transport (httpx's ``trust_env``) and client-go does; None: connect directly."""
+    url = httpx.URL(server)
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass(url.host):
+        return None
+    return httpx.Proxy(proxy)
 
 
 def make_client(
