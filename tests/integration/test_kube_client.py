@@ -53,13 +53,18 @@ async def _relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
     writer.close()
 
 
-async def test_the_client_reads_from_the_api_server_directly(kube: Kube) -> None:
+async def read_default_namespace(kube: Kube) -> str | None:
+    """The name of namespace ``default`` as a fresh client of Ferry's reads it."""
     client = kube_client.make_client(str(kube.kubeconfig), timeout_seconds=10.0)
     try:
         found = await client.get(Namespace, "default")
-        assert found.metadata is not None and found.metadata.name == "default"
+        return found.metadata.name if found.metadata is not None else None
     finally:
         await client.close()
+
+
+async def test_the_client_reads_from_the_api_server_directly(kube: Kube) -> None:
+    assert await read_default_namespace(kube) == "default"
 
 
 async def test_a_proxy_named_in_the_environment_is_used_and_no_proxy_is_honoured(
@@ -72,18 +77,9 @@ async def test_a_proxy_named_in_the_environment_is_used_and_no_proxy_is_honoured
         monkeypatch.setenv("HTTPS_PROXY", proxy_url)
         monkeypatch.delenv("NO_PROXY", raising=False)
         monkeypatch.delenv("no_proxy", raising=False)
-        client = kube_client.make_client(str(kube.kubeconfig), timeout_seconds=10.0)
-        try:
-            found = await client.get(Namespace, "default")
-            assert found.metadata is not None and found.metadata.name == "default"
-        finally:
-            await client.close()
+        assert await read_default_namespace(kube) == "default"
         assert proxy.asked == [f"CONNECT {api_host_port}"]
 
         monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-        client = kube_client.make_client(str(kube.kubeconfig), timeout_seconds=10.0)
-        try:
-            await client.get(Namespace, "default")
-        finally:
-            await client.close()
+        assert await read_default_namespace(kube) == "default"
         assert proxy.asked == [f"CONNECT {api_host_port}"]  # nothing more went through it
