@@ -46,8 +46,10 @@ def each_at_once(
     """``call(async_client, item)`` for every item, ``parallel`` at a time; results in order."""
 
     async def run() -> list[U]:
-        async_client = AsyncClient(  # Ferry's HTTP stack (decision 0028)
-            client.config, field_manager="bench", transport=kube_client.transport(client.config)
+        async_client = kube_client.client_for(  # Ferry's HTTP stack (decision 0028)
+            client.config,
+            timeout_seconds=10.0,
+            field_manager="bench",  # lightkube's default
         )
         limit = asyncio.Semaphore(parallel)
 

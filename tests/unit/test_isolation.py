@@ -338,9 +338,9 @@ async def test_cheap_plans_are_made_inline_with_the_workers_plans(pool: Isolatio
     good = {"schemaRef": {"name": "s"}, "inherits": [{"name": "base"}], "data": {"m": "x"}}
     bad = {"schemaRef": {"name": "s"}, "data": {"n": 5}}
 
-    async def plan(spec: Mapping[str, Any], on: Isolation, tenant: str = "ns") -> Any:
+    async def plan(spec: Mapping[str, Any], on: Isolation) -> Any:
         return await isolation.plan_entry(
-            "e", spec, entries=entries, schemas=strict, namespace=tenant, pool=on
+            "e", spec, entries=entries, schemas=strict, namespace="ns", pool=on
         )
 
     try:

@@ -59,7 +59,18 @@ def make_client(
     kubeconfig: str | None, *, timeout_seconds: float, field_manager: str | None = None
 ) -> AsyncClient:
     """A lightkube client for ``kubeconfig`` (None: in-cluster) over aiohttp."""
-    config = load_config(kubeconfig)
+    return client_for(
+        load_config(kubeconfig), timeout_seconds=timeout_seconds, field_manager=field_manager
+    )
+
+
+def client_for(
+    config: KubeConfig | SingleConfig,
+    *,
+    timeout_seconds: float,
+    field_manager: str | None = None,
+) -> AsyncClient:
+    """A lightkube client for an already loaded ``config`` over aiohttp."""
     return AsyncClient(
         config,
         field_manager=field_manager,

@@ -109,7 +109,12 @@ def _outcome(function: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[A
     except RecursionError:
         return ("error", "is nested too deeply to be checked")
     except Exception as error:  # the pure checks never raise; this is a bug, reported
-        return ("error", f"{type(error).__name__}: {error}"[:500])
+        return _failed(error)
+
+
+def _failed(error: Exception) -> tuple[str, str]:
+    """A call that could not be answered: its error as an ``("error", text)`` outcome."""
+    return ("error", f"{type(error).__name__}: {error}"[:500])
 
 
 def _run_one(operations: Mapping[str, Callable[..., Any]], request: bytes) -> bytes:
@@ -118,7 +123,7 @@ def _run_one(operations: Mapping[str, Callable[..., Any]], request: bytes) -> by
         op, args, kwargs = pickle.loads(request)
         function = operations[op]
     except Exception as error:
-        return pickle.dumps(("error", f"{type(error).__name__}: {error}"[:500]))
+        return pickle.dumps(_failed(error))
     return pickle.dumps(_outcome(function, *args, **kwargs))
 
 
@@ -340,8 +345,9 @@ class Inline:
         return self._used.get(tenant, 0.0)
 
     def run(self, tenant: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """``function`` (a pure check) on this thread, its time counted to ``tenant``; its
-        result or ``Invalid`` comes back as from a worker (:func:`_outcome`, :func:`_answer`)."""
+        """``function`` (a pure check or plan) on this thread, its time counted to ``tenant``;
+        its result or ``Invalid`` comes back as from a worker (:func:`_outcome`,
+        :func:`_answer`)."""
         started = time.perf_counter()
         try:
             return _answer(_outcome(function, *args, **kwargs))
