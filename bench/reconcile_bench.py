@@ -63,6 +63,7 @@ from ferry.adapters import kube_client
 from ferry.devenv.process import Process, log_tail
 from ferry.devenv.stack import Stack, start_operator, start_stack
 from ferry.domain.labels import FINALIZER
+from ferry.settings import ReconcileSettings
 
 #: Issue 15: apply → ConfigMap p99 at most this many times the no-op controller's behind no-op
 #: webhooks (isolated changes).
@@ -373,7 +374,9 @@ def bench_fanout(client: Client, kubeconfig: Path, count: int, entries: int) -> 
     )
 
 
-FLOOR_WORKERS = 8  # as the operator's reconcile.workers default
+#: The operator's reconcile workers: its default, or FERRY_WORKERS as the operator reads it.
+WORKERS = int(os.environ.get("FERRY_WORKERS", ReconcileSettings().workers))
+FLOOR_WORKERS = ReconcileSettings().workers  # the floor: as many as the operator by default
 
 
 async def floor_writes(stack: Stack, ns: str, count: int) -> float:
@@ -473,7 +476,8 @@ def bench_scale(client: Client, count: int, stack: Any, operator: Process) -> Pr
     wait_ready(stack.kubeconfig, ns, {f"s-{i:05d}" for i in range(count)}, timeout=1800)
     done.set()
     cpu = cpu_seconds(operator.pid)
-    full_collections = operator_metrics(stack.extra["FERRY_API_URL"])["full_collections"]
+    figures = operator_metrics(stack.extra["FERRY_API_URL"])
+    full_collections = figures["full_collections"]
     print(
         f"scale: operator process started → all {count} Ready in "
         f"{time.perf_counter() - started:.1f} s; "
@@ -481,6 +485,16 @@ def bench_scale(client: Client, count: int, stack: Any, operator: Process) -> Pr
         f"({cpu / count * 1000:.2f} ms per entry, start-up included), "
         f"{full_collections:.0f} full garbage collections"
     )
+    # Where the time went, by the operator's own metrics: with W workers, N reconciles of mean
+    # duration d keep them busy for N x d / W; each key also waited in the queue before its turn.
+    reconciles, queued = figures["reconciles"], figures["queued"]
+    if reconciles and queued:
+        mean = figures["reconcile_seconds"] / reconciles
+        print(
+            f"scale: {reconciles:.0f} entry reconciles of {mean * 1000:.1f} ms on average"
+            f" ({reconciles * mean / WORKERS:.1f} s of {WORKERS} workers); a key waited"
+            f" {figures['queued_seconds'] / queued:.1f} s on average in the work queue"
+        )
     writes = api_writes(stack) - writes_before
     per_entry = ", ".join(
         f"{verb} {resource} {n / count:.2f}"
@@ -528,13 +542,16 @@ def revision_count(stack: Stack) -> int:
 
 def operator_metrics(api_url: str) -> dict[str, float]:
     """The operator's own figures, from its /metrics: Vault reads sent, ConfigEntry reconciles
-    (count and total seconds), and Python's full (generation 2) garbage collections."""
+    (count and total seconds), the ConfigEntry keys' time in the work queue (count and total
+    seconds) and Python's full (generation 2) garbage collections."""
     with urllib.request.urlopen(f"{api_url}/metrics", timeout=10) as answer:
         text = answer.read().decode()
     wanted = {
         ("ferry_vault_reads_total", ""): "vault_reads",
         ("ferry_reconcile_duration_seconds_count", "ConfigEntry"): "reconciles",
         ("ferry_reconcile_duration_seconds_sum", "ConfigEntry"): "reconcile_seconds",
+        ("ferry_queue_wait_seconds_count", "ConfigEntry"): "queued",
+        ("ferry_queue_wait_seconds_sum", "ConfigEntry"): "queued_seconds",
         ("python_gc_collections_total", "2"): "full_collections",
     }
     found = dict.fromkeys(wanted.values(), 0.0)  # a histogram appears with its first sample

@@ -2,6 +2,8 @@
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from ferry.domain import kinds
+
 RECONCILES = Counter("ferry_reconciles_total", "Reconciles by kind and result", ["kind", "result"])
 RECONCILE_SECONDS = Histogram(
     "ferry_reconcile_duration_seconds", "Time spent in one reconcile", ["kind"]
@@ -20,6 +22,20 @@ CACHE_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 QUEUE_DEPTH = Gauge("ferry_queue_depth", "Keys waiting to be reconciled")
+QUEUE_WAIT = Histogram(
+    "ferry_queue_wait_seconds",
+    "Time a key waited in the work queue before its reconcile began, by kind (a change made "
+    "while its object was being reconciled waits for that reconcile too)",
+    ["kind"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+for _kind in (
+    kinds.CONFIG_ENTRY.kind,
+    kinds.CONFIG_SCHEMA.kind,
+    kinds.FEATURE_FLAG.kind,
+    kinds.FLAG_SET,
+):
+    QUEUE_WAIT.labels(_kind)  # exported from the start, so dashboards see every kind at 0
 VAULT_READS = Counter("ferry_vault_reads_total", "Secret reads sent to Vault (shared per path)")
 VAULT_FAILURES = Counter(
     "ferry_vault_failures_total",

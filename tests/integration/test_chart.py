@@ -867,6 +867,7 @@ OPERATOR_METRICS = [
     ("reconciles by kind and result", "ferry_reconciles_total", {"kind", "result"}, True),
     ("reconcile durations", "ferry_reconcile_duration_seconds_count", {"kind"}, True),
     ("queue depth", "ferry_queue_depth", set(), False),
+    ("time waiting in the queue", "ferry_queue_wait_seconds_count", {"kind"}, True),
     ("materialised objects", "ferry_materialised_objects", {"kind"}, True),
     ("drift corrections", "ferry_drift_corrected_total", set(), True),
     (

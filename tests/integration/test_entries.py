@@ -612,9 +612,12 @@ def test_metrics_expose_what_an_operator_of_ferry_watches(kube: Kube, operator: 
         "ferry_cache_up 1.0",
     ):
         assert name in exposed, name
-    materialised = next(
-        line
-        for line in exposed.splitlines()
-        if line.startswith('ferry_materialised_objects{kind="ConfigMap"}')
-    )
-    assert float(materialised.split()[-1]) >= 1
+
+    def value(series: str) -> float:
+        line = next(line for line in exposed.splitlines() if line.startswith(series + " "))
+        return float(line.split()[-1])
+
+    assert value('ferry_materialised_objects{kind="ConfigMap"}') >= 1
+    # The entry's key was queued and taken at least once; how long it waited is recorded.
+    assert value('ferry_queue_wait_seconds_count{kind="ConfigEntry"}') >= 1
+    assert value('ferry_queue_wait_seconds_count{kind="FeatureFlag"}') >= 0  # exported already

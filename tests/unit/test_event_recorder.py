@@ -1,5 +1,6 @@
 """EventRecorder (ferry.adapters.events): Events recorded without waiting, written in order by
-one writer, the overflow dropped and counted, the queue sent at close.
+one writer, the overflow dropped and counted, the queue sent at close, held back while
+reconciles wait.
 
 The sink stands in for the API server's ``create``: what is tested is the queue's behaviour,
 which no API server can make deterministic (how fast it answers). Events reaching a real API
@@ -84,3 +85,37 @@ async def test_a_failing_write_does_not_stop_the_writer() -> None:
         recorder.record(INVOLVED, type="Warning", reason="R", message=message)
     await recorder.close()
     assert sink.written == ["a", "b"]
+
+
+async def test_while_reconciles_wait_events_trickle_and_the_rest_go_when_the_queue_empties() -> (
+    None
+):
+    sink = Sink()
+    sink.open.set()
+    busy = True
+    recorder = EventRecorder(sink, busy_interval=60)  # type: ignore[arg-type]
+    recorder.busy = lambda: busy
+    for i in range(3):
+        recorder.record(INVOLVED, type="Normal", reason="RevisionRecorded", message=f"m{i}")
+    async with asyncio.timeout(5):
+        while not sink.written:
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.3)
+    assert sink.written == ["m0"]  # the first goes at once; the next waits behind the work
+    busy = False  # the work queue is empty: what waited goes now, in order
+    async with asyncio.timeout(5):
+        while len(sink.written) < 3:
+            await asyncio.sleep(0.01)
+    assert sink.written == ["m0", "m1", "m2"]
+    await recorder.close()
+
+
+async def test_close_sends_what_waits_even_while_reconciles_wait() -> None:
+    sink = Sink()
+    sink.open.set()
+    recorder = EventRecorder(sink, busy_interval=60)  # type: ignore[arg-type]
+    recorder.busy = lambda: True
+    for i in range(3):
+        recorder.record(INVOLVED, type="Normal", reason="RevisionRecorded", message=f"m{i}")
+    await recorder.close(flush_seconds=5)
+    assert sink.written == ["m0", "m1", "m2"]

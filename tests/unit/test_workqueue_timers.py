@@ -1,8 +1,10 @@
-"""WorkQueue.add_after keeps the earliest time for a key (ferry.reconcile.workqueue)."""
+"""WorkQueue (ferry.reconcile.workqueue): add_after keeps the earliest time for a key; each key
+is told how long it waited."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from ferry.reconcile.workqueue import WorkQueue
 
@@ -21,3 +23,35 @@ async def test_a_later_time_never_postpones_an_earlier_one() -> None:
     queue.add_after("entry", 3600)
     await asyncio.sleep(0.05)
     assert len(queue) == 1
+
+
+async def test_each_key_is_told_how_long_it_waited_from_when_it_was_first_queued() -> None:
+    waits: list[tuple[str, float]] = []
+    queue: WorkQueue[str] = WorkQueue(waited=lambda key, seconds: waits.append((key, seconds)))
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def reconcile(key: str) -> None:
+        if key == "slow" and not started.is_set():
+            started.set()
+            await release.wait()
+
+    queue.add("slow")
+    worker = asyncio.create_task(queue.run(reconcile, workers=1))
+    try:
+        await asyncio.wait_for(started.wait(), 5)
+        queue.add("behind")  # waits for "slow" to end: one worker
+        queue.add("slow")  # changed while it is being reconciled: goes again afterwards
+        queue.add("slow")  # a second change before that is the same wait, not another
+        await asyncio.sleep(0.2)
+        release.set()
+        async with asyncio.timeout(5):
+            while not queue.idle():
+                await asyncio.sleep(0.01)
+    finally:
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+    assert [key for key, _ in waits] == ["slow", "behind", "slow"]
+    first, behind, again = (seconds for _, seconds in waits)
+    assert first < 0.1
+    assert 0.2 <= behind < 5 and 0.2 <= again < 5

@@ -13,6 +13,10 @@ per sink):
 * **At most** :data:`MAX_QUEUED` wait. Past that an Event is dropped, counted in
   ``ferry_events_dropped_total`` and logged once per burst, never blocking or failing a
   reconcile. Decision: docs/decisions/0024-admission-and-events-off-the-reconcile-path.md.
+* **Behind the work** while reconciles wait (:attr:`EventRecorder.busy`): one Event per
+  :data:`BUSY_INTERVAL` at most, the rest as soon as the work queue is empty. In a burst the
+  writes that make objects Ready get the API server; the Events describing them follow
+  (docs/decisions/0030-events-behind-the-work.md).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import contextlib
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx2 as httpx
@@ -38,6 +42,10 @@ logger = logging.getLogger(__name__)
 
 #: Events waiting to be written at most (client-go's ``maxQueuedEvents``).
 MAX_QUEUED = 1000
+#: While reconciles wait, the writer leaves at least this long (seconds) between two Events.
+BUSY_INTERVAL = 0.1
+#: How often a writer held back by a busy queue looks whether it has emptied (seconds).
+BUSY_POLL = 0.02
 #: Longest message kept (the API server stores up to 1 KiB comfortably; kubectl shows one line).
 MAX_MESSAGE = 1024
 
@@ -73,8 +81,17 @@ def event_for(
 class EventRecorder:
     """Records Events without waiting; one background writer sends them (see the module)."""
 
-    def __init__(self, client: AsyncClient, max_queued: int = MAX_QUEUED) -> None:
+    def __init__(
+        self,
+        client: AsyncClient,
+        max_queued: int = MAX_QUEUED,
+        busy_interval: float = BUSY_INTERVAL,
+    ) -> None:
         self._client = client
+        self._busy_interval = busy_interval
+        self._last_sent = float("-inf")
+        self.busy: Callable[[], bool] = lambda: False
+        """Whether reconciles are waiting (the operator sets it to its work queue's state)."""
         self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=max_queued)
         self._writer: asyncio.Task[None] | None = None
         self._dropping = False
@@ -104,6 +121,7 @@ class EventRecorder:
             event = await self._queue.get()
             # Events are informative; losing one must never stop the writer.
             try:
+                await self._behind_the_work()
                 with contextlib.suppress(ApiError, httpx.TransportError):
                     await self._client.create(event)
             finally:
@@ -111,8 +129,21 @@ class EventRecorder:
             if self._queue.empty():
                 self._dropping = False
 
+    async def _behind_the_work(self) -> None:
+        """While reconciles wait, send the next Event no sooner than :data:`BUSY_INTERVAL` after
+        the last one (or as soon as the work queue is empty). An Event costs the API server about
+        what the ConfigMap write it describes costs; in a burst of thousands of changes the
+        objects are Ready sooner without that competition, and their Events are kept (up to
+        :data:`MAX_QUEUED`) and sent when the burst is over. Idle, nothing waits."""
+        loop = asyncio.get_running_loop()
+        deadline = self._last_sent + self._busy_interval
+        while self.busy() and (left := deadline - loop.time()) > 0:
+            await asyncio.sleep(min(BUSY_POLL, left))
+        self._last_sent = loop.time()
+
     async def close(self, flush_seconds: float = 2.0) -> None:
         """Send what is queued (for at most ``flush_seconds``), then stop the writer."""
+        self.busy = lambda: False  # stopping: no reconcile will go first any more
         if self._writer is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(flush_seconds):

@@ -41,6 +41,10 @@ from ferry.webhooks.thread import AdmissionThread
 logger = logging.getLogger(__name__)
 
 
+def _observe_wait(key: QueueKey, seconds: float) -> None:
+    metrics.QUEUE_WAIT.labels(key.kind).observe(seconds)
+
+
 @kopf.on.startup()
 async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     config: Settings = memo["settings"]
@@ -73,7 +77,8 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any)
         initial=config.reconcile.requeue_initial_seconds,
         maximum=config.reconcile.requeue_max_seconds,
     )
-    queue: WorkQueue[QueueKey] = WorkQueue(backoff)
+    queue: WorkQueue[QueueKey] = WorkQueue(backoff, waited=_observe_wait)
+    kube.events.busy = lambda: len(queue) > 0  # Events wait behind a burst (decision 0030)
     runtime = Runtime(
         settings=config,
         world=world,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, NamedTuple, TypeVar
@@ -43,8 +44,12 @@ class Backoff:
 @dataclass
 class WorkQueue(Generic[K]):
     backoff: Backoff = field(default_factory=Backoff)
+    waited: Callable[[K, float], None] | None = None
+    """Told, as each key is taken, how many seconds it waited since it was queued (client-go's
+    ``workqueue_queue_duration_seconds``): a change reaches workloads late either because the
+    reconcile is slow or because the key waited behind others, and only this tells them apart."""
     _queue: asyncio.Queue[K] = field(default_factory=asyncio.Queue)
-    _dirty: set[K] = field(default_factory=set)
+    _dirty: dict[K, float] = field(default_factory=dict)  # key → when it was queued
     _processing: set[K] = field(default_factory=set)
     _failures: dict[K, int] = field(default_factory=dict)
     _timers: dict[K, asyncio.TimerHandle] = field(default_factory=dict)
@@ -52,7 +57,7 @@ class WorkQueue(Generic[K]):
     def add(self, key: K) -> None:
         if key in self._dirty:
             return
-        self._dirty.add(key)
+        self._dirty[key] = time.monotonic()
         if key not in self._processing:
             self._queue.put_nowait(key)
 
@@ -83,7 +88,9 @@ class WorkQueue(Generic[K]):
     async def _worker(self, reconcile: Callable[[K], Awaitable[None]]) -> None:
         while True:
             key = await self._queue.get()
-            self._dirty.discard(key)
+            queued = self._dirty.pop(key)
+            if self.waited is not None:
+                self.waited(key, time.monotonic() - queued)
             self._processing.add(key)
             try:
                 await reconcile(key)
