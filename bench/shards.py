@@ -1,7 +1,7 @@
 """Throughput with one shard and with two, side by side in the same run (issue 15: past one
 process).
 
-    .venv/bin/python -P bench/shards.py [--entries 1000] [--namespaces 4] [--rounds 2]
+    .venv/bin/python bench/shards.py [--entries 1000] [--namespaces 4] [--rounds 2]
 
 Starts its own kube-apiserver + etcd, PostgreSQL and Redis. Each phase runs two `ferry run`
 replicas with Leases (``leader.*``), as a Deployment with ``replicas: 2`` would, and fresh
