@@ -35,9 +35,7 @@ class Runtime:
     schemas: SchemaReconciler
     flags: FlagReconciler
     queue: WorkQueue[QueueKey] = field(default_factory=WorkQueue)
-    # Kopf has filled its indexes (set by the first Kopf handler call: Kopf runs handlers only
-    # then); ``ready`` also waits for the informers of Ferry's own ConfigMaps and Secrets.
-    kopf_indexed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Every informer's first list is in (handlers/lifecycle): reconciling may start.
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     webhooks_ready: asyncio.Event = field(default_factory=asyncio.Event)  # see ferry/webhooks
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from ferry.handlers.watches import _changed
+from ferry.handlers.watches import changed as event_changes
 
 
 def body(generation: int = 1, **meta: Any) -> Any:
@@ -20,7 +20,7 @@ def test_only_spec_deletion_and_annotation_changes_queue_a_reconcile() -> None:
     runtime: Any = SimpleNamespace(seen={})
 
     def changed(event: str, obj: Any) -> bool:
-        return _changed(runtime, "ConfigEntry", {"type": event, "object": obj}, obj)
+        return event_changes(runtime, "ConfigEntry", event, ("ns", "e"), obj)
 
     assert changed("ADDED", body())  # first sight, e.g. after a restart
     assert not changed("MODIFIED", body(status={"revision": 1}))  # Ferry's status write

@@ -41,7 +41,9 @@ MAX_BACKOFF = 30.0
 
 class Informer:
     """Keep ``handle`` told of every object of ``resource`` labelled ``labels`` (all: ``{}``),
-    in every namespace or one, optionally narrowed by a field selector (``fields``).
+    in every namespace (``"*"``), one, or none (``None``: a cluster-scoped kind), optionally
+    narrowed by a field selector (``fields``). The API server ends each watch after
+    ``server_timeout`` seconds; it resumes from the last version seen.
 
     ``synced`` is set once the first list has been delivered: from then on the consumer's
     picture is complete, as Kopf's "indexes filled".
@@ -54,8 +56,9 @@ class Informer:
         labels: Mapping[str, str],
         handle: Handler,
         *,
-        namespace: str = "*",
+        namespace: str | None = "*",
         fields: Mapping[str, str] | None = None,
+        server_timeout: int | None = None,
     ) -> None:
         self._client = client
         self._resource = resource
@@ -63,6 +66,7 @@ class Informer:
         self._handle = handle
         self._namespace = namespace
         self._fields = dict(fields) if fields else None
+        self._server_timeout = server_timeout  # None: the API server's own (30 to 60 min)
         self._known: dict[ObjectKey, str] = {}  # (namespace, name) → uid, to see deletions
         self.synced = asyncio.Event()
 
@@ -103,8 +107,8 @@ class Informer:
         seen: dict[ObjectKey, str] = {}
         started = time.monotonic()
         async for obj in listing:
-            key = (str(obj.metadata.namespace), str(obj.metadata.name))
-            seen[key] = str(obj.metadata.uid)
+            key, uid = _identity(obj)
+            seen[key] = uid
             self._handle("ADDED", key, obj)
         # Gone while nobody watched (only after a failed watch; the first list knows nothing):
         # told as deletions, so the consumer drops them too.
@@ -125,12 +129,20 @@ class Informer:
             labels=self._labels or None,
             fields=self._fields,
             resource_version=version,
+            server_timeout=self._server_timeout,
             on_error=lambda exc, count: OnErrorResult(OnErrorAction.RAISE),
         )
         async for event, obj in stream:
-            key = (str(obj.metadata.namespace), str(obj.metadata.name))
+            key, uid = _identity(obj)
             if event == "DELETED":
                 self._known.pop(key, None)
             else:
-                self._known[key] = str(obj.metadata.uid)
+                self._known[key] = uid
             self._handle(event, key, obj)
+
+
+def _identity(obj: Any) -> tuple[ObjectKey, str]:
+    """(namespace, name) and uid; a cluster-scoped object's namespace is "None". Read once:
+    a generic resource (Ferry's kinds) decodes ``metadata`` anew at each access."""
+    meta = obj.metadata
+    return (str(meta.namespace), str(meta.name)), str(meta.uid)

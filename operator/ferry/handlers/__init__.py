@@ -1,11 +1,9 @@
-"""Kopf handlers: thin translations of watch events into index entries and work-queue keys.
+"""Thin translations of the outside world into index entries and work-queue keys.
 
-Importing this package registers every handler with Kopf's default registry (and applies the one
-start-up fix in ``kopf_tuning``).
+``lifecycle`` holds Kopf's start-up and clean-up handlers (importing this package registers them
+with Kopf's default registry); ``watches`` and ``followed`` are the informers' handlers.
 """
 
-from ferry.handlers import indexes, kopf_tuning, lifecycle, watches
+from ferry.handlers import followed, lifecycle, watches
 
-kopf_tuning.apply()
-
-__all__ = ["indexes", "lifecycle", "watches"]
+__all__ = ["followed", "lifecycle", "watches"]

@@ -57,14 +57,18 @@ def informers(
     indexes: FollowedIndexes,
     runtime: Runtime,
     vault: VaultSecrets | None,
+    *,
+    server_timeout: int,
 ) -> list[Informer]:
     """The informers to run; Secrets only with a Vault (without one Ferry writes none)."""
     follow = Follow(indexes, runtime, vault)
-    found = [Informer(client, ConfigMap, OURS, follow.configmap)]
+    timeout = {"server_timeout": server_timeout}
+    found = [Informer(client, ConfigMap, OURS, follow.configmap, **timeout)]
     if vault is not None:
-        found.append(Informer(client, Secret, OURS, follow.secret))
+        found.append(Informer(client, Secret, OURS, follow.secret, **timeout))
     for resource, index in zip(WORKLOADS, indexes.workloads, strict=True):
-        found.append(Informer(client, resource, {}, follow.workload(resource.__name__, index)))
+        handle = follow.workload(resource.__name__, index)
+        found.append(Informer(client, resource, {}, handle, **timeout))
     return found
 
 

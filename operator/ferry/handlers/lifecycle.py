@@ -20,8 +20,8 @@ from ferry.api.app import make_app, serve
 from ferry.domain import kinds
 from ferry.domain.retention import Retention
 from ferry.domain.shards import FLAGS_SHARD
-from ferry.handlers.followed import FollowedIndexes, informers
-from ferry.handlers.kopf_tuning import NoDiffBase
+from ferry.handlers import followed as follow
+from ferry.handlers import watches
 from ferry.reconcile import isolation
 from ferry.reconcile.blocked import GoneWatches
 from ferry.reconcile.certificates import CertificateKeeper
@@ -46,12 +46,10 @@ def _observe_wait(key: QueueKey, seconds: float) -> None:
 
 
 @kopf.on.startup()
-async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any) -> None:
+async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
     config: Settings = memo["settings"]
+    # Kopf runs start-up and clean-up only: Ferry's informers follow every object (decision 0031).
     settings.posting.enabled = False  # Ferry posts its own Events, on its own objects
-    settings.watching.server_timeout = int(config.kubernetes.watch_timeout_seconds)
-    settings.persistence.finalizer = "ferry.dev/kopf"  # unused: Ferry manages its own finalizer
-    settings.persistence.diffbase_storage = NoDiffBase()  # no change-detecting handlers
     webhooks = admission.configure(config)
     isolation.configure(config.validation.workers, config.validation.timeout_seconds)
     isolation.start()  # the reconcilers' validation workers warm before the first reconcile
@@ -59,12 +57,13 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any)
     await asyncio.to_thread(migrate, config.database.url)
     vault = VaultSecrets.from_settings(config.vault)
     memo["vault"] = vault
-    followed = FollowedIndexes()  # ConfigMaps, Secrets and workloads (informers, below)
+    own = watches.OwnIndexes()  # Ferry's kinds and the namespaces (informers, below)
+    followed = follow.FollowedIndexes()  # ConfigMaps, Secrets and workloads (informers, below)
     world = World(
-        entries=kwargs["entries_index"],
-        schemas=kwargs["schemas_index"],
-        flags=kwargs["flags_index"],
-        namespaces=kwargs["namespaces_index"],
+        entries=own.entries,
+        schemas=own.schemas,
+        flags=own.flags,
+        namespaces=own.namespaces,
         configmaps=followed.configmaps,
         secrets=followed.secrets,
         workloads=followed.workloads,
@@ -115,7 +114,11 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any)
     # conflicts tenants make, they never take a connection the informers need.
     memo["blocked_client"] = blocked = make_client(config.kubernetes.kubeconfig)
     runtime.entries.blocked = GoneWatches(blocked, lambda key: runtime.enqueue_entry(*key))
-    followers = informers(watcher, followed, runtime, vault)
+    timeout = int(config.kubernetes.watch_timeout_seconds)
+    followers = [
+        *watches.informers(watcher, own, runtime, server_timeout=timeout),
+        *follow.informers(watcher, followed, runtime, vault, server_timeout=timeout),
+    ]
     for informer in followers:
         name = f"ferry-follow-{informer.kind}"
         runtime.tasks.append(asyncio.create_task(informer.run(), name=name))
@@ -172,8 +175,7 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any)
 
 
 async def _indexed(runtime: Runtime, followed: list[asyncio.Event]) -> None:
-    """Ready once Kopf's indexes and the informers' first lists are all in."""
-    await runtime.kopf_indexed.wait()
+    """Ready once every informer's first list is in."""
     for synced in followed:
         await synced.wait()
     runtime.ready.set()

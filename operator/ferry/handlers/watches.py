@@ -1,34 +1,92 @@
-"""Event handlers: every watch event becomes work-queue keys for what it affects.
+"""Ferry's own kinds and the namespaces, followed by Ferry's informers: each watch event updates
+the index the reconcilers read, then becomes work-queue keys for what it affects.
 
-They are ``async`` (as are the indexes) although they never await: Kopf runs sync handlers in a
-thread pool, and a thread hop per watch event costs more than the handler itself.
+Kopf used to watch these (its indexes and ``on.event`` handlers). Per event, Kopf's generic
+machinery (its per-object worker, causes, index and handler bookkeeping) cost about 0.7 ms before
+Ferry's handler ran, on the path of every apply; and its start-up with thousands of indexed objects
+needed a fix to its private modules. An informer delivers the same events with none of that
+(docs/decisions/0031-ferrys-kinds-from-its-own-informers.md).
 
-Handlers only enqueue; they never call the API. Kopf calls them after all indexes are filled.
+Handlers only index and enqueue; they never call the API. Workers start only once every
+informer's first list is in (``lifecycle._indexed``), so a reconcile never sees a half-listed
+cluster.
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-import kopf
+from lightkube import AsyncClient
+from lightkube.resources.core_v1 import Namespace
 
+from ferry.adapters.informer import Informer, ObjectKey
+from ferry.adapters.kube import KINDS
 from ferry.domain import kinds
 from ferry.domain import labels as L
 from ferry.domain.entry import references
 from ferry.domain.targets import targets_elsewhere
 from ferry.reconcile.workqueue import QueueKey
+from ferry.reconcile.world import Key, ObjectIndex, Snapshot
 from ferry.runtime import Runtime
 
 ENTRY, SCHEMA, FLAG = kinds.CONFIG_ENTRY, kinds.CONFIG_SCHEMA, kinds.FEATURE_FLAG
+NamespaceLabels = tuple[dict[str, str], dict[str, str]]  # (labels, annotations)
 
 
-def _runtime(memo: kopf.Memo) -> Runtime:
-    runtime: Runtime = memo["runtime"]
-    runtime.kopf_indexed.set()  # Kopf runs non-index handlers only once every index is filled
-    return runtime
+@dataclass
+class OwnIndexes:
+    """Ferry's objects by (namespace, name), as :class:`Snapshot` copies, and each namespace's
+    labels and annotations: the indexes the reconcilers and the admission webhooks read."""
+
+    entries: ObjectIndex[Key, Snapshot] = field(default_factory=ObjectIndex)
+    schemas: ObjectIndex[Key, Snapshot] = field(default_factory=ObjectIndex)
+    flags: ObjectIndex[Key, Snapshot] = field(default_factory=ObjectIndex)
+    namespaces: ObjectIndex[str, NamespaceLabels] = field(default_factory=ObjectIndex)
 
 
-def _changed(runtime: Runtime, kind: str, event: kopf.RawEvent, body: kopf.Body) -> bool:
+def informers(
+    client: AsyncClient, indexes: OwnIndexes, runtime: Runtime, *, server_timeout: int
+) -> list[Informer]:
+    """One informer per Ferry kind, and one for the namespaces (all of them, unfiltered)."""
+    watch = Watches(indexes, runtime)
+
+    def follow(
+        resource: Any, handle: Callable[[str, ObjectKey, Any | None], None], namespace: str | None
+    ) -> Informer:
+        return Informer(
+            client, resource, {}, handle, namespace=namespace, server_timeout=server_timeout
+        )
+
+    return [
+        follow(KINDS[ENTRY.kind], watch.entry, "*"),
+        follow(KINDS[SCHEMA.kind], watch.schema, "*"),
+        follow(KINDS[FLAG.kind], watch.flag, "*"),
+        follow(Namespace, watch.namespace, None),  # cluster-scoped
+    ]
+
+
+def snapshot(body: Mapping[str, Any]) -> Snapshot:
+    """Plain copies of just what the reconcilers need: memory stays small with thousands of
+    objects, and nothing aliases the decoded watch event."""
+    meta = body.get("metadata") or {}
+    return Snapshot(
+        uid=str(meta.get("uid")),
+        generation=int(meta.get("generation", 0)),
+        resource_version=str(meta.get("resourceVersion")),
+        annotations=dict(meta.get("annotations") or {}),
+        finalizers=tuple(meta.get("finalizers") or ()),
+        deleting=meta.get("deletionTimestamp") is not None,
+        spec=copy.deepcopy(dict(body.get("spec") or {})),
+        status=copy.deepcopy(dict(body.get("status") or {})),
+    )
+
+
+def changed(
+    runtime: Runtime, kind: str, event: str, key: ObjectKey, body: Mapping[str, Any]
+) -> bool:
     """Whether this event may change what reconciling the object does.
 
     Every status patch and finalizer update Ferry makes comes back as a watch event; reconciling
@@ -37,11 +95,11 @@ def _changed(runtime: Runtime, kind: str, event: kopf.RawEvent, body: kopf.Body)
     predicate, only a new generation (spec), a deletion, a change of annotations (who changed
     it, why) or the object's first event count. The periodic resync covers the rest.
     """
-    meta = body.get("metadata") or {}
-    key = QueueKey(kind, str(meta.get("namespace")), str(meta.get("name")))
-    if event.get("type") == "DELETED":
-        runtime.seen.pop(key, None)
+    queue_key = QueueKey(kind, *key)
+    if event == "DELETED":
+        runtime.seen.pop(queue_key, None)
         return True
+    meta = body.get("metadata") or {}
     signature = (
         meta.get("uid"),
         meta.get("generation"),
@@ -50,86 +108,92 @@ def _changed(runtime: Runtime, kind: str, event: kopf.RawEvent, body: kopf.Body)
         # whole object, and this is kept for every Ferry object.
         hash(tuple(sorted((meta.get("annotations") or {}).items()))),
     )
-    if runtime.seen.get(key) == signature:
+    if runtime.seen.get(queue_key) == signature:
         return False
-    runtime.seen[key] = signature
+    runtime.seen[queue_key] = signature
     return True
 
 
-@kopf.on.event(kinds.GROUP, kinds.VERSION, ENTRY.plural)
-async def entry_changed(
-    memo: kopf.Memo,
-    event: kopf.RawEvent,
-    body: kopf.Body,
-    namespace: str,
-    name: str,
-    **_: Any,
-) -> None:
-    runtime = _runtime(memo)
-    if not _changed(runtime, ENTRY.kind, event, body):
-        return
-    if targets_elsewhere((body.get("spec") or {}).get("target")) and event.get("type") != "DELETED":
-        runtime.targeting.add((namespace, name))
-    else:
-        runtime.targeting.discard((namespace, name))
-    annotations = (body.get("metadata") or {}).get("annotations") or {}
-    runtime.entries.saw_refresh(namespace, name, annotations.get(L.REFRESH))
-    runtime.enqueue_entry(namespace, name)
-    for user in runtime.entries.users_of(ENTRY.kind, namespace, name):
-        runtime.enqueue_entry(namespace, user)
-    # The schema it names now and the one it named before count their users again (usedBy).
-    schema = references(body.get("spec") or {})[0]
-    before = runtime.schema_refs.pop((namespace, name), None)
-    if schema is not None and event.get("type") != "DELETED":
-        runtime.schema_refs[(namespace, name)] = schema
-    for counted in {schema, before} - {None}:
-        runtime.enqueue(SCHEMA.kind, namespace, str(counted))
+@dataclass
+class Watches:
+    """The informers' handlers. Each indexes the object first and queues keys after, so a
+    reconcile that starts at once already reads the object's new state."""
 
+    indexes: OwnIndexes
+    runtime: Runtime
 
-@kopf.on.event(kinds.GROUP, kinds.VERSION, SCHEMA.plural)
-async def schema_changed(
-    memo: kopf.Memo,
-    event: kopf.RawEvent,
-    body: kopf.Body,
-    namespace: str,
-    name: str,
-    **_: Any,
-) -> None:
-    runtime = _runtime(memo)
-    if not _changed(runtime, SCHEMA.kind, event, body):
-        return
-    runtime.enqueue(SCHEMA.kind, namespace, name)
-    for user in runtime.entries.users_of(SCHEMA.kind, namespace, name):
-        runtime.enqueue_entry(namespace, user)
+    def _indexed(
+        self, index: ObjectIndex[Key, Snapshot], event: str, key: ObjectKey, obj: Any | None
+    ) -> Mapping[str, Any]:
+        """Index the object (or drop it); returns its body ({} for one found gone by a list)."""
+        body: Mapping[str, Any] = obj if obj is not None else {}
+        if event == "DELETED":
+            index.drop(key)
+        else:
+            index.put(key, {key: snapshot(body)})
+        return body
 
+    def entry(self, event: str, key: ObjectKey, obj: Any | None) -> None:
+        body = self._indexed(self.indexes.entries, event, key, obj)
+        runtime = self.runtime
+        if not changed(runtime, ENTRY.kind, event, key, body):
+            return
+        namespace, name = key
+        spec = body.get("spec") or {}
+        if targets_elsewhere(spec.get("target")) and event != "DELETED":
+            runtime.targeting.add(key)
+        else:
+            runtime.targeting.discard(key)
+        annotations = (body.get("metadata") or {}).get("annotations") or {}
+        runtime.entries.saw_refresh(namespace, name, annotations.get(L.REFRESH))
+        runtime.enqueue_entry(namespace, name)
+        for user in runtime.entries.users_of(ENTRY.kind, namespace, name):
+            runtime.enqueue_entry(namespace, user)
+        # The schema it names now and the one it named before count their users again (usedBy).
+        schema = references(spec)[0]
+        before = runtime.schema_refs.pop(key, None)
+        if schema is not None and event != "DELETED":
+            runtime.schema_refs[key] = schema
+        for counted in {schema, before} - {None}:
+            runtime.enqueue(SCHEMA.kind, namespace, str(counted))
 
-@kopf.on.event(kinds.GROUP, kinds.VERSION, FLAG.plural)
-async def flag_changed(
-    memo: kopf.Memo, event: kopf.RawEvent, body: kopf.Body, namespace: str, name: str, **_: Any
-) -> None:
-    runtime = _runtime(memo)
-    if _changed(runtime, FLAG.kind, event, body):
-        runtime.enqueue(FLAG.kind, namespace, name)
+    def schema(self, event: str, key: ObjectKey, obj: Any | None) -> None:
+        body = self._indexed(self.indexes.schemas, event, key, obj)
+        if not changed(self.runtime, SCHEMA.kind, event, key, body):
+            return
+        self.runtime.enqueue(SCHEMA.kind, *key)
+        for user in self.runtime.entries.users_of(SCHEMA.kind, *key):
+            self.runtime.enqueue_entry(key[0], user)
 
+    def flag(self, event: str, key: ObjectKey, obj: Any | None) -> None:
+        body = self._indexed(self.indexes.flags, event, key, obj)
+        if changed(self.runtime, FLAG.kind, event, key, body):
+            self.runtime.enqueue(FLAG.kind, *key)
 
-@kopf.on.event("v1", "namespaces")
-async def namespace_changed(
-    memo: kopf.Memo, event: kopf.RawEvent, name: str, annotations: kopf.Annotations, **_: Any
-) -> None:
-    """A namespace appeared, changed labels or went: entries and flags that target it look again.
-    When its ``ferry.dev/vault-paths`` annotation changed, so do the entries in it: a path the
-    platform team took back must stop being read now, not at the next resync."""
-    runtime = _runtime(memo)
-    for namespace, entry in runtime.world.flag_keys():
-        runtime.enqueue(FLAG.kind, namespace, entry)
-    for namespace, entry in list(runtime.targeting):
-        runtime.enqueue_entry(namespace, entry)
-    if event.get("type") == "DELETED":
-        runtime.vault_paths.pop(name, None)
-        return
-    paths = annotations.get(L.VAULT_PATHS)
-    if name in runtime.vault_paths and runtime.vault_paths[name] != paths:
-        for namespace, entry in runtime.world.entry_keys():
-            if namespace == name:
-                runtime.enqueue_entry(namespace, entry)
-    runtime.vault_paths[name] = paths  # first sight (start-up): every entry is reconciled anyway
+    def namespace(self, event: str, key: ObjectKey, obj: Any | None) -> None:
+        """A namespace appeared, changed labels or went: entries and flags that target it look
+        again. When its ``ferry.dev/vault-paths`` annotation changed, so do the entries in it: a
+        path the platform team took back must stop being read now, not at the next resync."""
+        name = key[1]  # a namespace's key is ("None", name): it has no namespace of its own
+        runtime = self.runtime
+        if event == "DELETED":
+            self.indexes.namespaces.drop(key)
+        else:
+            meta = obj.metadata
+            labels, annotations = dict(meta.labels or {}), dict(meta.annotations or {})
+            self.indexes.namespaces.put(key, {name: (labels, annotations)})
+        for namespace, flag in runtime.world.flag_keys():
+            runtime.enqueue(FLAG.kind, namespace, flag)
+        for namespace, entry in list(runtime.targeting):
+            runtime.enqueue_entry(namespace, entry)
+        if event == "DELETED":
+            runtime.vault_paths.pop(name, None)
+            return
+        paths = annotations.get(L.VAULT_PATHS)
+        if name in runtime.vault_paths and runtime.vault_paths[name] != paths:
+            for namespace, entry in runtime.world.entry_keys():
+                if namespace == name:
+                    runtime.enqueue_entry(namespace, entry)
+        runtime.vault_paths[name] = (
+            paths  # first sight (start-up): every entry is reconciled anyway
+        )

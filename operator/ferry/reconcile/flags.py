@@ -87,7 +87,8 @@ class FlagReconciler:
     store: Store
     cache: Cache
     queue: WorkQueue[QueueKey]
-    # Kopf index of ferry-flags ConfigMaps: target namespace → {"flags": listing annotation}
+    # Index of ferry-flags ConfigMaps (handlers/followed):
+    # target namespace → {"flags": listing annotation}
     flagsets: Mapping[str, Any] = field(default_factory=dict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     # uid → (generation, parse result): parse each flag version once, not once per namespace

@@ -1,19 +1,17 @@
 """The operator's view of the cluster: indexes, read through small typed helpers.
 
-Ferry's custom objects and the namespaces come from Kopf's indexes; the ConfigMaps and Secrets
-Ferry made and the workloads it rolls, from its own informers (:class:`ObjectIndex`, filled by
-``ferry.handlers.followed``). Both are complete before any reconcile runs, so a
+Every index is an :class:`ObjectIndex` filled by Ferry's informers: its custom objects and the
+namespaces by ``ferry.handlers.watches``, the ConfigMaps and Secrets it made and the workloads it
+rolls by ``ferry.handlers.followed``. All are complete before any reconcile runs, so a
 reconcile never sees a half-listed cluster (which would make it delete objects in namespaces it
 had not heard of yet).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
-
-import kopf
 
 Key = tuple[str, str]  # (namespace, name)
 K = TypeVar("K")
@@ -21,10 +19,9 @@ V = TypeVar("V")
 
 
 class ObjectIndex(Mapping[K, list[V]], Generic[K, V]):
-    """An index with Kopf's semantics, filled by hand: each object (by namespace and name)
-    contributes values under keys; reading a key gives every value contributed under it.
-
-    Readers use it as they use a ``kopf.Index`` (``index.get(key, [])``, ``.values()``).
+    """An index in Kopf's shape (``kopf.Index``), filled by the informers' handlers: each object
+    (by namespace and name) contributes values under keys; reading a key gives every value
+    contributed under it (``index.get(key, [])``, ``.values()``).
     """
 
     def __init__(self) -> None:
@@ -32,23 +29,33 @@ class ObjectIndex(Mapping[K, list[V]], Generic[K, V]):
         self._of: dict[Key, dict[K, V]] = {}
 
     def put(self, obj: Key, contributions: Mapping[K, V]) -> dict[K, V]:
-        """Replace what ``obj`` contributes; returns what it contributed before."""
-        before = self.drop(obj)
+        """Replace what ``obj`` contributes; returns what it contributed before.
+
+        New values are written over the old ones before keys it no longer contributes under are
+        taken back: the admission webhooks read these indexes from their own thread, and an
+        object being updated must never look absent to them, even between two bytecodes.
+        """
+        contributions = dict(contributions)
+        before = self._of.pop(obj, {})
+        for key, value in contributions.items():
+            self._by_key.setdefault(key, {})[obj] = value
         if contributions:
-            self._of[obj] = dict(contributions)
-            for key, value in contributions.items():
-                self._by_key.setdefault(key, {})[obj] = value
+            self._of[obj] = contributions
+        self._take_back(obj, before.keys() - contributions.keys())
         return before
 
     def drop(self, obj: Key) -> dict[K, V]:
         """``obj`` is gone; returns what it contributed."""
         before = self._of.pop(obj, {})
-        for key in before:
+        self._take_back(obj, before)
+        return before
+
+    def _take_back(self, obj: Key, keys: Iterable[K]) -> None:
+        for key in keys:
             values = self._by_key.get(key, {})
             values.pop(obj, None)
             if not values:
                 self._by_key.pop(key, None)
-        return before
 
     def __getitem__(self, key: K) -> list[V]:
         return list(self._by_key[key].values())
@@ -64,8 +71,8 @@ class ObjectIndex(Mapping[K, list[V]], Generic[K, V]):
 class Snapshot:
     """What the operator keeps of one Ferry object (ConfigEntry, ConfigSchema, FeatureFlag).
 
-    Plain copies made by the indexes (``ferry.handlers.indexes``), never Kopf's own bodies, so a
-    reconcile can hold one across awaits while the index moves on.
+    Plain copies made by ``ferry.handlers.watches.snapshot``, never the decoded watch event, so
+    a reconcile can hold one across awaits while the index moves on.
     """
 
     uid: str
@@ -120,7 +127,7 @@ def _one(index: Mapping[Any, Any], key: Any) -> Any:
 
 
 class NamespaceSpecs(MutableMapping[str, Mapping[str, Any]]):
-    """Specs of one kind in one namespace, read lazily from a Kopf index of snapshots.
+    """Specs of one kind in one namespace, read lazily from an index of snapshots.
 
     Resolving an entry touches only its bases, so looking names up one by one keeps a reconcile
     (or an admission request) independent of how many entries share the namespace. Writes and
@@ -163,10 +170,10 @@ class NamespaceSpecs(MutableMapping[str, Mapping[str, Any]]):
 
 @dataclass
 class World:
-    entries: kopf.Index[Key, Snapshot]
-    schemas: kopf.Index[Key, Snapshot]
-    flags: kopf.Index[Key, Snapshot]
-    namespaces: kopf.Index[str, tuple[dict[str, str], dict[str, str]]]
+    entries: Mapping[Key, list[Snapshot]]
+    schemas: Mapping[Key, list[Snapshot]]
+    flags: Mapping[Key, list[Snapshot]]
+    namespaces: Mapping[str, list[tuple[dict[str, str], dict[str, str]]]]
     configmaps: Mapping[str, list[Materialised]]  # entry uid → materialised ConfigMaps
     secrets: Mapping[str, list[Materialised]]  # entry uid → materialised Secrets (an HMAC)
     # (namespace, reload-on entry name) → workloads; one index per kind (Deployment, ...)

@@ -45,8 +45,8 @@ class KubernetesSettings(SettingsGroup):
     otherwise ``~/.kube/config``."""
 
     watch_timeout_seconds: Annotated[float, SECONDS] = 300.0
-    """How long the API server keeps each watch open before Ferry starts a new one (Kopf's
-    ``watching.server_timeout``). Ferry lists again only if the watch cannot resume."""
+    """How long the API server keeps each of the informers' watches open before Ferry starts a
+    new one. Ferry lists again only if the watch cannot resume."""
 
 
 @dataclass(frozen=True)
