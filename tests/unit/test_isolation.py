@@ -7,7 +7,9 @@ These start real worker processes (a plain ``python``), as the operator does.
 from __future__ import annotations
 
 import asyncio
+import os
 import pickle
+import signal
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
 from types import MappingProxyType
@@ -216,6 +218,25 @@ async def test_a_worker_that_dies_is_reported_and_replaced() -> None:
         assert pool.killed == 1
     finally:
         await pool.close()
+
+
+async def test_workers_outlive_a_signal_to_the_operators_group_and_stop_at_eof() -> None:
+    """Ctrl-C or a SIGTERM to the process group reaches the workers too; they leave stopping to
+    the operator (else reconciles in flight would call healthy entries too costly), and end when
+    it closes their pipe."""
+    pool = Isolation(workers=1, timeout_seconds=LIMIT)
+    pool.start()
+    try:
+        await pool.settled()
+        [worker] = pool._all
+        for sent in (signal.SIGINT, signal.SIGTERM):
+            os.kill(worker.process.pid, sent)
+        await asyncio.sleep(0.2)
+        assert worker.process.returncode is None
+        assert await isolation.check_schema({"type": "object"}, tenant="a", pool=pool) == []
+    finally:
+        await pool.close()
+    assert worker.process.returncode is not None
 
 
 def test_a_workers_answer_may_hold_only_what_answers_are_made_of() -> None:

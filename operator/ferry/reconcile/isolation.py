@@ -137,7 +137,11 @@ def serve(
         stdout = os.fdopen(os.dup(1), "wb")
         os.dup2(2, 1)
     stdin = stdin or sys.stdin.buffer
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the operator; EOF stops us
+    # Ctrl-C, or a SIGTERM sent to the operator's whole process group (a shell killing the job,
+    # the dev stack stopping it), stops the operator, which then closes our stdin: EOF stops
+    # us. Dying first would make every reconcile in flight report its entry as too costly.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # Below the operator's own process (and the API server's, on a shared machine): a worker
     # burning its whole limit on a tenant's costly input must not take CPU from the event loop
     # that answers everyone else. Between workers, the kernel shares fairly.
