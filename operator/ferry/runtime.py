@@ -85,11 +85,11 @@ class Runtime:
         self.enqueue(kinds.CONFIG_ENTRY.kind, namespace, name)
 
     def enqueue_held(self, kind: str, namespace: str, name: str = "") -> None:
-        """Queue the key if this replica reconciles its shard now (the periodic resync: a standby
-        replica would only drop them)."""
+        """Queue the key behind every change, if this replica reconciles its shard now (the
+        periodic resync: a standby replica would only drop them)."""
         key = QueueKey(kind, namespace, name)
         if self.shards.holds(self.shards.shard_of(key)):
-            self.queue.add(key)
+            self.queue.add(key, later=True)
 
     def take_over(self, shard: int) -> None:
         """This replica now holds ``shard``: queue every key of it (level-triggered: whatever

@@ -55,3 +55,29 @@ async def test_each_key_is_told_how_long_it_waited_from_when_it_was_first_queued
     first, behind, again = (seconds for _, seconds in waits)
     assert first < 0.1
     assert 0.2 <= behind < 5 and 0.2 <= again < 5
+
+
+async def test_a_change_goes_ahead_of_what_the_resync_queued() -> None:
+    """The resync queues every object; a change made meanwhile is reconciled before them, and a
+    change to an object the resync already queued moves it forward (once)."""
+    done: list[str] = []
+    queue: WorkQueue[str] = WorkQueue()
+    for key in ("r1", "r2", "r3", "changed-too"):
+        queue.add(key, later=True)
+    queue.add("change")
+    queue.add("changed-too")  # moves forward, keeps one place
+    queue.add("r1", later=True)  # already waiting: nothing changes
+
+    async def reconcile(key: str) -> None:
+        done.append(key)
+
+    worker = asyncio.create_task(queue.run(reconcile, workers=1))
+    try:
+        async with asyncio.timeout(5):
+            while not queue.idle():
+                await asyncio.sleep(0.01)
+    finally:
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+    assert done == ["change", "changed-too", "r1", "r2", "r3"]

@@ -13,6 +13,7 @@ reconcilers read and queues what it affects; like the Kopf handlers, these never
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,13 +63,12 @@ def informers(
 ) -> list[Informer]:
     """The informers to run; Secrets only with a Vault (without one Ferry writes none)."""
     follow = Follow(indexes, runtime, vault)
-    timeout = {"server_timeout": server_timeout}
-    found = [Informer(client, ConfigMap, OURS, follow.configmap, **timeout)]
+    informer = functools.partial(Informer, client, server_timeout=server_timeout)
+    found = [informer(ConfigMap, OURS, follow.configmap)]
     if vault is not None:
-        found.append(Informer(client, Secret, OURS, follow.secret, **timeout))
+        found.append(informer(Secret, OURS, follow.secret))
     for resource, index in zip(WORKLOADS, indexes.workloads, strict=True):
-        handle = follow.workload(resource.__name__, index)
-        found.append(Informer(client, resource, {}, handle, **timeout))
+        found.append(informer(resource, {}, follow.workload(resource.__name__, index)))
     return found
 
 

@@ -15,7 +15,8 @@ cluster.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,19 +53,12 @@ def informers(
 ) -> list[Informer]:
     """One informer per Ferry kind, and one for the namespaces (all of them, unfiltered)."""
     watch = Watches(indexes, runtime)
-
-    def follow(
-        resource: Any, handle: Callable[[str, ObjectKey, Any | None], None], namespace: str | None
-    ) -> Informer:
-        return Informer(
-            client, resource, {}, handle, namespace=namespace, server_timeout=server_timeout
-        )
-
+    informer = functools.partial(Informer, client, labels={}, server_timeout=server_timeout)
     return [
-        follow(KINDS[ENTRY.kind], watch.entry, "*"),
-        follow(KINDS[SCHEMA.kind], watch.schema, "*"),
-        follow(KINDS[FLAG.kind], watch.flag, "*"),
-        follow(Namespace, watch.namespace, None),  # cluster-scoped
+        informer(KINDS[ENTRY.kind], handle=watch.entry),
+        informer(KINDS[SCHEMA.kind], handle=watch.schema),
+        informer(KINDS[FLAG.kind], handle=watch.flag),
+        informer(Namespace, handle=watch.namespace, namespace=None),  # cluster-scoped
     ]
 
 
