@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 from ferry.reconcile.workqueue import WorkQueue
 
@@ -35,22 +36,16 @@ async def test_each_key_is_told_how_long_it_waited_from_when_it_was_first_queued
             started.set()
             await release.wait()
 
-    queue.add("slow")
-    worker = asyncio.create_task(queue.run(reconcile, workers=1))
-    try:
+    async def meanwhile() -> None:
         await asyncio.wait_for(started.wait(), 5)
         queue.add("behind")  # waits for "slow" to end: one worker
         queue.add("slow")  # changed while it is being reconciled: goes again afterwards
         queue.add("slow")  # a second change before that is the same wait, not another
         await asyncio.sleep(0.2)
         release.set()
-        async with asyncio.timeout(5):
-            while not queue.idle():
-                await asyncio.sleep(0.01)
-    finally:
-        worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker
+
+    queue.add("slow")
+    await run_until_idle(queue, reconcile, meanwhile)
     assert [key for key, _ in waits] == ["slow", "behind", "slow"]
     first, behind, again = (seconds for _, seconds in waits)
     assert first < 0.1
@@ -71,8 +66,20 @@ async def test_a_change_goes_ahead_of_what_the_resync_queued() -> None:
     async def reconcile(key: str) -> None:
         done.append(key)
 
+    await run_until_idle(queue, reconcile)
+    assert done == ["change", "changed-too", "r1", "r2", "r3"]
+
+
+async def run_until_idle(
+    queue: WorkQueue[str],
+    reconcile: Callable[[str], Awaitable[None]],
+    meanwhile: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """One worker on ``queue`` until it is idle (``meanwhile`` runs first, beside the worker)."""
     worker = asyncio.create_task(queue.run(reconcile, workers=1))
     try:
+        if meanwhile is not None:
+            await meanwhile()
         async with asyncio.timeout(5):
             while not queue.idle():
                 await asyncio.sleep(0.01)
@@ -80,4 +87,3 @@ async def test_a_change_goes_ahead_of_what_the_resync_queued() -> None:
         worker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await worker
-    assert done == ["change", "changed-too", "r1", "r2", "r3"]
