@@ -188,6 +188,5 @@ class Watches:
             for namespace, entry in runtime.world.entry_keys():
                 if namespace == name:
                     runtime.enqueue_entry(namespace, entry)
-        runtime.vault_paths[name] = (
-            paths  # first sight (start-up): every entry is reconciled anyway
-        )
+        # First sight (start-up) queues nothing more: every entry is reconciled anyway.
+        runtime.vault_paths[name] = paths
