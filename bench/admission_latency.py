@@ -42,7 +42,14 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from floors import noop_webhook_metrics, register, saved_configurations, start_noop_webhook
+from floors import (
+    NOOP_CONFIGURATION_NAME,
+    noop_webhook_metrics,
+    register,
+    saved_configurations,
+    scope,
+    start_noop_webhook,
+)
 from intervals import interval, verdict
 from reconcile_bench import cpu_seconds
 from reconcile_bench import operator_metrics as operator_figures
@@ -186,10 +193,10 @@ def operator_metrics(stack: Stack) -> str:
         return str(r.read().decode())
 
 
-def full_collections(stack: Stack) -> float:
-    """Python's full (generation 2) collections in the operator so far: each pauses every
-    thread, the admission thread included."""
-    return operator_figures(stack.extra["FERRY_API_URL"])["full_collections"]
+def operator_counts(stack: Stack) -> dict[str, float]:
+    """Python's full (generation 2) collections in the operator so far (each pauses every
+    thread, the admission thread included), and its admission entry checks by where they ran."""
+    return operator_figures(stack.extra["FERRY_API_URL"])
 
 
 def run_interleaved(api: Api, requests: int, start: int, dry_run: bool) -> dict[str, list[float]]:
@@ -291,7 +298,7 @@ def measure(stack: Stack, requests: int, operator_pid: int) -> None:
             print(f"\n(operator settled after the stored phase in {settle(operator_pid):.1f} s)")
         print(f"\n{title}")
         before, operator_before = api.metrics(), operator_metrics(stack)
-        noop_before, gcs = noop_webhook_metrics(noop_hooks), full_collections(stack)
+        noop_before, counts = noop_webhook_metrics(noop_hooks), operator_counts(stack)
         samples = run_interleaved(api, requests, offset, dry_run)
         after, operator_after = api.metrics(), operator_metrics(stack)
         noop_after = noop_webhook_metrics(noop_hooks)
@@ -307,29 +314,24 @@ def measure(stack: Stack, requests: int, operator_pid: int) -> None:
         print_histograms(
             "inside no-op webhook", "noop_admission_duration_seconds", noop_before, noop_after
         )
-        collections = full_collections(stack) - gcs
+        now = operator_counts(stack)
+        collections = now["full_collections"] - counts["full_collections"]
         print(f"  operator's full garbage collections meanwhile: {collections:.0f}")
+        inline, worker = (now[k] - counts[k] for k in ("admission_inline", "admission_worker"))
+        print(
+            f"  Ferry's entry checks answered on the admission thread: {inline:.0f},"
+            f" by a validation worker: {worker:.0f}"
+        )
         summarize(samples)
 
 
 def scoped(configurations: list[dict[str, Any]], operator: str) -> list[dict[str, Any]]:
     """Webhook configurations limited to the namespaces of one variant: Ferry's to those not
     labelled ``off`` or ``noop``, the no-op ones (renamed) to those labelled ``noop``."""
-    out = []
-    for configuration in configurations:
-        configuration = json.loads(json.dumps(configuration))
-        noop = operator == "In"
-        if noop:
-            configuration["metadata"]["name"] = "bench-noop"
-        for webhook in configuration["webhooks"]:
-            if noop:
-                webhook["name"] = f"noop-{webhook['name']}"
-            values = ["noop"] if noop else ["off", "noop"]
-            webhook["namespaceSelector"] = {
-                "matchExpressions": [{"key": LABEL, "operator": operator, "values": values}]
-            }
-        out.append(configuration)
-    return out
+    noop = operator == "In"
+    values = ["noop"] if noop else ["off", "noop"]
+    selector = {"matchExpressions": [{"key": LABEL, "operator": operator, "values": values}]}
+    return scope(configurations, selector, rename=NOOP_CONFIGURATION_NAME if noop else None)
 
 
 def summarize(samples: dict[str, list[float]]) -> None:

@@ -4,8 +4,12 @@
   Ferry's webhooks) and returns webhook configurations shaped exactly like Ferry's, pointing at it.
   :func:`noop_webhook_metrics` reads its own timing of each call.
 - :func:`start_noop_controller` runs ``noop_controller.py`` (ConfigEntry watch → server-side
-  applied ConfigMap, nothing else) for one namespace.
-- :func:`register` puts a set of webhook configurations in place of whatever is registered.
+  applied ConfigMap, nothing else) for one namespace, or for the twin kind in every namespace.
+- :func:`install_twin` makes ConfigEntry's twin: the same CRD in a group of its own
+  (:data:`TWIN_GROUP`), which the no-op controller and webhooks can serve while Ferry runs beside
+  them, so that a benchmark can take turns between the two request by request.
+- :func:`register` puts a set of webhook configurations in place of whatever is registered;
+  :func:`scope` limits configurations to labelled namespaces (and to the twin's group).
 - :func:`each_at_once` makes many API calls a few at a time, from one asyncio client: threads
   sharing lightkube's sync client crashed the interpreter here (in a native extension).
 """
@@ -24,11 +28,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
 from lightkube import AsyncClient, Client
 
 from ferry.adapters import kube_client
 from ferry.devenv.process import Process, free_port, port_is_open, spawn, wait_until
-from ferry.devenv.stack import Stack, run_kubectl
+from ferry.devenv.stack import CRDS_DIR, Stack, install_crds, run_kubectl
 from ferry.tls import CertificateAuthority
 from ferry.webhooks.configurations import CONFIGURATION_NAME, webhook_configurations
 
@@ -96,9 +101,57 @@ def noop_webhook_metrics(configurations: list[dict[str, Any]]) -> str:
         return str(response.read().decode())
 
 
-def start_noop_controller(stack: Stack, namespace: str) -> Process:
+#: ConfigEntry's twin lives here: same kind, same schema, another API group, which Ferry neither
+#: watches nor admits.
+TWIN_GROUP = "bench.ferry.dev"
+#: The no-op webhooks' configurations, when registered beside Ferry's.
+NOOP_CONFIGURATION_NAME = "bench-noop"
+
+
+def install_twin(stack: Stack) -> None:
+    """ConfigEntry's CRD again in :data:`TWIN_GROUP`: the API server stores, validates and
+    watches the twin exactly as it does ConfigEntry, so a controller serving it pays the same."""
+    crd = yaml.safe_load((CRDS_DIR / "configentries.yaml").read_text())
+    crd["metadata"]["name"] = f"{crd['spec']['names']['plural']}.{TWIN_GROUP}"
+    crd["spec"]["group"] = TWIN_GROUP
+    directory = stack.directory / "twin-crd"
+    directory.mkdir(exist_ok=True)
+    (directory / "configentries.yaml").write_text(yaml.safe_dump(crd))
+    install_crds(stack.kubectl, stack.kubeconfig, directory)
+
+
+def start_noop_controller(stack: Stack, namespace: str, group: str | None = None) -> Process:
+    """The no-op controller for ConfigEntries in ``namespace``, or (``group``: the twin's) for
+    the twin in every namespace."""
     argv = [sys.executable, str(HERE / "noop_controller.py"), str(stack.kubeconfig), namespace]
+    argv += [group] if group else []
     return spawn("noop-controller", argv, stack.directory / "noop-controller.log")
+
+
+def scope(
+    configurations: list[dict[str, Any]],
+    selector: dict[str, Any],
+    rename: str | None = None,
+    group: str | None = None,
+) -> list[dict[str, Any]]:
+    """Copies of webhook ``configurations`` limited to the namespaces ``selector`` (a
+    ``namespaceSelector``) matches; ``rename``: the configurations' new name (and ``noop-``
+    before each webhook's, so that they can be registered beside Ferry's); ``group``: the API
+    group their rules match instead (the twin's)."""
+    out = []
+    for configuration in configurations:
+        configuration = json.loads(json.dumps(configuration))
+        if rename:
+            configuration["metadata"]["name"] = rename
+        for webhook in configuration["webhooks"]:
+            if rename:
+                webhook["name"] = f"noop-{webhook['name']}"
+            if group:
+                for rule in webhook["rules"]:
+                    rule["apiGroups"] = [group]
+            webhook["namespaceSelector"] = selector
+        out.append(configuration)
+    return out
 
 
 def saved_configurations(stack: Stack) -> list[dict[str, Any]]:
@@ -116,7 +169,8 @@ def saved_configurations(stack: Stack) -> list[dict[str, Any]]:
 
 
 def register(stack: Stack, configurations: list[dict[str, Any]]) -> None:
-    """Replace the registered webhook configurations with ``configurations`` (may be none)."""
+    """Replace the registered webhook configurations (Ferry's, and the no-op ones registered
+    beside them) with ``configurations`` (may be none)."""
     for kind in KINDS:
         run_kubectl(
             stack.kubectl,
@@ -124,6 +178,7 @@ def register(stack: Stack, configurations: list[dict[str, Any]]) -> None:
             "delete",
             kind,
             CONFIGURATION_NAME,
+            NOOP_CONFIGURATION_NAME,
             "--ignore-not-found",
         )
     for obj in configurations:

@@ -6,7 +6,10 @@ revision in PostgreSQL, no ownership check, no status. ``bench/reconcile_bench.p
 place of the operator, so Ferry's latency can be read against it as well as against a plain
 ConfigMap create.
 
-    python bench/noop_controller.py KUBECONFIG NAMESPACE
+    python bench/noop_controller.py KUBECONFIG NAMESPACE [GROUP]
+
+``GROUP``: serve ConfigEntry's twin in that API group (``floors.install_twin``) instead, so that
+the floor can run beside Ferry; ``NAMESPACE`` ``*`` is every namespace.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import sys
 
 import httpx2 as httpx
 from lightkube import ApiError, AsyncClient
+from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ConfigMap
 
@@ -24,28 +28,33 @@ from ferry.adapters import kube_client
 from ferry.adapters.kube import ConfigEntry
 
 
-async def main(kubeconfig: str, namespace: str) -> None:
+async def main(kubeconfig: str, namespace: str, group: str | None) -> None:
     # The same HTTP stack as Ferry (decision 0028), so the floor differs from Ferry only in
     # what it does.
     client = kube_client.make_client(kubeconfig, timeout_seconds=15.0, field_manager="noop")
     while True:  # right after start the API server answers 429 until the CRD's storage is ready
         try:
-            await copy_entries(client, namespace)
+            await copy_entries(client, namespace, group)
         except (httpx.HTTPError, ApiError):
             await asyncio.sleep(0.2)
 
 
-async def copy_entries(client: AsyncClient, namespace: str) -> None:
-    async for event, obj in client.watch(ConfigEntry, namespace=namespace):
+async def copy_entries(client: AsyncClient, namespace: str, group: str | None) -> None:
+    kind = ConfigEntry
+    if group:
+        kind = create_namespaced_resource(group, "v1alpha1", "ConfigEntry", "configentries")
+    async for event, obj in client.watch(kind, namespace=namespace):
         if event != "ADDED":
             continue
         data = json.dumps((obj.get("spec") or {}).get("data"))
-        name = str(obj.metadata.name)  # type: ignore[union-attr]
+        metadata = obj.metadata
+        assert metadata is not None
         configmap = ConfigMap(
-            metadata=ObjectMeta(name=name, namespace=namespace), data={"config.json": data}
+            metadata=ObjectMeta(name=metadata.name, namespace=metadata.namespace),
+            data={"config.json": data},
         )
         await client.apply(configmap, force=True)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None))

@@ -6,13 +6,17 @@
 Starts its own control plane, PostgreSQL, Redis and operator (webhooks on), like `ferry dev up`.
 - latency: server-side apply of a new ConfigEntry → its ConfigMap seen by a watch, p50/p99, next
   to the floor: a plain ConfigMap create against the same API server, in the same run. First as
-  isolated changes, ``--pause`` apart (a user's change arriving at an idle operator), for: the
-  floor; a no-op controller (`noop_controller.py`: watch → server-side apply, nothing else) in
-  the operator's place, without and with no-op admission webhooks (`noop_webhook.py`,
-  registered like Ferry's): the floors for any controller of this shape on this machine; Ferry
-  with its webhook configurations taken out; Ferry as a user meets it, webhooks on. Then Ferry back
-  to back (each apply arriving while the operator still finishes the previous one): a stream
-  that keeps the machine's CPUs busy, so it measures throughput as much as latency.
+  isolated changes, ``--pause`` apart (a user's change arriving at an idle operator), in rounds
+  where five variants take turns, each in a namespace of its own: the floor; a no-op controller
+  (`noop_controller.py`: watch → server-side apply, nothing else), without and with no-op
+  admission webhooks (`noop_webhook.py`, registered like Ferry's): the floors for any controller
+  of this shape on this machine; Ferry with its webhooks kept out of its namespace; Ferry as a
+  user meets it, webhooks on. The no-op controller serves ConfigEntry's twin (the same CRD in an
+  API group of its own, ``floors.install_twin``), so it runs beside Ferry and every variant meets
+  the machine in the same states; Ferry's p99 against the no-op controller's behind no-op
+  webhooks is given with a 95% interval resampled round by round. Then Ferry back to back (each
+  apply arriving while the operator still finishes the previous one): a stream that keeps the
+  machine's CPUs busy, so it measures throughput as much as latency.
 - fan-out: one entry into N accepting namespaces → all N ConfigMaps seen by a watch (and when
   Ready came); one namespace label that brings ``--join`` entries' targets → all written.
 - scale: N entries created while the operator is stopped → operator started → all Ready; the
@@ -38,21 +42,25 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
 import psycopg
 from floors import (
+    NOOP_CONFIGURATION_NAME,
+    TWIN_GROUP,
     each_at_once,
+    install_twin,
     register,
     saved_configurations,
+    scope,
     start_noop_controller,
     start_noop_webhook,
 )
 from intervals import interval, verdict
-from lightkube import AsyncClient, Client, KubeConfig
+from lightkube import ALL_NS, AsyncClient, Client, KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ConfigMap, Namespace
@@ -68,6 +76,8 @@ from ferry.settings import ReconcileSettings
 #: Issue 15: apply → ConfigMap p99 at most this many times the no-op controller's behind no-op
 #: webhooks (isolated changes).
 GOAL_RATIO = 1.2
+#: Labels each latency variant's namespace with its name (the webhooks' namespaceSelectors).
+LATENCY_LABEL = "bench-latency"
 
 ConfigEntry = create_namespaced_resource("ferry.dev", "v1alpha1", "ConfigEntry", "configentries")
 
@@ -92,31 +102,32 @@ def entry(name: str, ns: str, spec: dict[str, Any]) -> Any:
 
 
 class Seen:
-    """Watch ConfigMaps in one namespace and note when each name first appears."""
+    """Watch ConfigMaps in every namespace and note when each (namespace, name) first appears."""
 
-    def __init__(self, client: Client, ns: str) -> None:
-        self.times: dict[str, float] = {}
+    def __init__(self, client: Client) -> None:
+        self.times: dict[tuple[str, str], float] = {}
         self._changed = threading.Condition()
-        self._thread = threading.Thread(target=self._run, args=(client, ns), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(client,), daemon=True)
         self._thread.start()
         time.sleep(0.5)
 
-    def _run(self, client: Client, ns: str) -> None:
+    def _run(self, client: Client) -> None:
         try:
-            for _, cm in client.watch(ConfigMap, namespace=ns):
+            for _, cm in client.watch(ConfigMap, namespace=ALL_NS):
                 assert cm.metadata is not None
                 seen = time.perf_counter()
+                key = (str(cm.metadata.namespace), str(cm.metadata.name))
                 with self._changed:
-                    self.times.setdefault(str(cm.metadata.name), seen)
+                    self.times.setdefault(key, seen)
                     self._changed.notify_all()
         except httpx.TransportError:
             pass  # the API server stopped at the end of the run
 
-    def wait(self, name: str, timeout: float = 30) -> float:
+    def wait(self, ns: str, name: str, timeout: float = 30) -> float:
         with self._changed:
-            if not self._changed.wait_for(lambda: name in self.times, timeout=timeout):
-                raise TimeoutError(f"ConfigMap {name} not seen within {timeout}s")
-            return self.times[name]
+            if not self._changed.wait_for(lambda: (ns, name) in self.times, timeout=timeout):
+                raise TimeoutError(f"ConfigMap {ns}/{name} not seen within {timeout}s")
+            return self.times[ns, name]
 
 
 def percentiles(values: list[float]) -> str:
@@ -125,10 +136,10 @@ def percentiles(values: list[float]) -> str:
 
 @dataclass
 class Latency:
-    """One apply → ConfigMap phase: whole times, and the apply request's share of each."""
+    """Apply → ConfigMap times of one variant: whole, and the apply request's share of each."""
 
-    total: list[float]
-    admitted: list[float]
+    total: list[float] = field(default_factory=list)
+    admitted: list[float] = field(default_factory=list)
 
     def line(self, label: str, floor_p99: float) -> str:
         ratio = percentile(self.total, 99) / floor_p99
@@ -140,103 +151,133 @@ class Latency:
         )
 
 
-def latency_phase(
-    client: Client, ns: str, seen: Seen, prefix: str, applies: int, pause: float
-) -> Latency:
-    """Apply ``applies`` new entries one after the other, ``pause`` seconds apart."""
-    total, admitted = [], []
-    for i in range(applies):
-        start = time.perf_counter()
-        client.apply(entry(f"{prefix}-{i}", ns, {"data": {"i": i}}), field_manager="bench")
-        admitted.append(time.perf_counter() - start)
-        total.append(seen.wait(f"{prefix}-{i}") - start)
-        time.sleep(pause)
-    return Latency(total, admitted)
+@dataclass
+class Variant:
+    """One way a change reaches a ConfigMap, in a namespace of its own."""
 
+    label: str
+    ns: str
+    kind: Any  # what is applied: ConfigEntry, its twin (the no-op controller's), or None
+    latency: Latency = field(default_factory=Latency)
 
-def floor_phase(client: Client, ns: str, applies: int, pause: float) -> list[float]:
-    times = []
-    for i in range(applies):
+    def apply(self, client: Client, seen: Seen, name: str, data: dict[str, Any]) -> None:
         start = time.perf_counter()
-        client.create(
-            ConfigMap(
-                metadata=ObjectMeta(name=f"plain-{pause}-{i}", namespace=ns),
-                data={"config.json": f'{{"i": {i}}}'},
+        if self.kind is None:  # the floor: the ConfigMap itself, created
+            configmap = ConfigMap(
+                metadata=ObjectMeta(name=name, namespace=self.ns),
+                data={"config.json": json.dumps(data)},
             )
-        )
-        times.append(time.perf_counter() - start)
-        time.sleep(pause)
-    return times
+            client.create(configmap)
+            done = admitted = time.perf_counter()
+        else:
+            obj = self.kind(metadata=ObjectMeta(name=name, namespace=self.ns), spec={"data": data})
+            client.apply(obj, field_manager="bench")
+            admitted = time.perf_counter()
+            done = seen.wait(self.ns, name)
+        self.latency.total.append(done - start)
+        self.latency.admitted.append(admitted - start)
 
 
-def noop_phases(
-    client: Client, stack: Stack, ns: str, seen: Seen, applies: int, pause: float
-) -> tuple[Latency, Latency]:
-    """The same applies answered by the no-op controller: without webhooks, then with no-op
-    webhooks registered the way Ferry registers its own."""
-    controller = start_noop_controller(stack, ns)
-    webhook, configurations = start_noop_webhook(stack)
-    try:
-        client.apply(entry("noop-warmup", ns, {"data": {}}), field_manager="bench")
-        try:
-            seen.wait("noop-warmup")
-        except TimeoutError:
-            raise RuntimeError(
-                f"no-op controller silent; log:\n{log_tail(controller.log)}"
-            ) from None
-        bare = latency_phase(client, ns, seen, "noop", applies, pause)
-        register(stack, configurations)
-        hooked = latency_phase(client, ns, seen, "noop-hooked", applies, pause)
-        register(stack, [])
-        return bare, hooked
-    finally:
-        controller.stop()
-        webhook.stop()
-        # Gone before the operator starts (no finalizer: nothing was admitted by Ferry), so it
-        # never spends the next phase reporting their ConfigMaps as not its own.
-        for obj in client.list(ConfigEntry, namespace=ns):
-            client.delete(ConfigEntry, str(obj.metadata.name), namespace=ns)
+def take_turns(
+    client: Client, seen: Seen, variants: list[Variant], applies: int, pause: float
+) -> None:
+    """``applies`` rounds, each one new object per variant (in rotating order), ``pause``
+    seconds apart: every variant meets the machine in the same states, its background work
+    (Ferry's resync, PostgreSQL's checkpoints, the API server's compactions) included."""
+    for i in range(applies):
+        turn = i % len(variants)
+        for variant in variants[turn:] + variants[:turn]:
+            variant.apply(client, seen, f"e-{i}", {"i": i})
+            time.sleep(pause)
+
+
+def labelled(client: Client, variant: str) -> str:
+    return namespace(client, f"bench-lat-{variant}", {LATENCY_LABEL: variant})
 
 
 def bench_latency(client: Client, stack: Stack, applies: int, pause: float) -> None:
-    """Isolated changes (``pause`` apart, the operator idle when each arrives) against their
-    floors, then the same applies back to back (each arriving while the operator still writes
-    the previous one's status and Event)."""
-    ns = namespace(client, "bench-lat")
-    seen = Seen(client, ns)
-    floor = floor_phase(client, ns, applies, pause)
-    noop, noop_hooked = noop_phases(client, stack, ns, seen, applies, pause)
-    stack.processes.append(start_operator(stack))
-    ferry = latency_phase(client, ns, seen, "e", applies, pause)
-    ferry_webhooks = saved_configurations(stack)
-    register(stack, [])
-    unchecked = latency_phase(client, ns, seen, "off", applies, pause)
-    register(stack, ferry_webhooks)
+    """Isolated changes (``pause`` apart, every controller idle when each arrives), taking turns
+    between the floors and Ferry; then Ferry's back to back (each apply arriving while the
+    operator still finishes the previous one)."""
+    seen = Seen(client)
+    install_twin(stack)
+    controller = start_noop_controller(stack, ALL_NS, TWIN_GROUP)
+    noop_webhook, noop_hooks = start_noop_webhook(stack)
+    try:
+        stack.processes.append(start_operator(stack))
+        ferry_ns = isolated_applies(client, stack, seen, noop_hooks, applies, pause)
+    finally:
+        controller.stop()
+        noop_webhook.stop()
 
-    floor_p99 = percentile(floor, 99)
-    print(f"latency, {applies} applies {pause * 1000:.0f} ms apart (apply → ConfigMap present)")
-    print(f"  {'floor: plain ConfigMap create':<44} {percentiles(floor)}")
-    print(noop.line("floor: no-op controller", floor_p99))
-    print(noop_hooked.line("floor: no-op controller + no-op webhooks", floor_p99))
-    print(unchecked.line("ferry, webhooks off", floor_p99))
-    print(ferry.line("ferry, webhooks on (what a user sees)", floor_p99))
+    stream_floor = Variant("floor: plain ConfigMap create", labelled(client, "stream"), None)
+    stream = Variant("ferry, webhooks on", ferry_ns, ConfigEntry)
+    for variant in (stream_floor, stream):
+        for i in range(applies):
+            variant.apply(client, seen, f"stream-{i}", {"i": i})
+    print(f"latency, {applies} applies back to back")
+    print(f"  {stream_floor.label:<44} {percentiles(stream_floor.latency.total)}")
+    print(stream.latency.line(stream.label, percentile(stream_floor.latency.total, 99)))
+
+
+def isolated_applies(
+    client: Client,
+    stack: Stack,
+    seen: Seen,
+    noop_hooks: list[dict[str, Any]],
+    applies: int,
+    pause: float,
+) -> str:
+    """The floors and Ferry taking turns (:func:`take_turns`), each variant in a namespace of its
+    own: Ferry's webhooks kept out of one, the no-op webhooks (registered for the twin kind the
+    no-op controller serves) let into one. Prints them; returns Ferry's namespace."""
+    twin = create_namespaced_resource(TWIN_GROUP, "v1alpha1", "ConfigEntry", "configentries")
+    floor, noop, noop_hooked, unchecked, ferry = variants = [
+        Variant("floor: plain ConfigMap create", labelled(client, "floor"), None),
+        Variant("floor: no-op controller", labelled(client, "noop"), twin),
+        Variant("floor: no-op controller + no-op webhooks", labelled(client, "noop-hooked"), twin),
+        Variant("ferry, webhooks off", labelled(client, "ferry-off"), ConfigEntry),
+        Variant("ferry, webhooks on (what a user sees)", labelled(client, "ferry"), ConfigEntry),
+    ]
+
+    def where(operator: str, variant: str) -> dict[str, Any]:
+        match = {"key": LATENCY_LABEL, "operator": operator, "values": [variant]}
+        return {"matchExpressions": [match]}
+
+    ferry_hooks = saved_configurations(stack)
+    register(
+        stack,
+        scope(ferry_hooks, where("NotIn", "ferry-off"))
+        + scope(noop_hooks, where("In", "noop-hooked"), NOOP_CONFIGURATION_NAME, TWIN_GROUP),
+    )
+    for variant in variants:  # each path warm (connections, caches) before anything is timed
+        try:
+            variant.apply(client, seen, "warmup", {})
+        except TimeoutError:
+            log = stack.directory / "noop-controller.log"
+            raise RuntimeError(f"{variant.label}: no ConfigMap; {log_tail(log)}") from None
+        variant.latency = Latency()
+    take_turns(client, seen, variants, applies, pause)
+    register(stack, ferry_hooks)
+
+    floor_p99 = percentile(floor.latency.total, 99)
+    print(f"latency, {applies} rounds of isolated applies {pause * 1000:.0f} ms apart, the")
+    print("variants taking turns (apply → ConfigMap present)")
+    print(f"  {floor.label:<44} {percentiles(floor.latency.total)}")
+    for variant in (noop, noop_hooked, unchecked, ferry):
+        print(variant.latency.line(variant.label, floor_p99))
 
     def ratio(ferry: list[float], floor: list[float]) -> float:
         return percentile(ferry, 99) / percentile(floor, 99)
 
-    # The two phases ran one after the other, not interleaved: resampled each on its own.
-    low, high = interval(ratio, ferry.total, noop_hooked.total, paired=False)
+    # Resampled round by round: each round's applies met the machine moments apart.
+    low, high = interval(ratio, ferry.latency.total, noop_hooked.latency.total, paired=True)
     print(
-        f"  Ferry (webhooks on) p99 = {ratio(ferry.total, noop_hooked.total):.2f}x the no-op"
-        f" controller behind no-op webhooks, 95% interval {low:.2f}x … {high:.2f}x;"
+        f"  Ferry (webhooks on) p99 = {ratio(ferry.latency.total, noop_hooked.latency.total):.2f}x"
+        f" the no-op controller behind no-op webhooks, 95% interval {low:.2f}x … {high:.2f}x;"
         f" goal <= {GOAL_RATIO}x: {verdict(low, high, GOAL_RATIO)}"
     )
-
-    stream_floor = floor_phase(client, ns, applies, 0)
-    stream = latency_phase(client, ns, seen, "stream", applies, 0)
-    print(f"latency, {applies} applies back to back")
-    print(f"  {'floor: plain ConfigMap create':<44} {percentiles(stream_floor)}")
-    print(stream.line("ferry, webhooks on", percentile(stream_floor, 99)))
+    return ferry.ns
 
 
 def is_ready(obj: Any) -> bool:
@@ -543,7 +584,8 @@ def revision_count(stack: Stack) -> int:
 def operator_metrics(api_url: str) -> dict[str, float]:
     """The operator's own figures, from its /metrics: Vault reads sent, ConfigEntry reconciles
     (count and total seconds), the ConfigEntry keys' time in the work queue (count and total
-    seconds) and Python's full (generation 2) garbage collections."""
+    seconds), Python's full (generation 2) garbage collections, and where the admission
+    webhooks' entry checks ran (on their thread or in a worker)."""
     with urllib.request.urlopen(f"{api_url}/metrics", timeout=10) as answer:
         text = answer.read().decode()
     wanted = {
@@ -553,11 +595,13 @@ def operator_metrics(api_url: str) -> dict[str, float]:
         ("ferry_queue_wait_seconds_count", "ConfigEntry"): "queued",
         ("ferry_queue_wait_seconds_sum", "ConfigEntry"): "queued_seconds",
         ("python_gc_collections_total", "2"): "full_collections",
+        ("ferry_entry_checks_total", "admission,inline"): "admission_inline",
+        ("ferry_entry_checks_total", "admission,worker"): "admission_worker",
     }
     found = dict.fromkeys(wanted.values(), 0.0)  # a histogram appears with its first sample
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            key = (sample.name, sample.labels.get("kind", sample.labels.get("generation", "")))
+            key = (sample.name, ",".join(sample.labels.values()))
             if key in wanted:
                 found[wanted[key]] = sample.value
     return found

@@ -36,6 +36,12 @@ for _kind in (
     kinds.FLAG_SET,
 ):
     QUEUE_WAIT.labels(_kind)  # exported from the start, so dashboards see every kind at 0
+ENTRY_CHECKS = Counter(
+    "ferry_entry_checks_total",
+    "Entry checks (admission) and plans (reconcile) by where they ran: on the calling thread "
+    "(provably cheap, within the namespace's share of it) or in a validation worker",
+    ["pool", "where"],
+)
 VAULT_READS = Counter("ferry_vault_reads_total", "Secret reads sent to Vault (shared per path)")
 VAULT_FAILURES = Counter(
     "ferry_vault_failures_total",

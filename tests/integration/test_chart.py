@@ -877,6 +877,7 @@ OPERATOR_METRICS = [
         True,
     ),
     ("admission latency", "ferry_admission_duration_seconds_count", {"webhook", "allowed"}, True),
+    ("entry checks by where they ran", "ferry_entry_checks_total", {"pool", "where"}, True),
     ("store reachable", "ferry_store_up", set(), True),
     ("store latency", "ferry_store_record_duration_seconds_count", set(), True),
     ("cache reachable", "ferry_cache_up", set(), True),

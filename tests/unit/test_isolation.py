@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from ferry.domain import admission
 from ferry.domain.entry import plan_entry as pure_plan_entry
@@ -321,9 +322,16 @@ def test_an_unchanged_question_finds_its_plan_and_any_change_asks_again() -> Non
 # ----------------------------------------------- inline checks (admission), plans (reconcile)
 async def test_cheap_checks_are_answered_inline_with_the_workers_answers(pool: Isolation) -> None:
     """The admission pool answers a small entry against a flat schema on its own thread; the
-    answer is the worker's, word for word. Anything that may cost more still goes to a worker."""
+    answer is the worker's, word for word. Anything that may cost more still goes to a worker.
+    ``ferry_entry_checks_total`` counts where each ran, by pool."""
     inline = isolation.Inline()
-    inline_pool = Isolation(workers=1, timeout_seconds=LIMIT, inline=inline)
+    inline_pool = Isolation(workers=1, timeout_seconds=LIMIT, inline=inline, name="admission")
+
+    def counted(where: str) -> float:
+        labels = {"pool": "admission", "where": where}
+        return REGISTRY.get_sample_value("ferry_entry_checks_total", labels) or 0.0
+
+    before = {where: counted(where) for where in ("inline", "worker")}
     strict = {"s": {"schema": {"properties": {"n": {"type": "integer", "maximum": 3}}}}}
     bases = {"base": {"data": {"n": 2}}}
     cases = [
@@ -345,6 +353,8 @@ async def test_cheap_checks_are_answered_inline_with_the_workers_answers(pool: I
         )
         assert is_too_costly_named(violation) and inline_pool.killed == 1
         assert inline.used("attacker") == 0
+        assert counted("inline") - before["inline"] == len(cases)
+        assert counted("worker") - before["worker"] == 1
     finally:
         await inline_pool.close()
 

@@ -28,6 +28,7 @@ from ferry.reconcile.certificates import CertificateKeeper
 from ferry.reconcile.entries import EntryReconciler
 from ferry.reconcile.flags import FlagReconciler
 from ferry.reconcile.leases import LeaseManager
+from ferry.reconcile.resync import resync
 from ferry.reconcile.schemas import SchemaReconciler
 from ferry.reconcile.secrets import VaultSecrets
 from ferry.reconcile.workqueue import Backoff, QueueKey, WorkQueue
@@ -191,14 +192,18 @@ async def _work(runtime: Runtime) -> None:
 
 
 async def _resync(runtime: Runtime) -> None:
-    """Level-triggered safety net: look at everything again now and then."""
+    """Level-triggered safety net: look at everything again now and then, a few at a time
+    (``ferry.reconcile.resync``)."""
     await runtime.ready.wait()
-    while True:
-        await asyncio.sleep(runtime.settings.reconcile.resync_seconds)
-        for namespace, name in runtime.world.entry_keys():
-            runtime.enqueue_held(kinds.CONFIG_ENTRY.kind, namespace, name)
-        for namespace, name in runtime.world.flag_keys():
-            runtime.enqueue_held(kinds.FEATURE_FLAG.kind, namespace, name)
+
+    def every_key() -> list[QueueKey]:
+        entries = [QueueKey(kinds.CONFIG_ENTRY.kind, *key) for key in runtime.world.entry_keys()]
+        flags = [QueueKey(kinds.FEATURE_FLAG.kind, *key) for key in runtime.world.flag_keys()]
+        return entries + flags
+
+    await resync(
+        every_key, lambda key: runtime.enqueue_held(*key), runtime.settings.reconcile.resync_seconds
+    )
 
 
 async def _prune(runtime: Runtime) -> None:

@@ -57,6 +57,7 @@ from ferry.domain.admission import cheap_to_check
 from ferry.domain.entry import EntryPlan, references
 from ferry.domain.errors import Invalid, Violation
 from ferry.domain.jsonschema import TOO_COSTLY
+from ferry.metrics import ENTRY_CHECKS
 
 logger = logging.getLogger(__name__)
 
@@ -376,6 +377,8 @@ class Isolation:
     inline: Inline | None = None
     """Where cheap entry checks and plans may run on the calling thread; None: every call goes
     to a worker."""
+    name: str = "reconcile"
+    """Which pool this is in ``ferry_entry_checks_total`` (``admission`` or ``reconcile``)."""
     _slots: _Slots | None = None
     _idle: asyncio.Queue[_Worker] | None = None
     _all: set[_Worker] = field(default_factory=set)
@@ -403,7 +406,9 @@ class Isolation:
             and inline.allows(tenant)
             and cheap_to_check(spec, bases, schemas)
         ):
+            ENTRY_CHECKS.labels(self.name, "inline").inc()
             return inline
+        ENTRY_CHECKS.labels(self.name, "worker").inc()
         return None
 
     def configure(self, workers: int, timeout_seconds: float) -> None:

@@ -278,7 +278,7 @@ class ReconcileSettings(SettingsGroup):
 
     resync_seconds: Annotated[float, SECONDS] = 300.0
     """How often every ConfigEntry and FeatureFlag is reconciled again without a change: the
-    safety net under the watches."""
+    safety net under the watches (each round spread over the first half of the period)."""
 
 
 @dataclass(frozen=True)

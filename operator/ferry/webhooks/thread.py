@@ -101,7 +101,7 @@ class AdmissionThread:
         self._task = asyncio.current_task()
         # At the operator's priority: the API server, and a user's kubectl, wait on it; and
         # provably cheap entry checks answered on this thread, without a worker round trip.
-        pool = isolation.Isolation(niceness=0, inline=isolation.Inline())
+        pool = isolation.Isolation(niceness=0, inline=isolation.Inline(), name="admission")
         pool.configure(self._workers, self._timeout)
         pool.start()
         self.admission.pool = pool
