@@ -6,9 +6,9 @@ entries are seconds of the reconcile thread's CPU in one burst, and a user's cha
 then waits for that burst although its key goes first in the queue (the queue's later lane,
 decision 0003): a change's reconcile awaits its writes, and meanwhile the other workers run
 resync reconciles on the same event loop, under the same GIL as the admission thread. Over
-3,000 isolated applies into a growing cluster (docs/benchmarks.md, runs 23-24) Ferry's apply →
-ConfigMap p99 was 18.8 ms with the burst and 17.2 ms spread out (1.39 and 1.05 times the no-op
-controller's, which moved too: not decided beyond the run-to-run spread). So each round's
+3,000 isolated applies into a growing cluster (docs/benchmarks.md, runs 23-25) Ferry's apply →
+ConfigMap p99 was 18.8 ms with the burst, 17.2 and 15.7 ms spread out (1.39 times the no-op
+controller's, then 1.05 and 1.13 times). So each round's
 keys are queued spread over :data:`SPREAD` of the period, a few every :data:`TICK`: the same
 work, at a rate a change hardly meets.
 
