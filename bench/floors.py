@@ -3,8 +3,8 @@
 - :func:`start_noop_webhook` runs ``noop_webhook.py`` (allows everything, on aiohttp over TLS like
   Ferry's webhooks) and returns webhook configurations shaped exactly like Ferry's, pointing at it.
   :func:`noop_webhook_metrics` reads its own timing of each call.
-- :func:`start_noop_controller` runs ``noop_controller.py`` (ConfigEntry watch → server-side
-  applied ConfigMap, nothing else) for one namespace, or for the twin kind in every namespace.
+- :func:`start_noop_controller` runs ``noop_controller.py`` (watch of ConfigEntry's twin →
+  server-side applied ConfigMap, nothing else) in every namespace.
 - :func:`install_twin` makes ConfigEntry's twin: the same CRD in a group of its own
   (:data:`TWIN_GROUP`), which the no-op controller and webhooks can serve while Ferry runs beside
   them, so that a benchmark can take turns between the two request by request.
@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import yaml
 from lightkube import AsyncClient, Client
+from lightkube.generic_resource import create_namespaced_resource
 
 from ferry.adapters import kube_client
 from ferry.devenv.process import Process, free_port, port_is_open, spawn, wait_until
@@ -104,6 +105,7 @@ def noop_webhook_metrics(configurations: list[dict[str, Any]]) -> str:
 #: ConfigEntry's twin lives here: same kind, same schema, another API group, which Ferry neither
 #: watches nor admits.
 TWIN_GROUP = "bench.ferry.dev"
+TwinEntry = create_namespaced_resource(TWIN_GROUP, "v1alpha1", "ConfigEntry", "configentries")
 #: The no-op webhooks' configurations, when registered beside Ferry's.
 NOOP_CONFIGURATION_NAME = "bench-noop"
 
@@ -120,11 +122,9 @@ def install_twin(stack: Stack) -> None:
     install_crds(stack.kubectl, stack.kubeconfig, directory)
 
 
-def start_noop_controller(stack: Stack, namespace: str, group: str | None = None) -> Process:
-    """The no-op controller for ConfigEntries in ``namespace``, or (``group``: the twin's) for
-    the twin in every namespace."""
-    argv = [sys.executable, str(HERE / "noop_controller.py"), str(stack.kubeconfig), namespace]
-    argv += [group] if group else []
+def start_noop_controller(stack: Stack) -> Process:
+    """The no-op controller, serving ConfigEntry's twin (:func:`install_twin`) everywhere."""
+    argv = [sys.executable, str(HERE / "noop_controller.py"), str(stack.kubeconfig)]
     return spawn("noop-controller", argv, stack.directory / "noop-controller.log")
 
 

@@ -84,10 +84,15 @@ class Runtime:
     def enqueue_entry(self, namespace: str, name: str) -> None:
         self.enqueue(kinds.CONFIG_ENTRY.kind, namespace, name)
 
-    def enqueue_held(self, kind: str, namespace: str, name: str = "") -> None:
-        """Queue the key behind every change, if this replica reconciles its shard now (the
+    def resync_keys(self) -> list[QueueKey]:
+        """What the periodic resync looks at again: every ConfigEntry and FeatureFlag."""
+        entry, flag = kinds.CONFIG_ENTRY.kind, kinds.FEATURE_FLAG.kind
+        keys = [QueueKey(entry, ns, name) for ns, name in self.world.entry_keys()]
+        return keys + [QueueKey(flag, ns, name) for ns, name in self.world.flag_keys()]
+
+    def enqueue_held(self, key: QueueKey) -> None:
+        """Queue ``key`` behind every change, if this replica reconciles its shard now (the
         periodic resync: a standby replica would only drop them)."""
-        key = QueueKey(kind, namespace, name)
         if self.shards.holds(self.shards.shard_of(key)):
             self.queue.add(key, later=True)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable, Sequence
 
 from ferry.reconcile.resync import resync
 
@@ -15,17 +16,11 @@ async def test_each_round_queues_every_key_once_spread_over_half_the_period() ->
     loop = asyncio.get_running_loop()
     period, tick = 0.4, 0.01
     started = loop.time()
-    task = asyncio.create_task(
-        resync(lambda: keys, lambda key: queued.append((loop.time(), key)), period, tick=tick)
-    )
-    try:
-        async with asyncio.timeout(10):
-            while len(queued) < 2 * len(keys):
-                await asyncio.sleep(0.01)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+
+    def enqueue(key: str) -> None:
+        queued.append((loop.time(), key))
+
+    await resync_until(lambda: keys, enqueue, period, tick, lambda: len(queued) >= 2 * len(keys))
 
     first, second = queued[: len(keys)], queued[len(keys) : 2 * len(keys)]
     assert [key for _, key in first] == keys and [key for _, key in second] == keys
@@ -48,14 +43,25 @@ async def test_a_round_takes_its_keys_when_it_begins() -> None:
         queued.append(key)
         keys.append("created-meanwhile")
 
-    task = asyncio.create_task(resync(lambda: list(keys), enqueue, 0.05, tick=0.01))
+    await resync_until(lambda: list(keys), enqueue, 0.05, 0.01, lambda: len(queued) >= 3)
+    # The first round: the two keys it began with; the next begins with "a" again.
+    assert queued[:3] == ["a", "b", "a"]
+
+
+async def resync_until(
+    keys: Callable[[], Sequence[str]],
+    enqueue: Callable[[str], None],
+    period: float,
+    tick: float,
+    done: Callable[[], bool],
+) -> None:
+    """Run :func:`resync` until ``done()`` (within 10 s), then stop it."""
+    task = asyncio.create_task(resync(keys, enqueue, period, tick=tick))
     try:
         async with asyncio.timeout(10):
-            while len(queued) < 3:
+            while not done():
                 await asyncio.sleep(0.005)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    # The first round: the two keys it began with; the next begins with "a" again.
-    assert queued[:3] == ["a", "b", "a"]

@@ -195,15 +195,8 @@ async def _resync(runtime: Runtime) -> None:
     """Level-triggered safety net: look at everything again now and then, a few at a time
     (``ferry.reconcile.resync``)."""
     await runtime.ready.wait()
-
-    def every_key() -> list[QueueKey]:
-        entries = [QueueKey(kinds.CONFIG_ENTRY.kind, *key) for key in runtime.world.entry_keys()]
-        flags = [QueueKey(kinds.FEATURE_FLAG.kind, *key) for key in runtime.world.flag_keys()]
-        return entries + flags
-
-    await resync(
-        every_key, lambda key: runtime.enqueue_held(*key), runtime.settings.reconcile.resync_seconds
-    )
+    period = runtime.settings.reconcile.resync_seconds
+    await resync(runtime.resync_keys, runtime.enqueue_held, period)
 
 
 async def _prune(runtime: Runtime) -> None:

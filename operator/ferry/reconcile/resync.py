@@ -8,9 +8,9 @@ decision 0003): a change's reconcile awaits its writes, and meanwhile the other 
 resync reconciles on the same event loop, under the same GIL as the admission thread. Over
 3,000 isolated applies into a growing cluster (docs/benchmarks.md, runs 23-25) Ferry's apply →
 ConfigMap p99 was 18.8 ms with the burst, 17.2 and 15.7 ms spread out (1.39 times the no-op
-controller's, then 1.05 and 1.13 times). So each round's
-keys are queued spread over :data:`SPREAD` of the period, a few every :data:`TICK`: the same
-work, at a rate a change hardly meets.
+controller's, then 1.05 and 1.13 times). So each round's keys are queued spread over
+:data:`SPREAD` of the period, a few every :data:`TICK`: the same work, at a rate a change
+hardly meets.
 
 Safe to spread: nothing depends on when within its period an object is looked at again; a
 change is never queued through here (the watches queue it at once), and an object deleted
