@@ -20,6 +20,7 @@ from ferry.domain.admission import (
     CHEAP_SCHEMA_CHARS,
     CHEAP_SCHEMA_VALUES,
     CHEAP_VALUES,
+    _within,
     cheap_to_check,
     check_entry,
     check_flag,
@@ -618,6 +619,51 @@ def test_a_small_entry_with_a_flat_schema_is_cheap_to_check() -> None:
 )
 def test_what_may_cost_more_is_not_cheap(spec: Any, bases: Any, why: str) -> None:
     assert not cheap_to_check(spec, bases, {}), why
+
+
+def measured(value: Any, level: int = 1) -> tuple[int, int, int]:
+    """(values, characters, deepest level holding a container) of ``value``, as
+    ``cheap_to_check`` bounds them: the oracle for its walk."""
+    if isinstance(value, str):
+        return 0, len(value), 0
+    if isinstance(value, dict | list):
+        children = list(value.values()) if isinstance(value, dict) else value
+        keys = sum(len(k) for k in value) if isinstance(value, dict) else 0
+        below = [measured(child, level + 1) for child in children]
+        return (
+            len(children) + sum(b[0] for b in below),
+            keys + sum(b[1] for b in below),
+            max([level, *(b[2] for b in below)]),
+        )
+    return 0, 0, 0
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    values=st.lists(json_values, max_size=3),
+    count=st.integers(0, 40),
+    chars=st.integers(0, 60),
+    depth=st.integers(0, 6),
+)
+def test_the_size_walk_allows_exactly_what_its_bounds_allow(
+    values: list[Any], count: int, chars: int, depth: int
+) -> None:
+    found = [measured(value) for value in values]
+    expected = (
+        sum(f[0] for f in found) <= count
+        and sum(f[1] for f in found) <= chars
+        and max([0, *(f[2] for f in found)]) <= depth
+    )
+    assert _within(values, count, chars, depth) is expected
 
 
 @pytest.mark.parametrize(

@@ -22,13 +22,25 @@ from ferry.settings.options import Option, build, options
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: Allocations between two young-generation collections (CPython's default: 700). The operator
-#: keeps every entry, schema and materialised object in its indexes, and each watch event
-#: allocates thousands of objects: at the default, full collections, each a pause of the whole
-#: process (admission thread included) that scans all of those indexes, came every few seconds
-#: under load (14 of them, 2.3 s, while 5,000 new entries were reconciled; one at this value).
+#: CPython's collector thresholds for the operator (its defaults: 700, 10, 10). Young
+#: collections at the default pace, so each pause is short: at 10,000 (this decision's first
+#: form) each was a 4-16 ms stop of the whole process, admission thread included, and one in
+#: every hundred or so admission calls waited for one. The oldest generation is collected 10x
+#: less often than by default: a full collection scans every index (entries, schemas,
+#: materialised objects), and at the default one came every few seconds under load.
 #: Decision: docs/decisions/0025-garbage-collection-thresholds.md.
-GC_YOUNG_THRESHOLD = 10_000
+GC_THRESHOLDS = (700, 10, 100)
+
+
+def tune_gc() -> None:
+    """Set :data:`GC_THRESHOLDS`, and take what start-up allocated (modules, classes, settings:
+    it lives as long as the process) out of every later collection (``gc.freeze``), so a full
+    collection scans what the operator has read since, not the libraries it imported. Collected
+    first, so no garbage is frozen; an object frozen now and left in a reference cycle later
+    would never be freed, and nothing allocated before Kopf starts is dropped that way."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _param(option: Option) -> str:
@@ -111,8 +123,7 @@ def run(verbose: bool, **params: Any) -> None:
     # if it fails). An asyncio.Event: Kopf waits for a threading.Event in an executor thread,
     # which the interpreter would then wait for forever after any other kind of stop.
     stop = asyncio.Event()
-    _, *older = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, *older)
+    tune_gc()
     kopf.run(
         clusterwide=True,
         standalone=True,
