@@ -26,15 +26,16 @@ export STORAGE_DRIVER="${STORAGE_DRIVER:-vfs}"
 fail() { echo "build-image: $*" >&2; exit 1; }
 
 missing=()
-for tool in buildah podman debootstrap; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+# runc: the smoke test runs the container with it (crun refuses hybrid cgroup hierarchies).
+for tool in buildah podman debootstrap runc; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 if ((${#missing[@]})); then
   command -v apt-get >/dev/null || fail "missing ${missing[*]} and no apt-get here: install them with your package manager"
   sudo=""
   [[ $(id -u) -eq 0 ]] || sudo="sudo"
-  echo "build-image: installing buildah, podman and debootstrap from Debian's packages..." >&2
+  echo "build-image: installing ${missing[*]} from Debian's packages..." >&2
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-    buildah podman debootstrap crun >/dev/null
+    buildah podman debootstrap runc crun >/dev/null
 fi
 
 mkdir -p "$CACHE"
