@@ -36,8 +36,9 @@ def tune_gc() -> None:
     """Set :data:`GC_THRESHOLDS`, and take what start-up allocated (modules, classes, settings:
     it lives as long as the process) out of every later collection (``gc.freeze``), so a full
     collection scans what the operator has read since, not the libraries it imported. Collected
-    first, so no garbage is frozen; an object frozen now and left in a reference cycle later
-    would never be freed, and nothing allocated before Kopf starts is dropped that way."""
+    first, so no garbage is frozen. The caveat of ``gc.freeze`` (an object frozen while alive and
+    left in a reference cycle later is never freed) concerns only what exists before Kopf
+    starts, none of which the operator lets go of while it runs."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
