@@ -426,11 +426,12 @@ WORKERS = int(os.environ.get("FERRY_WORKERS", ReconcileSettings().workers))
 FLOOR_WORKERS = ReconcileSettings().workers  # the floor: as many as the operator by default
 
 
-async def floor_writes(stack: Stack, ns: str, count: int) -> float:
+async def floor_writes(stack: Stack, ns: str, count: int) -> tuple[float, str]:
     """What a minimal controller must write for each new entry, and nothing else: one row in
     PostgreSQL, one ConfigMap, one status patch. The rows go to a table of their own and the
     ConfigMaps to a namespace of their own (dropped after); the status patches go to the very
-    entries (the operator overwrites them when it starts)."""
+    entries (the operator overwrites them when it starts). Returns the seconds the writes took
+    and who used the CPU meanwhile (:func:`cpu_split`)."""
     client = kube_client.make_client(  # Ferry's HTTP stack (decision 0028)
         str(stack.kubeconfig), timeout_seconds=15.0, field_manager="bench-floor"
     )
@@ -465,15 +466,17 @@ async def floor_writes(stack: Stack, ns: str, count: int) -> float:
                     patch_type=PatchType.MERGE,
                 )
 
+        cpu_before = cpu_by_process(stack)
         start = time.perf_counter()
         await asyncio.gather(*(worker(conn) for conn in pool))
         took = time.perf_counter() - start
+        cpu = cpu_split(cpu_before, cpu_by_process(stack))
         for conn in pool:
             await conn.close()
         await db.execute("DROP TABLE bench_floor")
     await client.deletecollection(ConfigMap, namespace=scratch)
     await client.close()
-    return took
+    return took, cpu
 
 
 def bench_scale(client: Client, count: int, stack: Any, operator: Process) -> Process:
@@ -495,12 +498,14 @@ def bench_scale(client: Client, count: int, stack: Any, operator: Process) -> Pr
         f"scale: created {count} entries with the operator stopped in {created:.1f} s "
         f"(floor: {created / count * 1000:.1f} ms per create)"
     )
-    floor = asyncio.run(floor_writes(stack, ns, count))
+    floor, floor_cpu = asyncio.run(floor_writes(stack, ns, count))
     print(
         f"scale: floor, the writes each new entry needs (a revision row, a ConfigMap, a status "
         f"patch) for all {count} by a minimal script, {FLOOR_WORKERS} at a time: {floor:.1f} s"
     )
+    print(f"scale: CPU during the floor's writes: {floor_cpu}")
     writes_before = api_writes(stack)
+    cpu_before = cpu_by_process(stack)
     started = time.perf_counter()
     operator = start_operator(stack, timeout=1200)
     stack.processes.append(operator)  # stopped with the stack, also after a failure
@@ -523,6 +528,7 @@ def bench_scale(client: Client, count: int, stack: Any, operator: Process) -> Pr
     wait_ready(stack.kubeconfig, ns, {f"s-{i:05d}" for i in range(count)}, timeout=1800)
     done.set()
     cpu = cpu_seconds(operator.pid)
+    cpu_after = cpu_by_process(stack)
     figures = operator_metrics(stack.extra["FERRY_API_URL"])
     full_collections = figures["full_collections"]
     print(
@@ -532,6 +538,9 @@ def bench_scale(client: Client, count: int, stack: Any, operator: Process) -> Pr
         f"({cpu / count * 1000:.2f} ms per entry, start-up included), "
         f"{full_collections:.0f} full garbage collections"
     )
+    # The machine's CPUs are what the two phases share; this says who spent them (the floor's
+    # line above is the same count for its script).
+    print(f"scale: CPU from operator start to all Ready: {cpu_split(cpu_before, cpu_after)}")
     # Where the time went, by the operator's own metrics: with W workers, N reconciles of mean
     # duration d keep them busy for N x d / W; each key also waited in the queue before its turn.
     reconciles, queued = figures["reconciles"], figures["queued"]
@@ -556,6 +565,40 @@ def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) process ``pid`` has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_process(stack: Stack) -> Counter[str]:
+    """CPU seconds used so far by each of the stack's servers with everything it started
+    (PostgreSQL's backends, the operator's validation workers), and by this benchmark's own
+    process (the floor's script, the watches). A process counts for the server it descends from;
+    children that have exited count once reaped."""
+    servers = {p.pid: p.name for p in stack.processes if p.alive()}
+    parent: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        pid = int(stat.parent.name)
+        parent[pid] = int(fields[1])
+        ticks[pid] = sum(int(f) for f in fields[11:15])  # utime, stime and reaped children's
+    used: Counter[str] = Counter()
+    for pid, spent in ticks.items():
+        ancestor = pid
+        while ancestor > 1 and ancestor not in servers:
+            ancestor = parent.get(ancestor, 0)
+        if ancestor in servers:
+            used[servers[ancestor]] += spent / os.sysconf("SC_CLK_TCK")
+    own = os.times()
+    used["this benchmark"] = own.user + own.system
+    return used
+
+
+def cpu_split(before: Counter[str], after: Counter[str]) -> str:
+    """Who used the CPU between two :func:`cpu_by_process` readings, most first."""
+    spent = Counter({name: after[name] - before[name] for name in after})
+    return ", ".join(f"{name} {seconds:.1f} s" for name, seconds in spent.most_common())
 
 
 WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION")

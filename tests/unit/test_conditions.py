@@ -78,3 +78,26 @@ def test_invalid_status_is_refused() -> None:
 def test_huge_message_is_truncated_to_api_limit() -> None:
     [merged] = merge_conditions([], [Condition("Ready", "False", "Invalid", "x" * 100_000)], T0)
     assert len(merged["message"]) == 32768
+
+
+def test_reconciling_and_stalled_are_present_only_while_true() -> None:
+    """kstatus' abnormal-true conditions: False is written as absence, and a stored one that
+    has cleared is removed, while every other condition keeps its False."""
+    stalled = [
+        Condition("Ready", "False", "TargetsNotSynced"),
+        Condition("Reconciling", "False", "AsExpected"),
+        Condition("Stalled", "True", "Conflict", "team: taken"),
+    ]
+    merged = merge_conditions([], stalled, T0)
+    assert [(c["type"], c["status"]) for c in merged] == [("Ready", "False"), ("Stalled", "True")]
+    cleared = [
+        Condition("Ready", "True", "Synced"),
+        Condition("Reconciling", "False", "AsExpected"),
+        Condition("Stalled", "False", "AsExpected"),
+    ]
+    assert [(c["type"], c["status"]) for c in merge_conditions(merged, cleared, T1)] == [
+        ("Ready", "True")
+    ]
+    working = [Condition("Reconciling", "True", "DatabaseUnavailable", "retrying")]
+    again = merge_conditions(merge_conditions(merged, cleared, T1), working, T1)
+    assert [(c["type"], c["status"]) for c in again] == [("Reconciling", "True"), ("Ready", "True")]

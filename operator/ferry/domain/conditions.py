@@ -18,6 +18,12 @@ STATUSES = ("True", "False", "Unknown")
 #: The API server rejects a condition message longer than this.
 MAX_MESSAGE_LENGTH = 32768
 
+#: kstatus' conditions of "abnormal-true" polarity: present only while True, so their absence
+#: means all is well (kstatus' README; Flux deletes them the same way). :func:`merge_conditions`
+#: writes one that is False by leaving it out: every condition costs the API server ≈ 0.35 ms of
+#: CPU on each status write (decision 0032).
+ABNORMAL_TRUE = frozenset({"Reconciling", "Stalled"})
+
 
 @dataclass(frozen=True)
 class Condition:
@@ -59,7 +65,8 @@ def merge_conditions(
 
     A condition keeps its old ``lastTransitionTime`` when its status is unchanged; otherwise the
     time is ``now``. If ``new`` repeats a type, the last one wins (at the first one's position).
-    ``observedGeneration`` is omitted when unknown rather than written as null.
+    ``observedGeneration`` is omitted when unknown rather than written as null. A ``new``
+    condition of :data:`ABNORMAL_TRUE` type that is False is written as no condition of its type.
     """
     previous = {c.get("type"): c for c in existing or [] if isinstance(c, Mapping)}
     latest: dict[str, Condition] = {}
@@ -68,6 +75,8 @@ def merge_conditions(
 
     merged: list[dict[str, Any]] = []
     for type_, condition in latest.items():
+        if type_ in ABNORMAL_TRUE and condition.status == "False":
+            continue
         old = previous.get(type_)
         kept = old.get("lastTransitionTime") if old else None
         unchanged = old is not None and old.get("status") == condition.status and kept
@@ -89,8 +98,8 @@ def progress(
     ``Reconciling=True`` (reason, message): Ferry is still working and will retry by itself
     (PostgreSQL down). ``Stalled=True``: Ferry cannot make progress without a human (invalid
     content, a foreign object in the way, a write the API server refuses): GitOps tools fail
-    with the reason at once instead of waiting out their timeout. Both are written False
-    otherwise, so a fixed problem visibly clears.
+    with the reason at once instead of waiting out their timeout. Otherwise each is False here,
+    which :func:`merge_conditions` writes as its absence, so a fixed problem visibly clears.
     """
     out = []
     for type_, cause in (("Reconciling", reconciling), ("Stalled", stalled)):
