@@ -596,9 +596,12 @@ def cpu_by_process(stack: Stack) -> Counter[str]:
 
 
 def cpu_split(before: Counter[str], after: Counter[str]) -> str:
-    """Who used the CPU between two :func:`cpu_by_process` readings, most first."""
+    """Who used the CPU between two :func:`cpu_by_process` readings, most first (those that
+    used less than 0.05 s left out)."""
     spent = Counter({name: after[name] - before[name] for name in after})
-    return ", ".join(f"{name} {seconds:.1f} s" for name, seconds in spent.most_common())
+    return ", ".join(
+        f"{name} {seconds:.1f} s" for name, seconds in spent.most_common() if seconds >= 0.05
+    )
 
 
 WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION")
