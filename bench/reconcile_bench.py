@@ -561,9 +561,15 @@ def bench_scale(client: Client, count: int, stack: Any, operator: Process) -> Pr
     return operator
 
 
+def proc_stat(pid: int | str) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (which may hold spaces):
+    [1] is the parent's pid, [11:13] user and system ticks, [13:15] those of reaped children."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) process ``pid`` has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = proc_stat(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -575,21 +581,22 @@ def cpu_by_process(stack: Stack) -> Counter[str]:
     servers = {p.pid: p.name for p in stack.processes if p.alive()}
     parent: dict[int, int] = {}
     ticks: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for entry in Path("/proc").glob("[0-9]*"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            fields = proc_stat(entry.name)
         except OSError:  # exited meanwhile
             continue
-        pid = int(stat.parent.name)
+        pid = int(entry.name)
         parent[pid] = int(fields[1])
-        ticks[pid] = sum(int(f) for f in fields[11:15])  # utime, stime and reaped children's
+        ticks[pid] = sum(int(f) for f in fields[11:15])  # its own and its reaped children's
     used: Counter[str] = Counter()
+    per_second = os.sysconf("SC_CLK_TCK")
     for pid, spent in ticks.items():
         ancestor = pid
         while ancestor > 1 and ancestor not in servers:
             ancestor = parent.get(ancestor, 0)
         if ancestor in servers:
-            used[servers[ancestor]] += spent / os.sysconf("SC_CLK_TCK")
+            used[servers[ancestor]] += spent / per_second
     own = os.times()
     used["this benchmark"] = own.user + own.system
     return used

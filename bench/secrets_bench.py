@@ -51,6 +51,7 @@ from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
 from reconcile_bench import (
     ConfigEntry,
+    cpu_seconds,
     entry,
     is_ready,
     namespace,
@@ -203,9 +204,8 @@ class OperatorProcess:
         return int(fields["VmRSS"].split()[0])
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time so far (``/proc/<pid>/stat`` fields 14 and 15)."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time so far."""
+        return cpu_seconds(self.pid)
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -40,7 +40,7 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Namespace
-from reconcile_bench import is_ready
+from reconcile_bench import cpu_seconds, is_ready
 
 from ferry.devenv.process import Process, free_port
 from ferry.devenv.stack import Stack, run_operator, start_stack
@@ -60,11 +60,6 @@ class Phase:
     cpu: dict[str, float]
     rss: dict[str, float]  # peak (VmHWM), MiB
     held: dict[str, list[int]]  # shards each replica held
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mib(pid: int) -> float:
