@@ -31,6 +31,7 @@ from ferry.domain import kinds
 from ferry.domain.entry import DEFAULT_FORMAT, plan_entry, references
 from ferry.domain.errors import Invalid, Violation
 from ferry.domain.flags import check_flag
+from ferry.domain.frozen import remembered
 from ferry.domain.jsonschema import MAX_DATA_DEPTH, check_schema, is_flat
 from ferry.domain.labels import CHANGED_AT, CHANGED_BY, FINALIZER
 from ferry.domain.secrets import refresh_interval_violations
@@ -117,11 +118,20 @@ def cheap_to_check(
         return False
     for schema_spec in schemas.values():
         schema = schema_spec.get("schema", {}) if isinstance(schema_spec, Mapping) else None
-        if not _within(
-            [schema], CHEAP_SCHEMA_VALUES, CHEAP_SCHEMA_CHARS, CHEAP_SCHEMA_DEPTH
-        ) or not is_flat(schema):
+        if not remembered(schema, "cheap_to_check", _cheap_schema, schema):
             return False
     return True
+
+
+def _cheap_schema(schema: object) -> bool:
+    """The schema's half of :func:`cheap_to_check` (remembered on an indexed schema)."""
+    return _within(
+        [schema], CHEAP_SCHEMA_VALUES, CHEAP_SCHEMA_CHARS, CHEAP_SCHEMA_DEPTH
+    ) and is_flat(schema)
+
+
+#: What JSON decodes to besides strings, objects and arrays: nothing below, nothing to count.
+_SCALARS = (int, float, type(None))
 
 
 def _within(values: list[Any], count: int, chars: int, depth: int) -> bool:
@@ -136,6 +146,8 @@ def _within(values: list[Any], count: int, chars: int, depth: int) -> bool:
         for value in level:
             if isinstance(value, str):
                 chars -= len(value)
+            elif isinstance(value, _SCALARS):  # before the slower Mapping check
+                continue
             elif isinstance(value, Mapping):
                 count -= len(value)
                 if count < 0:

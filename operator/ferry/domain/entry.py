@@ -7,6 +7,7 @@ webhook was off is still never materialised if invalid). Both see the same viola
 
 from __future__ import annotations
 
+import functools
 from collections import ChainMap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,14 +33,24 @@ DEFAULT_FORMAT = "json"
 @dataclass(frozen=True)
 class EntryPlan:
     data: dict[str, Any]  # the resolved content: bases merged, this entry last
-    hash: str  # content hash of ``data``: what revisions are keyed on
     bases: tuple[str, ...]  # every entry name used, transitively
     schema: str | None
     format: str
     object_name: str
     rendered: dict[str, str]  # the ConfigMap's ``data``
-    rendered_hash: str
     secrets: tuple[SecretRef, ...] = ()  # the Secret's keys and where Vault holds their values
+
+    # The hashes are computed when first read: an admission check plans an entry only to learn
+    # whether it can be planned, and never reads them.
+    @functools.cached_property
+    def hash(self) -> str:
+        """Content hash of ``data``: what revisions are keyed on."""
+        return content_hash(self.data)
+
+    @functools.cached_property
+    def rendered_hash(self) -> str:
+        """Content hash of ``rendered``."""
+        return content_hash(self.rendered)
 
 
 def revision_content(data: Mapping[str, Any], secrets: Sequence[Mapping[str, Any]]) -> Any:
@@ -150,12 +161,10 @@ def plan_entry(
 
     return EntryPlan(
         data=resolved.data,
-        hash=content_hash(resolved.data),
         bases=resolved.bases,
         schema=schema_name,
         format=fmt,
         object_name=object_name(name, target),
         rendered=rendered,
-        rendered_hash=content_hash(rendered),
         secrets=secret_refs,
     )

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+from ferry.domain.frozen import remembered
+
 HASH_PREFIX = "sha256:"
 
 
@@ -19,6 +21,10 @@ def canonical_json(obj: object) -> str:
     Literal (not ``\\uXXXX``-escaped) unicode keeps the text readable where it is stored
     (PostgreSQL JSONB, Redis) and is still one fixed spelling per value.
     """
+    return remembered(obj, "canonical_json", _canonical, obj)
+
+
+def _canonical(obj: object) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 

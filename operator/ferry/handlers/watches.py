@@ -28,6 +28,7 @@ from ferry.adapters.kube import KINDS
 from ferry.domain import kinds
 from ferry.domain import labels as L
 from ferry.domain.entry import references
+from ferry.domain.frozen import freeze
 from ferry.domain.targets import targets_elsewhere
 from ferry.reconcile.workqueue import QueueKey
 from ferry.reconcile.world import Key, ObjectIndex, Snapshot
@@ -63,8 +64,10 @@ def informers(
 
 
 def snapshot(body: Mapping[str, Any]) -> Snapshot:
-    """Plain copies of just what the reconcilers need: memory stays small with thousands of
-    objects, and nothing aliases the decoded watch event."""
+    """Copies of just what the reconcilers need: memory stays small with thousands of objects,
+    and nothing aliases the decoded watch event. The spec is frozen (``ferry.domain.frozen``),
+    so what admission and reconciling derive from it (a schema's canonical text, ...) is kept
+    on it (decision 0033)."""
     meta = body.get("metadata") or {}
     return Snapshot(
         uid=str(meta.get("uid")),
@@ -73,7 +76,7 @@ def snapshot(body: Mapping[str, Any]) -> Snapshot:
         annotations=dict(meta.get("annotations") or {}),
         finalizers=tuple(meta.get("finalizers") or ()),
         deleting=meta.get("deletionTimestamp") is not None,
-        spec=copy.deepcopy(dict(body.get("spec") or {})),
+        spec=freeze(body.get("spec") or {}),  # what is remembered of it stays true
         status=copy.deepcopy(dict(body.get("status") or {})),
     )
 

@@ -715,10 +715,17 @@ async def plan_entry(
     options = {"entries": bases, "schemas": schema_specs, "vault_paths": tuple(vault_paths)}
     if (inline := pool.inline_for(namespace, spec, bases, schema_specs)) is not None:
         # Plain copies, as a worker receives them: the plan (remembered, written, cached) must
-        # share no nested value with an index view or a Kopf body.
-        spec_copy, options_copy = _plain((spec, options))
+        # share no nested value with an index view or a Kopf body. The schemas are not copied:
+        # nothing of them reaches a plan, and an indexed one is frozen, its canonical text
+        # remembered on it (decision 0033).
+        spec_copy, bases_copy = _plain((spec, bases))
         plan = inline.run(
-            namespace, domain_entry.plan_entry, name, spec_copy, **options_copy, namespace=namespace
+            namespace,
+            domain_entry.plan_entry,
+            name,
+            spec_copy,
+            **{**options, "entries": bases_copy},
+            namespace=namespace,
         )
     else:
         answer = await pool.run(

@@ -71,8 +71,9 @@ class ObjectIndex(Mapping[K, list[V]], Generic[K, V]):
 class Snapshot:
     """What the operator keeps of one Ferry object (ConfigEntry, ConfigSchema, FeatureFlag).
 
-    Plain copies made by ``ferry.handlers.watches.snapshot``, never the decoded watch event, so
-    a reconcile can hold one across awaits while the index moves on.
+    Copies made by ``ferry.handlers.watches.snapshot``, never the decoded watch event, so a
+    reconcile can hold one across awaits while the index moves on; ``spec`` is frozen
+    (``ferry.domain.frozen``: it cannot be changed, and facts derived from it are kept on it).
     """
 
     uid: str

@@ -274,16 +274,15 @@ class WebhookServer:
         outcome = _Outcome()
         token = _OUTCOME.set(outcome)
         try:
-            response = await self._answer(fn, hook, request, outcome)
+            review = await self._answer(fn, hook, request, outcome)
         except aiohttp.web.HTTPException:
             ADMISSIONS.labels(hook.kind.kind, outcome.operation, "error", "BadRequest").inc()
             raise
         finally:
             _OUTCOME.reset(token)
-        try:
-            allowed = json.loads(response.body)["response"]["allowed"]  # type: ignore[arg-type]
-        except (TypeError, ValueError, KeyError):
-            allowed = None
+        response = aiohttp.web.json_response(review)
+        answer = review.get("response")
+        allowed = answer.get("allowed") if isinstance(answer, Mapping) else None
         ADMISSION_SECONDS.labels(hook.path, str(allowed).lower()).observe(
             time.perf_counter() - started
         )
@@ -295,7 +294,8 @@ class WebhookServer:
 
     async def _answer(
         self, fn: Answer, hook: Hook, request: aiohttp.web.Request, outcome: _Outcome
-    ) -> aiohttp.web.Response:
+    ) -> Mapping[str, Any]:
+        """The AdmissionReview answering ``request`` (an HTTP error for one that is none)."""
         if (request.content_length or 0) > MAX_BODY_BYTES:
             raise aiohttp.web.HTTPRequestEntityTooLarge(
                 max_size=MAX_BODY_BYTES, actual_size=request.content_length or 0
@@ -335,10 +335,10 @@ class WebhookServer:
             violation = Violation("spec", f"could not be checked: {error}"[:500])
             message = denial_message(hook.kind.kind, namespace, name, [violation])
             response = denial(part["uid"], message, review.get("apiVersion", ""))
-        return aiohttp.web.json_response(response)
+        return response
 
     @staticmethod
-    def _undecodable(raw: bytes) -> aiohttp.web.Response:
+    def _undecodable(raw: bytes) -> dict[str, Any]:
         """Deny a request Python cannot decode, naming the object as well as possible.
 
         The API server writes the request's uid, kind, name and namespace before the object, so
@@ -357,4 +357,4 @@ class WebhookServer:
         answer = denial_message(
             text["kind"] or "object", text["namespace"], text["name"], [violation]
         )
-        return aiohttp.web.json_response(denial(uid.group(1).decode(), answer, api_version))
+        return denial(uid.group(1).decode(), answer, api_version)

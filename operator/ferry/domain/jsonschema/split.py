@@ -8,7 +8,7 @@ schema over a document are exactly
 * the errors of the schema with every ``properties`` subschema replaced by ``true`` (the *root*:
   type, required and unexpected keys, ``patternProperties``, ...), plus
 * for each property the document has and ``properties`` names, the errors of that subschema over
-  that value, found by a schema holding only that subschema (and the ``$defs`` it may refer to).
+  that value, found by applying that subschema alone (with the ``$defs`` it may refer to).
 
 The second part depends on nothing but the schema, the property's name and its value, so a
 value found valid is remembered (:data:`MAX_REMEMBERED` of them, least recently used dropped
@@ -182,7 +182,7 @@ class Split:
         self._context = {key: schema[key] for key in CONTEXT_KEYWORDS if key in schema}
         self._cls, self._registry = cls, registry
         root = {**schema, "properties": dict.fromkeys(self._properties, True)}
-        self._root = cls(root, registry=registry)
+        self._root = _root_class(cls)(root, registry=registry)
         self._one: dict[str, Any] = {}
         self._token = next(_tokens)
 
@@ -202,14 +202,35 @@ class Split:
             return known
         validator = self._one.get(name)
         if validator is None:
-            own = {**self._context, "properties": {name: self._properties[name]}}
-            validator = self._one[name] = self._cls(own, registry=self._registry)
-        found = tuple(
-            (tuple(e.absolute_path), e.message) for e in validator.iter_errors({name: value})
-        )
+            # The subschema itself, as the ``properties`` keyword applies it (``evolve``: the
+            # same class, and a resolver rooted where the definitions it may refer to are).
+            context = self._cls(self._context, registry=self._registry)
+            validator = self._one[name] = context.evolve(schema=self._properties[name])
+        # Where the whole schema's ``properties`` would report each error: below the property,
+        # except for a ``false`` subschema, whose error jsonschema reports at the object.
+        where = () if self._properties[name] is False else (name,)
+        found = tuple(((*where, *e.absolute_path), e.message) for e in validator.iter_errors(value))
         if not found:
             REMEMBERED.put(key, found)
         return found
+
+
+_ROOT_CLASSES: dict[type[Any], type[Any]] = {}
+
+
+def _root_class(cls: type[Any]) -> type[Any]:
+    """``cls`` for the root half: its ``properties`` keyword checks nothing, each property being
+    checked by a schema of its own (:meth:`Split._property`). The keyword's subschemas are all
+    ``true`` there anyway, but jsonschema would still descend into each one present (a third of
+    an ordinary entry's validation); ``additionalProperties`` still reads the names."""
+    if cls not in _ROOT_CLASSES:
+        root: type[Any] = validators.extend(cls, {"properties": _checked_alone})  # type: ignore[no-untyped-call]
+        _ROOT_CLASSES[cls] = root
+    return _ROOT_CLASSES[cls]
+
+
+def _checked_alone(validator: Any, properties: Any, instance: Any, schema: Any) -> None:
+    """The root's ``properties`` keyword (:func:`_root_class`): no errors of its own."""
 
 
 def _value_key(value: Any) -> tuple[type, Any]:

@@ -7,6 +7,8 @@ from typing import Any
 
 #: A location inside a document: keys and array indices from its root.
 Parts = tuple[str | int, ...]
+#: What JSON decodes to besides objects and arrays: never anything below them.
+_LEAVES = (str, int, float, type(None))
 
 _SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
 _SCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
@@ -55,7 +57,31 @@ def subschemas(node: Mapping[str, Any]) -> Iterator[tuple[Parts, Any]]:
 
 
 def too_deep(value: Any, limit: int) -> Parts | None:
-    """Path of the first container nested deeper than ``limit``, found without recursion."""
+    """Path of the first container nested deeper than ``limit``, found without recursion.
+
+    Level by level, so the usual answer (None) visits each value once without building a path
+    for it; only when a container sits at depth ``limit`` is the walk repeated to name it
+    (every check of an entry, inline or in a worker, asks this once or twice of its data)."""
+    level = [value]
+    for _ in range(limit):
+        below: list[Any] = []
+        for node in level:
+            if isinstance(node, _LEAVES):
+                continue
+            if isinstance(node, Mapping):
+                below.extend(node.values())
+            elif isinstance(node, list | tuple):
+                below.extend(node)
+        if not below:
+            return None
+        level = below
+    if not any(isinstance(node, Mapping | list | tuple) for node in level):
+        return None
+    return _first_too_deep(value, limit)
+
+
+def _first_too_deep(value: Any, limit: int) -> Parts | None:
+    """:func:`too_deep`'s answer when there is one: depth first, each node with its path."""
     stack: list[tuple[Any, Parts]] = [(value, ())]
     while stack:
         node, parts = stack.pop()
