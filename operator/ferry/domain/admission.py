@@ -33,6 +33,7 @@ from ferry.domain.errors import Invalid, Violation
 from ferry.domain.flags import check_flag
 from ferry.domain.frozen import remembered
 from ferry.domain.jsonschema import MAX_DATA_DEPTH, check_schema, is_flat
+from ferry.domain.jsonschema.walk import LEAVES
 from ferry.domain.labels import CHANGED_AT, CHANGED_BY, FINALIZER
 from ferry.domain.secrets import refresh_interval_violations
 
@@ -130,10 +131,6 @@ def _cheap_schema(schema: object) -> bool:
     ) and is_flat(schema)
 
 
-#: What JSON decodes to besides strings, objects and arrays: nothing below, nothing to count.
-_SCALARS = (int, float, type(None))
-
-
 def _within(values: list[Any], count: int, chars: int, depth: int) -> bool:
     """At most ``count`` values below ``values``, ``chars`` characters of keys and strings and
     ``depth`` levels; stops as soon as one is exceeded, so it costs at most what it allows.
@@ -146,7 +143,7 @@ def _within(values: list[Any], count: int, chars: int, depth: int) -> bool:
         for value in level:
             if isinstance(value, str):
                 chars -= len(value)
-            elif isinstance(value, _SCALARS):  # before the slower Mapping check
+            elif isinstance(value, LEAVES):  # nothing to count; before the slower Mapping check
                 continue
             elif isinstance(value, Mapping):
                 count -= len(value)

@@ -182,8 +182,10 @@ class Split:
 
     def __init__(self, schema: Mapping[str, Any], cls: type[Any], registry: Any) -> None:
         self._properties: Mapping[str, Any] = schema["properties"]
-        self._context = {key: schema[key] for key in CONTEXT_KEYWORDS if key in schema}
-        self._cls, self._registry = cls, registry
+        # What a property's subschema is applied from (``evolve``: the same class, and a
+        # resolver rooted where the definitions it may refer to are).
+        context = {key: schema[key] for key in CONTEXT_KEYWORDS if key in schema}
+        self._context = cls(context, registry=registry)
         root = {**schema, "properties": dict.fromkeys(self._properties, True)}
         self._root = _root_class(cls)(root, registry=registry)
         self._one: dict[str, Any] = {}
@@ -204,11 +206,8 @@ class Split:
         if known is not None:
             return known
         validator = self._one.get(name)
-        if validator is None:
-            # The subschema itself, as the ``properties`` keyword applies it (``evolve``: the
-            # same class, and a resolver rooted where the definitions it may refer to are).
-            context = self._cls(self._context, registry=self._registry)
-            validator = self._one[name] = context.evolve(schema=self._properties[name])
+        if validator is None:  # the subschema itself, as the ``properties`` keyword applies it
+            validator = self._one[name] = self._context.evolve(schema=self._properties[name])
         # Where the whole schema's ``properties`` would report each error: below the property,
         # except for a ``false`` subschema, whose error jsonschema reports at the object.
         where = () if self._properties[name] is False else (name,)

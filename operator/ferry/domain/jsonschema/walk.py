@@ -7,8 +7,9 @@ from typing import Any
 
 #: A location inside a document: keys and array indices from its root.
 Parts = tuple[str | int, ...]
-#: What JSON decodes to besides objects and arrays: never anything below them.
-_LEAVES = (str, int, float, type(None))
+#: What JSON decodes to besides objects and arrays: never anything below them (a tuple for
+#: ``isinstance``, which answers for these concrete types faster than for the ``Mapping`` ABC).
+LEAVES = (str, int, float, type(None))
 
 _SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
 _SCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
@@ -66,7 +67,7 @@ def too_deep(value: Any, limit: int) -> Parts | None:
     for _ in range(limit):
         below: list[Any] = []
         for node in level:
-            if isinstance(node, _LEAVES):
+            if isinstance(node, LEAVES):
                 continue
             if isinstance(node, Mapping):
                 below.extend(node.values())
