@@ -93,6 +93,7 @@ def test_inherited_entry_is_merged_validated_recorded_and_materialised(
     assert cm["metadata"]["annotations"]["ferry.dev/hash"] == obj["status"]["hash"]
     assert obj["status"]["revision"] == 1
     assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
+    assert "refusedTargets" not in obj["status"]  # none refused (decision 0034)
     for type_ in ("Valid", "Recorded", "Synced", "Ready"):
         c = condition(obj, type_)
         assert c is not None and c["status"] == "True", c
@@ -335,6 +336,10 @@ def test_targets_need_opt_in_and_follow_namespaces_created_or_relabelled_later(
     # Opting in by annotation naming the source namespace.
     kube.kubectl("annotate", "namespace", refusing, f"ferry.dev/accept-from=other,{src}")
     eventually(lambda: configmap_data(kube, refusing, "shared"), what="opted-in namespace gets it")
+    eventually(  # nothing refused any more: no summary of zeros either (decision 0034)
+        lambda: "refusedTargets" not in kube.get_json("configentry", "shared", "-n", src)["status"],
+        what="refusedTargets gone from status once every target accepts",
+    )
 
     # A namespace created later with the label gets it; relabelled away, it loses it.
     late = kube.namespace("late", labels={"team": team, "ferry.dev/accept": "true"})

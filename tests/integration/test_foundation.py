@@ -6,7 +6,9 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -111,6 +113,71 @@ def test_kubectl_get_ferry_lists_all_three_kinds_with_columns(kube: Kube) -> Non
         for line in out.splitlines()
     )
     assert kube.kubectl("get", "ce,ff,cfs", "-n", ns).returncode == 0
+
+
+def _twin_crd(group: str, keyed_lists: bool) -> dict[str, Any]:
+    """ConfigEntry's CRD under another group (no operator watches it); ``keyed_lists`` puts back
+    the status lists as they were before decision 0034 (keyed by type and by name)."""
+    crd = yaml.safe_load((REPO / "crds" / "configentries.yaml").read_text())
+    crd["metadata"] = {"name": f"configentries.{group}"}
+    crd["spec"]["group"] = group
+    status = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    for field, key in (("conditions", "type"), ("secrets", "name")):
+        assert status["properties"][field]["x-kubernetes-list-type"] == "atomic"
+        if keyed_lists:
+            status["properties"][field]["x-kubernetes-list-type"] = "map"
+            status["properties"][field]["x-kubernetes-list-map-keys"] = [key]
+    return crd
+
+
+def test_upgrading_the_crds_keeps_every_status_written_before(kube: Kube) -> None:
+    """Status lists became atomic (decision 0034). A cluster upgraded from keyed lists keeps the
+    status its objects carry, the next status write succeeds, and the old per-field ownership
+    records collapse into one."""
+    group = f"up{uuid.uuid4().hex[:8]}.test.ferry.dev"
+    ns = kube.namespace("crd-upgrade")
+    resource = f"configentries.{group}"
+
+    def establish(keyed_lists: bool) -> None:
+        kube.apply(_twin_crd(group, keyed_lists), manager="ferry-install")
+        kube.kubectl("wait", "--for=condition=Established", f"crd/{resource}", "--timeout=30s")
+
+    def write_status(ready: str) -> dict[str, Any]:
+        condition = {"type": "Ready", "status": ready, "reason": "Synced", "message": "m"}
+        condition |= {"observedGeneration": 1, "lastTransitionTime": "2026-11-29T00:00:00Z"}
+        patch = {"status": {"conditions": [condition], "secrets": [{"name": "password"}]}}
+        args = ("-n", ns, "--subresource=status", "--type=merge", "-p", json.dumps(patch))
+        kube.kubectl("patch", resource, "e", *args)
+        obj = kube.get_json(resource, "e", "-n", ns, "--show-managed-fields")
+        return obj  # type: ignore[no-any-return]
+
+    def status_fields(obj: dict[str, Any]) -> dict[str, Any]:
+        (owned,) = [m for m in obj["metadata"]["managedFields"] if m.get("subresource") == "status"]
+        return owned["fieldsV1"]["f:status"]  # type: ignore[no-any-return]
+
+    try:
+        establish(keyed_lists=True)
+        kube.create(
+            {
+                "apiVersion": f"{group}/v1alpha1",
+                "kind": "ConfigEntry",
+                "metadata": {"name": "e", "namespace": ns},
+                "spec": {"data": {"a": 1}},
+            }
+        )
+        before = write_status("False")
+        assert 'k:{"type":"Ready"}' in status_fields(before)["f:conditions"]
+
+        establish(keyed_lists=False)
+        kept = kube.get_json(resource, "e", "-n", ns)
+        assert kept["status"] == before["status"]
+        after = write_status("True")
+        assert after["status"]["conditions"][0]["status"] == "True"
+        assert after["status"]["secrets"] == [{"name": "password"}]
+        assert status_fields(after)["f:conditions"] == {}
+        assert status_fields(after)["f:secrets"] == {}
+    finally:
+        kube.kubectl("delete", "crd", resource, "--ignore-not-found", "--wait=false", check=False)
 
 
 def test_psycopg_reaches_postgres(database_url: str) -> None:

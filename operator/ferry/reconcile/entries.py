@@ -35,7 +35,7 @@ from ferry.domain.targets import (
 from ferry.reconcile import isolation, runner
 from ferry.reconcile.blocked import GoneWatches
 from ferry.reconcile.placement import Placer
-from ferry.reconcile.reporting import Reporter, Source, cache_write
+from ferry.reconcile.reporting import REMOVE, Reporter, Source, cache_write
 from ferry.reconcile.secrets import VaultSecrets
 from ferry.reconcile.workqueue import Requeue
 from ferry.reconcile.world import Key, Materialised, ObjectIndex, Snapshot, World
@@ -198,7 +198,7 @@ class EntryReconciler:
             revision=revision,
             hash=digest,
             targets=[r.as_status() for r in results],
-            refusedTargets=refused.as_status(),
+            refusedTargets=refused.as_status() if refused.count else REMOVE,
             secrets=[r.to_json() for r in secrets.records] if plan.secrets else None,
             observedRefresh=entry.annotations.get(L.REFRESH),
         )

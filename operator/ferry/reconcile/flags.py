@@ -60,7 +60,7 @@ from ferry.domain.targets import (
 from ferry.reconcile import runner
 from ferry.reconcile.parsed import ParsedFlags
 from ferry.reconcile.placement import Placer
-from ferry.reconcile.reporting import Reporter, Source, cache_write
+from ferry.reconcile.reporting import REMOVE, Reporter, Source, cache_write
 from ferry.reconcile.workqueue import QueueKey, Requeue, WorkQueue
 from ferry.reconcile.world import Key, Snapshot, World
 
@@ -197,7 +197,7 @@ class FlagReconciler:
             revision=revision,
             hash=digest,
             targets=[r.as_status() for r in results],
-            refusedTargets=refused.as_status(),
+            refusedTargets=refused.as_status() if refused.count else REMOVE,
         )
         if cache_errors:
             raise Requeue(cache_errors[0])

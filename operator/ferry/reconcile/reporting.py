@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import enum
 import functools
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
@@ -26,6 +27,16 @@ from ferry.domain.conditions import Condition, merge_conditions, progress
 from ferry.domain.errors import Invalid
 from ferry.reconcile.workqueue import Requeue
 from ferry.reconcile.world import Snapshot
+
+
+class _Remove(enum.Enum):
+    FIELD = "remove"
+
+
+#: A status field value that removes the field (JSON merge patch's null): a status says what is
+#: true, so an empty summary is left out rather than written as zeros (decision 0034). A field
+#: given as None is left as it is instead.
+REMOVE = _Remove.FIELD
 
 # Background reports (Events, audit rows) said while a reconcile runs, sent when it ends.
 _held: ContextVar[list[Callable[[], None]] | None] = ContextVar("ferry_held_reports", default=None)
@@ -123,13 +134,14 @@ class Reporter:
         """Patch the status subresource, unless it already says exactly this.
 
         ``fields`` are extra top-level status fields (revision, hash, targets); None values are
-        left out so an earlier value stays (status.hash only ever names a committed revision).
+        left out so an earlier value stays (status.hash only ever names a committed revision);
+        ``REMOVE`` removes the field.
         """
         current = snapshot.status
         status: dict[str, Any] = {
             "observedGeneration": snapshot.generation,
             "conditions": merge_conditions(current.get("conditions"), conditions, now()),
-            **{k: v for k, v in fields.items() if v is not None},
+            **{k: None if v is REMOVE else v for k, v in fields.items() if v is not None},
             **(self.stamp(snapshot) if self.stamp else {}),
         }
         if all(current.get(k) == v for k, v in status.items()):
