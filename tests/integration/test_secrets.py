@@ -143,6 +143,19 @@ def test_secret_is_materialised_rotated_on_demand_and_removed(
     )
     eventually(lambda: "drift-corrected" in audit_actions(database_url, ns, "app"))
 
+    # secretData dropped: the Secret goes, and status no longer names what was read for it.
+    without = {k: v for k, v in with_secret(ns, f"{ns}/db").items() if k != "secretData"}
+    kube.apply(entry("app", ns, without))
+    eventually(lambda: get_or_none(kube, "secret", "app", "-n", ns) is None, what="Secret gone")
+
+    def status_without_secrets() -> dict[str, Any] | None:
+        status = (get_or_none(kube, "ce", "app", "-n", ns) or {}).get("status", {})
+        return status if "secrets" not in status else None
+
+    status = eventually(status_without_secrets, what="status.secrets gone with secretData")
+    resolved = [c for c in status["conditions"] if c["type"] == "SecretsResolved"]
+    assert [(c["status"], c["reason"]) for c in resolved] == [("True", "NoSecrets")]
+
     kube.kubectl("delete", "configentry", "app", "-n", ns, "--wait=true", timeout=60)
     assert get_or_none(kube, "secret", "app", "-n", ns) is None
     assert configmap_data(kube, ns, "app") is None

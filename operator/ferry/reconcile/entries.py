@@ -199,7 +199,7 @@ class EntryReconciler:
             hash=digest,
             targets=[r.as_status() for r in results],
             refusedTargets=refused.as_status() if refused.count else REMOVE,
-            secrets=[r.to_json() for r in secrets.records] if plan.secrets else None,
+            secrets=[r.to_json() for r in secrets.records] if plan.secrets else REMOVE,
             observedRefresh=entry.annotations.get(L.REFRESH),
         )
         if plan.secrets:
