@@ -18,7 +18,6 @@ from ferry.domain.placement import (
     apply_failed,
     conflict,
     decide,
-    not_accepting,
     not_found,
     owns,
 )
@@ -91,21 +90,21 @@ def test_a_newer_revision_alone_does_not_rewrite_an_object_whose_data_it_leaves_
 
 
 def test_status_lines_read_the_same_for_every_kind() -> None:
-    assert not_accepting("b", "a", "flags").as_status() == {
-        "namespace": "b",
+    assert not_found("x", "app").as_status() == {
+        "namespace": "x",
+        "name": "app",
         "synced": False,
-        "reason": "NamespaceNotAccepting",
-        "message": 'namespace "b" does not accept flags from "a" (label ferry.dev/accept="true" '
-        "or annotation ferry.dev/accept-from)",
+        "reason": "NamespaceNotFound",
+        "message": 'namespace "x" not found',
     }
-    assert not_found("x", "app").as_status()["name"] == "app"
+    assert "name" not in not_found("x").as_status()
     refused = conflict(desired(), "app")
     assert refused.reason == "Conflict" and refused.blocking
     assert 'ConfigMap "app" in namespace "team" exists and was not created by Ferry' in str(
         refused.message
     )
     assert apply_failed("team", "forbidden").blocking
-    assert not not_found("x").blocking and not not_accepting("b", "a", "entries").blocking
+    assert not not_found("x").blocking
 
 
 def conditions(targets: list[TargetResult]) -> dict[str, tuple[str, str]]:
@@ -120,8 +119,8 @@ def test_kstatus_stalled_names_the_first_blocking_target() -> None:
     assert got["Reconciling"] == ("False", "AsExpected")
 
 
-def test_refused_namespaces_neither_stall_nor_unready() -> None:
-    got = conditions([TargetResult("a", True, "app", 3), not_accepting("b", "a", "entries")])
+def test_missing_namespaces_neither_stall_nor_unready() -> None:
+    got = conditions([TargetResult("a", True, "app", 3), not_found("b", "app")])
     assert got["Ready"] == ("True", "Synced")
     assert got["Stalled"] == ("False", "AsExpected")
 

@@ -126,13 +126,14 @@ def decide(desired: Desired, observed: Observed | None, *, was_synced: bool) -> 
 
 
 # ----------------------------------------------------------------------------------- wording
-# Reasons a target may be unsynced. Refused or missing namespaces are reported, not failures:
-# a namespace that has not opted in is its owner's choice (docs/decisions/0004).
-NOT_ACCEPTING = "NamespaceNotAccepting"
+# Reasons a target may be unsynced. A missing namespace is reported, not a failure (it may be
+# created later). Namespaces that refuse are not targets at all: they are summarised in
+# status.refusedTargets (ferry.domain.targets.RefusedTargets), a namespace's owner's choice
+# (docs/decisions/0004).
 NOT_FOUND = "NamespaceNotFound"
 CONFLICT = "Conflict"
 APPLY_FAILED = "ApplyFailed"
-NOT_BLOCKING = (NOT_ACCEPTING, NOT_FOUND)
+NOT_BLOCKING = (NOT_FOUND,)
 
 
 @dataclass(frozen=True)
@@ -164,18 +165,6 @@ class TargetResult:
         if self.message:
             out["message"] = self.message
         return out
-
-
-def not_accepting(target: str, source: str, what: str, name: str | None = None) -> TargetResult:
-    """``what``: "entries" or "flags" — the kind of source the namespace refused."""
-    return TargetResult(
-        target,
-        False,
-        name,
-        reason=NOT_ACCEPTING,
-        message=f'namespace "{target}" does not accept {what} from "{source}" (label '
-        f'{L.ACCEPT}="true" or annotation {L.ACCEPT_FROM})',
-    )
 
 
 def not_found(target: str, name: str | None = None) -> TargetResult:
