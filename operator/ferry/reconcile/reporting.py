@@ -144,6 +144,8 @@ class Reporter:
             **{k: None if v is REMOVE else v for k, v in fields.items() if v is not None},
             **(self.stamp(snapshot) if self.stamp else {}),
         }
+        # A field to remove is None here, as an absent one reads: removing what is not there
+        # writes nothing (a restart over healthy objects writes no status).
         if all(current.get(k) == v for k, v in status.items()):
             return
         await self.kube.patch_status(self.kind, namespace, name, status)
