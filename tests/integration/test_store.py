@@ -10,7 +10,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from ferry.adapters.postgres import Recorded, Store, migrate
+from ferry.adapters.postgres import HistoryReader, Recorded, Store, StoreUnavailable, migrate
+from ferry.adapters.postgres.history import AuditQuery, RevisionQuery
+from ferry.adapters.postgres.latest import LatestReader
+from ferry.devenv.process import free_port
+from ferry.domain.retention import Retention
 
 
 @pytest.fixture
@@ -92,3 +96,36 @@ async def test_concurrent_records_number_revisions_without_gaps_or_duplicates(
     revisions = await store.revisions("ConfigEntry", ns, "app")
     assert [r.revision for r in revisions] == list(range(1, 22))
     assert sorted(row[1] for row in _audit(database_url, ns)) == list(range(1, 22))
+
+
+async def test_every_postgresql_client_says_unavailable_when_nothing_answers() -> None:
+    """A PostgreSQL that refuses connections (a loopback port nobody listens on) reaches every
+    caller of the store and of both readers as ``StoreUnavailable`` naming PostgreSQL, never as
+    a psycopg error the caller would have to know about, and within the pool's timeout."""
+    url = f"postgresql://ferry@127.0.0.1:{free_port()}/ferry"
+    store = Store(url, timeout_seconds=1.0)
+    history = HistoryReader(url, timeout_seconds=1.0)
+    latest = LatestReader(url, timeout_seconds=1.0)
+    clients = (store, history, latest)
+    for client in clients:
+        await client.open()
+    calls = {
+        "Store.record": _record(store, "ns", "uid", {"a": 1}),
+        "Store.audit": store.audit("refreshed", kind="ConfigEntry", namespace="ns", name="app"),
+        "Store.revisions": store.revisions("ConfigEntry", "ns", "app"),
+        "Store.mark_deleted": store.mark_deleted("ConfigEntry", "ns", "app"),
+        "Store.prune": store.prune(Retention(revisions=1)),
+        "HistoryReader.revisions": history.revisions(RevisionQuery()),
+        "HistoryReader.audit_log": history.audit_log(AuditQuery()),
+        "LatestReader.latest": latest.latest("ConfigEntry", "ns", "app"),
+        "LatestReader.ping": latest.ping(),
+    }
+    try:
+        async with asyncio.timeout(30):
+            outcomes = await asyncio.gather(*calls.values(), return_exceptions=True)
+    finally:
+        for client in clients:
+            await client.close()
+    for call, outcome in zip(calls, outcomes, strict=True):
+        assert isinstance(outcome, StoreUnavailable), (call, outcome)
+        assert str(outcome).startswith("PostgreSQL: "), (call, outcome)

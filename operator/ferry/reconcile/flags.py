@@ -28,7 +28,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
 from lightkube.resources.core_v1 import ConfigMap
 
 from ferry.adapters.cache import Cache
@@ -68,8 +67,6 @@ KIND = kinds.FEATURE_FLAG.kind
 FLAGSET = kinds.FLAG_SET
 NAME_CONFLICT = "NameConflict"
 logger = logging.getLogger(__name__)
-
-_STORE_ERRORS = (psycopg.Error, OSError, asyncio.TimeoutError, StoreUnavailable)
 
 
 @dataclass
@@ -365,7 +362,7 @@ class FlagReconciler:
             return Candidate(namespace, name, str(held.get("uid")), served, revision, digest)
         try:
             revisions = await self.store.revisions(KIND, namespace, name)
-        except _STORE_ERRORS as exc:
+        except StoreUnavailable as exc:
             raise Requeue(f"PostgreSQL: {exc}") from exc
         for row in revisions:
             if row.revision == revision and row.hash == digest:

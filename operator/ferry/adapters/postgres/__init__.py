@@ -1,9 +1,11 @@
 """PostgreSQL: the revision store and audit log.
 
     migrations.py   versioned SQL (``sql/``), applied at operator start under an advisory lock
+    pool.py         what every client shares: its own small pool, failures as StoreUnavailable
     store.py        the operator's asynchronous store: record, audit, mark deleted, prune
     history.py      the history API's reader (ferry history-api): revisions, state at a moment,
                     audit trail
+    latest.py       ``ferry serve``'s reader: an object's latest revision, when Redis cannot say
     records.py      the rows both return (``Revision``, ``AuditRecord``)
     errors.py       ``StoreError``, the one error base of this adapter
 

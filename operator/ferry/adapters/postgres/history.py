@@ -9,15 +9,10 @@ raises :class:`StoreUnavailable` when PostgreSQL cannot answer. Nothing here wri
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from psycopg.rows import dict_row
-
-from ferry.adapters.postgres.errors import UNAVAILABLE, StoreUnavailable
+from ferry.adapters.postgres.pool import Pooled
 from ferry.adapters.postgres.records import AuditRecord, Revision
-from ferry.adapters.postgres.store import connection_pool
 
 
 @dataclass(frozen=True)
@@ -88,26 +83,13 @@ _AUDIT = (
 )
 
 
-class HistoryReader:
+class HistoryReader(Pooled):
     """``await reader.open()`` once; then ``revisions(query)`` and ``audit_log(query)``."""
 
-    def __init__(self, database_url: str, *, max_size: int = 4) -> None:
-        self._pool = connection_pool(database_url, max_size=max_size)
-
-    async def open(self) -> None:
-        await self._pool.open(wait=False)
-
-    async def close(self) -> None:
-        await self._pool.close()
-
-    async def _rows(self, sql: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-        try:
-            async with self._pool.connection() as conn:
-                cur = conn.cursor(row_factory=dict_row)
-                await cur.execute(sql, params)
-                return await cur.fetchall()
-        except UNAVAILABLE as exc:
-            raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
+    def __init__(
+        self, database_url: str, *, max_size: int = 4, timeout_seconds: float = 10.0
+    ) -> None:
+        super().__init__(database_url, max_size=max_size, timeout_seconds=timeout_seconds)
 
     async def revisions(self, query: RevisionQuery) -> list[Revision]:
         """Matching revisions ordered by namespace, kind, name and revision (at most

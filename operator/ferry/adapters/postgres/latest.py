@@ -6,13 +6,8 @@ timeouts: a request falls back here, and fails fast (503) when both are down.
 
 from __future__ import annotations
 
-from typing import Any
-
-from psycopg.rows import dict_row
-
-from ferry.adapters.postgres.errors import UNAVAILABLE, StoreUnavailable
+from ferry.adapters.postgres.pool import Pooled
 from ferry.adapters.postgres.records import Revision
-from ferry.adapters.postgres.store import connection_pool
 
 # The latest revision of one object, unless a deletion was recorded after it (a re-created object
 # starts a new revision, which hides an earlier deletion).
@@ -27,29 +22,12 @@ _LATEST = (
 )
 
 
-class LatestReader:
+class LatestReader(Pooled):
     """``open()`` before use, ``close()`` after; every method raises :class:`StoreUnavailable`
     when PostgreSQL cannot answer."""
 
     def __init__(self, database_url: str, *, max_size: int = 4, timeout_seconds: float = 3.0):
-        self._pool = connection_pool(
-            database_url, max_size=max_size, timeout_seconds=timeout_seconds
-        )
-
-    async def open(self) -> None:
-        await self._pool.open(wait=False)
-
-    async def close(self) -> None:
-        await self._pool.close()
-
-    async def _rows(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        try:
-            async with self._pool.connection() as conn:
-                cur = conn.cursor(row_factory=dict_row)
-                await cur.execute(sql, params)
-                return await cur.fetchall()
-        except UNAVAILABLE as exc:
-            raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
+        super().__init__(database_url, max_size=max_size, timeout_seconds=timeout_seconds)
 
     async def latest(self, kind: str, namespace: str, name: str) -> Revision | None:
         """The object's latest revision; None if it has none or was deleted since."""

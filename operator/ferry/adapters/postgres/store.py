@@ -14,9 +14,8 @@ from typing import Any
 
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
 
-from ferry.adapters.postgres.errors import UNAVAILABLE, StoreUnavailable
+from ferry.adapters.postgres.pool import Pooled
 from ferry.adapters.postgres.records import INSERT_AUDIT, Recorded, Revision
 from ferry.domain.retention import Retention
 
@@ -27,34 +26,8 @@ class Pruned:
     audit_rows: int
 
 
-def connection_pool(
-    database_url: str, *, min_size: int = 1, max_size: int = 10, timeout_seconds: float = 10.0
-) -> AsyncConnectionPool:
-    """A small pool, opened later (``open(wait=False)``), of autocommit connections: single
-    statements are their own transaction (no BEGIN/COMMIT round trips); methods that need more
-    than one statement open ``conn.transaction()``. ``timeout_seconds``: longest wait for a
-    connection (connecting itself gives up after at most 5 s)."""
-    return AsyncConnectionPool(
-        database_url,
-        min_size=min_size,
-        max_size=max_size,
-        open=False,
-        kwargs={"connect_timeout": min(5, max(1, int(timeout_seconds))), "autocommit": True},
-        timeout=timeout_seconds,
-    )
-
-
-class Store:
+class Store(Pooled):
     """Async access to revisions and the audit log over a small connection pool."""
-
-    def __init__(self, database_url: str, *, min_size: int = 1, max_size: int = 10) -> None:
-        self._pool = connection_pool(database_url, min_size=min_size, max_size=max_size)
-
-    async def open(self) -> None:
-        await self._pool.open(wait=False)
-
-    async def close(self) -> None:
-        await self._pool.close()
 
     async def record(
         self,
@@ -76,27 +49,24 @@ class Store:
         One statement, one round trip: ``ferry_record_revision`` (migration 0002) takes the
         per-object advisory lock, reads the latest revision and writes both rows.
         """
-        try:
-            async with self._pool.connection() as conn:
-                cur = conn.cursor(row_factory=dict_row)
-                await cur.execute(
-                    "SELECT * FROM ferry_record_revision(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                    (
-                        kind,
-                        uid,
-                        namespace,
-                        name,
-                        Jsonb(content),
-                        Jsonb(spec),
-                        content_hash,
-                        changed_by,
-                        reason,
-                        action,
-                    ),
-                )
-                row = await cur.fetchone()
-        except UNAVAILABLE as exc:
-            raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
+        async with self._connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                "SELECT * FROM ferry_record_revision(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                (
+                    kind,
+                    uid,
+                    namespace,
+                    name,
+                    Jsonb(content),
+                    Jsonb(spec),
+                    content_hash,
+                    changed_by,
+                    reason,
+                    action,
+                ),
+            )
+            row = await cur.fetchone()
         assert row is not None
         return Recorded(Revision.from_row(row), created=bool(row["created"]))
 
@@ -113,33 +83,28 @@ class Store:
         details: Mapping[str, Any] | None = None,
     ) -> None:
         """Append to the audit trail. Best effort for non-revision actions: never blocks a sync."""
-        try:
-            async with self._pool.connection() as conn:
-                await conn.execute(
-                    INSERT_AUDIT,
-                    (
-                        action,
-                        kind,
-                        namespace,
-                        name,
-                        uid,
-                        username,
-                        revision,
-                        Jsonb(dict(details or {})),
-                    ),
-                )
-        except UNAVAILABLE as exc:
-            raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
+        async with self._connection() as conn:
+            await conn.execute(
+                INSERT_AUDIT,
+                (
+                    action,
+                    kind,
+                    namespace,
+                    name,
+                    uid,
+                    username,
+                    revision,
+                    Jsonb(dict(details or {})),
+                ),
+            )
 
     async def revisions(self, kind: str, namespace: str, name: str) -> list[Revision]:
-        async with self._pool.connection() as conn:
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(
-                "SELECT * FROM revisions WHERE kind=%s AND namespace=%s AND name=%s "
-                "ORDER BY revision",
-                (kind, namespace, name),
-            )
-            return [Revision.from_row(r) for r in await cur.fetchall()]
+        rows = await self._rows(
+            "SELECT * FROM revisions WHERE kind=%(kind)s AND namespace=%(ns)s AND name=%(name)s"
+            " ORDER BY revision",
+            {"kind": kind, "ns": namespace, "name": name},
+        )
+        return [Revision.from_row(r) for r in rows]
 
     async def mark_deleted(
         self, kind: str, namespace: str, name: str, *, username: str | None = None
@@ -147,27 +112,21 @@ class Store:
         """Write a 'deleted' audit row for an object with history, unless its last event already
         is one. Point-in-time export needs deletions; kinds without a finalizer (ConfigSchema)
         call this when their watch says the object is gone, which may happen more than once."""
-        try:
-            async with self._pool.connection() as conn, conn.transaction():
-                cur = await conn.execute(
-                    "INSERT INTO audit_log (action, kind, namespace, name, username, details)"
-                    " SELECT 'deleted', %(kind)s, %(ns)s, %(name)s, %(user)s, '{}'::jsonb"
-                    " WHERE EXISTS (SELECT 1 FROM revisions"
-                    "   WHERE kind=%(kind)s AND namespace=%(ns)s AND name=%(name)s)"
-                    " AND NOT EXISTS (" + _DELETED_AFTER_LATEST_REVISION + ")",
-                    {"kind": kind, "ns": namespace, "name": name, "user": username},
-                )
-                return cur.rowcount == 1
-        except UNAVAILABLE as exc:
-            raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
+        async with self._connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "INSERT INTO audit_log (action, kind, namespace, name, username, details)"
+                " SELECT 'deleted', %(kind)s, %(ns)s, %(name)s, %(user)s, '{}'::jsonb"
+                " WHERE EXISTS (SELECT 1 FROM revisions"
+                "   WHERE kind=%(kind)s AND namespace=%(ns)s AND name=%(name)s)"
+                " AND NOT EXISTS (" + _DELETED_AFTER_LATEST_REVISION + ")",
+                {"kind": kind, "ns": namespace, "name": name, "user": username},
+            )
+            return cur.rowcount == 1
 
     async def prune(self, policy: Retention, now: dt.datetime | None = None) -> Pruned:
         """Apply the retention policy in one transaction (rules: :class:`Retention`)."""
-        try:
-            async with self._pool.connection() as conn, conn.transaction():
-                return await _prune(conn, policy, now or dt.datetime.now(dt.UTC))
-        except UNAVAILABLE as exc:
-            raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
+        async with self._connection() as conn, conn.transaction():
+            return await _prune(conn, policy, now or dt.datetime.now(dt.UTC))
 
 
 # An object's deletion counts when it comes after its latest revision: a re-created object
