@@ -11,7 +11,7 @@ import asyncio
 import gc
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -63,9 +63,15 @@ def _click_type(option: Option) -> click.ParamType[Any]:
     return click.types.convert_type(option.type)
 
 
-def settings_options(command: F) -> F:
-    """Add one click option per setting that has one (credentials are environment only)."""
-    for option in reversed(options()):
+def _selected(groups: Collection[str] | None) -> list[Option]:
+    """Every setting, or those of ``groups`` (``ferry serve`` reads a few groups only)."""
+    return [option for option in options() if groups is None or option.group in groups]
+
+
+def settings_options(command: F, groups: Collection[str] | None = None) -> F:
+    """Add one click option per setting that has one (credentials are environment only); only
+    the settings of ``groups`` if given."""
+    for option in reversed(_selected(groups)):
         if option.option is None:
             continue
         # click 8.5 takes an explicit ``default=None`` as a value: a required option has none.
@@ -85,10 +91,15 @@ def settings_options(command: F) -> F:
     return command
 
 
-def settings_from(params: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> Settings:
-    """Settings from the parsed options (and the environment, for credentials)."""
+def settings_from(
+    params: Mapping[str, Any],
+    environ: Mapping[str, str] = os.environ,
+    groups: Collection[str] | None = None,
+) -> Settings:
+    """Settings from the parsed options (and the environment, for credentials); only those of
+    ``groups`` if given, the others keep their defaults."""
     values: dict[str, Any] = {}
-    for option in options():
+    for option in _selected(groups):
         if option.option is not None:
             values[option.path] = params[_param(option)]
         elif environ.get(option.env):

@@ -17,9 +17,8 @@ from typing import Any, TypeVar
 
 import click
 
-from ferry.cli.run import settings_options
-from ferry.settings import Settings, SettingsError
-from ferry.settings.options import build, options
+from ferry.cli.run import settings_from, settings_options
+from ferry.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,30 +28,7 @@ GROUPS = ("kubernetes", "database", "cache", "flags", "serve")
 
 def _serve_options(command: F) -> F:
     """``ferry run``'s generated options, only those of :data:`GROUPS`."""
-    decorated = settings_options(command)
-    params = decorated.__click_params__  # type: ignore[attr-defined]
-    decorated.__click_params__ = [  # type: ignore[attr-defined]
-        p for p in params if "__" not in str(p.name) or str(p.name).split("__", 1)[0] in GROUPS
-    ]
-    return decorated
-
-
-def _settings(params: dict[str, Any]) -> Settings:
-    values = {
-        option.path: params[option.path.replace(".", "__")]
-        for option in options()
-        if option.group in GROUPS and option.option is not None
-    }
-    # Credentials have no option: from the environment only (cache.sentinel_password).
-    values.update(
-        (option.path, os.environ[option.env])
-        for option in options()
-        if option.group in GROUPS and option.option is None and os.environ.get(option.env)
-    )
-    try:
-        return build(values)
-    except SettingsError as exc:
-        raise click.UsageError(str(exc)) from exc
+    return settings_options(command, GROUPS)
 
 
 @click.command()
@@ -65,7 +41,7 @@ def serve(verbose: bool, **params: Any) -> None:
     (TokenReview) and is authorised by RBAC (SubjectAccessReview): get on configentries or
     featureflags (ferry.dev) in the namespace it reads. Stateless: run several replicas.
     """
-    settings = _settings(params)
+    settings = settings_from(params, groups=GROUPS)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
