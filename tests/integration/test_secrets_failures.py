@@ -40,6 +40,7 @@ from ferry.devenv.vault import (
     operator_env,
     setup_kubernetes_auth,
     setup_operator_role,
+    start_persistent_vault,
     start_vault,
 )
 from tests.integration.conftest import Operator
@@ -104,12 +105,20 @@ def start_operator(
 
 @pytest.fixture
 def start_own_vault(vault_binary: Path, tmp_path: Path) -> Iterator[StartVault]:
-    """Private Vault dev servers (for tests that stop one or turn on its audit log), all stopped
-    at the end of the test."""
+    """Private Vaults (for tests that stop one or turn on its audit log), all stopped at the end
+    of the test: dev servers, or with ``persistent=True`` one with storage of its own, which
+    ``again=`` (that Vault, stopped) starts once more, sealed."""
     started: list[Vault] = []
 
-    def start(port: int | None = None) -> Vault:
-        server = start_vault(tmp_path / f"vault-{len(started)}", binary=vault_binary, port=port)
+    def start(*, persistent: bool = False, again: Vault | None = None) -> Vault:
+        if again is not None:
+            assert again.directory is not None
+            server = start_persistent_vault(again.directory, binary=vault_binary)
+        elif persistent:
+            directory = tmp_path / f"vault-{len(started)}"
+            server = start_persistent_vault(directory, binary=vault_binary)
+        else:
+            server = start_vault(tmp_path / f"vault-{len(started)}", binary=vault_binary)
         started.append(server)
         return server
 
@@ -192,19 +201,13 @@ def stopped(vault: Vault) -> Iterator[None]:
         yield
 
 
-def restart(
-    vault: Vault, start_own_vault: StartVault, secrets: Mapping[str, dict[str, str]]
-) -> None:
-    """A Vault answering at the same address again. Dev mode keeps everything in memory, so it is
-    given what a persistent Vault would still have: the operator's token, and ``secrets``."""
-    back = start_own_vault(port=int(vault.address.rsplit(":", 1)[1]))
-    back.request(
-        "POST",
-        "auth/token/create",
-        {"id": vault.root_token, "policies": ["root"], "no_parent": True},
-    )
-    for path, data in secrets.items():
-        put_secret(back, path, data)
+def restart(vault: Vault, start_own_vault: StartVault) -> None:
+    """The same Vault started again on its storage, as after a crash or an upgrade: sealed (its
+    clients get 503, which is retried) until it is unsealed here, then with everything it had —
+    so nothing Ferry reads on the way back can be a half-restored Vault."""
+    back = start_own_vault(again=vault)
+    assert back.address == vault.address
+    back.unseal()
 
 
 def wait_password(kube: Kube, ns: str, value: str, *, timeout: float = 30, what: str) -> None:
@@ -221,7 +224,7 @@ def test_vault_down_leaves_the_secret_untouched_and_converges_when_it_returns(
     cluster: Kube, start_own_vault: StartVault, start_operator: StartOperator, tmp_path: Path
 ) -> None:
     kube = cluster
-    vault = start_own_vault()
+    vault = start_own_vault(persistent=True)
     operator = start_operator(operator_env(vault, tmp_path / "keys", prefixes=["{namespace}"]))
     ns = kube.namespace("vault-down")
     put_secret(vault, f"{ns}/db", {"password": "before-the-outage"})
@@ -229,6 +232,9 @@ def test_vault_down_leaves_the_secret_untouched_and_converges_when_it_returns(
     wait_ready(kube, ns, "app")
     assert secret_data(kube, ns, "app") == {"DB_PASSWORD": "before-the-outage"}
     kept_version = resource_version(kube, "secret", ns, "app")
+    # A new version the operator has no reason to read yet (no refresh is due): what it must
+    # find once Vault is back.
+    put_secret(vault, f"{ns}/db", {"password": "after-the-outage"})
 
     with stopped(vault):
         refresh(kube, ns, "app")  # the operator has to go to Vault now, and finds it down
@@ -246,7 +252,7 @@ def test_vault_down_leaves_the_secret_untouched_and_converges_when_it_returns(
         assert secret_data(kube, ns, "app") == {"DB_PASSWORD": "before-the-outage"}
         assert operator.process is not None and operator.process.alive()
 
-    restart(vault, start_own_vault, {f"{ns}/db": {"password": "after-the-outage"}})
+    restart(vault, start_own_vault)
     wait_password(
         kube, ns, "after-the-outage", timeout=60, what="the Secret once Vault is back (no action)"
     )
@@ -262,17 +268,18 @@ def test_an_entry_whose_first_read_finds_vault_down_converges_when_it_returns(
     Vault again. A long minimum refresh interval (5 min, a setting) makes the difference between
     "retried" and "read again once the shared result expires" plain."""
     kube = cluster
-    vault = start_own_vault()
+    vault = start_own_vault(persistent=True)
     env = operator_env(vault, tmp_path / "keys", prefixes=["{namespace}"])
     start_operator({**env, "FERRY_VAULT_MIN_REFRESH_SECONDS": "300"})
     ns = kube.namespace("vault-down-new")
+    put_secret(vault, f"{ns}/db", {"password": "first-value"})
     with stopped(vault):
         kube.apply(entry("app", ns, with_secret(ns, f"{ns}/db")))
         down = wait_secrets_failed(kube, ns, "app", "VaultUnavailable")
         assert condition(down, "Reconciling")["status"] == "True"
         assert secret_data(kube, ns, "app") is None
 
-    restart(vault, start_own_vault, {f"{ns}/db": {"password": "first-value"}})
+    restart(vault, start_own_vault)
     wait_password(
         kube, ns, "first-value", what="the Secret once Vault is back (retries at most 2 s apart)"
     )

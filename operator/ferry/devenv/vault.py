@@ -2,7 +2,9 @@
 
 Dev mode: in memory, unsealed, one root token, HTTP on 127.0.0.1 only — a test server, never a
 production one (users point Ferry at their own Vault or OpenBao). The binary is built once from Go
-modules by ``vault-binary.sh`` and cached like the control plane.
+modules by ``vault-binary.sh`` and cached like the control plane. Tests of a Vault restart use
+:func:`start_persistent_vault` instead: file storage, so a restarted server comes back sealed
+and then with everything it had, as a production Vault does (a dev server comes back empty).
 
 Besides starting and stopping the server, this module configures what Ferry uses: a KV v2 mount,
 the Kubernetes auth method against the local kube-apiserver (its CA and a TokenReview-capable
@@ -60,6 +62,8 @@ class Vault:
     root_token: str = field(repr=False)
     process: Process | None = None
     directory: Path | None = None
+    #: Only for a Vault with storage of its own (:func:`start_persistent_vault`).
+    unseal_key: str | None = field(default=None, repr=False)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -95,6 +99,24 @@ class Vault:
     def health(self, timeout: float = 2) -> dict[str, Any]:
         """``sys/health`` (200 only when initialised, unsealed and active)."""
         return self.request("GET", "sys/health", timeout=timeout)
+
+    def seal_status(self) -> dict[str, Any]:
+        """``sys/seal-status``: answered (200) whether or not Vault is initialised or sealed."""
+        return self.request("GET", "sys/seal-status", token="")
+
+    def unseal(self, timeout: float = 60) -> None:
+        """Unseal a Vault with storage of its own (:func:`start_persistent_vault`) and wait until
+        it serves requests again."""
+        assert self.unseal_key is not None, "a dev server is never sealed"
+        self.request("PUT", "sys/unseal", {"key": self.unseal_key}, token="")
+        if self.process is not None:
+            wait_until(self.process, self._active, timeout=timeout, what=f"Vault at {self.address}")
+
+    def _active(self) -> bool:
+        try:
+            return not self.health().get("sealed")
+        except VaultApiError:  # standby or still sealed: 429, 503
+            return False
 
     # -- set-up helpers
 
@@ -224,6 +246,55 @@ def start_vault(
         return not vault.health().get("sealed") and bool(vault.request("GET", "sys/mounts/secret"))
 
     wait_until(process, ready, timeout=timeout, what=f"an unsealed Vault on 127.0.0.1:{port}")
+    return vault
+
+
+def start_persistent_vault(
+    directory: Path, *, binary: Path | None = None, timeout: float = 60
+) -> Vault:
+    """Start a Vault that keeps its data in ``directory`` (file storage), as a production Vault
+    does; for tests of what a restart looks like to Ferry. The first start initialises it (one
+    unseal key, kept in ``directory``), unseals it and mounts KV v2 at ``secret/``; a start on the
+    same ``directory`` after :meth:`Vault.stop` comes back on the same address, **sealed** (its
+    clients get 503 until :meth:`Vault.unseal`) and with everything it had: tokens, secrets,
+    versions."""
+    directory.mkdir(parents=True, exist_ok=True)
+    binary = binary or ensure_vault_binary()
+    state_file = directory / "init.json"
+    state = json.loads(state_file.read_text()) if state_file.exists() else None
+    port = int(state["port"]) if state else _free_port_pair()
+    config = directory / "vault.hcl"
+    config.write_text(
+        f'storage "file" {{\n  path = "{directory / "data"}"\n}}\n'
+        f'listener "tcp" {{\n  address = "127.0.0.1:{port}"\n  tls_disable = true\n}}\n'
+        f'api_addr = "http://127.0.0.1:{port}"\n'
+        "disable_mlock = true\n"
+    )
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(directory)}
+    argv = [str(binary), "server", f"-config={config}", "-log-level=warn"]
+    process = spawn("vault", argv, directory / "vault.log", env=env, cwd=directory)
+    address = f"http://127.0.0.1:{port}"
+    booting = Vault(address, "", process, directory)
+
+    def answering() -> bool:
+        with contextlib.suppress(OSError, VaultApiError):
+            booting.seal_status()
+            return True
+        return False
+
+    wait_until(process, answering, timeout=timeout, what=f"a Vault on 127.0.0.1:{port}")
+    if state is not None:
+        return Vault(address, state["root_token"], process, directory, state["unseal_key"])
+    answer = booting.request(
+        "PUT", "sys/init", {"secret_shares": 1, "secret_threshold": 1}, token=""
+    )
+    vault = Vault(address, answer["root_token"], process, directory, answer["keys"][0])
+    state_file.write_text(
+        json.dumps({"port": port, "root_token": vault.root_token, "unseal_key": vault.unseal_key})
+    )
+    state_file.chmod(0o600)
+    vault.unseal(timeout=timeout)
+    vault.enable_kv2("secret")  # where dev mode mounts it
     return vault
 
 
