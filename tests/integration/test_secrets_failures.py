@@ -394,6 +394,44 @@ def test_a_path_outside_the_operators_vault_policy_is_permission_denied(
         vault.request("DELETE", f"sys/policies/acl/{policy}")
 
 
+def test_a_policy_fixed_in_vault_is_picked_up_by_the_resync_without_touching_the_entry(
+    cluster: Kube, vault: Vault, start_operator: StartOperator, tmp_path: Path
+) -> None:
+    """A denial is not retried with backoff (docs/secrets.md); what does bring the secret once
+    the platform team fixes the policy in Vault is the periodic resync, with nothing done to the
+    entry (a short resync here; 300 s by default)."""
+    kube = cluster
+    ns = kube.namespace("policy-fixed")
+    policy = f"ferry-fixed-{ns}"
+    vault.write_policy(policy, f'path "secret/data/{ns}/other" {{ capabilities = ["read"] }}\n')
+    token = vault.create_token([policy])
+    try:
+        env = operator_env(vault, tmp_path / "keys", prefixes=["{namespace}"])
+        start_operator(
+            {
+                **env,
+                "FERRY_VAULT_TOKEN": token,
+                "FERRY_RECONCILE_RESYNC_SECONDS": "4",
+                "FERRY_VAULT_MIN_REFRESH_SECONDS": "1",
+            }
+        )
+        put_secret(vault, f"{ns}/db", {"password": "readable-now"})
+        kube.apply(entry("app", ns, with_secret(ns, f"{ns}/db")))
+        denied = wait_secrets_failed(kube, ns, "app", "VaultPermissionDenied")
+        assert condition(denied, "Stalled")["status"] == "True"
+        assert secret_data(kube, ns, "app") is None
+
+        vault.write_policy(policy, f'path "secret/data/{ns}/*" {{ capabilities = ["read"] }}\n')
+        wait_password(kube, ns, "readable-now", what="the Secret after the policy was fixed")
+        ready = wait_ready(kube, ns, "app")
+        assert ready["metadata"]["generation"] == denied["metadata"]["generation"]
+        assert ready["metadata"].get("annotations", {}).get("ferry.dev/refresh") is None
+        assert condition(ready, "Stalled") is None
+    finally:
+        vault.request("POST", "auth/token/revoke", {"token": token})
+        vault.request("DELETE", f"sys/policies/acl/{policy}")
+
+
 # --- Kubernetes auth -----------------------------------------------------------------------------
 
 
