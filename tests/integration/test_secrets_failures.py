@@ -210,6 +210,23 @@ def restart(vault: Vault, start_own_vault: StartVault) -> None:
     back.unseal()
 
 
+@contextlib.contextmanager
+def token_reading(vault: Vault, policy: str, path_glob: str) -> Iterator[str]:
+    """A token whose policy ``policy`` lets it read ``secret/data/<path_glob>`` only (rewrite the
+    policy to change that); token and policy are gone after the block."""
+    vault.write_policy(policy, read_rule(path_glob))
+    token = vault.create_token([policy])
+    try:
+        yield token
+    finally:
+        vault.request("POST", "auth/token/revoke", {"token": token})
+        vault.request("DELETE", f"sys/policies/acl/{policy}")
+
+
+def read_rule(path_glob: str) -> str:
+    return f'path "secret/data/{path_glob}" {{ capabilities = ["read"] }}\n'
+
+
 def wait_password(kube: Kube, ns: str, value: str, *, timeout: float = 30, what: str) -> None:
     """Until the Secret ``app`` holds exactly ``DB_PASSWORD: value``."""
     eventually(
@@ -354,10 +371,7 @@ def test_a_path_outside_the_operators_vault_policy_is_permission_denied(
 ) -> None:
     kube = cluster
     ns = kube.namespace("denied")
-    policy = f"ferry-narrow-{ns}"
-    vault.write_policy(policy, f'path "secret/data/{ns}/allowed/*" {{ capabilities = ["read"] }}\n')
-    token = vault.create_token([policy])
-    try:
+    with token_reading(vault, f"ferry-narrow-{ns}", f"{ns}/allowed/*") as token:
         env = operator_env(vault, tmp_path / "keys", prefixes=["{namespace}"])
         start_operator({**env, "FERRY_VAULT_TOKEN": token})
         put_secret(vault, f"{ns}/allowed/db", {"password": "readable"})
@@ -389,9 +403,6 @@ def test_a_path_outside_the_operators_vault_policy_is_permission_denied(
             what="a VaultPermissionDenied Event",
         )
         assert warned[0]["type"] == "Warning" and f'"{ns}/db"' in warned[0]["message"]
-    finally:
-        vault.request("POST", "auth/token/revoke", {"token": token})
-        vault.request("DELETE", f"sys/policies/acl/{policy}")
 
 
 def test_a_policy_fixed_in_vault_is_picked_up_by_the_resync_without_touching_the_entry(
@@ -403,9 +414,7 @@ def test_a_policy_fixed_in_vault_is_picked_up_by_the_resync_without_touching_the
     kube = cluster
     ns = kube.namespace("policy-fixed")
     policy = f"ferry-fixed-{ns}"
-    vault.write_policy(policy, f'path "secret/data/{ns}/other" {{ capabilities = ["read"] }}\n')
-    token = vault.create_token([policy])
-    try:
+    with token_reading(vault, policy, f"{ns}/other") as token:
         env = operator_env(vault, tmp_path / "keys", prefixes=["{namespace}"])
         start_operator(
             {
@@ -421,15 +430,12 @@ def test_a_policy_fixed_in_vault_is_picked_up_by_the_resync_without_touching_the
         assert condition(denied, "Stalled")["status"] == "True"
         assert secret_data(kube, ns, "app") is None
 
-        vault.write_policy(policy, f'path "secret/data/{ns}/*" {{ capabilities = ["read"] }}\n')
+        vault.write_policy(policy, read_rule(f"{ns}/*"))
         wait_password(kube, ns, "readable-now", what="the Secret after the policy was fixed")
         ready = wait_ready(kube, ns, "app")
         assert ready["metadata"]["generation"] == denied["metadata"]["generation"]
         assert ready["metadata"].get("annotations", {}).get("ferry.dev/refresh") is None
         assert condition(ready, "Stalled") is None
-    finally:
-        vault.request("POST", "auth/token/revoke", {"token": token})
-        vault.request("DELETE", f"sys/policies/acl/{policy}")
 
 
 # --- Kubernetes auth -----------------------------------------------------------------------------
