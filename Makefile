@@ -11,8 +11,11 @@ STAMP := $(VENV)/.installed
 demo: deps venv binaries ## start the local stack, apply examples/, show the result
 	@bash scripts/demo.sh
 
+# Test files in parallel, each worker with servers of its own (tests/conftest.py says how many).
+PARALLEL := -n auto --dist loadfile
+
 test: deps venv binaries lint ## the whole test suite (what CI runs)
-	$(VENV)/bin/pytest -q -rs -p no:cacheprovider
+	$(VENV)/bin/pytest -q -rs -p no:cacheprovider $(PARALLEL)
 
 deps: ## system packages: PostgreSQL and Redis from Debian (idempotent)
 	@bash scripts/install-system-deps.sh
@@ -32,7 +35,7 @@ unit: venv
 	$(VENV)/bin/pytest -q tests/unit
 
 integration: deps venv binaries
-	$(VENV)/bin/pytest -q tests/integration
+	$(VENV)/bin/pytest -q $(PARALLEL) tests/integration
 
 lint: venv ## ruff, the import layers (import-linter) and mypy --strict on the pure domain
 	$(VENV)/bin/ruff check operator tests bench

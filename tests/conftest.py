@@ -6,6 +6,10 @@ at the end of the session (also when tests fail). Point the tests at servers of 
 and kind present, ``FERRY_TEST_KIND=1`` runs the Kubernetes side on a kind cluster via pytest-kind.
 A Vault of your own: ``FERRY_TEST_VAULT_ADDR`` and ``FERRY_TEST_VAULT_TOKEN`` (a token that may
 manage mounts, auth methods and policies).
+
+``make test`` runs the files in parallel (pytest-xdist, ``-n auto --dist loadfile``): each worker
+is a session of its own, so it starts its own servers, and a file's tests stay together in one
+worker, in order. How many workers: :func:`pytest_xdist_auto_num_workers`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,29 @@ from ferry.devenv.redis import Redis, start_redis
 from ferry.devenv.stack import install_crds
 from ferry.devenv.vault import Vault, ensure_vault_binary, start_vault
 from tests.support import Kube
+
+#: Servers of one's own that the tests would share (see the module docstring).
+PRESETS = (
+    "FERRY_TEST_KUBECONFIG",
+    "FERRY_TEST_KIND",
+    "FERRY_TEST_DATABASE_URL",
+    "FERRY_TEST_REDIS_URL",
+    "FERRY_TEST_VAULT_ADDR",
+)
+#: Each worker runs its own API server, etcd, PostgreSQL, Redis, Vault and the operators its
+#: tests start (about 1 GiB); past a few workers the machine's memory, not its CPUs, is the limit.
+MAX_WORKERS = 4
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one worker a CPU, at most :data:`MAX_WORKERS`; none (one process, as plain
+    ``pytest``) with servers of one's own: two workers would share them, and the cluster-scoped
+    objects the tests create (Ferry's webhook configurations and CRDs, the history API's
+    APIService) are one per server."""
+    if any(os.environ.get(name) for name in PRESETS):
+        return 0
+    cpus = len(os.sched_getaffinity(0))
+    return min(cpus, MAX_WORKERS) if cpus > 1 else 0
 
 
 @pytest.fixture(scope="session")

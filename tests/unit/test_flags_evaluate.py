@@ -28,7 +28,14 @@ def hits(cond: dict[str, Any], attributes: Mapping[str, Any], key: str | None = 
     return result.variant == "hit"
 
 
-MISSING = object()
+class _Missing:
+    """The attribute is absent (a stable repr keeps the test ids the same in every process)."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING = _Missing()
 
 # (condition, attribute value or MISSING, expected match)
 TABLE: list[tuple[dict[str, Any], Any, bool]] = [
