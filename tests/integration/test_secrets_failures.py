@@ -111,14 +111,14 @@ def start_own_vault(vault_binary: Path, tmp_path: Path) -> Iterator[StartVault]:
     started: list[Vault] = []
 
     def start(*, persistent: bool = False, again: Vault | None = None) -> Vault:
+        directory = tmp_path / f"vault-{len(started)}"
         if again is not None:
             assert again.directory is not None
-            server = start_persistent_vault(again.directory, binary=vault_binary)
-        elif persistent:
-            directory = tmp_path / f"vault-{len(started)}"
+            directory, persistent = again.directory, True
+        if persistent:
             server = start_persistent_vault(directory, binary=vault_binary)
         else:
-            server = start_vault(tmp_path / f"vault-{len(started)}", binary=vault_binary)
+            server = start_vault(directory, binary=vault_binary)
         started.append(server)
         return server
 

@@ -299,7 +299,8 @@ def start_persistent_vault(
 
 
 def _free_port_pair(attempts: int = 50) -> int:
-    """A free loopback port whose successor is free too (dev mode's cluster listener)."""
+    """A free loopback port whose successor is free too (Vault's cluster listener, which a dev
+    server and one with file storage both open on the next port)."""
     for _ in range(attempts):
         port = free_port()
         if port < 65535 and not port_is_open(port + 1):
