@@ -244,12 +244,27 @@ async def test_vault_sealed_is_unavailable(own_vault: Vault) -> None:
         assert "is sealed" in str(sealed.value)
 
 
+def hang(pid: int, timeout: float = 10) -> None:
+    """SIGSTOP ``pid`` and return once every thread of it is stopped. kill() returns before
+    that: a thread running on another CPU can still answer a request sent at once (a fresh-clone
+    run with two test workers saw the read below succeed)."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+
+    def state(task: Path) -> str:  # the field after "(comm)" in /proc/<pid>/task/<tid>/stat
+        return (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+
+    while any(state(task) != "T" for task in Path(f"/proc/{pid}/task").iterdir()):
+        assert time.monotonic() < deadline, f"process {pid} not stopped {timeout}s after SIGSTOP"
+        time.sleep(0.01)
+
+
 async def test_a_hung_vault_times_out_and_recovers(own_vault: Vault) -> None:
     write(own_vault, "secret", "app/db", {"password": "x"})
     assert own_vault.process is not None
     async with root_client(own_vault, "secret", timeout=1) as client:
         await client.read("app/db")
-        os.kill(own_vault.process.pid, signal.SIGSTOP)
+        hang(own_vault.process.pid)
         try:
             with pytest.raises(VaultUnavailable) as hung:
                 await client.read("app/db")
