@@ -55,7 +55,8 @@ from reconcile_bench import cpu_seconds
 from reconcile_bench import operator_metrics as operator_figures
 
 from ferry.devenv.controlplane import client_ssl_context
-from ferry.devenv.stack import Stack, run_kubectl, start_operator, start_stack
+from ferry.devenv.process import run_kubectl
+from ferry.devenv.stack import Stack, start_operator, start_stack
 
 #: Issue 15: what Ferry's webhooks may add beyond webhooks that check nothing, at p99.
 GOAL_BEYOND_NOOP_MS = 2.0

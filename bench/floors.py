@@ -33,8 +33,8 @@ from lightkube import AsyncClient, Client
 from lightkube.generic_resource import create_namespaced_resource
 
 from ferry.adapters import kube_client
-from ferry.devenv.process import Process, free_port, port_is_open, spawn, wait_until
-from ferry.devenv.stack import CRDS_DIR, Stack, install_crds, run_kubectl
+from ferry.devenv.process import Process, free_port, port_is_open, run_kubectl, spawn, wait_until
+from ferry.devenv.stack import CRDS_DIR, Stack, install_crds
 from ferry.tls import CertificateAuthority
 from ferry.webhooks.configurations import CONFIGURATION_NAME, webhook_configurations
 

@@ -43,7 +43,8 @@ from floors import register, saved_configurations
 from inline_checks import cases as inline_cases
 
 from ferry.devenv.controlplane import client_ssl_context
-from ferry.devenv.stack import Stack, run_kubectl, start_operator, start_stack
+from ferry.devenv.process import run_kubectl
+from ferry.devenv.stack import Stack, start_operator, start_stack
 
 WARMUP = 20
 HOSTILE = "bench-hostile"

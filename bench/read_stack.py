@@ -35,8 +35,8 @@ from typing import Any
 
 import yaml
 
-from ferry.devenv.process import Process, free_port, port_is_open, spawn, wait_until
-from ferry.devenv.stack import Stack, run_kubectl, start_stack
+from ferry.devenv.process import Process, free_port, port_is_open, run_kubectl, spawn, wait_until
+from ferry.devenv.stack import Stack, start_stack
 
 HERE = Path(__file__).parent
 NAMESPACE = "bench-read"

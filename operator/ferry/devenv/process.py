@@ -178,3 +178,21 @@ def build_cached(script: Path, what: str, timeout: float = 3000) -> Path:
     except subprocess.TimeoutExpired as exc:
         raise StartupError(f"building {what} took over {timeout:.0f}s") from exc
     return Path(out.stdout.strip().splitlines()[-1])
+
+
+def run_kubectl(
+    kubectl: Path, kubeconfig: Path, *args: str, input: str | None = None, timeout: float = 90
+) -> str:
+    """kubectl's output for ``args`` against ``kubeconfig``; a failure raises
+    :class:`StartupError` with kubectl's own message."""
+    result = subprocess.run(
+        [str(kubectl), f"--kubeconfig={kubeconfig}", *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise StartupError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout

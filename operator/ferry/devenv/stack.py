@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import urllib.request
 from collections.abc import Mapping
@@ -22,7 +21,13 @@ from ferry.adapters.postgres import migrate
 from ferry.devenv.controlplane import ControlPlane, ensure_binaries, start_control_plane
 from ferry.devenv.historyapi import start_history_api
 from ferry.devenv.postgres import Postgres, start_postgres
-from ferry.devenv.process import Process, StartupError, free_port, spawn, wait_until
+from ferry.devenv.process import (
+    Process,
+    free_port,
+    run_kubectl,
+    spawn,
+    wait_until,
+)
 from ferry.devenv.redis import start_redis
 from ferry.devenv.vault import (
     OPERATOR_NAMESPACE,
@@ -122,19 +127,6 @@ def install_crds(kubectl: Path, kubeconfig: Path, crds_dir: Path = CRDS_DIR) -> 
         kubectl, kubeconfig, "get", "crd", *selector, "-o", "jsonpath={.items[*].metadata.name}"
     )
     run_kubectl(kubectl, kubeconfig, "get", ",".join(names.split()), "-A", "-o", "name")
-
-
-def run_kubectl(kubectl: Path, kubeconfig: Path, *args: str, timeout: float = 90) -> str:
-    result = subprocess.run(
-        [str(kubectl), f"--kubeconfig={kubeconfig}", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise StartupError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
-    return result.stdout
 
 
 def start_stack(directory: Path, *, with_operator: bool = False, with_vault: bool = False) -> Stack:

@@ -19,7 +19,6 @@ import json
 import os
 import secrets
 import socket
-import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
@@ -35,6 +34,7 @@ from ferry.devenv.process import (
     build_cached,
     free_port,
     port_is_open,
+    run_kubectl,
     spawn,
     wait_until,
 )
@@ -321,17 +321,7 @@ class KubeAdmin:
     kubeconfig: Path
 
     def run(self, *args: str, input: str | None = None, timeout: float = 60) -> str:
-        result = subprocess.run(
-            [str(self.kubectl), f"--kubeconfig={self.kubeconfig}", *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise StartupError(f"kubectl {' '.join(args[:3])} failed: {result.stderr.strip()}")
-        return result.stdout
+        return run_kubectl(self.kubectl, self.kubeconfig, *args, input=input, timeout=timeout)
 
     def apply(self, *objects: Mapping[str, Any]) -> None:
         self.run(
