@@ -50,13 +50,14 @@ def interval(
     return values[int(0.025 * resamples)], values[int(0.975 * resamples) - 1]
 
 
-def verdict(low: float, high: float, goal: float) -> str:
-    """Whether an interval of a figure that must stay at or below ``goal`` says it does."""
+def verdict(low: float, high: float, goal: float, by: str = "this run") -> str:
+    """Whether an interval of a figure that must stay at or below ``goal`` says it does;
+    ``by`` names what the interval comes from, for the undecided case."""
     if high <= goal:
         return "met"
     if low > goal:
         return "NOT met"
-    return "not decided by this run: the interval holds the goal"
+    return f"not decided by {by}: the interval holds the goal"
 
 
 #: Student's t, the 97.5th percentile, by degrees of freedom (any statistics table; Python's
@@ -86,7 +87,7 @@ def main() -> None:
     mean, low, high = across_runs(args.figures)
     print(
         f"{len(args.figures)} runs: mean {mean:.3f}, 95% interval {low:.3f} … {high:.3f}; "
-        f"goal <= {args.goal}: {verdict(low, high, args.goal).replace('this run', 'these runs')}"
+        f"goal <= {args.goal}: {verdict(low, high, args.goal, by='these runs')}"
     )
 
 

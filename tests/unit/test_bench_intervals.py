@@ -42,11 +42,11 @@ def test_one_run_gives_no_interval_across_runs() -> None:
     [
         ([1.04, 1.08, 1.10, 1.21, 1.13], "met"),
         ([1.30, 1.35, 1.40], "NOT met"),
-        ([1.0, 1.4], "not decided by this run: the interval holds the goal"),
+        ([1.0, 1.4], "not decided by these runs: the interval holds the goal"),
     ],
 )
 def test_the_verdict_follows_the_interval_against_the_goal(
     figures: list[float], expected: str
 ) -> None:
     _, low, high = intervals.across_runs(figures)
-    assert intervals.verdict(low, high, 1.2) == expected
+    assert intervals.verdict(low, high, 1.2, by="these runs") == expected

@@ -21,13 +21,7 @@ from ferry.adapters.postgres import migrate
 from ferry.devenv.controlplane import ControlPlane, ensure_binaries, start_control_plane
 from ferry.devenv.historyapi import start_history_api
 from ferry.devenv.postgres import Postgres, start_postgres
-from ferry.devenv.process import (
-    Process,
-    free_port,
-    run_kubectl,
-    spawn,
-    wait_until,
-)
+from ferry.devenv.process import Process, free_port, run_kubectl, spawn, wait_until
 from ferry.devenv.redis import start_redis
 from ferry.devenv.vault import (
     OPERATOR_NAMESPACE,
