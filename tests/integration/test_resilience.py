@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+from pathlib import Path
 
 import psycopg
 import pytest
 import yaml
 
+from ferry.devenv.process import StartupError
 from tests.integration.conftest import Operator
 from tests.support import Kube, eventually, manifest
 
@@ -106,3 +109,27 @@ def test_sigterm_stops_the_operator_within_seconds(operator: Operator) -> None:
     finally:
         operator.stop()  # whatever happened, nothing is left running ...
         operator.start()  # ... and the session's operator is there for the next test
+
+
+def test_an_operator_that_cannot_listen_exits_naming_the_address(
+    operator: Operator, kube: Kube, tmp_path: Path
+) -> None:
+    """A start-up that fails half-way (here: its API port taken) ends the process with the
+    cause, so the kubelet restarts it and `kubectl logs` says why, instead of a process that
+    never becomes ready and whose half-made start-up Kopf would run again on top of itself."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        second = Operator(
+            env=operator.env, log=tmp_path / "operator.log", workdir=tmp_path, api_port=port
+        )
+        with pytest.raises(StartupError, match="exited before the operator") as raised:
+            second.start(timeout=60)
+    log = second.log.read_text()
+    [failed] = [line for line in log.splitlines() if "Activity 'start' failed" in line]
+    assert f"('127.0.0.1', {port}): address already in use" in failed, log[-3000:]
+    assert "is the port busy" in str(raised.value)
+    for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):  # still ours
+        urls = {hook["clientConfig"]["url"] for hook in kube.get_json(kind, "ferry")["webhooks"]}
+        assert {url.split("/")[2] for url in urls} == {f"127.0.0.1:{operator.webhook_port}"}

@@ -7,10 +7,13 @@ broken environment gives one clear line instead of a hang.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import random
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,10 +25,64 @@ class StartupError(RuntimeError):
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 for a server about to start, which no other process is given
+    until this one exits.
+
+    A port is chosen some time before the server binds it (a test's operator keeps its ports
+    across restarts), and meanwhile two things could take it: the kernel, which hands out the
+    ports of its ephemeral range to every ``connect()`` and ``bind(port 0)`` on the machine, and
+    another process of the test run choosing a port the same way. So ports come from outside the
+    ephemeral range, and each is reserved with a lock on its byte of one shared file: a POSIX
+    record lock, which the kernel drops when the process that took it ends, so nothing is left
+    to clean up. The bind check skips what something already listens on.
+    """
+    low, high = _ephemeral_range()
+    outside = range(_FIRST_PORT, low) if low - _FIRST_PORT >= 4096 else range(high + 1, 65536)
+    for port in random.sample(outside, min(len(outside), 512)):
+        if port not in _reserved and _reserve(port) and _bindable(port):
+            return port
+    raise StartupError(f"no free TCP port on 127.0.0.1 in {outside.start}-{outside.stop - 1}")
+
+
+#: Below the usual ephemeral ranges and above the well-known services' ports.
+_FIRST_PORT = 20000
+_reserved: set[int] = set()  # this process's: its own record locks never conflict with each other
+_lock_file: int | None = None
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+    return int(low), int(high)
+
+
+def _reserve(port: int) -> bool:
+    global _lock_file
+    if _lock_file is None:
+        path = Path(tempfile.gettempdir()) / "ferry-ports.lock"
+        try:
+            _lock_file = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:  # another user's file: their ports are theirs to collide with
+            _lock_file = -1
+    if _lock_file < 0:
+        return True
+    try:
+        fcntl.lockf(_lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, port, os.SEEK_SET)
+    except OSError:  # another live process holds it
+        return False
+    _reserved.add(port)
+    return True
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def port_is_open(port: int, host: str = "127.0.0.1") -> bool:

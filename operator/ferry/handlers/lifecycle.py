@@ -46,7 +46,10 @@ def _observe_wait(key: QueueKey, seconds: float) -> None:
     metrics.QUEUE_WAIT.labels(key.kind).observe(seconds)
 
 
-@kopf.on.startup()
+# Any failure ends the process (PERMANENT: Kopf would otherwise run this again, on top of the
+# tasks, threads and clients a half-done start-up left behind); the kubelet restarts it and the
+# log says why, as with any controller whose manager fails to start.
+@kopf.on.startup(errors=kopf.ErrorsMode.PERMANENT)
 async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
     config: Settings = memo["settings"]
     # Kopf runs start-up and clean-up only: Ferry's informers follow every object (decision 0031).
@@ -109,6 +112,13 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> N
         queue=queue,
     )
     memo["runtime"] = runtime
+
+    def ready() -> bool:  # indexes filled, and the admission webhooks in force
+        return runtime.ready.is_set() and runtime.webhooks_ready.is_set()
+
+    # Listening comes before anything is announced to the cluster (the webhooks, below): a
+    # process that cannot take its port stops here without having pointed the API server at it.
+    memo["api_runner"] = await serve(make_app(ready), config.api.host, config.api.port)
     # Long-lived watches on their own client, so they never hold a connection writes wait for.
     memo["watch_client"] = watcher = make_client(config.kubernetes.kubeconfig)
     # Watches of names someone else's object holds: a client of their own, so however many
@@ -164,12 +174,6 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> N
         leading = lambda: runtime.shards.holds(FLAGS_SHARD)  # noqa: E731 - one replica: shard 0's
         runtime.tasks.append(asyncio.create_task(keeper.run(leading), name="ferry-certificates"))
 
-    def ready() -> bool:  # indexes filled, and the admission webhooks in force
-        return runtime.ready.is_set() and runtime.webhooks_ready.is_set()
-
-    app = make_app(ready)
-    runner = await serve(app, config.api.host, config.api.port)
-    memo["api_runner"] = runner
     runtime.tasks.append(asyncio.create_task(_work(runtime), name="ferry-workers"))
     runtime.tasks.append(asyncio.create_task(_resync(runtime), name="ferry-resync"))
     runtime.tasks.append(asyncio.create_task(_prune(runtime), name="ferry-prune"))
