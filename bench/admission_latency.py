@@ -1,9 +1,11 @@
 """What Ferry's admission webhooks add to a `kubectl apply` of a ConfigEntry.
 
-Starts the whole local stack (kube-apiserver + etcd, PostgreSQL, Redis, the operator with its
-webhooks), then server-side applies a 10 KB ConfigEntry validated against a 50-property
-ConfigSchema, changing one value each time, over one keep-alive HTTPS connection, into three
-namespaces taking turns request by request (so all three meet the machine in the same state):
+Starts the whole local stack (kube-apiserver + etcd, PostgreSQL, Redis, the operator and, in
+the default layout, `ferry webhooks` answering admission beside it as the chart runs them;
+``--layout together``: the operator answers its webhooks itself), then server-side applies a
+10 KB ConfigEntry validated against a 50-property ConfigSchema, changing one value each time,
+over one keep-alive HTTPS connection, into three namespaces taking turns request by request
+(so all three meet the machine in the same state):
 
 - ``bench-ferry``: Ferry's webhooks (mutating stamp + validating check) as registered,
 - ``bench-off``: no webhook (a ``namespaceSelector`` keeps Ferry's out): the floor,
@@ -23,8 +25,9 @@ quantiles are interpolated within the buckets, as Prometheus' ``histogram_quanti
 API server's smallest webhook buckets are 5 ms and 25 ms, so those are coarse, and the
 client-side differences are the sharper figures.
 
-Run: .venv/bin/python bench/admission_latency.py [--requests 500]   (goal, issue 15: Ferry's
-webhooks add at most 2 ms at p99 beyond webhooks that check nothing, dry-run and stored)
+Run: .venv/bin/python bench/admission_latency.py [--requests 500] [--layout together]
+(goal, issue 15: Ferry's webhooks add at most 2 ms at p99 beyond webhooks that check nothing,
+dry-run and stored)
 """
 
 from __future__ import annotations
@@ -44,10 +47,12 @@ from typing import Any
 
 from floors import (
     NOOP_CONFIGURATION_NAME,
+    add_layout_option,
     noop_webhook_metrics,
     register,
     saved_configurations,
     scope,
+    start_ferry_as,
     start_noop_webhook,
 )
 from intervals import interval, verdict
@@ -56,7 +61,7 @@ from reconcile_bench import operator_metrics as operator_figures
 
 from ferry.devenv.controlplane import client_ssl_context
 from ferry.devenv.process import run_kubectl
-from ferry.devenv.stack import Stack, start_operator, start_stack
+from ferry.devenv.stack import Stack, start_stack
 
 #: Issue 15: what Ferry's webhooks may add beyond webhooks that check nothing, at p99.
 GOAL_BEYOND_NOOP_MS = 2.0
@@ -189,15 +194,21 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
 
+def admission_url(stack: Stack) -> str:
+    """The API port of the process answering Ferry's webhooks: `ferry webhooks`, or the operator
+    itself (``--layout together``)."""
+    return stack.extra.get("FERRY_WEBHOOKS_API_URL", stack.extra["FERRY_API_URL"])
+
+
 def operator_metrics(stack: Stack) -> str:
-    with urllib.request.urlopen(f"{stack.extra['FERRY_API_URL']}/metrics", timeout=5) as r:
+    with urllib.request.urlopen(f"{admission_url(stack)}/metrics", timeout=5) as r:
         return str(r.read().decode())
 
 
 def operator_counts(stack: Stack) -> dict[str, float]:
-    """Python's full (generation 2) collections in the operator so far (each pauses every
-    thread, the admission thread included), and its admission entry checks by where they ran."""
-    return operator_figures(stack.extra["FERRY_API_URL"])
+    """Python's full (generation 2) collections so far in the process answering admission (each
+    pauses every thread of it), and its admission entry checks by where they ran."""
+    return operator_figures(admission_url(stack))
 
 
 def run_interleaved(api: Api, requests: int, start: int, dry_run: bool) -> dict[str, list[float]]:
@@ -241,13 +252,13 @@ def print_histograms(label: str, metric: str, before: str, after: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=500)
+    add_layout_option(parser)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="ferry-bench-") as tmp:
         stack = start_stack(Path(tmp))
         try:
-            operator = start_operator(stack)
-            stack.processes.append(operator)
+            operator = start_ferry_as(stack, args.layout)
             measure(stack, args.requests, operator.pid)
         finally:
             stack.stop()
@@ -310,14 +321,14 @@ def measure(stack: Stack, requests: int, operator_pid: int) -> None:
             )
         print_histograms("API server, webhook", WEBHOOK_METRIC, before, after)
         print_histograms(
-            "inside operator", "ferry_admission_duration_seconds", operator_before, operator_after
+            "inside Ferry", "ferry_admission_duration_seconds", operator_before, operator_after
         )
         print_histograms(
             "inside no-op webhook", "noop_admission_duration_seconds", noop_before, noop_after
         )
         now = operator_counts(stack)
         collections = now["full_collections"] - counts["full_collections"]
-        print(f"  operator's full garbage collections meanwhile: {collections:.0f}")
+        print(f"  full garbage collections meanwhile, where admission is: {collections:.0f}")
         inline, worker = (now[k] - counts[k] for k in ("admission_inline", "admission_worker"))
         print(
             f"  Ferry's entry checks answered on the admission thread: {inline:.0f},"

@@ -12,6 +12,8 @@
   :func:`scope` limits configurations to labelled namespaces (and to the twin's group).
 - :func:`each_at_once` makes many API calls a few at a time, from one asyncio client: threads
   sharing lightkube's sync client crashed the interpreter here (in a native extension).
+- :func:`start_ferry_as` starts Ferry itself in the layout ``--layout`` names (:data:`LAYOUTS`),
+  and says which.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from lightkube.generic_resource import create_namespaced_resource
 
 from ferry.adapters import kube_client
 from ferry.devenv.process import Process, free_port, port_is_open, run_kubectl, spawn, wait_until
-from ferry.devenv.stack import CRDS_DIR, Stack, install_crds
+from ferry.devenv.stack import CRDS_DIR, Stack, install_crds, start_ferry
 from ferry.tls import CertificateAuthority
 from ferry.webhooks.configurations import CONFIGURATION_NAME, webhook_configurations
 
@@ -186,3 +188,27 @@ def register(stack: Stack, configurations: list[dict[str, Any]]) -> None:
         path.write_text(json.dumps(obj))
         run_kubectl(stack.kubectl, stack.kubeconfig, "create", "-f", str(path))
     time.sleep(1)  # the API server's webhook informer catches up
+
+
+#: How Ferry is run (``--layout``): as the chart runs it, or in one process.
+LAYOUTS = {
+    "apart": "`ferry webhooks` answers admission, `ferry run` (no webhook port) reconciles",
+    "together": "`ferry run --webhook-port`: one process reconciles and answers admission",
+}
+
+
+def add_layout_option(parser: Any) -> None:
+    """``--layout`` on an ``argparse`` parser."""
+    parser.add_argument(
+        "--layout",
+        choices=tuple(LAYOUTS),
+        default="apart",
+        help="apart: as the chart runs Ferry (decision 0035); together: one process",
+    )
+
+
+def start_ferry_as(stack: Stack, layout: str, *, timeout: float = 60) -> Process:
+    """Ferry in ``layout`` (printed); returns the reconciling process."""
+    operator = start_ferry(stack, together=layout == "together", timeout=timeout)
+    print(f"layout: {LAYOUTS[layout]}")
+    return operator

@@ -52,11 +52,13 @@ from floors import (
     NOOP_CONFIGURATION_NAME,
     TWIN_GROUP,
     TwinEntry,
+    add_layout_option,
     each_at_once,
     install_twin,
     register,
     saved_configurations,
     scope,
+    start_ferry_as,
     start_noop_controller,
     start_noop_webhook,
 )
@@ -196,7 +198,7 @@ def labelled(client: Client, variant: str) -> str:
     return namespace(client, f"bench-lat-{variant}", {LATENCY_LABEL: variant})
 
 
-def bench_latency(client: Client, stack: Stack, applies: int, pause: float) -> None:
+def bench_latency(client: Client, stack: Stack, applies: int, pause: float, layout: str) -> None:
     """Isolated changes (``pause`` apart, every controller idle when each arrives), taking turns
     between the floors and Ferry; then Ferry's back to back (each apply arriving while the
     operator still finishes the previous one)."""
@@ -205,7 +207,7 @@ def bench_latency(client: Client, stack: Stack, applies: int, pause: float) -> N
     controller = start_noop_controller(stack)
     noop_webhook, noop_hooks = start_noop_webhook(stack)
     try:
-        stack.processes.append(start_operator(stack))
+        start_ferry_as(stack, layout)
         ferry_ns = isolated_applies(client, stack, seen, controller, noop_hooks, applies, pause)
     finally:
         controller.stop()
@@ -722,6 +724,7 @@ def bench_restart(count: int, stack: Stack, operator: Process) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--applies", type=int, default=200)
+    add_layout_option(parser)  # of the latency runs (--applies)
     parser.add_argument("--pause", type=float, default=0.1, help="seconds between isolated applies")
     parser.add_argument("--fanout", type=int, default=1000)
     parser.add_argument(
@@ -737,7 +740,7 @@ def main() -> int:
         try:
             client = Client(KubeConfig.from_file(str(stack.kubeconfig)), field_manager="bench")
             if args.applies:
-                bench_latency(client, stack, args.applies, args.pause)
+                bench_latency(client, stack, args.applies, args.pause, args.layout)
             else:
                 stack.processes.append(start_operator(stack))
             if args.fanout:

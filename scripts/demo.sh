@@ -7,7 +7,7 @@ FERRY=.venv/bin/ferry
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "Starting the local control plane, PostgreSQL, Redis and the operator (ferry dev up)"
+step "Starting the local control plane, PostgreSQL, Redis, the operator and its webhooks (ferry dev up)"
 $FERRY dev up
 eval "$($FERRY dev env)"
 

@@ -32,8 +32,9 @@ class Operator:
     log: Path
     workdir: Path
     api_port: int = field(default_factory=free_port)
-    webhook_port: int = field(default_factory=free_port)
+    webhook_port: int | None = field(default_factory=free_port)  # None: serves no webhooks
     process: Process | None = None
+    command: str = "run"  # or "webhooks": the admission webhooks alone
 
     @property
     def api_url(self) -> str:
@@ -47,6 +48,7 @@ class Operator:
             api_port=self.api_port,
             webhook_port=self.webhook_port,
             timeout=timeout,
+            command=self.command,
         )
 
     def kill(self) -> None:

@@ -18,6 +18,7 @@ import sys
 import tarfile
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from prometheus_client.parser import text_string_to_metric_families
 
 from ferry.cli.serve import GROUPS as SERVE_GROUPS
+from ferry.cli.webhooks import GROUPS as WEBHOOK_GROUPS
 from ferry.devenv.controlplane import start_control_plane
 from ferry.devenv.process import Process, free_port, log_tail, spawn, wait_until
 from ferry.devenv.stack import install_crds, run_operator
@@ -272,10 +274,15 @@ def _deployment(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
 
 
 def _check_settings(
-    where: str, container: dict[str, Any], command: str, groups: tuple[str, ...] | None
+    where: str,
+    container: dict[str, Any],
+    command: str,
+    groups: tuple[str, ...] | None,
+    connections: bool = True,
 ) -> set[str]:
     """The container runs ``ferry <command>`` with flags and FERRY_* variables of ``groups``
-    (every group: None) only, the connection URIs from Secrets; the variables it sets."""
+    (every group: None) only, the connection URIs from Secrets (``connections``; without, none
+    at all); the variables it sets."""
     known = [o for o in options() if groups is None or o.group in groups]
     known_env = {o.env for o in known}
     known_flags = {o.option for o in known if o.option} | {"--verbose"}
@@ -284,7 +291,10 @@ def _check_settings(
     assert flags <= known_flags, f"{where}: unknown flags {flags - known_flags}"
     env = {e["name"] for e in container["env"] if e["name"].startswith("FERRY_")}
     assert env <= known_env, f"{where}: unknown variables {env - known_env}"
-    assert {"FERRY_DATABASE_URL", "FERRY_REDIS_URL"} <= env
+    if connections:
+        assert {"FERRY_DATABASE_URL", "FERRY_REDIS_URL"} <= env
+    else:
+        assert not env & {"FERRY_DATABASE_URL", "FERRY_REDIS_URL", "FERRY_VAULT_TOKEN"}, where
     for variable in container["env"]:
         if variable["name"] in ("FERRY_DATABASE_URL", "FERRY_REDIS_URL", "FERRY_VAULT_TOKEN"):
             assert "secretKeyRef" in variable["valueFrom"], f"{where}: {variable} not secret"
@@ -298,6 +308,33 @@ def test_operator_settings_are_the_operators_own(tools: dict[str, Path], tmp_pat
         deployment = _deployment(helm_template(tools["helm"], tmp_path, values, *args), "ferry")
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         _check_settings(name, container, "run", None)
+
+
+def test_webhooks_settings_are_those_ferry_webhooks_reads(
+    tools: dict[str, Path], tmp_path: Path
+) -> None:
+    """`ferry webhooks` gets the flags and FERRY_* variables of the groups it reads, no database,
+    Redis or Vault credential, and what admission checks of secretData (the Vault paths)."""
+    for name, (values, args) in VARIANTS.items():
+        webhook = {"settings": {"FERRY_VALIDATION_WORKERS": 3}}
+        values = values | {"logVerbose": True, "webhook": values.get("webhook", {}) | webhook}
+        values |= {"vault": values.get("vault", {}) | {"allowedPathPrefixes": ["t/{namespace}/"]}}
+        deployment = _deployment(
+            helm_template(tools["helm"], tmp_path, values, *args), "ferry-webhooks"
+        )
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        _check_settings(name, container, "webhooks", WEBHOOK_GROUPS, connections=False)
+        plain = {e["name"]: e.get("value") for e in container["env"]}
+        assert plain["FERRY_VALIDATION_WORKERS"] == "3"
+        if values["vault"].get("address"):
+            assert plain["FERRY_VAULT_ALLOWED_PATH_PREFIXES"] == "t/{namespace}/"
+        assert "--webhook-port=9443" in container["args"]
+        # The operator serves no webhook: nothing would reach it.
+        (operator,) = _deployment(helm_template(tools["helm"], tmp_path, values, *args), "ferry")[
+            "spec"
+        ]["template"]["spec"]["containers"]
+        assert not [a for a in operator["args"] if a.startswith("--webhook")], name
+        assert "webhook" not in {port["name"] for port in operator["ports"]}
 
 
 def test_read_api_settings_are_those_ferry_serve_reads(
@@ -618,22 +655,37 @@ def test_kustomize_builds_the_manifests_and_the_api_server_accepts_them(
 # ---------------------------------------------- the operator with nothing but the chart's RBAC
 
 
-class ChartOperator:
-    """An operator on its own control plane, logged in as the chart's ServiceAccount."""
+@dataclass
+class ChartProcess:
+    """One of the chart's Deployments as a local process, logged in as its ServiceAccount."""
 
-    def __init__(
-        self, admin: Kube, process: Process, api_port: int, log: Path, docs: list[dict[str, Any]]
-    ) -> None:
-        self.admin = admin
-        self.docs = docs  # what the chart rendered; its RBAC is applied
-        self.process = process
-        self.api_port = api_port
-        self.log = log
+    process: Process
+    api_port: int
+    log: Path
 
     def metrics(self) -> str:
         url = f"http://127.0.0.1:{self.api_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as response:
             return str(response.read().decode())
+
+
+@dataclass
+class ChartOperator:
+    """The operator (`ferry run`) and the webhooks (`ferry webhooks`) on their own control plane,
+    each with its Deployment's settings and ServiceAccount."""
+
+    admin: Kube
+    docs: list[dict[str, Any]]  # what the chart rendered; its RBAC is applied
+    operator: ChartProcess
+    webhooks: ChartProcess
+
+    @property
+    def parts(self) -> tuple[ChartProcess, ChartProcess]:
+        return self.operator, self.webhooks
+
+    def metrics(self) -> str:
+        """Both processes' /metrics, as Prometheus scrapes them (one job each)."""
+        return "".join(part.metrics() for part in self.parts)
 
 
 def _service_account_kubeconfig(admin: Kube, path: Path, namespace: str, name: str) -> None:
@@ -680,11 +732,12 @@ def chart_operator(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ChartOperator]:
     """Its own API server (so no other operator of the session acts on the same objects), the
-    chart's ServiceAccount, ClusterRole and binding, the chart's webhook configurations pointed
-    at the process, and `ferry run` with a kubeconfig for that ServiceAccount."""
+    chart's ServiceAccounts, roles and bindings, the chart's webhook configurations pointed at
+    the `ferry webhooks` process, and that process and `ferry run`, each with a kubeconfig for
+    its Deployment's ServiceAccount and its Deployment's settings."""
     workdir = tmp_path_factory.mktemp("chart-rbac")
     control_plane = start_control_plane(workdir / "k8s", k8s_bin_dir)
-    process: Process | None = None
+    started: list[Process] = []
     try:
         install_crds(control_plane.kubectl, control_plane.kubeconfig)
         admin = Kube(control_plane.kubeconfig, control_plane.kubectl)
@@ -703,11 +756,7 @@ def chart_operator(
             in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
         ]
         admin.apply(*rbac)
-        operator = _deployment(docs, "ferry")
-        sa = operator["spec"]["template"]["spec"]["serviceAccountName"]
-        kubeconfig = workdir / "ferry-sa.kubeconfig"
-        _service_account_kubeconfig(admin, kubeconfig, namespace, sa)
-        # A mounted certificate, as in a pod: the operator serves with it and registers nothing.
+        # A mounted certificate, as in a pod: the webhooks serve with it and register nothing.
         webhook_dir = workdir / "webhook"
         webhook_dir.mkdir()
         ca = CertificateAuthority.create("chart-test-ca")
@@ -715,18 +764,23 @@ def chart_operator(
         ca.issue("127.0.0.1", hosts=("127.0.0.1",)).write(
             webhook_dir / "tls.crt", webhook_dir / "tls.key"
         )
-        api_port, webhook_port = free_port(), free_port()
-        env = {
-            **os.environ,
-            **_plain_env(docs),
-            "KUBECONFIG": str(kubeconfig),
-            "FERRY_DATABASE_URL": database_url,
-            "FERRY_REDIS_URL": redis_url,
-        }
-        kept = "FERRY_WEBHOOK_CERT_SECRET" in env  # the operator keeps the certificate
+        webhook_port = free_port()
+
+        def env_of(deployment: str) -> dict[str, str]:
+            """The Deployment's settings, logged in as its ServiceAccount."""
+            sa = _deployment(docs, deployment)["spec"]["template"]["spec"]["serviceAccountName"]
+            kubeconfig = workdir / f"{deployment}-sa.kubeconfig"
+            _service_account_kubeconfig(admin, kubeconfig, namespace, sa)
+            return {**os.environ, **_plain_env(docs, deployment), "KUBECONFIG": str(kubeconfig)}
+
+        operator_env, webhooks_env = env_of("ferry"), env_of("ferry-webhooks")
+        operator_env.update(FERRY_DATABASE_URL=database_url, FERRY_REDIS_URL=redis_url)
+        kept = "FERRY_WEBHOOK_CERT_SECRET" in operator_env  # the operator keeps the certificate
+        assert kept == ("FERRY_WEBHOOK_CERT_SECRET" in webhooks_env)  # and the webhooks follow it
         if kept:
-            env["FERRY_WEBHOOK_CERT_HOSTS"] = "127.0.0.1"  # the address it is called at here
-            env["FERRY_WEBHOOK_CERT_CHECK_SECONDS"] = "1"
+            operator_env["FERRY_WEBHOOK_CERT_HOSTS"] = "127.0.0.1"  # the address called here
+            for env in (operator_env, webhooks_env):
+                env["FERRY_WEBHOOK_CERT_CHECK_SECONDS"] = "1"
             for name in ("ca.crt", "tls.crt", "tls.key"):
                 (webhook_dir / name).unlink()
         # The chart's webhook configurations, reaching the process by URL instead of a Service
@@ -740,13 +794,22 @@ def chart_operator(
                 if not kept:
                     hook["clientConfig"]["caBundle"] = bundle
             admin.apply(config)
-        log = workdir / "operator.log"
-        process = run_operator(
-            env, webhook_dir, log, api_port=api_port, webhook_port=webhook_port, timeout=120
-        )
-        yield ChartOperator(admin, process, api_port, log, docs)
+        parts = []
+        # The operator first: with kept certificates, it makes the Secret the webhooks serve.
+        for command, env, port in (
+            ("run", operator_env, None),
+            ("webhooks", webhooks_env, webhook_port),
+        ):
+            api_port, log = free_port(), workdir / f"{command}.log"
+            process = run_operator(
+                env, webhook_dir, log, api_port=api_port, webhook_port=port, timeout=120,
+                command=command,
+            )  # fmt: skip
+            started.append(process)
+            parts.append(ChartProcess(process, api_port, log))
+        yield ChartOperator(admin, docs, *parts)
     finally:
-        if process is not None:
+        for process in started:
             process.stop()
         control_plane.stop()
 
@@ -825,12 +888,20 @@ def test_operator_with_only_the_charts_rbac_reconciles_entries_and_flags(
     # It reconciled as the holder of the Lease the chart lets it write (leader election).
     lease = get_or_none(kube, "lease", "ferry-shard-0-of-1", "-n", "ferry-system")
     assert lease is not None and lease["spec"]["holderIdentity"] == POD_NAME
-    log = chart_operator.log.read_text(errors="replace")
-    # The timestamp's milliseconds are left out: ",403" there is not a refusal.
-    messages = [re.sub(r"^\d{4}-\d\d-\d\d [\d:]+,\d+ ", "", line) for line in log.splitlines()]
-    denied = [line for line in messages if re.search(r"forbidden|permission|\b403\b", line, re.I)]
-    assert not denied, "the operator was refused something:\n" + "\n".join(denied[:20])
-    assert chart_operator.process.alive(), log_tail(chart_operator.log)
+    for part in chart_operator.parts:
+        log = part.log.read_text(errors="replace")
+        # The timestamp's milliseconds are left out: ",403" there is not a refusal.
+        messages = [re.sub(r"^\d{4}-\d\d-\d\d [\d:]+,\d+ ", "", line) for line in log.splitlines()]
+        denied = [
+            line for line in messages if re.search(r"forbidden|permission|\b403\b", line, re.I)
+        ]
+        assert not denied, f"{part.log.name}: refused something:\n" + "\n".join(denied[:20])
+        assert part.process.alive(), log_tail(part.log)
+    # Admission was the webhooks process's alone; reconciling the operator's alone.
+    operator, webhooks = (chart_operator.operator.metrics(), chart_operator.webhooks.metrics())
+    assert "ferry_admission_requests_total{" in webhooks and "ferry_reconciles_total{" in operator
+    assert "ferry_admission_requests_total{" not in operator
+    assert "ferry_reconciles_total{" not in webhooks
 
 
 def _metric_names(expression: str) -> set[str]:
@@ -937,9 +1008,10 @@ def scraped(chart_operator: ChartOperator) -> dict[str, list[tuple[dict[str, str
         what="the hand edit to be reverted",
     )
     found: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(chart_operator.metrics()):
-        for sample in family.samples:
-            found.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
+    for part in chart_operator.parts:  # two jobs, as Prometheus scrapes them
+        for family in text_string_to_metric_families(part.metrics()):
+            for sample in family.samples:
+                found.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
     return found
 
 
@@ -1027,12 +1099,21 @@ def test_certificates_rotated_by_the_operator_by_default(
     )
     assert patches[("admissionregistration.k8s.io", "mutatingwebhookconfigurations")] == ("ferry",)
     assert "v1.x.example" in patches[("apiregistration.k8s.io", "apiservices")]
+    # The webhooks pods read that one Secret by name (to serve what it holds), nothing more.
+    (role,) = [
+        d for d in by_kind(docs, "Role") if d["metadata"]["name"] == "ferry-webhooks-certificate"
+    ]
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["ferry-webhook-tls"],
+         "verbs": ["get"]}
+    ]  # fmt: skip
     # With cert-manager the operator's rotation is off: no key, no grant, cert-manager's annotation.
     managed = helm_template(tools["helm"], tmp_path, ci_values("external"))
     rules = next(d for d in by_kind(managed, "ClusterRole") if d["metadata"]["name"] == "ferry")[
         "rules"
     ]
     assert not [r for r in rules if "admissionregistration.k8s.io" in r["apiGroups"]]
+    assert not [d for d in by_kind(managed, "Role") if "certificate" in d["metadata"]["name"]]
 
 
 # ------------------------------------------- the read API with nothing but the chart's RBAC

@@ -217,7 +217,7 @@ def test_dev_up_twice_then_down_leaves_nothing_behind(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr
     state = json.loads((tmp_path / "dev" / "state.json").read_text())
     pids = [p["pid"] for p in state["processes"]]
-    assert len(pids) >= 4  # etcd, kube-apiserver, postgres, redis (+ the operator)
+    assert len(pids) >= 4  # etcd, kube-apiserver, postgres, redis (+ operator, webhooks)
     exported = _ferry("dev", "env", env=env)
     assert exported.returncode == 0
     assert exported.stdout.startswith("export KUBECONFIG=")
@@ -228,6 +228,7 @@ def test_dev_up_twice_then_down_leaves_nothing_behind(tmp_path: Path) -> None:
         state["database_url"],
         state["redis_url"],
         state["extra"]["FERRY_API_URL"],
+        state["extra"]["FERRY_WEBHOOKS_API_URL"],  # `ferry webhooks`, beside the operator
         kubeconfig["clusters"][0]["cluster"]["server"],
     ]
     ports = [int(u.rsplit(":", 1)[1].split("/")[0]) for u in urls]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import time
 import urllib.request
 import uuid
@@ -29,13 +30,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ferry.devenv.controlplane import ControlPlane, start_control_plane
+from ferry.devenv.process import StartupError, port_is_open
 from ferry.devenv.stack import install_crds
+from ferry.domain import labels as L
 from ferry.domain.shards import lease_name, shard_of
 from ferry.tls import CertificateAuthority
 from ferry.webhooks.configurations import url_client_config, webhook_configurations
 from tests.integration.balancer import Balancer
 from tests.integration.conftest import Operator
-from tests.support import Kube, condition, entry, eventually, get_or_none
+from tests.support import Kube, condition, entry, eventually, get_or_none, schema
 
 pytestmark = pytest.mark.integration
 
@@ -53,12 +56,11 @@ class HaStack:
     database_url: str
     started: list[Operator] = field(default_factory=list)
 
-    def replica(self, identity: str, *, shards: int, prefix: str) -> Operator:
-        """`ferry run` with Leases, not started yet; its webhook joins the balancer."""
-        workdir = self.workdir / f"{prefix}-{identity}"
-        (workdir / "webhook").mkdir(parents=True)
-        for name, data in self.certificate.items():
-            (workdir / "webhook" / name).write_bytes(data)
+    def replica(
+        self, identity: str, *, shards: int, prefix: str, webhooks: bool = True
+    ) -> Operator:
+        """`ferry run` with Leases, not started yet; its webhook joins the balancer (without
+        ``webhooks``, it serves none: the layout beside `ferry webhooks`)."""
         env = {
             **self.env,
             "FERRY_LEADER_LEASE_NAMESPACE": LEASE_NAMESPACE,
@@ -66,8 +68,23 @@ class HaStack:
             "FERRY_LEADER_LEASE_NAME_PREFIX": prefix,
             "FERRY_LEADER_IDENTITY": identity,
         }
+        return self._process(f"{prefix}-{identity}", env, "run" if webhooks else None)
+
+    def webhooks(self, name: str) -> Operator:
+        """`ferry webhooks`, not started yet; its webhook joins the balancer."""
+        return self._process(name, dict(self.env), "webhooks")
+
+    def _process(self, name: str, env: dict[str, str], command: str | None) -> Operator:
+        workdir = self.workdir / name
+        (workdir / "webhook").mkdir(parents=True)
+        for file, data in self.certificate.items():
+            (workdir / "webhook" / file).write_bytes(data)
         operator = Operator(env=env, log=workdir / "operator.log", workdir=workdir)
-        self.balancer.backends.append(operator.webhook_port)
+        if command is None:
+            operator.webhook_port = None
+        else:
+            operator.command = command
+            self.balancer.backends.append(operator.webhook_port)
         self.started.append(operator)
         return operator
 
@@ -162,6 +179,10 @@ def value(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
 
 def reconciles(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> float:
     return sum(v for (name, _), v in metrics.items() if name == "ferry_reconciles_total")
+
+
+def admissions(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> float:
+    return sum(v for (name, _), v in metrics.items() if name == "ferry_admission_requests_total")
 
 
 def create_entries(kube: Kube, namespace: str, names: list[str], version: int) -> None:
@@ -355,3 +376,66 @@ def test_two_shards_every_entry_is_reconciled_by_exactly_one_replica_and_fails_o
                 assert [r for r, _ in rows] == list(range(1, len(rows) + 1)), (ns, name, rows)
                 assert len(versions) == len(set(versions)), (ns, name, rows)
     assert stack.revisions(changed_there)["e0"] == [(1, 1), (2, 2)]
+
+
+def test_the_webhooks_process_admits_and_reconciles_nothing_beside_a_replica_without_webhooks(
+    stack: HaStack,
+) -> None:
+    """The layout of decision 0035: `ferry webhooks` (no PostgreSQL, no Redis, no Lease) behind
+    the webhook Service, `ferry run` without a webhook port. Admission is whole in the first
+    (refusals naming the field, the stamp, the schema an entry needs), and the object is
+    reconciled by the second alone."""
+    prefix = f"wh-{uuid.uuid4().hex[:5]}"
+    webhooks = stack.webhooks(f"{prefix}-webhooks")
+    for credential in ("FERRY_DATABASE_URL", "FERRY_REDIS_URL"):
+        webhooks.env.pop(credential)
+    webhooks.start()
+    kube, ns = stack.admin, stack.admin.namespace("wh")
+
+    kube.apply(schema("pool", ns, {"type": "object", "properties": {"size": {"maximum": 100}}}))
+    refused = kube.apply(
+        entry("db", ns, {"schemaRef": {"name": "pool"}, "data": {"size": 500}}), check=False
+    )
+    assert refused.returncode != 0
+    assert "spec.data.size" in refused.stderr and "100" in refused.stderr, refused.stderr
+    kube.apply(entry("db", ns, {"schemaRef": {"name": "pool"}, "data": {"size": 40}}))
+    stored = kube.get_json("configentry", "db", "-n", ns)
+    assert L.FINALIZER in stored["metadata"]["finalizers"]  # stamped on the way in
+    assert L.CHANGED_BY in stored["metadata"]["annotations"]
+
+    time.sleep(3)  # what a reconciler would have done by now, had this process been one
+    assert "status" not in kube.get_json("configentry", "db", "-n", ns)
+    assert get_or_none(kube, "configmap", "db", "-n", ns) is None
+    metrics = scrape(webhooks)
+    assert reconciles(metrics) == 0
+    assert admissions(metrics) >= 5  # schema, refused entry, entry: validated and stamped
+    holders = {
+        lease["spec"].get("holderIdentity")
+        for lease in kube.get_json("lease", "-n", LEASE_NAMESPACE)["items"]
+    }
+    assert f"{prefix}-webhooks" not in holders and "webhooks" not in " ".join(map(str, holders))
+
+    replica = stack.replica("reconciler", shards=1, prefix=prefix, webhooks=False)
+    replica.start()
+    eventually(all_ready(kube, ns, ["db"]), timeout=30, what="the entry Ready")
+    assert json.loads(kube.get_json("configmap", "db", "-n", ns)["data"]["config.json"]) == {
+        "size": 40
+    }
+    assert stack.holder(prefix, 0, 1) == "reconciler"
+    assert reconciles(scrape(webhooks)) == 0
+    assert admissions(scrape(replica)) == 0  # answered by the webhooks process alone
+
+
+def test_a_webhooks_process_that_cannot_listen_exits_naming_the_address(stack: HaStack) -> None:
+    """As `ferry run` (test_resilience): the cause in the log, the process gone, and its webhook
+    port never opened (it listens on its API port first)."""
+    webhooks = stack.webhooks(f"busy-{uuid.uuid4().hex[:5]}")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        webhooks.api_port = taken.getsockname()[1]
+        with pytest.raises(StartupError, match="exited before"):
+            webhooks.start(timeout=60)
+    log = webhooks.log.read_text()
+    assert f"('127.0.0.1', {webhooks.api_port}): address already in use" in log, log[-3000:]
+    assert webhooks.webhook_port is not None and not port_is_open(webhooks.webhook_port)

@@ -30,6 +30,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end -}}
 
+{{/* The pods of `ferry webhooks` (webhooks-deployment.yaml). */}}
+{{- define "ferry.webhookSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "ferry.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: webhooks
+{{- end -}}
+
 {{- define "ferry.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "ferry.fullname" .) .Values.serviceAccount.name -}}

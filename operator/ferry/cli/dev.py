@@ -33,7 +33,9 @@ def dev() -> None:
 
 @dev.command()
 @click.option(
-    "--operator/--no-operator", default=True, help="Also run the operator from this tree."
+    "--operator/--no-operator",
+    default=True,
+    help="Also run the operator and its webhooks (`ferry webhooks`) from this tree.",
 )
 @click.option(
     "--vault/--no-vault",

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 from pathlib import Path
 
 import click
 
+from ferry.cli.run import configure_logging
 from ferry.historyapi.server import Options, run
 from ferry.tls import serving_certificate
 
@@ -60,12 +60,7 @@ def history_api(
     kube-system/extension-apiserver-authentication) and authorises every request with a
     SubjectAccessReview.
     """
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not verbose:
-        logging.getLogger("httpx2").setLevel(logging.WARNING)
+    configure_logging(verbose)
     certificate = serving_certificate(cert_dir, cert_host)
     options = Options(
         database_url=database_url,

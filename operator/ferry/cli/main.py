@@ -12,6 +12,7 @@ from ferry.cli.history_api import history_api
 from ferry.cli.run import run
 from ferry.cli.serve import serve
 from ferry.cli.validate import validate
+from ferry.cli.webhooks import webhooks
 
 
 @click.group()
@@ -26,6 +27,7 @@ cli.add_command(history_api)
 cli.add_command(run)
 cli.add_command(serve)
 cli.add_command(validate)
+cli.add_command(webhooks)
 for _command in HISTORY_COMMANDS:
     cli.add_command(_command)
 

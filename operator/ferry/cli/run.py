@@ -21,6 +21,7 @@ from ferry.settings import Settings, SettingsError
 from ferry.settings.options import Option, build, options
 
 F = TypeVar("F", bound=Callable[..., Any])
+S = TypeVar("S")
 
 #: CPython's collector thresholds for the operator (its defaults: 700, 10, 10). Young
 #: collections at the default pace, so each pause is short: at 10,000 (this decision's first
@@ -68,6 +69,24 @@ def _selected(groups: Collection[str] | None) -> list[Option]:
     return [option for option in options() if groups is None or option.group in groups]
 
 
+def configure_logging(verbose: bool, *noisy: str) -> None:
+    """Log lines with time, level and logger; without ``verbose``, the HTTP clients' and servers'
+    (and ``noisy``) one line per request or handler call only from WARNING up: they drown what
+    matters."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not verbose:
+        for name in (*noisy, "httpx2", "httpx", "aiohttp.access"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def options_of(groups: Collection[str]) -> Callable[[F], F]:
+    """A decorator adding the options of ``groups`` only (a command that reads a few groups)."""
+    return lambda command: settings_options(command, groups)
+
+
 def settings_options(command: F, groups: Collection[str] | None = None) -> F:
     """Add one click option per setting that has one (credentials are environment only); only
     the settings of ``groups`` if given."""
@@ -95,9 +114,11 @@ def settings_from(
     params: Mapping[str, Any],
     environ: Mapping[str, str] = os.environ,
     groups: Collection[str] | None = None,
-) -> Settings:
+    into: type[S] = Settings,  # type: ignore[assignment]
+) -> S:
     """Settings from the parsed options (and the environment, for credentials); only those of
-    ``groups`` if given, the others keep their defaults."""
+    ``groups`` if given, the others keep their defaults. ``into``: see
+    :func:`ferry.settings.options.build`."""
     values: dict[str, Any] = {}
     for option in _selected(groups):
         if option.option is not None:
@@ -105,7 +126,7 @@ def settings_from(
         elif environ.get(option.env):
             values[option.path] = environ[option.env]
     try:
-        return build(values)
+        return build(values, into)
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from exc
 
@@ -124,13 +145,7 @@ def run(verbose: bool, **params: Any) -> None:
 
     import ferry.handlers  # noqa: F401 - registers the handlers
 
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not verbose:  # one line per request or handler call drowns what matters
-        for noisy in ("kopf.objects", "httpx2", "httpx", "aiohttp.access"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging(verbose, "kopf.objects")
     # Set to stop the operator cleanly (the admission thread does, through the operator's loop,
     # if it fails). An asyncio.Event: Kopf waits for a threading.Event in an executor thread,
     # which the interpreter would then wait for forever after any other kind of stop.

@@ -12,27 +12,19 @@ import gc
 import logging
 import os
 import signal
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from ferry.cli.run import settings_from, settings_options
+from ferry.cli.run import configure_logging, options_of, settings_from
 from ferry.settings import Settings
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 #: The settings groups ``ferry serve`` reads; the others are the operator's.
 GROUPS = ("kubernetes", "database", "cache", "flags", "serve")
 
 
-def _serve_options(command: F) -> F:
-    """``ferry run``'s generated options, only those of :data:`GROUPS`."""
-    return settings_options(command, GROUPS)
-
-
 @click.command()
-@_serve_options
+@options_of(GROUPS)
 @click.option("--verbose", "-v", is_flag=True, help="Log at debug level.")
 def serve(verbose: bool, **params: Any) -> None:
     """Serve configuration, live changes and flag evaluation (OFREP) to workloads.
@@ -42,13 +34,7 @@ def serve(verbose: bool, **params: Any) -> None:
     featureflags (ferry.dev) in the namespace it reads. Stateless: run several replicas.
     """
     settings = settings_from(params, groups=GROUPS)
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not verbose:
-        for noisy in ("httpx2", "httpx", "aiohttp.access"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging(verbose)
     if settings.serve.workers == 1:
         asyncio.run(_serve(settings))
     else:

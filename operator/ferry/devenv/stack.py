@@ -154,8 +154,8 @@ def start_stack(directory: Path, *, with_operator: bool = False, with_vault: boo
         stack.extra["FERRY_WEBHOOK_CLIENT_CA_FILE"] = str(control_plane.webhook_client_ca)
         if with_vault:
             start_dev_vault(stack)  # appends to ``started`` (the same list as stack.processes)
-        if with_operator:
-            started.append(start_operator(stack))
+        if with_operator:  # appends to ``started`` (the same list as stack.processes)
+            start_ferry(stack)
         # `ferry history|diff|export|audit` read through the history.ferry.dev API (decision 0021).
         migrate(stack.database_url)  # as the operator does at start: the server reads the tables
         history_api = start_history_api(
@@ -197,17 +197,43 @@ def start_dev_vault(stack: Stack) -> None:
     stack.bin_dirs.append(binary.parent)
 
 
-def start_operator(stack: Stack, *, timeout: float = 60) -> Process:
-    """Run `ferry run` from the working tree against the stack; ready once /readyz answers."""
+def start_ferry(stack: Stack, *, together: bool = False, timeout: float = 60) -> Process:
+    """Ferry as the chart runs it: `ferry run` reconciling (returned, e.g. for its CPU time) and
+    `ferry webhooks` answering admission beside it (decision 0035), both added to
+    ``stack.processes``. ``together``: `ferry run --webhook-port` alone, one process."""
+    operator = start_operator(stack, timeout=timeout, webhooks=together)
+    stack.processes.append(operator)
+    if not together:
+        stack.processes.append(start_webhooks(stack, timeout=timeout))
+    return operator
+
+
+def start_operator(stack: Stack, *, timeout: float = 60, webhooks: bool = True) -> Process:
+    """Run `ferry run` from the working tree against the stack; ready once /readyz answers.
+    Without ``webhooks`` it serves none: :func:`start_webhooks` beside it, as in a cluster."""
+    return _start(stack, "run", "FERRY_API_URL", webhooks=webhooks, timeout=timeout)
+
+
+def start_webhooks(stack: Stack, *, timeout: float = 60) -> Process:
+    """Run `ferry webhooks` (the admission webhooks, reconciling nothing) against the stack; it
+    registers them with a certificate of its own. Its /metrics: ``FERRY_WEBHOOKS_API_URL``."""
+    return _start(stack, "webhooks", "FERRY_WEBHOOKS_API_URL", webhooks=True, timeout=timeout)
+
+
+def _start(stack: Stack, command: str, url: str, *, webhooks: bool, timeout: float) -> Process:
+    """``ferry <command>`` with a log and a webhook directory of its own in the stack's; the URL
+    of its API port in ``stack.extra[url]``."""
     api_port = free_port()
-    stack.extra["FERRY_API_URL"] = f"http://127.0.0.1:{api_port}"
+    stack.extra[url] = f"http://127.0.0.1:{api_port}"
+    name = "operator" if command == "run" else command
     return run_operator(
         {**os.environ, **stack.env()},
-        stack.directory / "webhook",
-        stack.directory / "operator.log",
+        stack.directory / ("webhook" if command == "run" else f"{name}-webhook"),
+        stack.directory / f"{name}.log",
         api_port=api_port,
-        webhook_port=free_port(),
+        webhook_port=free_port() if webhooks else None,
         timeout=timeout,
+        command=command,
     )
 
 
@@ -217,14 +243,19 @@ def run_operator(
     log: Path,
     *,
     api_port: int,
-    webhook_port: int,
+    webhook_port: int | None,
     timeout: float = 60,
+    command: str = "run",
 ) -> Process:
     """`python -m ferry run` in its own process (as in production), once its /readyz answers:
-    indexes filled and admission webhooks registered. Shared by `ferry dev` and the tests."""
-    argv = [sys.executable, "-m", "ferry", "run", "--api-port", str(api_port)]
-    argv += ["--webhook-port", str(webhook_port), "--webhook-dir", str(webhook_dir)]
-    process = spawn("ferry-operator", argv, log, env=dict(env))
+    indexes filled and admission webhooks registered. Shared by `ferry dev` and the tests.
+    ``webhook_port`` None: no webhooks (a replica beside `ferry webhooks`); ``command``
+    "webhooks": that process instead."""
+    argv = [sys.executable, "-m", "ferry", command, "--api-port", str(api_port)]
+    if webhook_port is not None:
+        argv += ["--webhook-port", str(webhook_port), "--webhook-dir", str(webhook_dir)]
+    name = "ferry-operator" if command == "run" else f"ferry-{command}"
+    process = spawn(name, argv, log, env=dict(env))
 
     def ready() -> bool:
         url = f"http://127.0.0.1:{api_port}/readyz"

@@ -54,7 +54,7 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> N
     config: Settings = memo["settings"]
     # Kopf runs start-up and clean-up only: Ferry's informers follow every object (decision 0031).
     settings.posting.enabled = False  # Ferry posts its own Events, on its own objects
-    webhooks = admission.configure(config)
+    webhooks = admission.configure(config.webhooks)
     isolation.configure(config.validation.workers, config.validation.timeout_seconds)
     isolation.start()  # the reconcilers' validation workers warm before the first reconcile
 
@@ -165,7 +165,10 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> N
         thread.start()
     runtime.tasks.append(
         asyncio.create_task(
-            admission.register(webhooks, config, runtime.webhooks_ready), name="ferry-webhooks"
+            admission.register(
+                webhooks, config.webhooks, config.kubernetes.kubeconfig, runtime.webhooks_ready
+            ),
+            name="ferry-webhooks",
         )
     )
 

@@ -63,6 +63,20 @@ def informers(
     ]
 
 
+def admission_informers(
+    client: AsyncClient, indexes: OwnIndexes, *, server_timeout: int
+) -> list[Informer]:
+    """What the admission webhooks read (entries, schemas, namespaces), indexed and nothing
+    more: for ``ferry webhooks``, which reconciles nothing (handlers/admission)."""
+    index = Indexing(indexes)
+    informer = functools.partial(Informer, client, labels={}, server_timeout=server_timeout)
+    return [
+        informer(KINDS[ENTRY.kind], handle=index.entry),
+        informer(KINDS[SCHEMA.kind], handle=index.schema),
+        informer(Namespace, handle=index.namespace, namespace=None),
+    ]
+
+
 def snapshot(body: Mapping[str, Any]) -> Snapshot:
     """Copies of just what the reconcilers need: memory stays small with thousands of objects,
     and nothing aliases the decoded watch event. The spec is frozen (``ferry.domain.frozen``),
@@ -112,12 +126,10 @@ def changed(
 
 
 @dataclass
-class Watches:
-    """The informers' handlers. Each indexes the object first and queues keys after, so a
-    reconcile that starts at once already reads the object's new state."""
+class Indexing:
+    """Handlers that keep the indexes and do nothing else (what admission needs)."""
 
     indexes: OwnIndexes
-    runtime: Runtime
 
     def _indexed(
         self, index: ObjectIndex[Key, Snapshot], event: str, key: ObjectKey, obj: Any | None
@@ -129,6 +141,29 @@ class Watches:
         else:
             index.put(key, {key: snapshot(body)})
         return body
+
+    def entry(self, event: str, key: ObjectKey, obj: Any | None) -> None:
+        self._indexed(self.indexes.entries, event, key, obj)
+
+    def schema(self, event: str, key: ObjectKey, obj: Any | None) -> None:
+        self._indexed(self.indexes.schemas, event, key, obj)
+
+    def namespace(self, event: str, key: ObjectKey, obj: Any | None) -> None:
+        name = key[1]  # a namespace's key is ("None", name): it has no namespace of its own
+        if event == "DELETED":
+            self.indexes.namespaces.drop(key)
+        else:
+            meta = obj.metadata
+            labels, annotations = dict(meta.labels or {}), dict(meta.annotations or {})
+            self.indexes.namespaces.put(key, {name: (labels, annotations)})
+
+
+@dataclass
+class Watches(Indexing):
+    """The informers' handlers. Each indexes the object first and queues keys after, so a
+    reconcile that starts at once already reads the object's new state."""
+
+    runtime: Runtime
 
     def entry(self, event: str, key: ObjectKey, obj: Any | None) -> None:
         body = self._indexed(self.indexes.entries, event, key, obj)
@@ -171,14 +206,8 @@ class Watches:
         """A namespace appeared, changed labels or went: entries and flags that target it look
         again. When its ``ferry.dev/vault-paths`` annotation changed, so do the entries in it: a
         path the platform team took back must stop being read now, not at the next resync."""
-        name = key[1]  # a namespace's key is ("None", name): it has no namespace of its own
-        runtime = self.runtime
-        if event == "DELETED":
-            self.indexes.namespaces.drop(key)
-        else:
-            meta = obj.metadata
-            labels, annotations = dict(meta.labels or {}), dict(meta.annotations or {})
-            self.indexes.namespaces.put(key, {name: (labels, annotations)})
+        super().namespace(event, key, obj)
+        name, runtime = key[1], self.runtime
         for namespace, flag in runtime.world.flag_keys():
             runtime.enqueue(FLAG.kind, namespace, flag)
         for namespace, entry in list(runtime.targeting):
@@ -186,7 +215,7 @@ class Watches:
         if event == "DELETED":
             runtime.vault_paths.pop(name, None)
             return
-        paths = annotations.get(L.VAULT_PATHS)
+        paths = (obj.metadata.annotations or {}).get(L.VAULT_PATHS)
         if name in runtime.vault_paths and runtime.vault_paths[name] != paths:
             for namespace, entry in runtime.world.entry_keys():
                 if namespace == name:

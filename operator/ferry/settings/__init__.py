@@ -470,7 +470,20 @@ class Settings:
     vault: VaultSettings = field(default_factory=VaultSettings)
 
 
+@dataclass(frozen=True, kw_only=True)
+class AdmissionSettings:
+    """What ``ferry webhooks`` reads: the groups of :class:`Settings` the admission webhooks
+    need, and neither PostgreSQL's nor Redis's, which that process never connects to."""
+
+    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    validation: ValidationSettings = field(default_factory=ValidationSettings)
+    vault: VaultSettings = field(default_factory=VaultSettings)
+
+
 __all__ = [
+    "AdmissionSettings",
     "ApiSettings",
     "CacheSettings",
     "DatabaseSettings",

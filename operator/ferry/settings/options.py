@@ -16,10 +16,12 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields
 from functools import cache
 from itertools import pairwise
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from ferry.settings import Settings
 from ferry.settings.base import ENV_ONLY, Name, Range, hints, unpack
+
+S = TypeVar("S")
 
 
 @dataclass(frozen=True)
@@ -106,13 +108,15 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def build(values: Mapping[str, Any]) -> Settings:
-    """Settings from values keyed by :attr:`Option.path`; a missing key takes the default."""
-    groups: dict[str, dict[str, Any]] = {group.name: {} for group in fields(Settings)}
+def build(values: Mapping[str, Any], into: type[S] = Settings) -> S:  # type: ignore[assignment]
+    """Settings from values keyed by :attr:`Option.path`; a missing key takes the default.
+    ``into``: :class:`~ferry.settings.Settings` or a class holding some of its groups
+    (:class:`~ferry.settings.AdmissionSettings`), built of those groups only."""
+    groups: dict[str, dict[str, Any]] = {group.name: {} for group in fields(into)}
     for option in options():
-        if option.path in values:
+        if option.path in values and option.group in groups:
             groups[option.group][option.field] = values[option.path]
-    return Settings(**{name: hints(Settings)[name](**kw) for name, kw in groups.items()})
+    return into(**{name: hints(Settings)[name](**kw) for name, kw in groups.items()})
 
 
 __all__ = ["Option", "build", "field_docs", "options"]

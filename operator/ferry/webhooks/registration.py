@@ -26,7 +26,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 
 from ferry.adapters.kube import ConfigEntry, make_client
 from ferry.reconcile.certificates import SecretRef, follow
-from ferry.settings import Settings, WebhookSettings
+from ferry.settings import WebhookSettings
 from ferry.tls import ServingCertificate, serving_certificate
 from ferry.webhooks.configurations import (
     VALIDATE_ENTRY,
@@ -43,9 +43,8 @@ PROBE_SCHEMA = "ferry-webhook-probe-missing-schema"
 PROBE_NAMESPACE = "default"
 
 
-def configure(config: Settings) -> WebhookServer | None:
+def configure(webhooks: WebhookSettings) -> WebhookServer | None:
     """The webhook server Ferry's settings ask for (``None``: no webhook port)."""
-    webhooks = config.webhooks
     if webhooks.port is None:
         return None
     kept = webhooks.cert_secret is not None
@@ -75,7 +74,12 @@ def _kept(directory: Path | None) -> ServingCertificate:
     )
 
 
-async def register(server: WebhookServer | None, config: Settings, ready: asyncio.Event) -> None:
+async def register(
+    server: WebhookServer | None,
+    webhooks: WebhookSettings,
+    kubeconfig: str | None,
+    ready: asyncio.Event,
+) -> None:
     """Register the configurations for a generated certificate; set ``ready`` once effective.
 
     With a mounted certificate the installation owns the configurations, and ``ready`` is set as
@@ -86,14 +90,14 @@ async def register(server: WebhookServer | None, config: Settings, ready: asynci
     if server is None:
         ready.set()
         return
-    if config.webhooks.cert_secret is not None:
-        await _follow_secret(server, config.webhooks, config.kubernetes.kubeconfig, ready)
+    if webhooks.cert_secret is not None:
+        await _follow_secret(server, webhooks, kubeconfig, ready)
         return
     if not server.register:
         async for _ in server.client_configs():
             ready.set()
         return
-    client = make_client(config.kubernetes.kubeconfig)
+    client = make_client(kubeconfig)
     try:
         async for client_config in server.client_configs():
             url, bundle = str(client_config["url"]), client_config.get("caBundle")

@@ -15,9 +15,11 @@ thread runs Python code, the admission thread waits for it at most Python's swit
 hand-over; measured (docs/benchmarks.md, "Admission latency"), the API server now sees Ferry's
 stamp call take what a no-op webhook's takes at p50 (3.4 ms; 8.9 ms on the reconcile loop).
 A process of its own would also take the GIL out of the tail, at the price of its own
-watches of every entry and schema and of a second ``/metrics``; measured later, the GIL was not
-where the tail came from (decision 0027). Decision:
-docs/decisions/0024-admission-and-events-off-the-reconcile-path.md.
+watches of every entry and schema and of a second ``/metrics``. Measured across runs later, a
+stored apply still waited for the reconciling process, and so in a cluster this thread runs in
+``ferry webhooks`` (:mod:`ferry.handlers.admission`), a process that reconciles nothing, and
+``ferry run`` serves no webhook (decision 0035); ``ferry run --webhook-port`` keeps the
+one-process layout. Decision: docs/decisions/0024-admission-and-events-off-the-reconcile-path.md.
 
 On a busy node the two threads also wait for a CPU: the reconcile thread runs at a lower CPU
 priority (:data:`RECONCILE_NICENESS`), so the admission thread gets one first (decision 0026).
