@@ -9,9 +9,12 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from ferry.cli.run import run, settings_from, settings_options
+from ferry.cli.run import options_of, run, settings_from, settings_options
+from ferry.cli.webhooks import GROUPS as WEBHOOK_GROUPS
+from ferry.cli.webhooks import webhooks
 from ferry.domain.flags.bucketing import DEFAULT_BUCKETING, GENERATIONS
 from ferry.settings import (
+    AdmissionSettings,
     ApiSettings,
     CacheSettings,
     DatabaseSettings,
@@ -111,6 +114,31 @@ def test_database_and_redis_urls_are_required() -> None:
     assert "Missing option '--database-url'" in output
     output = refused([], env={"FERRY_DATABASE_URL": DB})
     assert "Missing option '--redis-url'" in output
+
+
+def test_ferry_webhooks_reads_its_groups_and_needs_no_database_or_redis() -> None:
+    """`ferry webhooks` takes the options of the groups admission reads, no connection URI (it
+    has none to take), and refuses to start without a webhook port, naming the option."""
+    help_text = CliRunner().invoke(webhooks, ["--help"]).output
+    assert "--webhook-port" in help_text and "--validation-workers" in help_text
+    assert "--database-url" not in help_text and "--redis-url" not in help_text
+    assert "--workers" not in help_text.replace("--validation-workers", "")
+    result = CliRunner().invoke(webhooks, [], env={"FERRY_DATABASE_URL": DB})
+    assert result.exit_code == 2 and "--webhook-port" in result.output, result.output
+    seen: list[AdmissionSettings] = []
+
+    @click.command()
+    @options_of(WEBHOOK_GROUPS)
+    def probe(**params: Any) -> None:
+        seen.append(settings_from(params, groups=WEBHOOK_GROUPS, into=AdmissionSettings))
+
+    args = ["--webhook-port", "9443", "--validation-workers", "3"]
+    outcome = CliRunner().invoke(probe, args, env={"FERRY_VAULT_ADDRESS": "https://v:8200"})
+    assert outcome.exit_code == 0, outcome.output
+    [settings] = seen
+    assert settings.webhooks.port == 9443 and settings.validation.workers == 3
+    assert settings.vault.address == "https://v:8200"
+    assert not hasattr(settings, "database") and not hasattr(settings, "cache")
 
 
 # ---------------------------------------------------------------------------- names and sources

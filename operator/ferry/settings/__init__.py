@@ -196,8 +196,9 @@ class WebhookSettings(SettingsGroup):
     """Address to listen on; a generated serving certificate is issued for it."""
 
     port: Annotated[int | None, PORT] = None
-    """Port of the admission webhooks. Unset: no webhooks are served (and nothing is validated
-    at admission)."""
+    """Port of the admission webhooks. Unset: ``ferry run`` serves none (in a cluster ``ferry
+    webhooks`` answers them, decision 0035; with neither, nothing is validated at admission);
+    ``ferry webhooks`` requires it."""
 
     cert_dir: Annotated[Path | None, Name("webhook-dir")] = None
     """Directory of the serving certificate: ``tls.crt``, ``tls.key`` and ``ca.crt`` found there
@@ -285,8 +286,9 @@ class ReconcileSettings(SettingsGroup):
 class LeaderSettings(SettingsGroup):
     """More than one replica: which one reconciles what, decided by Kubernetes Leases
     (coordination.k8s.io/v1). Namespaces are divided into shards; each shard is reconciled by
-    the one replica holding its Lease. The admission webhooks and ``/metrics`` serve on every
-    replica either way (docs/scaling.md, docs/decisions/0020-leases-and-shards.md)."""
+    the one replica holding its Lease. ``/metrics`` serves on every replica either way, and so
+    do the admission webhooks of a replica given a webhook port (in a cluster they are ``ferry
+    webhooks``, which takes no Lease: decision 0035; docs/scaling.md, decision 0020)."""
 
     lease_namespace: str | None = None
     """Namespace of the Leases; in a cluster, the operator's own. Unset: no leader election, this
