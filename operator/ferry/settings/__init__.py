@@ -213,8 +213,9 @@ class WebhookSettings(SettingsGroup):
 
     cert_secret: str | None = None
     """``<namespace>/<name>`` of the Secret in which the operator keeps the webhook's CA and
-    serving certificate itself (decision 0022): every replica serves the certificate it holds and
-    reloads it when it changes; the leader creates the Secret when it is missing, renews the
+    serving certificate itself (decision 0022): every process serving the webhooks (``ferry
+    webhooks``, or ``ferry run`` with a webhook port) serves the certificate it holds and reloads
+    it when it changes; the operator's leader creates the Secret when it is missing, renews the
     certificate and the CA before they expire, and writes the CA bundle into every webhook
     configuration and APIService annotated ``ferry.dev/inject-ca-from: <namespace>/<name>``.
     Unset: ``cert_dir`` decides (a mounted certificate, e.g. cert-manager's, or a generated one)."""
