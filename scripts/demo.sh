@@ -77,7 +77,7 @@ kubectl get configmap payments-config -n payments-prod -o jsonpath='{.data.DB_PO
 cat <<'EOT'
 
 The stack keeps running. Explore it with:
-  eval "$(.venv/bin/ferry dev env)"     # KUBECONFIG, FERRY_DATABASE_URL, FERRY_REDIS_URL, VAULT_ADDR, VAULT_TOKEN; kubectl and vault on PATH
+  eval "$(.venv/bin/ferry dev env)"     # KUBECONFIG, KUBECACHEDIR, FERRY_DATABASE_URL, FERRY_REDIS_URL, VAULT_ADDR, VAULT_TOKEN; kubectl and vault on PATH
   kubectl get ferry -A
 Stop it with:
   .venv/bin/ferry dev down

@@ -223,6 +223,10 @@ def test_dev_up_twice_then_down_leaves_nothing_behind(tmp_path: Path) -> None:
     assert exported.stdout.startswith("export KUBECONFIG=")
     assert "FERRY_DATABASE_URL=postgresql://" in exported.stdout
     assert "FERRY_REDIS_URL=redis://127.0.0.1:" in exported.stdout
+    # kubectl's discovery cache (a directory per API server port) goes with the stack.
+    cache = tmp_path / "dev" / "k8s" / "kubectl-cache"
+    assert f"KUBECACHEDIR={cache}" in exported.stdout
+    assert (cache / "discovery").is_dir()  # made by `dev up`'s own kubectl calls
     kubeconfig = yaml.safe_load(Path(state["kubeconfig"]).read_text())
     urls = [
         state["database_url"],

@@ -77,7 +77,8 @@ def down() -> None:
 def env() -> None:
     """Print shell exports for the running stack: eval "$(ferry dev env)".
 
-    KUBECONFIG, FERRY_DATABASE_URL, FERRY_REDIS_URL and, with Vault, VAULT_ADDR and VAULT_TOKEN;
+    KUBECONFIG, KUBECACHEDIR (kubectl's cache, removed with the stack), FERRY_DATABASE_URL,
+    FERRY_REDIS_URL and, with Vault, VAULT_ADDR and VAULT_TOKEN;
     kubectl (and vault) on PATH.
     """
     stack = _load()

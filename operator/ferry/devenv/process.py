@@ -237,13 +237,25 @@ def build_cached(script: Path, what: str, timeout: float = 3000) -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
+def kubectl_cache(kubeconfig: Path) -> Path:
+    """Where kubectl keeps its discovery cache for a local API server: beside its kubeconfig, so
+    it goes with the stack. (kubectl's default, ``~/.kube/cache``, keeps a directory per
+    ``host_port`` for ever, and every local API server listens on a new port.)"""
+    return kubeconfig.parent / "kubectl-cache"
+
+
 def run_kubectl(
     kubectl: Path, kubeconfig: Path, *args: str, input: str | None = None, timeout: float = 90
 ) -> str:
     """kubectl's output for ``args`` against ``kubeconfig``; a failure raises
     :class:`StartupError` with kubectl's own message."""
     result = subprocess.run(
-        [str(kubectl), f"--kubeconfig={kubeconfig}", *args],
+        [
+            str(kubectl),
+            f"--kubeconfig={kubeconfig}",
+            f"--cache-dir={kubectl_cache(kubeconfig)}",
+            *args,
+        ],
         input=input,
         capture_output=True,
         text=True,

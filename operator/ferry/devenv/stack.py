@@ -21,7 +21,14 @@ from ferry.adapters.postgres import migrate
 from ferry.devenv.controlplane import ControlPlane, ensure_binaries, start_control_plane
 from ferry.devenv.historyapi import start_history_api
 from ferry.devenv.postgres import Postgres, start_postgres
-from ferry.devenv.process import Process, free_port, run_kubectl, spawn, wait_until
+from ferry.devenv.process import (
+    Process,
+    free_port,
+    kubectl_cache,
+    run_kubectl,
+    spawn,
+    wait_until,
+)
 from ferry.devenv.redis import start_redis
 from ferry.devenv.vault import (
     OPERATOR_NAMESPACE,
@@ -53,6 +60,7 @@ class Stack:
     def env(self) -> dict[str, str]:
         return {
             "KUBECONFIG": str(self.kubeconfig),
+            "KUBECACHEDIR": str(kubectl_cache(self.kubeconfig)),
             "FERRY_DATABASE_URL": self.database_url,
             "FERRY_REDIS_URL": self.redis_url,
             **self.extra,
