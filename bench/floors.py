@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import json
@@ -197,7 +198,7 @@ LAYOUTS = {
 }
 
 
-def add_layout_option(parser: Any) -> None:
+def add_layout_option(parser: argparse.ArgumentParser) -> None:
     """``--layout`` on an ``argparse`` parser."""
     parser.add_argument(
         "--layout",

@@ -66,13 +66,12 @@ def _reserve(port: int) -> bool:
             _lock_file = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError:  # another user's file: their ports are theirs to collide with
             _lock_file = -1
-    if _lock_file < 0:
-        return True
-    try:
-        fcntl.lockf(_lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, port, os.SEEK_SET)
-    except OSError:  # another live process holds it
-        return False
-    _reserved.add(port)
+    if _lock_file >= 0:
+        try:
+            fcntl.lockf(_lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, port, os.SEEK_SET)
+        except OSError:  # another live process holds it
+            return False
+    _reserved.add(port)  # without the lock file too: this process never hands it out twice
     return True
 
 
