@@ -77,6 +77,8 @@ VARIANT_LABELS = {
     "off": "no webhooks (floor)",
     "noop": "no-op webhooks (floor for any)",
 }
+#: The longest any one request may take (a hung API server ends the run, not waits for ever).
+REQUEST_SECONDS = 30.0
 WEBHOOK_METRIC = "apiserver_admission_webhook_admission_duration_seconds"
 
 
@@ -112,7 +114,9 @@ class Api:
     """One keep-alive HTTPS connection to the API server with the admin client certificate."""
 
     def __init__(self, port: int, context: ssl.SSLContext) -> None:
-        self.connection = http.client.HTTPSConnection("127.0.0.1", port, context=context)
+        self.connection = http.client.HTTPSConnection(
+            "127.0.0.1", port, context=context, timeout=REQUEST_SECONDS
+        )
 
     def request(self, method: str, path: str, body: bytes | None = None, ctype: str = "") -> bytes:
         headers = {"Content-Type": ctype} if ctype else {}
@@ -298,8 +302,7 @@ def measure(stack: Stack, requests: int, operator_pid: int) -> None:
         f"entry data {size} bytes, schema {PROPERTIES} properties, {requests} applies per variant"
     )
 
-    noop, noop_hooks = start_noop_webhook(stack)
-    stack.processes.append(noop)
+    _, noop_hooks = start_noop_webhook(stack)  # stopped with the stack
     register(stack, scoped(saved_configurations(stack), "NotIn") + scoped(noop_hooks, "In"))
 
     for offset, dry_run, title in (

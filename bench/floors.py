@@ -78,7 +78,8 @@ KINDS = ("validatingwebhookconfiguration", "mutatingwebhookconfiguration")
 
 
 def start_noop_webhook(stack: Stack) -> tuple[Process, list[dict[str, Any]]]:
-    """The no-op webhook server on a free port, and its configurations (Ferry's, re-pointed)."""
+    """The no-op webhook server on a free port, and its configurations (Ferry's, re-pointed).
+    The process is added to ``stack.processes``: stopped with the stack, also after a failure."""
     directory = stack.directory / "noop-webhook"
     directory.mkdir(exist_ok=True)
     authority = CertificateAuthority.create("bench-noop-ca")
@@ -87,6 +88,7 @@ def start_noop_webhook(stack: Stack) -> tuple[Process, list[dict[str, Any]]]:
     port = free_port()
     argv = [sys.executable, str(HERE / "noop_webhook.py"), str(port), str(cert), str(key)]
     process = spawn("noop-webhook", argv, directory / "log")
+    stack.processes.append(process)
     wait_until(process, lambda: port_is_open(port), timeout=30, what="listening")
     bundle = base64.b64encode(authority.cert_pem).decode()
     configurations = webhook_configurations(
@@ -126,9 +128,12 @@ def install_twin(stack: Stack) -> None:
 
 
 def start_noop_controller(stack: Stack) -> Process:
-    """The no-op controller, serving ConfigEntry's twin (:func:`install_twin`) everywhere."""
+    """The no-op controller, serving ConfigEntry's twin (:func:`install_twin`) everywhere; added
+    to ``stack.processes`` (stopped with the stack, also after a failure)."""
     argv = [sys.executable, str(HERE / "noop_controller.py"), str(stack.kubeconfig)]
-    return spawn("noop-controller", argv, stack.directory / "noop-controller.log")
+    process = spawn("noop-controller", argv, stack.directory / "noop-controller.log")
+    stack.processes.append(process)
+    return process
 
 
 def scope(

@@ -50,3 +50,32 @@ def test_the_verdict_follows_the_interval_against_the_goal(
 ) -> None:
     _, low, high = intervals.across_runs(figures)
     assert intervals.verdict(low, high, 1.2, by="these runs") == expected
+
+
+def test_the_bootstrap_interval_leaves_two_and_a_half_percent_of_resamples_on_each_side() -> None:
+    # A "figure" that counts its calls: the 40 resampled figures are 0..39 whatever is drawn,
+    # so the interval is the 2nd-lowest and the 2nd-highest (1 of 40 = 2.5 % on each side).
+    calls = iter(range(40))
+    low, high = intervals.interval(
+        lambda _: float(next(calls)), [1.0, 2.0], paired=False, resamples=40
+    )
+    assert (low, high) == (1.0, 38.0)
+
+
+def test_paired_samples_are_resampled_together() -> None:
+    # The second list is the first plus one, sample by sample: resampled in pairs, the
+    # difference of the means is exactly one in every resample; resampled apart, it spreads.
+    first = [float(i) for i in range(100)]
+    second = [x + 1 for x in first]
+
+    def difference(a: list[float], b: list[float]) -> float:
+        return sum(b) / len(b) - sum(a) / len(a)
+
+    assert intervals.interval(difference, first, second, paired=True) == pytest.approx((1.0, 1.0))
+    low, high = intervals.interval(difference, first, second, paired=False)
+    assert low < 0 < 2 < high
+
+
+def test_paired_samples_must_be_of_one_length() -> None:
+    with pytest.raises(ValueError, match="same length"):
+        intervals.interval(lambda a, b: 0.0, [1.0], [1.0, 2.0], paired=True)
