@@ -10,6 +10,11 @@ RECONCILE_SECONDS = Histogram(
 )
 REVISIONS = Counter("ferry_revisions_recorded_total", "Revisions written to PostgreSQL", ["kind"])
 DRIFT = Counter("ferry_drift_corrected_total", "Materialised objects restored after a hand edit")
+READY = Gauge(
+    "ferry_ready",
+    "1 while this process answers /readyz with ok (a running pod that never gets ready is still"
+    " scraped: up stays 1)",
+)
 STORE_UP = Gauge("ferry_store_up", "1 when the last PostgreSQL write succeeded")
 CACHE_UP = Gauge("ferry_cache_up", "1 when the last Redis write succeeded")
 CACHE_ERRORS = Counter("ferry_cache_errors_total", "Failed writes to Redis")

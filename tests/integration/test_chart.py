@@ -35,6 +35,7 @@ from ferry.devenv.controlplane import start_control_plane
 from ferry.devenv.process import Process, free_port, log_tail, spawn, wait_until
 from ferry.devenv.stack import install_crds, run_operator
 from ferry.domain.denials import REASONS
+from ferry.domain.shards import lease_name_problem
 from ferry.settings.options import options
 from ferry.tls import CertificateAuthority
 from tests.integration.test_serve import Serve
@@ -337,6 +338,99 @@ def test_webhooks_settings_are_those_ferry_webhooks_reads(
         assert "webhook" not in {port["name"] for port in operator["ports"]}
 
 
+def test_the_operators_settings_admission_decides_by_reach_the_webhooks_pods(
+    tools: dict[str, Path], tmp_path: Path
+) -> None:
+    """One `settings` value, one decision: the refresh-interval floor, the validation budget and
+    the certificate check are read by admission as by the operator, so both get them (a floor
+    of 300 s only on the operator would let admission accept 120 s, which the operator then
+    silently raises). `webhook.settings` wins; nothing else of the operator's goes along."""
+    values, args = VARIANTS["trial"]
+    shared = {
+        "FERRY_VAULT_MIN_REFRESH_SECONDS": "300",
+        "FERRY_VALIDATION_TIMEOUT_SECONDS": "1",
+        "FERRY_VALIDATION_WORKERS": "4",
+        "FERRY_WEBHOOK_CERT_CHECK_SECONDS": "2",
+        "FERRY_KUBERNETES_WATCH_TIMEOUT_SECONDS": "120",
+    }
+    operator_only = {"FERRY_RECONCILE_RESYNC_SECONDS": "600", "FERRY_VAULT_TIMEOUT_SECONDS": "9"}
+    values = values | {
+        "settings": shared | operator_only,
+        "webhook": values.get("webhook", {}) | {"settings": {"FERRY_VALIDATION_WORKERS": 3}},
+    }
+    docs = helm_template(tools["helm"], tmp_path, values, *args)
+    (webhooks,) = _deployment(docs, "ferry-webhooks")["spec"]["template"]["spec"]["containers"]
+    (operator,) = _deployment(docs, "ferry")["spec"]["template"]["spec"]["containers"]
+    names = [e["name"] for e in webhooks["env"]]
+    assert len(names) == len(set(names)), names  # webhook.settings replaces, never duplicates
+    env = {e["name"]: e.get("value") for e in webhooks["env"]}
+    assert {k: env.get(k) for k in shared} == shared | {"FERRY_VALIDATION_WORKERS": "3"}
+    assert not operator_only.keys() & env.keys()
+    operator_env = {e["name"]: e.get("value") for e in operator["env"]}
+    assert {k: operator_env.get(k) for k in shared} == shared
+
+
+def test_a_long_release_name_still_gives_the_operator_a_lease_prefix_it_accepts(
+    tools: dict[str, Path], tmp_path: Path
+) -> None:
+    values, args = VARIANTS["trial"]
+    release = "payments-platform-configuration-prod-eu-west"  # 44 characters, no "ferry"
+    docs = helm_template(tools["helm"], tmp_path, values, *args, release=release)
+    (operator,) = (
+        container
+        for deployment in by_kind(docs, "Deployment")
+        for container in deployment["spec"]["template"]["spec"]["containers"]
+        if container.get("args", [None])[0] == "run"
+    )
+    prefix = {e["name"]: e.get("value") for e in operator["env"]}["FERRY_LEADER_LEASE_NAME_PREFIX"]
+    assert lease_name_problem(prefix) is None, prefix
+    assert release.startswith(prefix)
+
+
+def test_the_webhooks_pods_egress_can_be_narrower_than_the_operators(
+    tools: dict[str, Path], tmp_path: Path
+) -> None:
+    """The webhooks need DNS and the API server only: their own egress rules when given, the
+    operator's otherwise (never unrestricted while the operator's is restricted)."""
+    dns = {"ports": [{"port": 53, "protocol": "UDP"}]}
+    database = {"to": [{"ipBlock": {"cidr": "10.0.0.5/32"}}], "ports": [{"port": 5432}]}
+    values, args = VARIANTS["trial"]
+
+    def egress(network: dict[str, Any]) -> dict[str, Any]:
+        policy = values | {"networkPolicy": values.get("networkPolicy", {}) | network}
+        docs = helm_template(tools["helm"], tmp_path, policy, *args)
+        return {
+            name: _named(docs, "NetworkPolicy", name)["spec"]  # type: ignore[index]
+            for name in ("ferry", "ferry-webhooks")
+        }
+
+    both = egress({"egress": [dns, database]})
+    assert both["ferry"]["egress"] == both["ferry-webhooks"]["egress"] == [dns, database]
+    narrowed = egress({"egress": [dns, database], "webhookEgress": [dns]})
+    assert narrowed["ferry"]["egress"] == [dns, database]
+    assert narrowed["ferry-webhooks"]["egress"] == [dns]
+    assert "Egress" in narrowed["ferry-webhooks"]["policyTypes"]
+
+
+def test_a_webhooks_pod_keeps_answering_while_it_leaves_the_service(
+    tools: dict[str, Path], tmp_path: Path
+) -> None:
+    """A preStop pause: SIGTERM (and the listener closing) comes only once endpoint removal has
+    had time to reach the API server, within the grace period; a pause at or past the grace
+    period is refused at install."""
+    values, args = VARIANTS["trial"]
+    pod = _deployment(helm_template(tools["helm"], tmp_path, values, *args), "ferry-webhooks")
+    spec = pod["spec"]["template"]["spec"]
+    pause = spec["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert 0 < pause < spec["terminationGracePeriodSeconds"]
+    too_long = values | {"webhook": values.get("webhook", {}) | {"drainSeconds": 30}}
+    values_file = tmp_path / "too-long.yaml"
+    values_file.write_text(yaml.safe_dump(too_long))
+    refused = run(tools["helm"], "template", "ferry", CHART, "-f", values_file, *args)
+    assert refused.returncode != 0
+    assert "drainSeconds must be below terminationGracePeriodSeconds" in refused.stderr
+
+
 def test_read_api_settings_are_those_ferry_serve_reads(
     tools: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -511,6 +605,16 @@ def test_cert_manager_issues_the_certificate_and_injects_the_bundle(
             "cert-manager.io/inject-ca-from": "ferry-system/ferry-webhook"
         }
         assert all("caBundle" not in hook["clientConfig"] for hook in config["webhooks"])
+    # Issued by the chart's CA, never by a self-signed Issuer: a self-signed certificate is its
+    # own CA, so each renewal would change the injected caBundle before the pods serve it.
+    issuers = {d["metadata"]["name"]: d["spec"] for d in by_kind(docs, "Issuer")}
+    issuer = issuers[certificate["spec"]["issuerRef"]["name"]]
+    assert "selfSigned" not in issuer
+    ca = _named(docs, "Certificate", "ferry-ca")
+    assert ca is not None and ca["spec"]["isCA"] is True
+    assert issuer == {"ca": {"secretName": ca["spec"]["secretName"]}}
+    assert "selfSigned" in issuers[ca["spec"]["issuerRef"]["name"]]
+    assert ca["spec"]["privateKey"]["rotationPolicy"] == "Never"  # renewed, it still verifies
     # The history API's serving certificate too, with the same issuer.
     history = _named(docs, "Certificate", "ferry-history")
     assert history is not None and history["spec"]["secretName"] == "ferry-history-tls"
@@ -897,10 +1001,10 @@ def test_operator_with_only_the_charts_rbac_reconciles_entries_and_flags(
         ]
         assert not denied, f"{part.log.name}: refused something:\n" + "\n".join(denied[:20])
         assert part.process.alive(), log_tail(part.log)
-    # Admission was the webhooks process's alone; reconciling the operator's alone.
+    # Admission was the webhooks process's (the operator's Deployment has no webhook port:
+    # test_webhooks_settings_are_those_ferry_webhooks_reads); reconciling the operator's alone.
     operator, webhooks = (chart_operator.operator.metrics(), chart_operator.webhooks.metrics())
     assert "ferry_admission_requests_total{" in webhooks and "ferry_reconciles_total{" in operator
-    assert "ferry_admission_requests_total{" not in operator
     assert "ferry_reconciles_total{" not in webhooks
 
 

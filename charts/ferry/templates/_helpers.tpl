@@ -124,3 +124,18 @@ A random secret kept across upgrades: the value already in the live Secret when 
 {{- randAlphaNum $length -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The issuer of the serving certificates (webhooks, history API) with cert-manager: yours
+(webhook.certificate.certManager.issuerRef), else the chart's CA Issuer (webhooks.yaml). Never a
+self-signed Issuer directly: a self-signed certificate is its own CA, so each renewal would
+change the caBundle before the pods serve the new certificate.
+*/}}
+{{- define "ferry.servingIssuerRef" -}}
+{{- with .Values.webhook.certificate.certManager.issuerRef }}
+{{- toYaml . }}
+{{- else }}
+name: {{ include "ferry.fullname" . }}-ca
+kind: Issuer
+{{- end }}
+{{- end }}

@@ -9,11 +9,13 @@ namespace, nothing cluster-wide.
 A separate client from the reconcilers' (``adapters/kube``), with its own short timeout: a
 renewal must not queue behind a burst of ConfigMap writes, and must fail within a renewal period
 rather than hang past the holder's deadline (controller-runtime gives leader election its own
-client for the same reason).
+client for the same reason). The client's timeouts bound each phase of a request (connect, each
+read), not the whole, so every call is also bounded as a whole (``timeout_seconds``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from dataclasses import dataclass
 
@@ -50,23 +52,28 @@ def wall_clock() -> str:
 class Leases:
     """The Leases of one namespace."""
 
-    def __init__(self, client: AsyncClient, namespace: str) -> None:
+    def __init__(
+        self, client: AsyncClient, namespace: str, timeout_seconds: float | None = None
+    ) -> None:
         self.client = client
         self.namespace = namespace
+        self.timeout_seconds = timeout_seconds
+        """The longest one call may take, all of it (None: the client's own timeouts only)."""
 
     @classmethod
     def connect(cls, kubeconfig: str | None, namespace: str, timeout_seconds: float) -> Leases:
         client = kube_client.make_client(
             kubeconfig, timeout_seconds=timeout_seconds, field_manager=FIELD_MANAGER
         )
-        return cls(client, namespace)
+        return cls(client, namespace, timeout_seconds)
 
     async def close(self) -> None:
         await self.client.close()
 
     async def get(self, name: str) -> StoredLease:
         try:
-            lease = await self.client.get(Lease, name, namespace=self.namespace)
+            async with asyncio.timeout(self.timeout_seconds):
+                lease = await self.client.get(Lease, name, namespace=self.namespace)
         except ApiError as exc:
             if exc.status.code == 404:
                 return StoredLease(None, None)
@@ -76,7 +83,8 @@ class Leases:
     async def create(self, name: str, record: LeaseRecord) -> str:
         """Create the Lease; its resourceVersion. :class:`LeaseConflict` if it exists."""
         try:
-            created = await self.client.create(self._lease(name, record, None))
+            async with asyncio.timeout(self.timeout_seconds):
+                created = await self.client.create(self._lease(name, record, None))
         except ApiError as exc:
             raise _conflict_or(exc) from exc
         return _resource_version(created)
@@ -85,7 +93,8 @@ class Leases:
         """Replace the Lease if it is still at ``resource_version``; its new resourceVersion.
         :class:`LeaseConflict` if it changed meanwhile (or is gone)."""
         try:
-            updated = await self.client.replace(self._lease(name, record, resource_version))
+            async with asyncio.timeout(self.timeout_seconds):
+                updated = await self.client.replace(self._lease(name, record, resource_version))
         except ApiError as exc:
             if exc.status.code == 404:
                 raise LeaseConflict(f"Lease {self.namespace}/{name} is gone") from exc

@@ -12,8 +12,13 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ferry.metrics import READY
+
 
 def make_app(is_ready: Callable[[], bool]) -> web.Application:
+    """The port; ``is_ready`` also answers ``ferry_ready`` at each scrape (what alerts read)."""
+    READY.set_function(lambda: float(is_ready()))
+
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
 

@@ -2,12 +2,16 @@
 it holds (``leader.lease_namespace`` set). The rules are in :mod:`ferry.domain.shards`; this module
 runs them against the Leases (``ferry.adapters.leases``) and tells the runtime what changed.
 
-One loop per replica: every ``retry_seconds`` it reads the Leases it does not hold, renews each
-Lease it holds once ``renew_seconds`` have passed, takes at most one free shard (so replicas that
-start together spread out), and, holding nothing while another replica holds two or more, asks
-that replica for one. A held shard is dropped the moment its renewal deadline passes, by a timer,
-whatever the loop is doing: reconciles of that shard then in flight are cancelled, as if the
-process had died there (which reconciles survive: record before write, idempotent revisions).
+Two loops per replica. One renews each Lease it holds once ``renew_seconds`` have passed; it
+waits for nothing else, so a slow or failing Lease never delays the renewal of another. The other,
+every ``retry_seconds``, reads the Leases it does not hold, takes at most one free shard (so
+replicas that start together spread out), and, holding nothing while another replica holds two
+or more, asks that replica for one. A held shard is dropped the moment its renewal deadline
+passes, by a timer, whatever the loops are doing: reconciles of that shard then in flight are
+cancelled, as if the process had died there (which reconciles survive: record before write,
+idempotent revisions). A shard handed over on request is written to its new holder only once
+those cancelled reconciles have ended, so nothing they were sending arrives after the new
+holder's first writes.
 """
 
 from __future__ import annotations
@@ -112,6 +116,7 @@ class LeaseManager(Shards):
         self._unreadable: set[int] = set()
         self._inflight: dict[int, set[asyncio.Future[None]]] = {}
         self._dropped: set[asyncio.Future[None]] = set()  # cancelled because the shard was lost
+        self._handing: dict[int, asyncio.Task[None]] = {}  # given up, not yet written over
         metrics.SHARDS.set(self.count)
         metrics.SHARDS_HELD.set(0)
 
@@ -147,29 +152,44 @@ class LeaseManager(Shards):
             self.leases.namespace,
             self.identity,
         )
+        await asyncio.gather(self._keep_held(), self._keep_looking())
+
+    async def _keep_held(self) -> None:
+        """Renew each held Lease when it is due, whatever the other loop is waiting for."""
         while True:
             try:
-                await self._tick()
+                now = time.monotonic()
+                due = [s for s, h in self._holds.items() if now >= h.next_renewal]
+                await asyncio.gather(*(self._renew(s) for s in due))
             except Exception:  # the loop must outlive any surprise; the deadline timers guard
-                logger.exception("leader election: unexpected error; trying again")
+                logger.exception("leader election: unexpected error renewing; trying again")
             now = time.monotonic()
             wake = min([now + self.retry, *(h.next_renewal for h in self._holds.values())])
             await asyncio.sleep(max(0.05, wake - now))
 
-    async def _tick(self) -> None:
-        now = time.monotonic()
-        due = [s for s, h in self._holds.items() if now >= h.next_renewal]
-        others = [s for s in range(self.count) if s not in self._holds]
-        await asyncio.gather(*(self._renew(s) for s in due), *(self._look(s) for s in others))
+    async def _keep_looking(self) -> None:
+        while True:
+            try:
+                await self._tick()
+            except Exception:  # the loop must outlive any surprise
+                logger.exception("leader election: unexpected error; trying again")
+            await asyncio.sleep(self.retry)
 
+    def _unheld(self) -> list[int]:
+        """Shards neither held nor being handed over by this replica."""
+        return [s for s in range(self.count) if s not in self._holds and s not in self._handing]
+
+    async def _tick(self) -> None:
+        await asyncio.gather(*(self._look(s) for s in self._unheld()))
         now = time.monotonic()
         held = len(self._holds)
+        unheld = self._unheld()
         for shard in self._order:
             observation = self._observed.get(shard)
-            if shard in self._holds or observation is None:
+            if shard not in unheld or observation is None:
                 continue
-            if may_acquire(observation, self.identity, now, held, patience=self.retry):
-                await self._acquire(shard, observation)
+            free = may_acquire(observation, self.identity, now, held, patience=self.retry)
+            if free and await self._acquire(shard, observation):
                 return  # one at a time: another replica starting now may want the next one
         candidates = {s: o for s, o in self._observed.items() if s not in self._holds}
         wanted = handover_target(candidates, self.identity, held, now)
@@ -200,7 +220,9 @@ class LeaseManager(Shards):
                     "%s is held by %r; this replica stands by for it", self.where(shard), holder
                 )
 
-    async def _acquire(self, shard: int, observation: Observation) -> None:
+    async def _acquire(self, shard: int, observation: Observation) -> bool:
+        """Take the shard's Lease; whether this replica holds it now (a Lease that cannot be
+        written does not keep the loop from the next free one)."""
         previous = observation.record
         record = claim(previous, self.identity, lease_seconds(self.duration), wall_clock())
         sent = time.monotonic()
@@ -213,13 +235,13 @@ class LeaseManager(Shards):
                 )
         except LeaseConflict:
             self._observed.pop(shard, None)  # someone was quicker: look again next time
-            return
+            return False
         except Exception as exc:
             logger.warning("%s: cannot take it: %s", self.where(shard), exc)
-            return
+            return False
         self._observed.pop(shard, None)
         if not self._extend(shard, record, version, sent):
-            return
+            return False
         before = previous.holder if previous is not None else ""
         how = (
             "it named this replica: handed over, or held before a restart"
@@ -234,6 +256,7 @@ class LeaseManager(Shards):
             how,
         )
         self.on_acquired(shard)
+        return True
 
     async def _renew(self, shard: int) -> None:
         hold = self._holds.get(shard)
@@ -275,15 +298,10 @@ class LeaseManager(Shards):
             return
         to = handover_wanted(record, self.identity, len(self._holds))
         if to is not None:
-            self._lose(shard, f"handing it over to {to!r}", warn=False)  # stop first, then write
-            try:
-                await self.leases.update(
-                    name, handed_over(record, to, wall_clock()), stored.resource_version
-                )
-            except Exception as exc:  # still ours in the Lease: taken back at the next look
-                logger.warning("%s: handing over to %r failed: %s", self.where(shard), to, exc)
-            else:
-                logger.info("%s handed over to %r", self.where(shard), to)
+            stopping = self._lose(shard, f"handing it over to {to!r}", warn=False)  # stop first
+            self._handing[shard] = asyncio.create_task(
+                self._hand_over(shard, to, record, stored.resource_version, stopping)
+            )
             return
         record = renewed(record, wall_clock())
         sent = time.monotonic()
@@ -294,6 +312,30 @@ class LeaseManager(Shards):
             return
         if shard in self._holds:
             self._extend(shard, record, version, sent)
+
+    async def _hand_over(
+        self,
+        shard: int,
+        to: str,
+        record: LeaseRecord,
+        version: str | None,
+        stopping: list[asyncio.Future[None]],
+    ) -> None:
+        """Write ``to`` into the Lease once the shard's cancelled reconciles have ended (at most
+        ``renew_seconds``): what they were writing (a ConfigMap, an Event) then reaches the API
+        server before the new holder starts on the shard."""
+        try:
+            if stopping:
+                await asyncio.wait(stopping, timeout=self.renew)
+            await self.leases.update(
+                self.names[shard], handed_over(record, to, wall_clock()), version
+            )
+        except Exception as exc:  # still ours in the Lease: taken back at the next look
+            logger.warning("%s: handing over to %r failed: %s", self.where(shard), to, exc)
+        else:
+            logger.info("%s handed over to %r", self.where(shard), to)
+        finally:
+            self._handing.pop(shard, None)
 
     async def _request(self, shard: int, observation: Observation) -> None:
         assert observation.record is not None
@@ -334,12 +376,14 @@ class LeaseManager(Shards):
         if hold is not None and hold.deadline == deadline:
             self._lose(shard, f"not renewed within {self.duration - self.renew:g}s")
 
-    def _lose(self, shard: int, why: str, *, warn: bool = True) -> None:
+    def _lose(self, shard: int, why: str, *, warn: bool = True) -> list[asyncio.Future[None]]:
+        """Stop reconciling ``shard`` now; the reconciles it cancelled (still ending)."""
         hold = self._holds.pop(shard, None)
         if hold is None:
-            return
+            return []
         hold.timer.cancel()
-        for task in self._inflight.get(shard, ()):
+        cancelled = list(self._inflight.get(shard, ()))
+        for task in cancelled:
             self._dropped.add(task)
             task.cancel()
         self._observed.pop(shard, None)
@@ -347,28 +391,41 @@ class LeaseManager(Shards):
         metrics.SHARDS_HELD.set(len(self._holds))
         log = logger.warning if warn else logger.info
         log("%s given up: %s; stopped reconciling its namespaces", self.where(shard), why)
+        return cancelled
 
     async def release(self) -> None:
-        """A clean stop: give every held Lease up, so another replica takes it at once."""
-        for shard, hold in list(self._holds.items()):
+        """A clean stop: give up every Lease that names this replica, so another replica takes it
+        at once. Read from the API server, not from what this replica believes it holds: the
+        loops were cancelled, perhaps between a write that took a Lease and noting it, or while
+        handing one over. All at once, each bounded by the client's timeout."""
+        for shard in list(self._holds):
             self._lose(shard, "stopping", warn=False)
-            try:
-                await asyncio.wait_for(self._release(shard, hold), timeout=self.renew)
-            except Exception as exc:  # it expires on its own after lease_duration_seconds
-                logger.warning("%s: cannot release it: %s", self.where(shard), exc)
-            else:
+        for task in list(self._handing.values()):
+            task.cancel()
+        await asyncio.gather(*self._handing.values(), return_exceptions=True)
+        shards = range(self.count)
+        outcomes = await asyncio.gather(
+            *(self._release(shard) for shard in shards), return_exceptions=True
+        )
+        for shard, outcome in zip(shards, outcomes, strict=True):
+            if isinstance(outcome, BaseException):  # it expires after lease_duration_seconds
+                logger.warning("%s: cannot release it: %s", self.where(shard), outcome)
+            elif outcome:
                 logger.info("%s released", self.where(shard))
         await self.leases.close()
 
-    async def _release(self, shard: int, hold: _Hold) -> None:
+    async def _release(self, shard: int) -> bool:
+        """Release the shard's Lease if it names this replica (True: released)."""
         name = self.names[shard]
-        try:
-            await self.leases.update(
-                name, released(hold.record, wall_clock()), hold.resource_version
-            )
-        except LeaseConflict:  # a handover request came in: release on top of it if still ours
+        for _ in range(2):  # once more if a handover request came in between
             stored = await self.leases.get(name)
-            if stored.record is not None and stored.record.holder == self.identity:
+            if stored.record is None or stored.record.holder != self.identity:
+                return False
+            try:
                 await self.leases.update(
                     name, released(stored.record, wall_clock()), stored.resource_version
                 )
+            except LeaseConflict:
+                continue
+            return True
+        raise LeaseConflict(f"Lease {self.leases.namespace}/{name} kept changing")

@@ -114,20 +114,34 @@ async def _follow_secret(
     server: WebhookServer, webhooks: WebhookSettings, kubeconfig: str | None, ready: asyncio.Event
 ) -> None:
     """Serve the certificate the Secret holds: ``ready`` once the server listens with it (the
-    leader's :class:`~ferry.reconcile.certificates.CertificateKeeper` injects the CA bundle)."""
+    leader's :class:`~ferry.reconcile.certificates.CertificateKeeper` injects the CA bundle).
+
+    Following the Secret never ends while all is well; if it does (an error it does not retry),
+    this raises, so the process stops rather than serve a certificate nobody renews any more.
+    """
     assert webhooks.cert_secret is not None
     client = make_client(kubeconfig)
     ref = SecretRef.parse(webhooks.cert_secret)
+
+    async def serving() -> None:
+        async for _ in server.client_configs():
+            ready.set()
+
     following = asyncio.create_task(
         follow(client, ref, server.certificate, webhooks.cert_check_seconds),
         name="ferry-webhook-certificate",
     )
+    served = asyncio.create_task(serving(), name="ferry-webhook-serving")
     try:
-        async for _ in server.client_configs():
-            ready.set()
+        await asyncio.wait({following, served}, return_when=asyncio.FIRST_COMPLETED)
+        if following.done():
+            following.result()  # its error, if it failed
+            raise RuntimeError(f"stopped following the webhook certificate Secret {ref}")
+        served.result()
     finally:
-        following.cancel()
-        await asyncio.gather(following, return_exceptions=True)
+        for task in (following, served):
+            task.cancel()
+        await asyncio.gather(following, served, return_exceptions=True)
         await client.close()
 
 

@@ -71,6 +71,7 @@ class AdmissionThread:
         workers: int,
         timeout_seconds: float,
         on_failure: Callable[[], None],
+        caller_niceness: int = RECONCILE_NICENESS,
     ) -> None:
         self.server = server
         self.admission = admission
@@ -80,14 +81,16 @@ class AdmissionThread:
         self._task: asyncio.Task[None] | None = None
         self._thread = threading.Thread(target=self._run, name="ferry-admission", daemon=True)
         self._on_failure = on_failure
+        self._caller_niceness = caller_niceness
 
     def start(self) -> None:
         """Start serving; client configs reach :meth:`WebhookServer.client_configs` on the
-        calling (running) loop. From then on the calling thread (the reconcile loop's) runs
-        :data:`RECONCILE_NICENESS` below the admission thread (see :func:`lower_priority`)."""
+        calling (running) loop. From then on the calling thread (in ``ferry run``, the
+        reconcile loop's) runs ``caller_niceness`` (default :data:`RECONCILE_NICENESS`) below
+        the admission thread (see :func:`lower_priority`); 0 leaves it as it is."""
         self.server.owner = asyncio.get_running_loop()
         self._thread.start()  # first: a thread starts at its creator's priority
-        lower_priority(RECONCILE_NICENESS)
+        lower_priority(self._caller_niceness)
 
     def _run(self) -> None:
         try:
@@ -135,4 +138,4 @@ def lower_priority(niceness: int) -> None:
     try:
         os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + niceness)
     except OSError as error:
-        logger.warning("could not lower the reconcile thread's priority: %s", error)
+        logger.warning("could not lower the calling thread's priority: %s", error)
