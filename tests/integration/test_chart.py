@@ -1166,19 +1166,28 @@ def test_admission_answers_are_counted_by_reason_codes_only(
 def test_certificates_rotated_by_the_operator_by_default(
     tools: dict[str, Path], tmp_path: Path
 ) -> None:
-    """Without cert-manager (decision 0022): the generated Secret carries the CA's key, the
-    configurations name it for the operator's CA injector, and the operator may patch only
-    Ferry's own configurations and the APIServices named."""
+    """Without cert-manager (decision 0022): the generated serving Secret and, beside it, the CA's
+    key in a Secret of its own (which the webhooks pods may not read); the configurations name
+    the serving Secret for the operator's CA injector, and the operator may patch only Ferry's
+    own configurations and the APIServices named."""
     values = {
         **ci_values("trial"),
         "webhook": {"certificate": {"rotation": {"apiServices": ["v1.x.example"]}}},
     }
     docs = helm_template(tools["helm"], tmp_path, values, namespace="ferry-x")
     (secret,) = [d for d in by_kind(docs, "Secret") if d["metadata"]["name"] == "ferry-webhook-tls"]
-    assert set(secret["data"]) == {"ca.crt", "ca.key", "tls.crt", "tls.key"}
+    assert set(secret["data"]) == {"ca.crt", "tls.crt", "tls.key"}
+    (key_secret,) = [
+        d for d in by_kind(docs, "Secret") if d["metadata"]["name"] == "ferry-webhook-tls-ca"
+    ]
+    assert set(key_secret["data"]) == {"ca.key"}
     ca = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["ca.crt"]))
-    key = serialization.load_pem_private_key(base64.b64decode(secret["data"]["ca.key"]), None)
+    key = serialization.load_pem_private_key(base64.b64decode(key_secret["data"]["ca.key"]), None)
     assert key.public_key() == ca.public_key()
+    webhooks_role = _named(docs, "Role", "ferry-webhooks-certificate")
+    assert webhooks_role is not None
+    readable = {n for rule in webhooks_role["rules"] for n in rule.get("resourceNames", [])}
+    assert readable == {"ferry-webhook-tls"}  # not the CA's key
     for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
         config = one(docs, kind)
         assert config["metadata"]["annotations"] == {

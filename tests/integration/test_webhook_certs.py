@@ -13,6 +13,7 @@ changed by hand is repaired, and an annotated APIService gets the bundle too.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import os
 import socket
@@ -30,7 +31,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from prometheus_client.parser import text_string_to_metric_families
 
+from ferry.adapters.kube import make_client
 from ferry.domain import labels
+from ferry.reconcile.certificates import CertificateKeeper
+from ferry.settings import WebhookSettings
 from ferry.tls import CertificateAuthority
 from ferry.webhooks.configurations import (
     CONFIGURATION_NAME,
@@ -45,6 +49,7 @@ pytestmark = pytest.mark.integration
 
 NAMESPACE = "ferry-system"
 SECRET = "ferry-webhook-tls"
+KEY_SECRET = f"{SECRET}-ca"
 KINDS = ("validatingwebhookconfiguration", "mutatingwebhookconfiguration")
 VALID = {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "off"}
 INVALID = {"state": "ENABLED", "variants": {"on": True}, "defaultVariant": "missing"}
@@ -69,10 +74,14 @@ class Stack:
     namespace: str
     replicas: list[Operator] = field(default_factory=list)
 
-    def secret(self) -> dict[str, bytes]:
-        found = get_or_none(self.admin, "secret", SECRET, "-n", NAMESPACE)
+    def secret(self, name: str = SECRET) -> dict[str, bytes]:
+        found = get_or_none(self.admin, "secret", name, "-n", NAMESPACE)
         data = (found or {}).get("data") or {}
         return {key: base64.b64decode(value) for key, value in data.items()}
+
+    def key(self) -> bytes | None:
+        """The CA's key, in its own Secret beside the serving one."""
+        return self.secret(KEY_SECRET).get("ca.key")
 
     def bundles(self) -> set[str]:
         """Every caBundle in Ferry's two webhook configurations."""
@@ -190,12 +199,15 @@ def stack(
 
 def test_the_secret_is_created_and_its_ca_injected_at_first_start(stack: Stack) -> None:
     secret = eventually(
-        lambda: (
-            (s := stack.secret()) and {"ca.crt", "ca.key", "tls.crt", "tls.key"} <= set(s) and s
-        ),
+        lambda: (s := stack.secret()) and {"ca.crt", "tls.crt", "tls.key"} <= set(s) and s,
         timeout=60,
         what="the operator to create the Secret",
     )
+    # The CA's key is not in what the webhooks read, but in a Secret of its own, and signs the
+    # CA the bundle starts with.
+    assert "ca.key" not in secret
+    key = eventually(stack.key, timeout=30, what="the CA's key in its Secret")
+    assert CertificateAuthority.load(x509.load_pem_x509_certificate(secret["ca.crt"]), key)
     bundle = base64.b64encode(secret["ca.crt"]).decode()
     eventually(lambda: stack.bundles() == {bundle}, timeout=30, what="the CA bundle injected")
     # The webhooks answer, through the API server: a valid flag passes, an invalid one is
@@ -290,9 +302,15 @@ def test_a_deleted_secret_is_made_again(stack: Stack) -> None:
     before = stack.secret()
     stack.admin.kubectl("delete", "secret", SECRET, "-n", NAMESPACE)
     after = eventually(
-        lambda: (s := stack.secret()) and s.get("ca.key") not in (None, before["ca.key"]) and s,
+        lambda: (s := stack.secret()) and s.get("ca.crt") not in (None, before["ca.crt"]) and s,
         timeout=60,
         what="the Secret to be made again, with a new CA",
+    )
+    new_ca = x509.load_pem_x509_certificate(after["ca.crt"])
+    eventually(
+        lambda: (key := stack.key()) is not None and CertificateAuthority.load(new_ca, key),
+        timeout=30,
+        what="the new CA's key in its Secret",
     )
     bundle = base64.b64encode(after["ca.crt"]).decode()
     eventually(lambda: stack.bundles() == {bundle}, timeout=30, what="the new CA bundle injected")
@@ -304,6 +322,47 @@ def test_a_deleted_secret_is_made_again(stack: Stack) -> None:
             what="each replica to serve the new certificate",
         )
     eventually(lambda: stack.dry_run(VALID)[0] == 0, timeout=30, what="a dry run to pass")
+
+
+async def test_a_ca_key_kept_in_the_serving_secret_is_moved_to_its_own(stack: Stack) -> None:
+    """Secrets made before the key had its own (by the chart or the operator) are taken over:
+    the same CA and serving certificate, the key moved out of what the webhooks pods read.
+    One round of the leader's keeper, on a Secret of its own with certificates far from due (the
+    stack's rotate every few seconds)."""
+    namespace = stack.admin.namespace("legacy")
+    ca = CertificateAuthority.create("legacy-ca", validity=dt.timedelta(days=3650))
+    serving = ca.issue(
+        "127.0.0.1", hosts=("127.0.0.1",), not_after=dt.datetime.now(dt.UTC) + dt.timedelta(days=80)
+    )
+    legacy = {
+        "ca.crt": ca.cert_pem,
+        "ca.key": ca.key_pair().key_pem,
+        "tls.crt": serving.cert_pem,
+        "tls.key": serving.key_pem,
+    }
+    stack.admin.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/tls",
+            "metadata": {"name": "legacy", "namespace": namespace},
+            "data": {k: base64.b64encode(v).decode() for k, v in legacy.items()},
+        }
+    )
+    settings = WebhookSettings(cert_secret=f"{namespace}/legacy", cert_hosts=("127.0.0.1",))
+    client = make_client(str(stack.admin.kubeconfig))
+    try:
+        await CertificateKeeper(client, settings).check()
+    finally:
+        await client.close()
+
+    def read(name: str) -> dict[str, bytes]:
+        data = stack.admin.get_json("secret", name, "-n", namespace).get("data") or {}
+        return {k: base64.b64decode(v) for k, v in data.items()}
+
+    kept, key = read("legacy"), read("legacy-ca")
+    assert kept == {k: v for k, v in legacy.items() if k != "ca.key"}  # nothing re-issued
+    assert set(key) == {"ca.key"} and CertificateAuthority.load(ca.cert, key["ca.key"])
 
 
 def test_a_ca_bundle_changed_by_hand_is_repaired(stack: Stack) -> None:

@@ -1,4 +1,4 @@
-"""The admission webhook's certificates, kept by the operator in one Secret (decision 0022).
+"""The admission webhook's certificates, kept by the operator in two Secrets (decision 0022).
 
 What cert-manager's self-signed issuer and CA injector do, for installations without it:
 
@@ -14,9 +14,12 @@ What cert-manager's self-signed issuer and CA injector do, for installations wit
   where the webhook server reloads them from, without a restart and without waiting for the
   kubelet to refresh a mounted Secret (about a minute, and not at all on a bare API server).
 
-The Secret is ``kubernetes.io/tls``: ``tls.crt``/``tls.key`` (serving), ``ca.crt`` (the CA
-bundle: the current CA first, then any still trusted during an overlap) and ``ca.key`` (the
-current CA's key). A Secret made by the chart at install has all four and is taken over as is.
+The serving Secret is ``kubernetes.io/tls``: ``tls.crt``/``tls.key`` (serving) and ``ca.crt``
+(the CA bundle: the current CA first, then any still trusted during an overlap). Every webhooks
+pod reads it. The current CA's key is in a Secret of its own beside it, ``<name>-ca`` (``ca.key``),
+which only the operator reads (:func:`key_ref`): a webhooks pod that is taken over cannot sign
+certificates the API server trusts. A serving Secret that still holds ``ca.key`` (made so before
+2026-11-29, by the chart or by the operator) is taken over: the key is moved out at the next check.
 """
 
 from __future__ import annotations
@@ -83,6 +86,12 @@ class SecretRef:
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+
+def key_ref(serving: SecretRef) -> SecretRef:
+    """The Secret holding the CA's key of the serving Secret ``serving`` (the chart makes the
+    same, ``<release>-webhook-tls-ca``)."""
+    return SecretRef(serving.namespace, f"{serving.name}-ca")
 
 
 def policy_of(settings: WebhookSettings) -> Policy:
@@ -180,6 +189,7 @@ class CertificateKeeper:
         assert settings.cert_secret is not None
         self.client = client
         self.ref = SecretRef.parse(settings.cert_secret)
+        self.key_ref = key_ref(self.ref)
         self.hosts = settings.cert_hosts or (settings.host,)
         self.policy = policy_of(settings)
         self.check_seconds = settings.cert_check_seconds
@@ -205,43 +215,62 @@ class CertificateKeeper:
             await asyncio.sleep(min(self.check_seconds, LEADER_POLL_SECONDS))
 
     async def check(self) -> None:
-        """One round: renew what is due, then bring every annotated CA bundle up to date."""
-        secret = await _read(self.client, self.ref)
-        files = _decode(secret)
+        """One round: renew what is due, then bring every annotated CA bundle up to date.
+
+        The key's Secret is written first. Should the serving Secret's write then not happen,
+        the key matches no certificate of the bundle at the next round, which so makes a new
+        CA, keeping in the bundle whatever signed the certificate being served: a key is never
+        needed that was not written, and nothing served stops being trusted.
+        """
+        secret, key_secret = (
+            await _read(self.client, self.ref),
+            await _read(self.client, self.key_ref),
+        )
+        files, keys = _decode(secret), _decode(key_secret)
+        held_key = keys.get(CA_KEY) or files.get(CA_KEY, b"")  # or where it was before
         now = dt.datetime.now(dt.UTC)
-        contents = _Contents.read(files, self.hosts)
+        contents = _Contents.read({**files, CA_KEY: held_key}, self.hosts)
         decided = plan(contents.held, self.policy, now)
-        wanted = {**files, **contents.carry_out(decided, self.policy, self.hosts, now)}
-        if secret is None:
-            await self._create(wanted)
-        elif wanted != files and not await self._write(secret, wanted):
+        made = contents.carry_out(decided, self.policy, self.hosts, now)
+        key = {CA_KEY: made.pop(CA_KEY)}
+        wanted = {k: v for k, v in {**files, **made}.items() if k != CA_KEY}
+        if key_secret is None:
+            await self._create(self.key_ref, key, "Opaque")
+        elif keys != key and not await self._write(self.key_ref, key_secret, key):
             return  # someone else wrote it meanwhile: look again next round
+        if secret is None:
+            await self._create(self.ref, wanted, "kubernetes.io/tls")
+        elif wanted != files and not await self._write(self.ref, secret, wanted):
+            return
         if decided.new_ca:
             logger.info("webhook certificates: new CA in Secret %s", self.ref)
         if decided.new_serving:
             logger.info("webhook certificates: new serving certificate in Secret %s", self.ref)
         await self.inject(base64.b64encode(wanted["ca.crt"]).decode())
 
-    async def _create(self, files: Mapping[str, bytes]) -> None:
+    async def _create(self, ref: SecretRef, files: Mapping[str, bytes], type_: str) -> None:
         secret = Secret(
-            metadata=ObjectMeta(name=self.ref.name, namespace=self.ref.namespace),
-            type="kubernetes.io/tls",
+            metadata=ObjectMeta(name=ref.name, namespace=ref.namespace),
+            type=type_,
             data=_encode(files),
         )
         await self.client.create(secret)
-        logger.info("webhook certificates: created Secret %s", self.ref)
+        logger.info("webhook certificates: created Secret %s", ref)
 
-    async def _write(self, secret: Secret, files: Mapping[str, bytes]) -> bool:
+    async def _write(self, ref: SecretRef, secret: Secret, files: Mapping[str, bytes]) -> bool:
+        """Make ``secret``'s data ``files`` (keys it no longer has removed), unless it changed
+        since it was read (False)."""
         assert secret.metadata is not None
+        gone: dict[str, str | None] = {key: None for key in _decode(secret).keys() - files.keys()}
         try:
             await self.client.patch(
                 Secret,
-                self.ref.name,
+                ref.name,
                 {
                     "metadata": {"resourceVersion": secret.metadata.resourceVersion},
-                    "data": _encode(files),
+                    "data": {**_encode(files), **gone},
                 },
-                namespace=self.ref.namespace,
+                namespace=ref.namespace,
                 patch_type=PatchType.MERGE,
             )
         except ApiError as error:
