@@ -240,6 +240,7 @@ async def test_shards_spread_over_replicas_a_late_replica_is_handed_one(kube: Ku
         await until(spread, 30, "one shard each")
         await asyncio.sleep(4.0)  # and it stays that way (no flapping)
         assert spread()
+        assert b.acquired == [1] and sorted(a.acquired) == [0, 1]  # no shard moved back and forth
         given = next(s for s in (0, 1) if b.manager.holds(s))
         assert given == 1  # the highest shard moves; shard 0 (flags, chores) stays put
         lease = await asyncio.to_thread(c.lease, given)

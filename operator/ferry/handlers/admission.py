@@ -84,7 +84,6 @@ async def run(config: AdmissionSettings) -> None:
         workers=config.validation.workers,
         timeout_seconds=config.validation.timeout_seconds,
         on_failure=functools.partial(loop.call_soon_threadsafe, thread_failed),
-        caller_niceness=0,  # this loop keeps the indexes admission reads: nothing to yield to
     )
     tasks = [asyncio.create_task(i.run(), name=f"ferry-follow-{i.kind}") for i in informers]
 

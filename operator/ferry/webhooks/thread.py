@@ -71,7 +71,6 @@ class AdmissionThread:
         workers: int,
         timeout_seconds: float,
         on_failure: Callable[[], None],
-        caller_niceness: int = RECONCILE_NICENESS,
     ) -> None:
         self.server = server
         self.admission = admission
@@ -81,16 +80,16 @@ class AdmissionThread:
         self._task: asyncio.Task[None] | None = None
         self._thread = threading.Thread(target=self._run, name="ferry-admission", daemon=True)
         self._on_failure = on_failure
-        self._caller_niceness = caller_niceness
 
     def start(self) -> None:
         """Start serving; client configs reach :meth:`WebhookServer.client_configs` on the
-        calling (running) loop. From then on the calling thread (in ``ferry run``, the
-        reconcile loop's) runs ``caller_niceness`` (default :data:`RECONCILE_NICENESS`) below
-        the admission thread (see :func:`lower_priority`); 0 leaves it as it is."""
+        calling (running) loop. From then on the calling thread runs :data:`RECONCILE_NICENESS`
+        below the admission thread (see :func:`lower_priority`): in ``ferry run`` the reconcile
+        loop, in ``ferry webhooks`` the loop keeping the indexes, which a stored change's watch
+        events keep busy while the admission thread answers the next request."""
         self.server.owner = asyncio.get_running_loop()
         self._thread.start()  # first: a thread starts at its creator's priority
-        lower_priority(self._caller_niceness)
+        lower_priority(RECONCILE_NICENESS)
 
     def _run(self) -> None:
         try:
