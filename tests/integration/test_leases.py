@@ -9,6 +9,7 @@ The same protocol with two `ferry run` processes: tests/integration/test_ha.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -107,7 +108,10 @@ async def cluster(kube: Kube, shards: int = 1, duration: float = 3.0) -> AsyncIt
         for replica in found.replicas + found.dead:  # a dead one's client closes here, late
             replica.task.cancel()
             await asyncio.gather(replica.task, return_exceptions=True)
-            await replica.manager.leases.close()
+            # Released, which also ends its holds' deadline timers: a crashed replica's would
+            # otherwise fire during a later test of this process (and log "given up" there).
+            with contextlib.suppress(Exception):
+                await replica.manager.release()  # closes its client too
         await asyncio.to_thread(
             kube.kubectl, "delete", "namespace", namespace, "--wait=false", check=False
         )

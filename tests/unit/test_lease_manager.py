@@ -26,7 +26,8 @@ SETTINGS = LeaderSettings(
 class MemoryLeases:
     """Leases in a dict, with the adapter's interface and its resourceVersion preconditions.
     ``slow``: Lease names whose every call takes that long, and whose writes then fail as a
-    call that times out does (reads answer, late)."""
+    call that times out does (reads answer, late). ``late``: Lease names whose updates take that
+    long and then succeed."""
 
     namespace = "ns"
 
@@ -34,6 +35,7 @@ class MemoryLeases:
         self.stored: dict[str, tuple[LeaseRecord, str]] = {}
         self.writes: list[tuple[float, str, str]] = []  # (when, Lease, holder written)
         self.slow = slow or {}
+        self.late: dict[str, float] = {}
         self._version = 0
 
     async def _maybe_slow(self, name: str, *, fail: bool = True) -> None:
@@ -62,6 +64,7 @@ class MemoryLeases:
 
     async def update(self, name: str, record: LeaseRecord, resource_version: str | None) -> str:
         await self._maybe_slow(name)
+        await asyncio.sleep(self.late.get(name, 0.0))
         if name not in self.stored or self.stored[name][1] != resource_version:
             raise LeaseConflict("changed")
         return self.put(name, record)
@@ -82,6 +85,21 @@ async def until(predicate: Any, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
+def given_up(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """This test's managers' Leases given up for want of a renewal (their Leases are in the
+    namespace ``ns``; a manager of another test in this process may still log its own)."""
+    lines = [r.getMessage() for r in caplog.records]
+    return [m for m in lines if "(Lease ns/" in m and "given up: not renewed" in m]
+
+
+async def stop(manager: LeaseManager, loop: asyncio.Task[None]) -> None:
+    """As the operator stops: the loops cancelled, then every Lease released (which also ends
+    the holds' deadline timers, that would otherwise fire during the next test)."""
+    loop.cancel()
+    await asyncio.gather(loop, return_exceptions=True)
+    await manager.release()
+
+
 async def test_a_lease_that_cannot_be_written_costs_this_replica_no_other_it_holds(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -99,11 +117,33 @@ async def test_a_lease_that_cannot_be_written_costs_this_replica_no_other_it_hol
             held_throughout &= manager.holds(0)
             await asyncio.sleep(0.01)
     finally:
-        loop.cancel()
-        await asyncio.gather(loop, return_exceptions=True)
+        await stop(manager, loop)
     assert held_throughout
     assert acquired == [0]
-    assert "given up" not in caplog.text
+    assert not given_up(caplog)
+
+
+async def test_a_slow_renewal_does_not_make_another_renewal_late(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Both shards held; then each renewal succeeds, slowly: shard 1's in 0.4 s, shard 0's in
+    # 0.15 s, each within the 0.5 s a call may take. One after the other they would overrun the
+    # 0.5 s a renewal has (lease duration - 2 renewal periods) and a shard would be given up.
+    leases = MemoryLeases()
+    manager = LeaseManager(leases, SETTINGS, "a", on_acquired=lambda _: None)  # type: ignore[arg-type]
+    caplog.set_level(logging.INFO, logger="ferry.reconcile.leases")
+    loop = asyncio.create_task(manager.run())
+    try:
+        await until(lambda: manager.holds(0) and manager.holds(1))
+        leases.late = {name(1): 0.4, name(0): 0.15}
+        held_throughout = True
+        for _ in range(300):  # 3 s: two lease durations
+            held_throughout &= manager.holds(0) and manager.holds(1)
+            await asyncio.sleep(0.01)
+    finally:
+        await stop(manager, loop)
+    assert held_throughout
+    assert not given_up(caplog)
 
 
 async def test_a_clean_stop_releases_every_lease_naming_this_replica() -> None:
@@ -139,9 +179,9 @@ async def test_a_shard_is_handed_over_only_once_its_cancelled_reconciles_have_en
         leases.put(name(0), requested(record, "b"))  # replica b asks for shard 0
         await until(lambda: leases.stored[name(0)][0].holder == "b")
         await work  # dropped with the shard: ends without an error
+        holds = manager.holds(0), manager.holds(1)
     finally:
-        loop.cancel()
-        await asyncio.gather(loop, return_exceptions=True)
+        await stop(manager, loop)
     (handed_over,) = [when for when, lease, holder in leases.writes if holder == "b"]
     assert ended and handed_over >= ended[0]
-    assert not manager.holds(0) and manager.holds(1)
+    assert holds == (False, True)

@@ -227,9 +227,13 @@ class CertificateKeeper:
             await _read(self.client, self.key_ref),
         )
         files, keys = _decode(secret), _decode(key_secret)
-        held_key = keys.get(CA_KEY) or files.get(CA_KEY, b"")  # or where it was before
         now = dt.datetime.now(dt.UTC)
-        contents = _Contents.read({**files, CA_KEY: held_key}, self.hosts)
+        # The key where it is kept, or where it was before (an older leader mid-upgrade may
+        # still write it there): whichever signs a CA of the bundle.
+        for held_key in (keys.get(CA_KEY), files.get(CA_KEY), b""):
+            contents = _Contents.read({**files, CA_KEY: held_key or b""}, self.hosts)
+            if contents.ca is not None:
+                break
         decided = plan(contents.held, self.policy, now)
         made = contents.carry_out(decided, self.policy, self.hosts, now)
         key = {CA_KEY: made.pop(CA_KEY)}

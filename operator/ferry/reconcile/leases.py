@@ -2,9 +2,9 @@
 it holds (``leader.lease_namespace`` set). The rules are in :mod:`ferry.domain.shards`; this module
 runs them against the Leases (``ferry.adapters.leases``) and tells the runtime what changed.
 
-Two loops per replica. One renews each Lease it holds once ``renew_seconds`` have passed; it
-waits for nothing else, so a slow or failing Lease never delays the renewal of another. The other,
-every ``retry_seconds``, reads the Leases it does not hold, takes at most one free shard (so
+Two loops per replica. One renews each Lease it holds once ``renew_seconds`` have passed, each
+renewal a task of its own, so a slow or failing Lease never delays the renewal of another. The
+other, every ``retry_seconds``, reads the Leases it does not hold, takes at most one free shard (so
 replicas that start together spread out), and, holding nothing while another replica holds two
 or more, asks that replica for one. A held shard is dropped the moment its renewal deadline
 passes, by a timer, whatever the loops are doing: reconciles of that shard then in flight are
@@ -17,6 +17,7 @@ holder's first writes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -117,6 +118,7 @@ class LeaseManager(Shards):
         self._inflight: dict[int, set[asyncio.Future[None]]] = {}
         self._dropped: set[asyncio.Future[None]] = set()  # cancelled because the shard was lost
         self._handing: dict[int, asyncio.Task[None]] = {}  # given up, not yet written over
+        self._renewing: dict[int, asyncio.Task[None]] = {}  # renewals on their way
         metrics.SHARDS.set(self.count)
         metrics.SHARDS_HELD.set(0)
 
@@ -152,20 +154,30 @@ class LeaseManager(Shards):
             self.leases.namespace,
             self.identity,
         )
-        await asyncio.gather(self._keep_held(), self._keep_looking())
+        try:
+            await asyncio.gather(self._keep_held(), self._keep_looking())
+        finally:
+            for task in list(self._renewing.values()):
+                task.cancel()
 
     async def _keep_held(self) -> None:
-        """Renew each held Lease when it is due, whatever the other loop is waiting for."""
+        """Renew each held Lease when it is due, each in a task of its own: one Lease that
+        answers slowly (or not) never makes another wait for its turn."""
         while True:
-            try:
-                now = time.monotonic()
-                due = [s for s, h in self._holds.items() if now >= h.next_renewal]
-                await asyncio.gather(*(self._renew(s) for s in due))
-            except Exception:  # the loop must outlive any surprise; the deadline timers guard
-                logger.exception("leader election: unexpected error renewing; trying again")
             now = time.monotonic()
-            wake = min([now + self.retry, *(h.next_renewal for h in self._holds.values())])
-            await asyncio.sleep(max(0.05, wake - now))
+            for shard, hold in list(self._holds.items()):
+                if now >= hold.next_renewal and shard not in self._renewing:
+                    task = asyncio.create_task(self._renew(shard), name=f"ferry-renew-{shard}")
+                    self._renewing[shard] = task
+                    task.add_done_callback(functools.partial(self._renewed, shard))
+            waiting = [h.next_renewal for s, h in self._holds.items() if s not in self._renewing]
+            await asyncio.sleep(max(0.05, min([now + self.retry, *waiting]) - now))
+
+    def _renewed(self, shard: int, task: asyncio.Task[None]) -> None:
+        self._renewing.pop(shard, None)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            # The deadline timer guards the hold; the next due renewal tries again.
+            logger.error("%s: unexpected error renewing", self.where(shard), exc_info=error)
 
     async def _keep_looking(self) -> None:
         while True:
@@ -298,7 +310,10 @@ class LeaseManager(Shards):
             return
         to = handover_wanted(record, self.identity, len(self._holds))
         if to is not None:
-            stopping = self._lose(shard, f"handing it over to {to!r}", warn=False)  # stop first
+            self._lose(shard, f"handing it over to {to!r}", warn=False)  # stop first
+            # Every reconcile of the shard not yet ended: cancelled just now, or by the deadline
+            # timer while the read above was on its way.
+            stopping = list(self._inflight.get(shard, ()))
             self._handing[shard] = asyncio.create_task(
                 self._hand_over(shard, to, record, stored.resource_version, stopping)
             )
@@ -376,14 +391,13 @@ class LeaseManager(Shards):
         if hold is not None and hold.deadline == deadline:
             self._lose(shard, f"not renewed within {self.duration - self.renew:g}s")
 
-    def _lose(self, shard: int, why: str, *, warn: bool = True) -> list[asyncio.Future[None]]:
-        """Stop reconciling ``shard`` now; the reconciles it cancelled (still ending)."""
+    def _lose(self, shard: int, why: str, *, warn: bool = True) -> None:
+        """Stop reconciling ``shard`` now: its reconciles in flight are cancelled."""
         hold = self._holds.pop(shard, None)
         if hold is None:
-            return []
+            return
         hold.timer.cancel()
-        cancelled = list(self._inflight.get(shard, ()))
-        for task in cancelled:
+        for task in self._inflight.get(shard, ()):
             self._dropped.add(task)
             task.cancel()
         self._observed.pop(shard, None)
@@ -391,7 +405,6 @@ class LeaseManager(Shards):
         metrics.SHARDS_HELD.set(len(self._holds))
         log = logger.warning if warn else logger.info
         log("%s given up: %s; stopped reconciling its namespaces", self.where(shard), why)
-        return cancelled
 
     async def release(self) -> None:
         """A clean stop: give up every Lease that names this replica, so another replica takes it
@@ -400,9 +413,10 @@ class LeaseManager(Shards):
         handing one over. All at once, each bounded by the client's timeout."""
         for shard in list(self._holds):
             self._lose(shard, "stopping", warn=False)
-        for task in list(self._handing.values()):
+        pending = [*self._handing.values(), *self._renewing.values()]
+        for task in pending:
             task.cancel()
-        await asyncio.gather(*self._handing.values(), return_exceptions=True)
+        await asyncio.gather(*pending, return_exceptions=True)
         shards = range(self.count)
         outcomes = await asyncio.gather(
             *(self._release(shard) for shard in shards), return_exceptions=True
