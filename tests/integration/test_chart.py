@@ -1184,6 +1184,9 @@ def test_certificates_rotated_by_the_operator_by_default(
     ca = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["ca.crt"]))
     key = serialization.load_pem_private_key(base64.b64decode(key_secret["data"]["ca.key"]), None)
     assert key.public_key() == ca.public_key()
+    # A CA the operator signs with (ECDSA, as its own): taken over as it is, not replaced at the
+    # first check by one of its own.
+    assert CertificateAuthority.load(ca, base64.b64decode(key_secret["data"]["ca.key"]))
     webhooks_role = _named(docs, "Role", "ferry-webhooks-certificate")
     assert webhooks_role is not None
     readable = {n for rule in webhooks_role["rules"] for n in rule.get("resourceNames", [])}
