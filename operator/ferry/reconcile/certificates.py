@@ -218,9 +218,10 @@ class CertificateKeeper:
         """One round: renew what is due, then bring every annotated CA bundle up to date.
 
         The key's Secret is written first. Should the serving Secret's write then not happen,
-        the key matches no certificate of the bundle at the next round, which so makes a new
-        CA, keeping in the bundle whatever signed the certificate being served: a key is never
-        needed that was not written, and nothing served stops being trusted.
+        the new key matches no certificate of the bundle at the next round, which therefore
+        makes another new CA, keeping in the bundle whatever signed the certificate being
+        served: a key is never needed that was not written, and nothing served stops being
+        trusted.
         """
         secret, key_secret = (
             await _read(self.client, self.ref),
