@@ -304,7 +304,15 @@ def is_ready(obj: Any) -> bool:
 
 
 def wait_ready(kubeconfig: Path, ns: str, names: set[str], timeout: float) -> float:
-    """Seconds until every one of ``names`` in ``ns`` is Ready, seen through one watch.
+    """Seconds until every one of ``names`` in ``ns`` is Ready, seen through one watch."""
+    return wait_all_ready(kubeconfig, {(ns, name) for name in names}, timeout, namespace=ns)
+
+
+def wait_all_ready(
+    kubeconfig: Path, keys: set[tuple[str, str]], timeout: float, namespace: str = ALL_NS
+) -> float:
+    """Seconds until every entry of ``keys`` (namespace, name) is Ready, seen through one watch
+    of ``namespace`` (default: all of them).
 
     A watch, not a poll: listing thousands of entries every few hundred milliseconds costs the
     API server (and this process) a share of the same two CPUs the operator is measured on. A
@@ -314,16 +322,16 @@ def wait_ready(kubeconfig: Path, ns: str, names: set[str], timeout: float) -> fl
     async def watch() -> float:
         start = time.perf_counter()
         api = kube_client.make_client(str(kubeconfig), timeout_seconds=15.0)
-        ready: set[str] = set()
+        ready: set[tuple[str, str]] = set()
         try:
             async with asyncio.timeout(timeout):
-                async for _, obj in api.watch(ConfigEntry, namespace=ns):
-                    name = str(obj.metadata.name)
-                    (ready.add if is_ready(obj) else ready.discard)(name)
-                    if names <= ready:
+                async for _, obj in api.watch(ConfigEntry, namespace=namespace):
+                    key = (str(obj.metadata.namespace), str(obj.metadata.name))
+                    (ready.add if is_ready(obj) else ready.discard)(key)
+                    if keys <= ready:
                         return time.perf_counter() - start
         except TimeoutError:
-            raise TimeoutError(f"{len(names - ready)} entries not Ready after {timeout}s") from None
+            raise TimeoutError(f"{len(keys - ready)} entries not Ready after {timeout}s") from None
         finally:
             await api.close()
         raise RuntimeError("the watch ended")  # lightkube's watch reconnects; never reached
