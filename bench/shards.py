@@ -41,7 +41,7 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Namespace
-from reconcile_bench import cpu_seconds, wait_all_ready
+from reconcile_bench import cpu_seconds, peak_rss_kib, wait_all_ready
 
 from ferry.devenv.process import Process, free_port
 from ferry.devenv.stack import Stack, run_operator, start_stack
@@ -61,13 +61,6 @@ class Phase:
     cpu: dict[str, float]
     rss: dict[str, float]  # peak (VmHWM), MiB
     held: dict[str, list[int]]  # shards each replica held
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def start_replicas(stack: Stack, shards: int, workers: int, prefix: str) -> dict[str, Process]:
@@ -219,7 +212,7 @@ def phase(directory: Path, shards: int, workers: int, entries: int, namespaces: 
                 raise waited[0]
             seconds = ready_at[0] - start
             cpu = {i: cpu_seconds(p.pid) - before[i] for i, p in replicas.items()}
-            rss = {i: peak_rss_mib(p.pid) for i, p in replicas.items()}
+            rss = {i: peak_rss_kib(p.pid) / 1024 for i, p in replicas.items()}
         finally:
             for process in replicas.values():
                 process.stop()

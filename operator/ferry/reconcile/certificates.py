@@ -223,10 +223,8 @@ class CertificateKeeper:
         served: a key is never needed that was not written, and nothing served stops being
         trusted.
         """
-        secret, key_secret = (
-            await _read(self.client, self.ref),
-            await _read(self.client, self.key_ref),
-        )
+        secret = await _read(self.client, self.ref)
+        key_secret = await _read(self.client, self.key_ref)
         files, keys = _decode(secret), _decode(key_secret)
         now = dt.datetime.now(dt.UTC)
         # The key where it is kept, or where it was before (an older leader mid-upgrade may
@@ -266,7 +264,8 @@ class CertificateKeeper:
         """Make ``secret``'s data ``files`` (keys it no longer has removed), unless it changed
         since it was read (False)."""
         assert secret.metadata is not None
-        gone: dict[str, str | None] = {key: None for key in _decode(secret).keys() - files.keys()}
+        stored = (secret.data or {}).keys()
+        gone: dict[str, str | None] = {key: None for key in stored - files.keys()}
         try:
             await self.client.patch(
                 Secret,

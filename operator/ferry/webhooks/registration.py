@@ -94,8 +94,7 @@ async def register(
         await _follow_secret(server, webhooks, kubeconfig, ready)
         return
     if not server.register:
-        async for _ in server.client_configs():
-            ready.set()
+        await _serve(server, ready)
         return
     client = make_client(kubeconfig)
     try:
@@ -122,16 +121,11 @@ async def _follow_secret(
     assert webhooks.cert_secret is not None
     client = make_client(kubeconfig)
     ref = SecretRef.parse(webhooks.cert_secret)
-
-    async def serving() -> None:
-        async for _ in server.client_configs():
-            ready.set()
-
     following = asyncio.create_task(
         follow(client, ref, server.certificate, webhooks.cert_check_seconds),
         name="ferry-webhook-certificate",
     )
-    served = asyncio.create_task(serving(), name="ferry-webhook-serving")
+    served = asyncio.create_task(_serve(server, ready), name="ferry-webhook-serving")
     try:
         await asyncio.wait({following, served}, return_when=asyncio.FIRST_COMPLETED)
         if following.done():
@@ -143,6 +137,13 @@ async def _follow_secret(
             task.cancel()
         await asyncio.gather(following, served, return_exceptions=True)
         await client.close()
+
+
+async def _serve(server: WebhookServer, ready: asyncio.Event) -> None:
+    """Serve with a certificate someone else puts in the configurations: ``ready`` as soon as
+    the server listens (and again after each renewal's new listener)."""
+    async for _ in server.client_configs():
+        ready.set()
 
 
 async def _probe(client: AsyncClient, log_every: float = 5.0) -> None:
