@@ -474,3 +474,21 @@ def test_a_webhooks_process_that_cannot_listen_exits_naming_the_address(stack: H
     log = webhooks.log.read_text()
     assert f"('127.0.0.1', {webhooks.api_port}): address already in use" in log, log[-3000:]
     assert webhooks.webhook_port is not None and not port_is_open(webhooks.webhook_port)
+
+
+def test_a_webhooks_process_whose_admission_thread_fails_exits(stack: HaStack) -> None:
+    """The admission thread is the process's reason to be: when it ends (here it cannot take
+    the webhook port, which is bound only after the API port is serving) the process stops and
+    exits, naming the cause, rather than staying alive and unready with nothing to restart it."""
+    webhooks = stack.webhooks(f"busy-{uuid.uuid4().hex[:5]}")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        webhooks.webhook_port = taken.getsockname()[1]
+        with pytest.raises(StartupError, match="exited before"):
+            webhooks.start(timeout=60)
+    log = webhooks.log.read_text()
+    assert f"('127.0.0.1', {webhooks.webhook_port}): address already in use" in log, log[-3000:]
+    assert "the admission webhooks can no longer be served: stopping" in log, log[-3000:]
+    assert "RuntimeError: the admission webhooks can no longer be served" in log, log[-3000:]
+    assert not port_is_open(webhooks.api_port)  # it was serving; the process is gone
