@@ -233,7 +233,7 @@ def _start(stack: Stack, command: str, url: str, *, webhooks: bool, timeout: flo
     of its API port in ``stack.extra[url]``."""
     api_port = free_port()
     stack.extra[url] = f"http://127.0.0.1:{api_port}"
-    name = "operator" if command == "run" else command
+    name = _role(command)
     return run_operator(
         {**os.environ, **stack.env()},
         stack.directory / ("webhook" if command == "run" else f"{name}-webhook"),
@@ -243,6 +243,11 @@ def _start(stack: Stack, command: str, url: str, *, webhooks: bool, timeout: flo
         timeout=timeout,
         command=command,
     )
+
+
+def _role(command: str) -> str:
+    """What a `ferry <command>` process is called in a stack: ``operator`` for `ferry run`."""
+    return "operator" if command == "run" else command
 
 
 def run_operator(
@@ -262,8 +267,7 @@ def run_operator(
     argv = [sys.executable, "-m", "ferry", command, "--api-port", str(api_port)]
     if webhook_port is not None:
         argv += ["--webhook-port", str(webhook_port), "--webhook-dir", str(webhook_dir)]
-    name = "ferry-operator" if command == "run" else f"ferry-{command}"
-    process = spawn(name, argv, log, env=dict(env))
+    process = spawn(f"ferry-{_role(command)}", argv, log, env=dict(env))
 
     def ready() -> bool:
         url = f"http://127.0.0.1:{api_port}/readyz"
