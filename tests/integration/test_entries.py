@@ -554,6 +554,58 @@ def test_postgres_down_means_recorded_false_and_nothing_changes_until_it_returns
     assert [r[0] for r in revisions(database_url, ns, "e")] == [1, 2]
 
 
+def deletions(database_url: str, ns: str, kind: str, name: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM audit_log WHERE action='deleted' AND kind=%s AND namespace=%s"
+            " AND name=%s",
+            (kind, ns, name),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_a_deletion_waits_for_its_row_in_history_while_postgres_is_down(
+    kube: Kube, operator: Operator, postgres: Any, database_url: str
+) -> None:
+    """History must know an object is gone, or `ferry export --at` counts it live and `ferry
+    restore` brings it back: an entry deleted while PostgreSQL is down keeps Ferry's finalizer
+    (status saying why) until its deletion is recorded; a schema's deletion (no finalizer) is
+    retried until recorded."""
+    ns = kube.namespace("nodb-delete")
+    kube.apply(schema("s", ns, {"type": "object"}))
+    kube.apply(entry("e", ns, {"data": {"v": 1}}))
+    wait_ready(kube, ns, "e")
+
+    postgres.pause()
+    try:
+        kube.kubectl("delete", "configentry", "e", "-n", ns, "--wait=false")
+        kube.kubectl("delete", "configschema", "s", "-n", ns, "--wait=false")
+
+        def waiting() -> dict | None:
+            c = condition(get_or_none(kube, "configentry", "e", "-n", ns), "Ready")
+            return c if c and c["reason"] == "DeletionNotRecorded" else None
+
+        ready = eventually(waiting, what="the entry held while its deletion is not recorded")
+        assert ready["status"] == "False"
+        obj = get_or_none(kube, "configentry", "e", "-n", ns)
+        assert obj is not None and "ferry.dev/cleanup" in obj["metadata"]["finalizers"]
+        assert condition(obj, "Reconciling")["reason"] == "DatabaseUnavailable"
+    finally:
+        postgres.resume()
+
+    eventually(
+        lambda: get_or_none(kube, "configentry", "e", "-n", ns) is None,
+        timeout=60,
+        what="the entry gone once PostgreSQL is back",
+    )
+    assert deletions(database_url, ns, "ConfigEntry", "e") == 1
+    eventually(
+        lambda: deletions(database_url, ns, "ConfigSchema", "s") == 1,
+        timeout=60,
+        what="the schema's deletion recorded once PostgreSQL is back",
+    )
+
+
 def test_fifty_quick_updates_end_with_the_last_content_and_increasing_revisions(
     kube: Kube, operator: Operator, database_url: str
 ) -> None:

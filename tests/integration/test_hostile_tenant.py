@@ -364,6 +364,36 @@ def test_an_entry_and_a_configmap_of_its_name_created_together(
     assert configmap_data(kube, ns, "app") == {"theirs": "1"}
 
 
+def test_an_entry_never_writes_over_another_sources_object_of_the_same_name(
+    kube: Kube, operator: Operator
+) -> None:
+    """Two tenants' entries of one name, both accepted by a shared namespace: the first one's
+    ConfigMap there stays the first one's (content and owner label), and the second reports the
+    Conflict — also right after the first was written, while the operator still remembers that
+    write (it once took that memory for the second entry's own)."""
+    shared = kube.namespace("shared-name", labels={"ferry.dev/accept": "true"})
+    first, second = kube.namespace("first-src"), kube.namespace("second-src")
+    kube.apply(entry("app", first, {"data": {"db": "first"}, "target": {"namespaces": [shared]}}))
+    ready(kube, first, "app")
+    owner = kube.get_json("configentry", "app", "-n", first)["metadata"]["uid"]
+    before = configmap_data(kube, shared, "app")
+    assert before is not None and json.loads(before["config.json"]) == {"db": "first"}
+
+    kube.apply(entry("app", second, {"data": {"db": "evil"}, "target": {"namespaces": [shared]}}))
+
+    def conflict() -> dict[str, Any] | None:
+        obj = get_or_none(kube, "configentry", "app", "-n", second)
+        lines = (obj or {}).get("status", {}).get("targets", [])
+        return next((t for t in lines if t.get("namespace") == shared), None)
+
+    line = eventually(conflict, timeout=60, what="the second entry's line for the shared target")
+    assert line["synced"] is False and line["reason"] == "Conflict", line
+    cm = kube.get_json("configmap", "app", "-n", shared)
+    assert cm["data"] == before
+    assert cm["metadata"]["labels"][L.ENTRY_UID] == owner
+    assert cm["metadata"]["annotations"][L.ENTRY_NAMESPACE] == first
+
+
 def test_refused_targets_are_summarised_and_reported_once_per_change(
     kube: Kube, operator: Operator, database_url: str
 ) -> None:

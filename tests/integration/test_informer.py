@@ -97,3 +97,36 @@ async def test_only_labelled_objects_arrive_and_deletions_survive_a_restarted_wa
 
 
 LABELS_KEY = next(iter(LABELS))
+
+
+async def test_an_object_the_consumer_cannot_take_is_skipped_not_fatal(
+    kube: Kube, client: AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One object whose handling fails (in the first list, then again as a watch event) is
+    logged without its content and skipped; the list completes (``synced``) and later events of
+    other objects still arrive: one odd object must not stop an index for everyone."""
+    ns = kube.namespace("informer-odd")
+    await client.create(configmap(ns, "odd", labelled=True))
+    await client.create(configmap(ns, "fine", labelled=True))
+    seen = Seen()
+
+    def fussy(event: str, key: ObjectKey, obj: object | None) -> None:
+        if key == (ns, "odd"):
+            raise UnicodeDecodeError("utf-8", b"secret-bytes", 0, 1, "invalid start byte")
+        seen(event, key, obj)
+
+    informer = Informer(client, ConfigMap, LABELS, fussy)
+    task = asyncio.create_task(informer.run())
+    try:
+        await asyncio.wait_for(informer.synced.wait(), 30)
+        assert (ns, "fine") in seen.live and (ns, "odd") not in seen.live
+        await client.patch(ConfigMap, "odd", {"data": {"k": "w"}}, namespace=ns)
+        await client.create(configmap(ns, "later", labelled=True))
+        await until(lambda: (ns, "later") in seen.live, "an event after the failing one")
+        assert not task.done()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    skipped = [r.getMessage() for r in caplog.records if "could not be indexed" in r.getMessage()]
+    assert len(skipped) == 2 and all(f"{ns}/odd" in m for m in skipped), skipped
+    assert not any("secret-bytes" in r.getMessage() for r in caplog.records)

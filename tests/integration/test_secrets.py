@@ -244,6 +244,48 @@ def test_a_secret_ferry_did_not_create_is_never_overwritten(
     assert secret_data(kube, ns, "app") == {"mine": "1"}
 
 
+def raw_secret_data(kube: Kube, ns: str, name: str) -> dict[str, bytes] | None:
+    found = get_or_none(kube, "secret", name, "-n", ns)
+    if found is None:
+        return None
+    return {k: base64.b64decode(v) for k, v in (found.get("data") or {}).items()}
+
+
+def test_secrets_of_bytes_labelled_as_ferrys_stop_nothing(
+    kube: Kube, vault: Vault, vault_operator: Operator, tmp_path: Any
+) -> None:
+    """Anyone who may create Secrets may label one as Ferry's, holding bytes that are not text,
+    and a target namespace's owner may edit Ferry's own Secret that way. Neither may stop the
+    operator's Secret index — nor, at the next start, its readiness — for every tenant: the
+    edited Secret is drift and restored, and a restart lists them all and becomes ready."""
+    ns = kube.namespace("sec-bytes")
+    put_secret(vault, f"{ns}/db", {"password": "kept"})
+    blob = tmp_path / "blob"
+    blob.write_bytes(b"\xff\xfe\x00 not text")
+    kube.kubectl("create", "secret", "generic", "junk", "-n", ns, f"--from-file=k={blob}")
+    kube.kubectl("label", "secret", "junk", "-n", ns, "app.kubernetes.io/managed-by=ferry")
+    kube.apply(entry("app", ns, with_secret(ns, f"{ns}/db")))
+    wait_ready(kube, ns, "app")
+
+    edited = {"data": {"DB_PASSWORD": base64.b64encode(b"\xff\x00").decode()}}
+    kube.kubectl("patch", "secret", "app", "-n", ns, "--type=merge", "-p", json.dumps(edited))
+    eventually(
+        lambda: raw_secret_data(kube, ns, "app") == {"DB_PASSWORD": b"kept"},
+        what="the Secret edited to bytes restored",
+    )
+
+    vault_operator.stop()
+    vault_operator.start()  # raises unless /readyz answers: every index listed
+    put_secret(vault, f"{ns}/db", {"password": "after"})
+    kube.kubectl("annotate", "configentry", "app", "-n", ns, "ferry.dev/refresh=after-restart")
+    eventually(
+        lambda: raw_secret_data(kube, ns, "app") == {"DB_PASSWORD": b"after"},
+        what="the rotated value after the restart",
+    )
+    assert raw_secret_data(kube, ns, "junk") == {"k": b"\xff\xfe\x00 not text"}  # not Ferry's
+    assert "not text" not in vault_operator.log.read_text()
+
+
 def test_a_secret_value_appears_nowhere_but_in_the_secret(
     kube: Kube,
     vault: Vault,

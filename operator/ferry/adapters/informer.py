@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -109,11 +110,11 @@ class Informer:
         async for obj in listing:
             key, uid = _identity(obj)
             seen[key] = uid
-            self._handle("ADDED", key, obj)
+            self._tell("ADDED", key, obj)
         # Gone while nobody watched (only after a failed watch; the first list knows nothing):
         # told as deletions, so the consumer drops them too.
         for key in self._known.keys() - seen.keys():
-            self._handle("DELETED", key, None)
+            self._tell("DELETED", key, None)
         self._known = seen
         logger.info("listed %s %s(s) in %.1f s", len(seen), self.kind, time.monotonic() - started)
         self.synced.set()
@@ -138,7 +139,26 @@ class Informer:
                 self._known.pop(key, None)
             else:
                 self._known[key] = uid
+            self._tell(event, key, obj)
+
+    def _tell(self, event: str, key: ObjectKey, obj: Any | None) -> None:
+        """Hand one event to the consumer. One object it cannot take (a bug it meets, or content
+        no one foresaw: a Secret anyone labelled as Ferry's, holding bytes that are not text) is
+        skipped and logged, until it changes: letting the error end the informer would stop the
+        index, and with it readiness and reconciling, for every tenant. Only where it failed is
+        logged, never the error's message, which may quote the object's data (a Secret's)."""
+        try:
             self._handle(event, key, obj)
+        except Exception as exc:
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            logger.error(
+                "%s %s/%s could not be indexed (%s at %s:%s); skipped until it changes",
+                self.kind,
+                *key,
+                type(exc).__name__,
+                frame.filename,
+                frame.lineno,
+            )
 
 
 def _identity(obj: Any) -> tuple[ObjectKey, str]:

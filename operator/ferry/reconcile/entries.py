@@ -89,10 +89,12 @@ class EntryReconciler:
     dependents: dict[Dependency, set[str]] = field(default_factory=dict)
     report: Reporter = field(init=False)
     placer: Placer = field(init=False)
-    # (namespace, name) → what we last wrote there, for the moment before the ConfigMap index
-    # hears of it: a reconcile in that moment (a quick second change) then skips an apply that
-    # is already in place.
-    _written: dict[ObjectKey, P.Observed] = field(default_factory=dict)
+    # (kind, namespace, name) → which entry (uid) last wrote there and what, for the moment
+    # before the index hears of it: a reconcile of *that* entry in that moment (a quick second
+    # change) then skips an apply already in place. Only that entry's: two entries may name the
+    # same object in a namespace that accepts both, and the second must meet the first's object
+    # as someone else's (a Conflict), never update it as its own.
+    _written: dict[ObjectKey, tuple[str, P.Observed]] = field(default_factory=dict)
     blocked: GoneWatches | None = None
     """Watches a name taken by someone else's object, so the entry it keeps out writes as soon
     as that object goes (None: only the periodic resync looks again)."""
@@ -351,12 +353,19 @@ class EntryReconciler:
         return results, refused
 
     def _observed(
-        self, kind: str, target_ns: str, name: str, existing: dict[ObjectKey, Materialised]
+        self,
+        entry_uid: str,
+        kind: str,
+        target_ns: str,
+        name: str,
+        existing: dict[ObjectKey, Materialised],
     ) -> P.Observed | None:
-        """What is under the object's name in ``target_ns``, from the indexes where they know."""
+        """What entry ``entry_uid`` has under the object's name in ``target_ns``, from the
+        indexes where they know (``existing``: that entry's objects only)."""
         if (ours := existing.get((kind, target_ns, name))) is not None:
             return P.Observed(True, ours.data_hash, ours.annotations, ours.uid)
-        if (written := self._written.get((kind, target_ns, name))) is not None:
+        writer, written = self._written.get((kind, target_ns, name), (None, None))
+        if writer == entry_uid:
             return written
         # Not known to be ours: the placer creates it, and an AlreadyExists is read and taken
         # over only if it is ours (the index had yet to hear). No index of every ConfigMap or
@@ -413,7 +422,7 @@ class EntryReconciler:
             key = (desired.kind, target_ns, object_name)
             placed = await self.placer.place(
                 desired,
-                self._observed(desired.kind, target_ns, object_name, existing),
+                self._observed(entry.uid, desired.kind, target_ns, object_name, existing),
                 sources=[(self.report, source)],
                 was_synced=_was_synced(entry, target_ns, object_name),
                 status_name=object_name,
@@ -424,8 +433,9 @@ class EntryReconciler:
                     self._wait_for_removal(desired.kind, target_ns, object_name, source)
                 return placed.failure
             if placed.written:
-                self._written[key] = P.Observed(
-                    True, desired.rendered_hash, desired.annotations, placed.uid
+                self._written[key] = (
+                    entry.uid,
+                    P.Observed(True, desired.rendered_hash, desired.annotations, placed.uid),
                 )
         await self._reload_workloads(target_ns, source, digest)
         return P.TargetResult(target_ns, True, object_name, revision)
@@ -464,8 +474,10 @@ class EntryReconciler:
             self.schedule(source.namespace, source.name, RECHECK_BLOCKED_SECONDS)
 
     async def _delete(self, obj: Materialised) -> None:
+        """Delete that very object (its uid a precondition, as every delete, decision 0018):
+        one made under the same name since the index saw it stays."""
         self.forget(obj.kind, obj.namespace, obj.name)
-        await self.placer.remove(obj.kind, obj.namespace, obj.name)
+        await self.placer.remove(obj.kind, obj.namespace, obj.name, uid=obj.uid)
 
     async def _remove_leftovers(self, namespace: str, name: str) -> None:
         """An entry gone without our finalizer (deleted before its first sync finished, or the

@@ -282,17 +282,38 @@ class Reporter:
         return revision
 
     async def let_go(self, namespace: str, name: str, snapshot: Snapshot) -> None:
-        """The last step of a deletion: its audit row (awaited: `ferry export --at` relies on it),
-        then our finalizer removed so Kubernetes can delete the object."""
-        with contextlib.suppress(StoreUnavailable):
-            await self.store.audit(
-                "deleted",
-                kind=self.kind,
-                namespace=namespace,
-                name=name,
+        """The last step of a deletion: its audit row, then our finalizer removed so Kubernetes
+        can delete the object.
+
+        The row is what tells history the object is gone: without it `ferry export --at` (and
+        the history API's ``current``) would count the object as live and `ferry restore` would
+        bring it back. So, as a change waits for its revision (decision 0003), a deletion waits
+        for its row: while PostgreSQL is down the finalizer stays, status says why, and the
+        deletion is retried with backoff."""
+        try:
+            await self.store.mark_deleted(
+                self.kind,
+                namespace,
+                name,
                 uid=snapshot.uid,
                 username=snapshot.annotations.get(L.CHANGED_BY),
             )
+        except StoreUnavailable as exc:
+            metrics.STORE_UP.set(0)
+            metrics.STORE_ERRORS.inc()
+            waiting = "deleted once the deletion is recorded in PostgreSQL"
+            generation = snapshot.generation
+            await self.status(
+                namespace,
+                name,
+                snapshot,
+                [
+                    Condition("Recorded", "False", "DatabaseUnavailable", str(exc), generation),
+                    Condition("Ready", "False", "DeletionNotRecorded", waiting, generation),
+                    *progress(reconciling=("DatabaseUnavailable", waiting), generation=generation),
+                ],
+            )
+            raise Requeue(str(exc)) from exc
         self.forget(snapshot.uid)
         if L.FINALIZER in snapshot.finalizers:
             remaining = [f for f in snapshot.finalizers if f != L.FINALIZER]

@@ -15,6 +15,7 @@ from ferry.domain.hashing import content_hash
 from ferry.domain.jsonschema import TOO_COSTLY, is_too_costly
 from ferry.reconcile import isolation, runner
 from ferry.reconcile.reporting import now
+from ferry.reconcile.workqueue import Requeue
 from ferry.reconcile.world import Snapshot, World
 
 KIND = kinds.CONFIG_SCHEMA.kind
@@ -30,10 +31,20 @@ class SchemaReconciler:
         schema = self.world.schema(namespace, name)
         if schema is None:
             if self.store is not None:
-                with contextlib.suppress(StoreUnavailable):  # best effort, as for entries
-                    await self.store.mark_deleted(KIND, namespace, name)
+                await self._record_deletion(namespace, name)
             return
         await runner.run(KIND, f"{namespace}/{name}", self.sync(namespace, name, schema))
+
+    async def _record_deletion(self, namespace: str, name: str) -> None:
+        """The row that tells history the schema is gone (`ferry export --at` would bring it
+        back without it). Schemas carry no finalizer, so the deletion is only known while this
+        process runs: retried with backoff while PostgreSQL is down (a restart meanwhile loses
+        it, as it loses any event)."""
+        assert self.store is not None
+        try:
+            await self.store.mark_deleted(KIND, namespace, name)
+        except StoreUnavailable as exc:
+            raise Requeue(f"recording the deletion of {namespace}/{name}: {exc}") from exc
 
     async def sync(self, namespace: str, name: str, schema: Snapshot) -> None:
         await self._record(namespace, name, schema)

@@ -42,9 +42,16 @@ from ferry.settings import VaultSettings
 
 
 def secret_digest(key: bytes, namespace: str, name: str, data: Mapping[str, bytes]) -> str:
-    """The keyed hash of a whole Secret's data, bound to where it lives (its rendered hash)."""
-    document = canonical_json({k: v.decode("utf-8", "surrogatepass") for k, v in data.items()})
-    return secret_hmac(key, namespace=namespace, entry=name, name="", value=document.encode())
+    """The keyed hash of a whole Secret's data, bound to where it lives (its rendered hash).
+
+    Any bytes: the Secrets hashed are also those the index meets, which anyone who can label a
+    Secret as Ferry's may fill with bytes that are not UTF-8. ``surrogateescape`` decodes each
+    such byte to a stand-in that encodes back to the very byte, so the document is the data's
+    own bytes in canonical JSON — the same digest as a strict decoding wherever that succeeds
+    (every Secret Ferry writes), and never an error."""
+    document = canonical_json({k: v.decode("utf-8", "surrogateescape") for k, v in data.items()})
+    value = document.encode("utf-8", "surrogateescape")
+    return secret_hmac(key, namespace=namespace, entry=name, name="", value=value)
 
 
 @dataclass

@@ -107,19 +107,27 @@ class Store(Pooled):
         return [Revision.from_row(r) for r in rows]
 
     async def mark_deleted(
-        self, kind: str, namespace: str, name: str, *, username: str | None = None
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        *,
+        username: str | None = None,
+        uid: str | None = None,
     ) -> bool:
         """Write a 'deleted' audit row for an object with history, unless its last event already
-        is one. Point-in-time export needs deletions; kinds without a finalizer (ConfigSchema)
-        call this when their watch says the object is gone, which may happen more than once."""
+        is one. Point-in-time export needs deletions; it is called when an entry's finalizer is
+        about to go and, for kinds without one (ConfigSchema), when their watch says the object
+        is gone — either may happen more than once (a retry after a statement that committed
+        although its answer was lost), and writes one row."""
         async with self._connection() as conn, conn.transaction():
             cur = await conn.execute(
-                "INSERT INTO audit_log (action, kind, namespace, name, username, details)"
-                " SELECT 'deleted', %(kind)s, %(ns)s, %(name)s, %(user)s, '{}'::jsonb"
+                "INSERT INTO audit_log (action, kind, namespace, name, uid, username, details)"
+                " SELECT 'deleted', %(kind)s, %(ns)s, %(name)s, %(uid)s, %(user)s, '{}'::jsonb"
                 " WHERE EXISTS (SELECT 1 FROM revisions"
                 "   WHERE kind=%(kind)s AND namespace=%(ns)s AND name=%(name)s)"
                 " AND NOT EXISTS (" + _DELETED_AFTER_LATEST_REVISION + ")",
-                {"kind": kind, "ns": namespace, "name": name, "user": username},
+                {"kind": kind, "ns": namespace, "name": name, "user": username, "uid": uid},
             )
             return cur.rowcount == 1
 
