@@ -580,3 +580,159 @@ async def test_retention_keeps_the_latest_and_every_revision_export_needs(
         assert "deleted" not in ferry.ok("audit", "-n", ns)
     finally:
         await store.close()
+
+
+# ------------------------------------------------------------------------------ restore onto live
+# objects, and what it reports (security review: restore left foreign fields in place)
+
+
+def _spec_of(kube: Kube, ns: str, name: str, kind: str = "configentry") -> Any:
+    return (get_or_none(kube, kind, name, "-n", ns) or {}).get("spec")
+
+
+def test_restore_gives_an_existing_object_exactly_the_exported_spec(
+    kube: Kube, operator: Operator, ferry: Cli, tmp_path: Path
+) -> None:
+    """Fields added after the moment by another hand (a merge patch) are gone after the restore:
+    the spec is the exported one, not a merge of both. Labels the export does not name stay."""
+    ns = namespace_for_people(kube)
+    initial = manifest("ConfigEntry", "plain", ns, {"data": {"a": 1}})
+    apply_as(kube, "alice", initial)
+    wait_revision(kube, ns, "plain", 1)
+    apply_as(kube, "alice", manifest("ConfigSchema", "s", ns, {"schema": {"type": "object"}}))
+    foreign = {"spec": {"data": {"b": 2}, "schemaRef": {"name": "s"}}}
+    kube.kubectl(
+        "patch", "configentry", "plain", "-n", ns, "--as=bob", "--type=merge",
+        "-p", json.dumps(foreign),
+    )  # fmt: skip
+    wait_revision(kube, ns, "plain", 2)
+    kube.kubectl("label", "configentry", "plain", "-n", ns, "team=payments", "--as=bob")
+    records = history_json(ferry, f"{ns}/plain")
+    backup = tmp_path / "at.yaml"
+    at = _midpoint(records[0]["createdAt"], records[1]["createdAt"])
+    ferry.ok("export", "--at", at, "-n", ns, "-f", str(backup))
+    exported = list(yaml.safe_load_all(backup.read_text()))
+    assert [(d["kind"], d["metadata"]["name"]) for d in exported] == [("ConfigEntry", "plain")]
+    assert exported[0]["spec"] == {"data": {"a": 1}}
+
+    out = ferry.ok("restore", str(backup), "--as=alice")
+    assert out.splitlines() == [f"ConfigEntry {ns}/plain restored", "1 object(s) restored"]
+    live = get_or_none(kube, "configentry", "plain", "-n", ns)
+    assert live["spec"] == exported[0]["spec"]  # "b" and schemaRef are gone
+    assert live["metadata"]["labels"]["team"] == "payments"
+    reason = exported[0]["metadata"]["annotations"]["ferry.dev/change-reason"]
+    assert live["metadata"]["annotations"]["ferry.dev/change-reason"] == reason
+    eventually(
+        lambda: configmap_json(kube, ns, "plain") == {"a": 1},
+        what="the ConfigMap back at the exported content",
+    )
+    wait_revision(kube, ns, "plain", 3)
+    latest = history_json(ferry, f"{ns}/plain")[-1]
+    assert (latest["changedBy"], latest["reason"]) == ("alice", reason)
+
+    again = ferry.ok("restore", str(backup))
+    assert again.splitlines() == [
+        f"ConfigEntry {ns}/plain unchanged: it already has the exported spec",
+        "0 object(s) restored, 1 unchanged",
+    ]
+
+
+def test_restore_reports_every_object_and_stops_at_the_first_refusal(
+    kube: Kube, operator: Operator, ferry: Cli, tmp_path: Path
+) -> None:
+    ns = namespace_for_people(kube)
+    apply_as(kube, "alice", manifest("ConfigSchema", "payments", ns, {"schema": PAYMENTS}))
+    for name, size in (("a", 1), ("b", 2), ("c", 3)):
+        apply_as(kube, "alice", entry(ns, name, {"db": {"poolSize": size}}, "first"))
+        wait_revision(kube, ns, name, 1)
+    backup = tmp_path / "backup.yaml"
+    ferry.ok("export", "-n", ns, "-f", str(backup))
+    for name in "abc":
+        apply_as(kube, "bob", entry(ns, name, {"db": {"poolSize": 50}}, "second"))
+    documents = list(yaml.safe_load_all(backup.read_text()))
+    assert [d["metadata"]["name"] for d in documents] == ["payments", "a", "b", "c"]
+    documents[2]["spec"]["data"]["db"]["poolSize"] = 500  # an edited backup the webhook refuses
+    backup.write_text(yaml.safe_dump_all(documents))
+
+    result = ferry("restore", str(backup), "--as=alice")
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"ConfigSchema {ns}/payments unchanged: it already has the exported spec"
+    assert lines[1] == f"ConfigEntry {ns}/a restored"
+    assert lines[2].startswith(f"ConfigEntry {ns}/b refused: ")
+    assert "spec.data.db.poolSize: 500 is greater than the maximum of 100" in lines[2]
+    assert lines[3:] == [
+        f"ConfigEntry {ns}/c not attempted",
+        "1 object(s) restored, 1 unchanged, 1 refused, 1 not attempted",
+    ]
+    assert result.stderr.startswith(f"error: restore stopped at ConfigEntry {ns}/b: ")
+    pools = {n: _spec_of(kube, ns, n)["data"]["db"]["poolSize"] for n in "abc"}
+    assert pools == {"a": 1, "b": 50, "c": 50}
+
+
+def test_restore_retries_when_only_metadata_moved_and_reports_a_concurrent_spec_change(
+    kube: Kube, operator: Operator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real concurrent edit, made through the API server right after the restore read the
+    object (the only way to hit that window every time): a label change is re-read and the
+    restore goes on; a spec change is reported as a conflict and kept, never overwritten."""
+    from ferry.adapters.kube_caller import Cluster, Identity
+    from ferry.history import service as history_service
+
+    ns = kube.namespace("hist")
+    kube.apply(manifest("ConfigEntry", "raced", ns, {"data": {"a": 1}}))
+    exported = manifest("ConfigEntry", "raced", ns, {"data": {"a": 0}})
+    session = history_service.Session(Identity(kubeconfig=str(kube.kubeconfig)))
+    pending: list[tuple[str, ...]] = []
+    real_get = Cluster.get
+
+    def get_then_edit(self: Cluster, kind: str, namespace: str, name: str) -> Any:
+        live = real_get(self, kind, namespace, name)
+        if pending:
+            kube.kubectl(*pending.pop(0), "-n", namespace)
+        return live
+
+    monkeypatch.setattr(Cluster, "get", get_then_edit)
+
+    pending.append(("label", "configentry", "raced", "late=label"))
+    outcomes = history_service.restore(session, [exported])
+    assert not pending, "the concurrent edit was made"
+    assert [(o.name, o.outcome) for o in outcomes] == [("raced", "updated")]
+    live = get_or_none(kube, "configentry", "raced", "-n", ns)
+    assert live["spec"] == {"data": {"a": 0}}
+    assert live["metadata"]["labels"]["late"] == "label"
+
+    pending.append(
+        ("patch", "configentry", "raced", "--type=merge", "-p", '{"spec":{"data":{"a":2}}}')
+    )
+    exported["spec"] = {"data": {"a": 3}}
+    with pytest.raises(history_service.RestoreFailed) as failed:
+        history_service.restore(session, [exported])
+    assert not pending
+    assert [(o.name, o.outcome) for o in failed.value.outcomes] == [("raced", "conflict")]
+    assert f"ConfigEntry {ns}/raced" in str(failed.value)
+    assert "changed by someone else" in str(failed.value)
+    assert _spec_of(kube, ns, "raced") == {"data": {"a": 2}}  # theirs, not overwritten
+
+
+def test_export_file_is_readable_by_its_owner_only(
+    kube: Kube, operator: Operator, ferry: Cli, tmp_path: Path
+) -> None:
+    """Exports can carry Secret values (--include-secrets) and always name Vault paths."""
+    ns = namespace_for_people(kube)
+    apply_as(kube, "alice", manifest("ConfigEntry", "e", ns, {"data": {"a": 1}}))
+    wait_revision(kube, ns, "e", 1)
+
+    fresh = tmp_path / "fresh.yaml"
+    ferry.ok("export", "-n", ns, "-f", str(fresh))
+    assert fresh.stat().st_mode & 0o777 == 0o600
+    assert [d["metadata"]["name"] for d in yaml.safe_load_all(fresh.read_text())] == ["e"]
+
+    old = tmp_path / "old.yaml"
+    old.write_text("stale\n" * 1000)
+    old.chmod(0o644)
+    result = ferry("export", "-n", ns, "-f", str(old))
+    assert result.returncode == 0, result.stderr
+    assert old.stat().st_mode & 0o777 == 0o600
+    assert old.read_text() == fresh.read_text()
+    assert f"warning: {old} was mode 0644" in result.stderr

@@ -40,17 +40,21 @@ def is_open(port: int) -> bool:
 
 
 class EndingInformer:
-    """Lists, then ends as a bug would end it: with ``error``, or returning."""
+    """Lists, then ends as a bug would end it (with ``error``, or returning) once both ports
+    serve: the process must have been fully up when its index stops."""
 
     kind = "ConfigSchema"
 
-    def __init__(self, error: Exception | None) -> None:
+    def __init__(self, error: Exception | None, ports: tuple[int, int]) -> None:
         self.error = error
+        self.ports = ports
         self.synced = asyncio.Event()
 
     async def run(self) -> None:
         self.synced.set()
-        await asyncio.sleep(0.2)
+        async with asyncio.timeout(15):
+            while not all(is_open(port) for port in self.ports):
+                await asyncio.sleep(0.05)
         if self.error is not None:
             raise self.error
 
@@ -80,20 +84,8 @@ async def test_the_webhooks_process_stops_when_an_index_is_no_longer_kept(
         api=ApiSettings(host="127.0.0.1", port=api_port),
         webhooks=WebhookSettings(port=webhook_port, cert_dir=mounted),
     )
-    informer = EndingInformer(error)
+    informer = EndingInformer(error, (api_port, webhook_port))
     monkeypatch.setattr(watches, "admission_informers", lambda *_, **__: [informer])
-    serving: list[bool] = []
-
-    async def watch_ports() -> None:  # what a kubelet's probe would see meanwhile
-        while True:
-            serving.append(is_open(api_port) and is_open(webhook_port))
-            await asyncio.sleep(0.05)
-
-    watcher = asyncio.create_task(watch_ports())
-    try:
-        with pytest.raises(Exception, match=raised):
-            await asyncio.wait_for(admission.run(settings), timeout=20)
-    finally:
-        watcher.cancel()
-    assert any(serving)  # it had been serving both ports...
-    assert not is_open(api_port) and not is_open(webhook_port)  # ...and closed both
+    with pytest.raises(Exception, match=raised):
+        await asyncio.wait_for(admission.run(settings), timeout=20)
+    assert not is_open(api_port) and not is_open(webhook_port)  # both closed as it stopped

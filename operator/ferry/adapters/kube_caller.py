@@ -45,6 +45,10 @@ class AccessDenied(ClusterError):
     """Kubernetes RBAC does not let the caller see or change the object."""
 
 
+class AlreadyExists(ClusterError):
+    """A create found the object there (made by someone else since it was read as missing)."""
+
+
 @dataclass(frozen=True)
 class Identity:
     """Who the CLI acts as: kubeconfig (default: $KUBECONFIG or ~/.kube/config), context, and
@@ -175,10 +179,16 @@ class Cluster:
             raise _api_error(exc, f"Secret {namespace}/{name}") from exc
         except httpx.HTTPError as exc:
             raise ClusterError(f"cannot reach the Kubernetes API: {exc}") from exc
-        return {
-            key: base64.b64decode(value).decode("utf-8", "surrogatepass")
-            for key, value in (found.data or {}).items()
-        }
+        values = {}
+        for key, value in (found.data or {}).items():
+            try:
+                values[key] = base64.b64decode(value).decode("utf-8")
+            except UnicodeDecodeError:  # edited by hand: Ferry writes Vault's text values only
+                raise ClusterError(
+                    f"Secret {namespace}/{name}: key {key!r} holds bytes that are not UTF-8 text,"
+                    " which an export (stringData) cannot carry"
+                ) from None
+        return values
 
     def list(self, kind: str, namespace: str) -> list[dict[str, Any]]:
         try:
@@ -201,19 +211,24 @@ class Cluster:
             )
         except ApiError as exc:
             raise _api_error(exc, f"{kind} {namespace}/{name}") from exc
+        except httpx.HTTPError as exc:
+            raise ClusterError(f"cannot reach the Kubernetes API: {exc}") from exc
         return dict(patched.to_dict())
 
-    def apply(self, document: Mapping[str, Any], field_manager: str) -> dict[str, Any]:
-        """Server-side apply, forced: a restore is meant to win over whatever is there."""
+    def create(self, document: Mapping[str, Any]) -> dict[str, Any]:
+        """Create the object ``document`` describes; :class:`AlreadyExists` if it is there."""
         kind = str(document.get("kind"))
         meta = document.get("metadata") or {}
         what = f"{kind} {meta.get('namespace')}/{meta.get('name')}"
         try:
-            obj = KINDS[kind].from_dict(dict(document))
-            applied = self.client.apply(obj, field_manager=field_manager, force=True)
+            created = self.client.create(KINDS[kind].from_dict(dict(document)))
         except ApiError as exc:
+            if exc.status.code == 409:
+                raise AlreadyExists(f"{what} already exists") from exc
             raise _api_error(exc, what) from exc
-        return dict(applied.to_dict())
+        except httpx.HTTPError as exc:
+            raise ClusterError(f"cannot reach the Kubernetes API: {exc}") from exc
+        return dict(created.to_dict())
 
 
 @dataclass(frozen=True)

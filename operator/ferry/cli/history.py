@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import stat
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -29,6 +31,7 @@ from ferry.cli.present import (
     revision_record,
     to_yaml,
 )
+from ferry.history.service import WRITTEN, Restored, RestoreFailed
 
 F = TypeVar("F", bound=Callable[..., Any])
 KIND_CHOICE = click.Choice(service.HISTORY_KINDS)
@@ -169,7 +172,14 @@ def rollback(
 @click.command()
 @click.option("--at", "at", default=None, help="ISO 8601 time or age (2h, 7d). Default: now.")
 @click.option("-n", "--namespace", default=None, help="Default: all namespaces.")
-@click.option("-f", "--file", "path", type=click.Path(dir_okay=False), default=None)
+@click.option(
+    "-f",
+    "--file",
+    "path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write to FILE, readable by you only (mode 0600). Default: standard output.",
+)
 @click.option(
     "--include-secrets",
     is_flag=True,
@@ -187,10 +197,56 @@ def export(
     documents = service.export(_session(kw), moment, namespace, include_secrets=include_secrets)
     text = dump_documents(documents)
     if path:
-        with open(path, "w", encoding="utf-8") as out:
-            out.write(text)
+        widened = write_private(path, text)
+        if widened is not None:
+            click.echo(f"warning: {path} was mode {widened:04o}; it is now 0600", err=True)
     else:
         click.echo(text, nl=False)
+
+
+def write_private(path: str, text: str) -> int | None:
+    """Write ``text`` to ``path`` readable by its owner only (0600), whatever the umask: an export
+    names Vault paths, and with --include-secrets holds Secret values. A file already there with
+    wider permissions is tightened before anything is written into it (its former mode is
+    returned, for a warning); one that cannot be made private is refused and left as it was."""
+    try:
+        # No O_TRUNC: a file refused below must keep its content. 0600 applies when creating.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        info = os.fstat(fd)
+        regular = stat.S_ISREG(info.st_mode)
+        widened = _make_private(fd, path, info) if regular else None
+        try:
+            if regular:
+                os.ftruncate(fd, 0)
+            out.write(text)
+            out.flush()
+        except OSError as exc:
+            raise CliError(f"cannot write {path}: {exc.strerror}") from None
+    return widened
+
+
+def _make_private(fd: int, path: str, info: os.stat_result) -> int | None:
+    """Mode 0600 on an existing regular file; its former mode when that was wider, else None.
+    (Pipes and devices, e.g. ``-f >(gpg -e …)``, are written as they are: nothing rests there.)"""
+    if info.st_uid != os.geteuid():
+        # Its owner can chmod it back at any time: no mode makes it private to us.
+        raise CliError(
+            f"{path} belongs to another user (uid {info.st_uid}), who could read the export: "
+            "remove it or choose another file"
+        )
+    mode = stat.S_IMODE(info.st_mode)
+    if not mode & 0o077:
+        return None
+    try:
+        os.fchmod(fd, 0o600)
+    except OSError as exc:
+        raise CliError(
+            f"cannot make {path} readable by you only (it is mode {mode:04o}): {exc.strerror}"
+        ) from None
+    return mode
 
 
 @click.command()
@@ -198,12 +254,43 @@ def export(
 @identity_options
 @reported
 def restore(path: str, **kw: Any) -> None:
-    """Server-side apply an export (FILE, or - for standard input)."""
+    """Give each object of an export (FILE, or - for standard input) its exported spec: missing
+    objects are created, others have their spec replaced. Stops at the first refusal."""
     documents = [d.body for d in read_manifests([path])]
-    applied = service.restore(_session(kw), documents)
-    for kind, namespace, name in applied:
-        click.echo(f"{kind} {namespace}/{name} restored")
-    click.echo(f"{len(applied)} object(s) restored")
+    try:
+        outcomes = service.restore(_session(kw), documents)
+    except RestoreFailed as exc:
+        _print_restore(exc.outcomes)
+        raise
+    _print_restore(outcomes)
+
+
+#: How each outcome of a restore reads, after "KIND NS/NAME".
+RESTORE_WORDS = {
+    "created": "restored",
+    "updated": "restored",
+    "unchanged": "unchanged: it already has the exported spec",
+    "refused": "refused",
+    "conflict": "not restored, changed meanwhile",
+    "not attempted": "not attempted",
+}
+
+
+def _print_restore(outcomes: list[Restored]) -> None:
+    for o in outcomes:
+        line = f"{o.ref} {RESTORE_WORDS[o.outcome]}"
+        click.echo(f"{line}: {o.message}" if o.message else line)
+    written = sum(1 for o in outcomes if o.outcome in WRITTEN)
+    counts = [f"{written} object(s) restored"]
+    for outcome, word in (
+        ("unchanged", "unchanged"),
+        ("refused", "refused"),
+        ("conflict", "changed meanwhile"),
+        ("not attempted", "not attempted"),
+    ):
+        if number := sum(1 for o in outcomes if o.outcome == outcome):
+            counts.append(f"{number} {word}")
+    click.echo(", ".join(counts))
 
 
 @click.command()

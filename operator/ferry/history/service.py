@@ -19,11 +19,18 @@ import datetime as dt
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from lightkube import operators
 
-from ferry.adapters.kube_caller import AccessDenied, ApiResource, Cluster, ClusterError, Identity
+from ferry.adapters.kube_caller import (
+    AccessDenied,
+    AlreadyExists,
+    ApiResource,
+    Cluster,
+    ClusterError,
+    Identity,
+)
 from ferry.adapters.postgres import AuditRecord, Revision
 from ferry.domain import kinds
 from ferry.domain import labels as L
@@ -282,7 +289,7 @@ def rollback(
             {"op": "replace", "path": "/spec", "value": target.spec},
         ]
         if annotations:
-            key = L.CHANGE_REASON.replace("~", "~0").replace("/", "~1")
+            key = _pointer(L.CHANGE_REASON)
             patch.append({"op": "add", "path": f"/metadata/annotations/{key}", "value": text})
         else:
             patch.append(
@@ -369,9 +376,50 @@ def _secret_documents(cluster: Cluster, documents: list[dict[str, Any]]) -> list
     return out
 
 
-def restore(session: Session, documents: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, str]]:
-    """Server-side apply each document (field manager ``ferry-restore``), in order, as the
-    caller; returns (kind, namespace, name) of each. Stops at the first failure, naming it."""
+#: What happened to one document of a restore. "created" and "updated" wrote it; "refused"
+#: (the API server said no: RBAC, a webhook, the CRD schema) and "conflict" (someone else changed
+#: the object while it was being restored) stop the restore; what follows is "not attempted".
+Outcome = Literal["created", "updated", "unchanged", "refused", "conflict", "not attempted"]
+WRITTEN: frozenset[Outcome] = frozenset({"created", "updated"})
+FAILED: frozenset[Outcome] = frozenset({"refused", "conflict"})
+#: How often one object is read again when its resourceVersion moved between our read and our
+#: write without its spec changing (the operator writing status, someone labelling it).
+RESTORE_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class Restored:
+    """What ``restore`` did with one document; ``message`` says why for a failure."""
+
+    kind: str
+    namespace: str
+    name: str
+    outcome: Outcome
+    message: str = ""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+
+class RestoreFailed(HistoryError):
+    """A restore stopped at a document that was refused or in conflict. ``outcomes`` has every
+    document: those written or unchanged before it, it, and the rest as "not attempted"."""
+
+    def __init__(self, message: str, outcomes: list[Restored]) -> None:
+        super().__init__(message)
+        self.outcomes = outcomes
+
+
+def restore(session: Session, documents: Iterable[Mapping[str, Any]]) -> list[Restored]:
+    """Give each document's object exactly the document's spec, in order, as the caller: a
+    missing object is created; an existing one gets its spec replaced by a JSON patch guarded by
+    its resourceVersion (as ``rollback`` does; server-side apply would keep fields other managers
+    own), and the document's labels and annotations set over its own (other keys are kept).
+
+    Stops at the first document refused or in conflict, raising :class:`RestoreFailed` with the
+    outcome of every document: later documents may refer to that one (the export orders them so),
+    and writing them against what is live would build a state that never existed."""
     docs = [
         restorable(d, i)
         for i, d in enumerate(documents, 1)
@@ -379,20 +427,142 @@ def restore(session: Session, documents: Iterable[Mapping[str, Any]]) -> list[tu
     ]
     with _edge():
         cluster = Cluster(session.identity, field_manager=RESTORE_MANAGER)
-    applied: list[tuple[str, str, str]] = []
+    outcomes: list[Restored] = []
     try:
-        for doc in docs:
-            meta = doc["metadata"]
-            try:
-                cluster.apply(doc, RESTORE_MANAGER)
-            except ClusterError as exc:
-                done = f" ({len(applied)} object(s) applied before it)" if applied else ""
-                error = Forbidden if isinstance(exc, AccessDenied) else HistoryError
-                raise error(f"{exc}{done}") from exc
-            applied.append((doc["kind"], meta["namespace"], meta["name"]))
+        for index, doc in enumerate(docs):
+            outcome = _restore_one(cluster, doc)
+            outcomes.append(outcome)
+            if outcome.outcome in FAILED:
+                rest = [_restored(d, "not attempted") for d in docs[index + 1 :]]
+                raise RestoreFailed(_stopped(outcome, outcomes, rest), outcomes + rest)
     finally:
         cluster.close()
-    return applied
+    return outcomes
+
+
+def _restored(doc: Mapping[str, Any], outcome: Outcome, message: str = "") -> Restored:
+    meta = doc["metadata"]
+    return Restored(doc["kind"], meta["namespace"], meta["name"], outcome, message)
+
+
+def _stopped(failed: Restored, done: list[Restored], rest: list[Restored]) -> str:
+    written = sum(1 for o in done if o.outcome in WRITTEN)
+    unchanged = sum(1 for o in done if o.outcome == "unchanged")
+    return (
+        f"restore stopped at {failed.ref}: {failed.message}; before it {written} object(s) "
+        f"restored and {unchanged} unchanged, {len(rest)} not attempted. Run the restore again "
+        "once this is dealt with: objects already at their exported spec are left as they are"
+    )
+
+
+def _restore_one(cluster: Cluster, doc: Mapping[str, Any]) -> Restored:
+    try:
+        return _write(cluster, doc)
+    except ClusterError as exc:  # RBAC, a webhook, the CRD's schema, the network: said as is
+        return _restored(doc, "refused", str(exc))
+
+
+def _write(cluster: Cluster, doc: Mapping[str, Any]) -> Restored:
+    kind, meta = doc["kind"], doc["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    live = cluster.get(kind, namespace, name)
+    if live is None:
+        return _create(cluster, doc)
+    read_spec = live.get("spec")
+    last_error: ClusterError | None = None
+    for _ in range(RESTORE_ATTEMPTS):
+        if (live.get("metadata") or {}).get("deletionTimestamp"):
+            return _restored(
+                doc, "refused", "it is being deleted; run the restore again once it is gone"
+            )
+        patch = restore_patch(live, doc)
+        if patch is None:
+            return _restored(doc, "unchanged")
+        try:
+            cluster.json_patch(kind, namespace, name, patch)
+            return _restored(doc, "updated")
+        except ClusterError as exc:
+            last_error = exc
+            again = cluster.get(kind, namespace, name)
+            if again is not None and _version(again) == _version(live):
+                raise  # not a race: the API server refused the write itself
+        if again is None:
+            return _restored(doc, "conflict", "deleted by someone else while being restored")
+        if again.get("spec") not in (read_spec, doc["spec"]):
+            # Someone edited the spec after we read it: writing ours now would throw their edit
+            # away unseen. The user decides (the restore can simply be run again).
+            return _restored(
+                doc,
+                "conflict",
+                "its spec was changed by someone else while it was being restored "
+                f"(resourceVersion {_version(live)} → {_version(again)}); their spec is kept",
+            )
+        live = again  # only metadata or status moved (e.g. the operator's status): go again
+    return _restored(
+        doc,
+        "conflict",
+        f"it kept changing while being restored ({RESTORE_ATTEMPTS} attempts; the last one "
+        f"said: {last_error})",
+    )
+
+
+def _create(cluster: Cluster, doc: Mapping[str, Any]) -> Restored:
+    try:
+        cluster.create(doc)
+    except AlreadyExists:
+        return _restored(
+            doc, "conflict", "created by someone else while being restored; theirs is kept"
+        )
+    return _restored(doc, "created")
+
+
+def _version(obj: Mapping[str, Any]) -> Any:
+    return (obj.get("metadata") or {}).get("resourceVersion")
+
+
+def restore_patch(live: Mapping[str, Any], doc: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """The JSON patch that gives ``live`` the document's spec exactly, and the document's labels
+    and annotations (keys the document does not name are kept: an export carries only the
+    change reason, and a restore must not strip, say, a GitOps tool's tracking label). None when
+    there is nothing to write. The change reason alone is never a reason to write: it explains a
+    spec change, and an object already at its exported spec gets none."""
+    metadata = live.get("metadata") or {}
+    spec_differs = live.get("spec") != doc["spec"]
+    ops: list[dict[str, Any]] = []
+    if spec_differs:
+        ops.append(
+            {"op": "replace" if "spec" in live else "add", "path": "/spec", "value": doc["spec"]}
+        )
+    for key in ("labels", "annotations"):
+        wanted = dict(doc["metadata"].get(key) or {})
+        if not spec_differs:
+            wanted.pop(L.CHANGE_REASON, None)
+        ops += _set_keys(key, metadata.get(key), wanted)
+    if not ops:
+        return None
+    # The guard: a change made after ``live`` was read fails the patch instead of being lost.
+    guard = {"op": "test", "path": "/metadata/resourceVersion", "value": _version(live)}
+    return [guard, *ops]
+
+
+def _set_keys(
+    key: str, have: Mapping[str, Any] | None, wanted: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """Operations setting ``wanted`` in ``metadata.<key>``, leaving its other entries alone."""
+    changed = {k: v for k, v in wanted.items() if (have or {}).get(k) != v}
+    if not changed:
+        return []
+    if have is None:  # no map yet: a JSON patch cannot add a key under a missing parent
+        return [{"op": "add", "path": f"/metadata/{key}", "value": changed}]
+    return [
+        {"op": "add", "path": f"/metadata/{key}/{_pointer(k)}", "value": v}
+        for k, v in changed.items()
+    ]
+
+
+def _pointer(key: str) -> str:
+    """A map key as one JSON-pointer token (RFC 6901): "~" and "/" escaped."""
+    return key.replace("~", "~0").replace("/", "~1")
 
 
 def _exported_secret(doc: Mapping[str, Any]) -> bool:
