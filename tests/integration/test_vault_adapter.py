@@ -539,3 +539,68 @@ async def test_ferry_dev_runs_vault_with_kubernetes_auth(
     assert down.returncode == 0, down.stderr
     with pytest.raises(OSError):
         Vault(address, token).health(timeout=2)
+
+
+# --- what PathReads keeps, against a real Vault ---------------------------------------------------
+
+
+async def test_entries_using_other_keys_of_a_path_share_one_read_within_the_window(
+    vault: Vault, vault_kv: str
+) -> None:
+    """PathReads keeps only the keys in use, yet an entry naming another key of the same path
+    one moment later (within ``max_age``) is still served by the same Vault read."""
+    path = unique("team-a/db")
+    user, password = secrets.token_hex(8), secrets.token_hex(8)
+    write(vault, vault_kv, path, {"user": user, "password": password, "unused": "x"})
+    first = parse_secret_data({"USER": {"vault": {"path": path, "key": "user"}}})
+    second = parse_secret_data({"PASSWORD": {"vault": {"path": path, "key": "password"}}})
+    clock = Clock()
+    async with root_client(vault, vault_kv) as client:
+        reads = PathReads(client, max_age=60, clock=clock)
+        await asyncio.gather(reads.resolve(first), reads.resolve(second))  # learns the keys
+        clock.now += 61  # the next refresh: one entry, then the other 30 s later
+        assert (await reads.resolve(first)).values["USER"].value == user.encode()
+        clock.now += 30
+        later = await reads.resolve(second)
+        assert later.values["PASSWORD"].value == password.encode()
+        assert client.stats.reads == 2  # one per refresh, however the entries come
+        clock.now += 61
+        await reads.resolve(first)  # what expired is dropped at the next access
+        assert reads.kept == 1 and client.stats.reads == 3
+
+
+# --- a 404 from an auth endpoint ------------------------------------------------------------------
+
+
+async def test_an_auth_mount_vault_does_not_have_is_a_login_failure_naming_it(
+    vault: Vault, vault_kv: str, tmp_path: Path
+) -> None:
+    """Vault answers a login at a mount it does not have with 404 ("no handler for route") when
+    the request carries a valid token, as a re-login does (the client still holds its current
+    token); without one it says 403. Either way it is about the auth mount, not a secret: the
+    read must not report "no secrets engine mounted" (SecretNotFound, which stalls the entry
+    with the wrong cause), and login() must not raise hvac's own exception."""
+    path = unique("team-a/db")
+    write(vault, vault_kv, path, {"password": "x"})
+    mount = unique("kubernetes-absent")
+    jwt = f"header.{secrets.token_hex(16)}.signature"
+    token_file = tmp_path / "token"
+    token_file.write_text(jwt)
+    config = VaultConfig(
+        vault.address, KubernetesAuth("ferry", mount, token_file), kv_mount=vault_kv
+    )
+    current = vault.create_token([])  # the still-valid token a re-login is sent with
+    async with VaultClient(config) as client:
+        client._hvac.token = current
+        with pytest.raises(AuthenticationFailed) as on_read:
+            await client.read(path)
+        with pytest.raises(AuthenticationFailed) as on_login:
+            await client.login()
+    for failure in (on_read.value, on_login.value):
+        assert failure.reason == "VaultLoginFailed" and not failure.retryable
+        assert str(failure) == (
+            f'Vault at {vault.address} has no auth method at mount "{mount}" (logging in with '
+            f'Kubernetes auth, role "ferry"): no handler for route "auth/{mount}/login". route '
+            "entry not found."
+        )
+        assert_no_value(failure, jwt, current)

@@ -1,8 +1,11 @@
 """Vault (or OpenBao): KV v2 reads with hvac, authenticated by token or Kubernetes auth.
 
-hvac is synchronous, so every call runs on a small thread pool of this client's own, bounded by
-hvac's HTTP timeout and by an outer ``asyncio.wait_for``: a hung Vault never blocks the event loop
-and never holds a reconcile for longer than the timeout.
+hvac is synchronous, so every call runs on a small thread pool of this client's own. A call first
+waits for a slot (``max_concurrency`` for reads, one more kept for login and renewal so reads can
+never starve them; waiters of different lanes, i.e. tenants, take turns), at most
+``queue_timeout`` (:class:`VaultBusy`: Vault was not asked); only then does the timeout of the
+request itself start (hvac's HTTP timeout, and an outer ``asyncio.wait_for``). A hung Vault never
+blocks the event loop, and a queue in this process is never reported as a slow Vault.
 
 Authentication:
 
@@ -16,12 +19,15 @@ Authentication:
   cause a login storm.
 
 Errors are normalised into one tree (:class:`VaultError` and its subclasses), each with a
-condition ``reason``; messages name the address, mount, path, key and version and quote Vault's
-own error text, never a secret value — Vault never echoes values in errors, and the value-bearing
-objects here (:class:`SecretVersion`, :class:`ResolvedValue`) keep values out of their ``repr``.
+condition ``reason``; no hvac exception leaves this module (a 404 means "no such secret" only for
+a KV read: from an auth endpoint it names the auth mount). Messages name the address, mount, path,
+key and version and quote Vault's own error text, never a secret value — Vault never echoes values
+in errors, and the value-bearing objects here (:class:`SecretVersion`, :class:`ResolvedValue`)
+keep values out of their ``repr``.
 
 :class:`PathReads` coalesces reads: at most one Vault read per distinct (path, version) while its
-result is fresh, shared by every entry that uses the path, failures included.
+result is fresh, shared by every entry that uses the path, failures included. It keeps a finished
+read only while it can be reused (``max_age``), only the keys callers use, and a bounded number.
 """
 
 from __future__ import annotations
@@ -29,11 +35,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections import OrderedDict, deque
+from collections.abc import Callable, Collection, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -54,6 +62,12 @@ RENEW_AT_FRACTION = 2 / 3
 RELOGIN_MARGIN = 5.0
 #: Longest Vault error text quoted in a message.
 MAX_QUOTED = 300
+#: PathReads' bounds: finished reads kept, bytes of values they keep (estimated), and paths whose
+#: latest version and keys in use are remembered between reads. A tenant can make Ferry read
+#: many paths and versions; it cannot make Ferry keep them.
+MAX_KEPT_READS = 4096
+MAX_KEPT_BYTES = 64 * 1024 * 1024
+MAX_KNOWN_PATHS = 65536
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -115,6 +129,13 @@ class VaultUnavailable(VaultError):
     retryable = True
 
 
+class VaultBusy(VaultUnavailable):
+    """Not Vault's fault: every connection this client allows was in use for ``queue_timeout``,
+    so the request was never sent. Retry with backoff, as for an unavailable Vault."""
+
+    default_reason = "VaultBusy"
+
+
 # --- configuration -----------------------------------------------------------------------------
 
 
@@ -142,7 +163,8 @@ class VaultConfig:
     timeout: float = 10.0  # seconds per HTTP request
     verify: bool | str = True  # TLS verification, or a CA bundle file
     namespace: str | None = None  # Vault Enterprise / OpenBao namespace
-    max_concurrency: int = 8  # threads (so concurrent HTTP requests) to Vault
+    max_concurrency: int = 8  # concurrent reads to Vault (login/renewal have one slot more)
+    queue_timeout: float = 30.0  # longest wait for a free slot before VaultBusy
 
 
 # --- results -----------------------------------------------------------------------------------
@@ -206,7 +228,9 @@ class VaultStats:
 
 
 class SecretReader(Protocol):
-    async def read(self, path: str, version: int | None = None) -> SecretVersion: ...
+    async def read(
+        self, path: str, version: int | None = None, *, lane: str | None = None
+    ) -> SecretVersion: ...
 
 
 # --- the client --------------------------------------------------------------------------------
@@ -225,6 +249,62 @@ class _Token:
         return self.obtained_at + self.lease if self.lease > 0 else None
 
 
+class _Slots:
+    """``size`` slots for requests to Vault, handed out fairly.
+
+    Waiters queue per lane (a tenant: the namespace whose entry asked) and lanes take turns, so a
+    lane with a thousand waiters delays another lane's next request by one turn, not a thousand.
+    Waiting is bounded by the caller's timeout, separately from the request's own timeout.
+    """
+
+    def __init__(self, size: int, kind: str) -> None:
+        self.size, self.kind = size, kind  # for messages
+        self._free = size
+        self._waiting: OrderedDict[str | None, deque[asyncio.Future[None]]] = OrderedDict()
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(queue) for queue in self._waiting.values())
+
+    async def acquire(self, lane: str | None, timeout: float) -> None:
+        """Take a slot, waiting at most ``timeout`` seconds (then :class:`TimeoutError`)."""
+        if self._free > 0 and not self._waiting:
+            self._free -= 1
+            return
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(lane, deque()).append(granted)
+        try:
+            await asyncio.wait_for(asyncio.shield(granted), timeout)
+        except BaseException:
+            if granted.done():
+                self.release()  # handed to us as we gave up: pass it on, or it is lost
+            else:
+                granted.cancel()
+                self._unqueue(lane, granted)
+            raise
+
+    def release(self) -> None:
+        """Give a slot back: to the first waiter of the next lane in turn, if any."""
+        while self._waiting:
+            lane, queue = next(iter(self._waiting.items()))
+            granted = queue.popleft()
+            if queue:
+                self._waiting.move_to_end(lane)  # this lane's next waiter goes after the others
+            else:
+                del self._waiting[lane]
+            if not granted.done():
+                granted.set_result(None)
+                return
+        self._free += 1
+
+    def _unqueue(self, lane: str | None, granted: asyncio.Future[None]) -> None:
+        queue = self._waiting.get(lane)
+        if queue is not None and granted in queue:
+            queue.remove(granted)
+            if not queue:
+                del self._waiting[lane]
+
+
 class VaultClient:
     """Async facade over a synchronous hvac client. One per operator process."""
 
@@ -232,8 +312,13 @@ class VaultClient:
         self.config = config
         self.stats = VaultStats()
         self._clock = clock
+        # One thread per slot: a request that has its slot never waits for a thread, so its
+        # timeout measures Vault alone. A slot is given back when its thread is done, not when
+        # its caller stops waiting: a timed-out request still holds a connection to Vault.
+        self._read_slots = _Slots(config.max_concurrency, "reads (vault.max_concurrency)")
+        self._auth_slots = _Slots(1, "login and renewal")  # never behind a queue of reads
         self._executor = ThreadPoolExecutor(
-            max_workers=config.max_concurrency, thread_name_prefix="ferry-vault"
+            max_workers=config.max_concurrency + 1, thread_name_prefix="ferry-vault"
         )
         # token="" rather than None: hvac would otherwise fall back to $VAULT_TOKEN/~/.vault-token
         self._hvac = hvac.Client(
@@ -281,8 +366,11 @@ class VaultClient:
                 await self._renew_or_login()
             return self._info()
 
-    async def read(self, path: str, version: int | None = None) -> SecretVersion:
-        """Read one version (``None``: the latest) of the KV v2 secret at ``path``.
+    async def read(
+        self, path: str, version: int | None = None, *, lane: str | None = None
+    ) -> SecretVersion:
+        """Read one version (``None``: the latest) of the KV v2 secret at ``path``. ``lane``:
+        whose read this is (a namespace), for fair turns when reads have to wait.
 
         Raises :class:`SecretNotFound` (no such path/version, or it was deleted or destroyed),
         :class:`PermissionDenied`, :class:`AuthenticationFailed` or :class:`VaultUnavailable`.
@@ -297,11 +385,11 @@ class VaultClient:
                 path=path, version=version, mount_point=mount, raise_on_deleted_version=True
             )
 
+        def not_found(exc: hvac.exceptions.InvalidPath) -> VaultError:
+            return self._not_found(exc, path, version)
+
         self.stats.reads += 1
-        try:
-            response = await self._authenticated(call, what=what)
-        except hvac.exceptions.InvalidPath as exc:
-            raise self._not_found(exc, path, version) from None
+        response = await self._authenticated(call, what=what, lane=lane, not_found=not_found)
         body = response.get("data") or {}
         metadata = body.get("metadata") or {}
         data = body.get("data")
@@ -378,6 +466,7 @@ class VaultClient:
         response = await self._run(
             functools.partial(self._hvac.auth.token.renew_self, increment=increment),
             what="renewing the Vault token",
+            auth=True,
         )
         auth = response.get("auth") or {}
         lease = float(auth.get("lease_duration") or 0)
@@ -398,7 +487,7 @@ class VaultClient:
             self._hvac.token = auth.token
             try:
                 response = await self._run(
-                    self._hvac.auth.token.lookup_self, what="checking the Vault token"
+                    self._hvac.auth.token.lookup_self, what="checking the Vault token", auth=True
                 )
             except PermissionDenied:
                 raise AuthenticationFailed(
@@ -432,8 +521,17 @@ class VaultClient:
         what = (
             f'logging in to Vault with Kubernetes auth (mount "{auth.mount}", role "{auth.role}")'
         )
+
+        def no_such_mount(exc: hvac.exceptions.InvalidPath) -> VaultError:
+            # A 404 here is about the auth mount, never about a secret (reads would otherwise
+            # report it as a missing KV mount and stall entries with the wrong cause).
+            return AuthenticationFailed(
+                f'Vault at {self.config.address} has no auth method at mount "{auth.mount}" '
+                f'(logging in with Kubernetes auth, role "{auth.role}"): {_vault_said(exc)}'
+            )
+
         try:
-            response = await self._run(login, what=what)
+            response = await self._run(login, what=what, auth=True, not_found=no_such_mount)
         except VaultUnavailable:
             raise
         except VaultError as exc:
@@ -457,14 +555,21 @@ class VaultClient:
             int(self._token.lease),
         )
 
-    async def _authenticated(self, call: Callable[[], T], *, what: str) -> T:
+    async def _authenticated(
+        self,
+        call: Callable[[], T],
+        *,
+        what: str,
+        lane: str | None = None,
+        not_found: Callable[[hvac.exceptions.InvalidPath], VaultError] | None = None,
+    ) -> T:
         """``call`` with a valid token; on a 403 caused by a dead token, log in once and retry."""
         await self._ensure_token()
         token = self._token
         try:
-            return await self._run(call, what=what)
+            return await self._run(call, what=what, lane=lane, not_found=not_found)
         except PermissionDenied:
-            if await self._token_still_valid(token):
+            if await self._token_still_valid(token, lane):
                 raise  # a real policy denial
             async with self._auth_lock:
                 if self._token is token:  # nobody replaced it meanwhile
@@ -474,29 +579,63 @@ class VaultClient:
                             "token (expired or revoked); configure a new one"
                         ) from None
                     await self._login()
-            return await self._run(call, what=what)
+            return await self._run(call, what=what, lane=lane, not_found=not_found)
 
-    async def _token_still_valid(self, token: _Token | None) -> bool:
+    async def _token_still_valid(self, token: _Token | None, lane: str | None) -> bool:
         if token is None or token is not self._token:
             return False
-        try:
-            await self._run(self._hvac.auth.token.lookup_self, what="checking the Vault token")
+        try:  # part of the read that was denied: its lane, not the reserved slot
+            lookup = self._hvac.auth.token.lookup_self
+            await self._run(lookup, what="checking the Vault token", lane=lane)
         except PermissionDenied:
             return False
         return True
 
     # -- internals: running hvac and normalising its errors
 
-    async def _run(self, call: Callable[[], T], *, what: str) -> T:
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, call)
+    async def _run(
+        self,
+        call: Callable[[], T],
+        *,
+        what: str,
+        lane: str | None = None,
+        auth: bool = False,
+        not_found: Callable[[hvac.exceptions.InvalidPath], VaultError] | None = None,
+    ) -> T:
+        """``call`` on a thread once a slot is free (``auth``: the slot kept for login and
+        renewal), its errors normalised. ``not_found`` says what a 404 means for this request;
+        without it a 404 is an invalid request, never a missing secret."""
+        slots = self._auth_slots if auth else self._read_slots
+        running = await self._start(call, slots, lane=lane, what=what)
         limit = self.config.timeout * 2 + 1  # connect + read timeouts of hvac, plus slack
-        try:
-            return await asyncio.wait_for(future, timeout=limit)
-        except hvac.exceptions.InvalidPath:
-            raise  # the caller knows what "not found" means for its request
+        try:  # timed from the start of the call: the wait for a slot is not Vault's slowness
+            return await asyncio.wait_for(asyncio.wrap_future(running), timeout=limit)
+        except hvac.exceptions.InvalidPath as exc:
+            failure = not_found(exc) if not_found is not None else self._normalise(exc, what)
+            raise failure from None
         except Exception as exc:
             raise self._normalise(exc, what) from None
+
+    async def _start(
+        self, call: Callable[[], T], slots: _Slots, *, lane: str | None, what: str
+    ) -> Future[T]:
+        """Wait (bounded) for a slot, then run ``call`` on a thread that is free by design."""
+        try:
+            await slots.acquire(lane, self.config.queue_timeout)
+        except TimeoutError:
+            raise VaultBusy(
+                f"no request to Vault at {self.config.address} could start within "
+                f"{self.config.queue_timeout:g}s ({what}): all {slots.size} connections this "
+                f"operator allows for {slots.kind} were in use; Vault was not asked"
+            ) from None
+        loop = asyncio.get_running_loop()
+        try:
+            running = self._executor.submit(call)
+        except RuntimeError:  # shut down: close() was called
+            slots.release()
+            raise VaultError(f"the Vault client was closed ({what})") from None
+        running.add_done_callback(lambda _: _call_soon(loop, slots.release))
+        return running
 
     def _normalise(self, exc: BaseException, what: str) -> VaultError:
         where = f"Vault at {self.config.address}"
@@ -509,6 +648,10 @@ class VaultClient:
             return VaultUnavailable(f"{where} is unreachable ({what}): {_connection_cause(exc)}")
         if isinstance(exc, hvac.exceptions.VaultError):
             said = _vault_said(exc)
+            if isinstance(exc, hvac.exceptions.InvalidPath):  # a 404 from a non-KV endpoint
+                return VaultError(
+                    f"{where} has no endpoint for {what}: {said}", reason="VaultRequestInvalid"
+                )
             if isinstance(exc, hvac.exceptions.Forbidden | hvac.exceptions.Unauthorized):
                 return PermissionDenied(f"{where} denied {what}: {said}")
             if isinstance(exc, hvac.exceptions.VaultDown):
@@ -574,6 +717,12 @@ class VaultClient:
         return SecretNotFound(f'Vault has no secret at "{path}" (mount "{mount}")', path=path)
 
 
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    """Run ``callback`` on ``loop`` from a worker thread; nothing to do once the loop is gone."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback)
+
+
 def _vault_said(exc: hvac.exceptions.VaultError) -> str:
     """Vault's own error text (the ``errors`` list), short; never the response body."""
     errors = [str(e) for e in (exc.errors or []) if e]
@@ -594,6 +743,45 @@ def _connection_cause(exc: requests.ConnectionError) -> str:
 # --- coalescing ----------------------------------------------------------------------------------
 
 
+@dataclass(eq=False)
+class _Read:
+    """One read of a (path, version): its task while in flight; once finished, only what a later
+    caller may reuse. The task (the whole secret) is let go as soon as the read ends."""
+
+    started: float
+    task: asyncio.Future[SecretVersion] | None
+    whole: bool = False  # a caller asked for the whole secret: keep every key
+    kept: SecretVersion | None = field(default=None, repr=False)  # the keys in use only
+    names: frozenset[str] = field(default=frozenset(), repr=False)  # every key the secret has
+    failure: VaultError | None = None
+    size: int = 0  # estimated bytes of the values kept
+
+    def serves(self, keys: frozenset[str] | None) -> bool:
+        """Whether this finished read answers for ``keys`` (``None``: the whole secret): every
+        key is either kept or not in the secret at all (then "no such key" is the answer)."""
+        if self.failure is not None:
+            return True
+        if keys is None:
+            return self.whole
+        data = self.kept.data if self.kept is not None else {}
+        return all(key in data or key not in self.names for key in keys)
+
+    def outcome(self) -> SecretVersion:
+        if self.failure is not None:
+            # Raised afresh for each caller: no traceback piles up on the shared exception.
+            raise self.failure.with_traceback(None)
+        assert self.kept is not None
+        return self.kept
+
+
+@dataclass(eq=False)
+class _Path:
+    """What is remembered of a path between reads: no values."""
+
+    latest: int | None = None  # latest version seen
+    keys: set[str] = field(default_factory=set)  # keys callers use (and the secret has)
+
+
 class PathReads:
     """At most one Vault read per distinct (path, version) while fresh, shared by all callers.
 
@@ -602,6 +790,13 @@ class PathReads:
     together share a read. Concurrent callers of the same path wait for the same read; a failure
     is shared too, so a down Vault or a denied path costs one request, not one per entry.
     A caller being cancelled does not cancel the read the others wait for.
+
+    What is kept, and for how long: a finished read only while it can be reused (``max_age``;
+    a retryable failure not at all), dropped when found older on any access; of a secret only
+    the keys callers have asked for; at most ``max_reads`` finished reads holding about
+    ``max_bytes`` of values, oldest dropped first. Reads in flight are never dropped (their
+    callers hold them anyway). Per path, the latest version seen and the names of the keys in
+    use are remembered for ``max_paths`` paths, least recently read dropped first.
     """
 
     def __init__(
@@ -612,6 +807,9 @@ class PathReads:
         clock: Callable[[], float] = time.monotonic,
         on_read: Callable[[], None] | None = None,
         on_new_version: Callable[[str], None] | None = None,
+        max_reads: int = MAX_KEPT_READS,
+        max_bytes: int = MAX_KEPT_BYTES,
+        max_paths: int = MAX_KNOWN_PATHS,
     ) -> None:
         self._reader = reader
         self._max_age = max_age
@@ -620,102 +818,212 @@ class PathReads:
         # Called with a path when a read of its latest version finds a newer one than the
         # previous read did: every user of the path, not only the caller, has a new value.
         self._on_new_version = on_new_version
-        self._latest: dict[str, int] = {}  # path → latest version seen
-        self._reads: dict[tuple[str, int | None], tuple[float, asyncio.Future[SecretVersion]]] = {}
+        self._max_reads, self._max_bytes, self._max_paths = max_reads, max_bytes, max_paths
+        self._reads: OrderedDict[tuple[str, int | None], _Read] = OrderedDict()  # by start
+        self._paths: OrderedDict[str, _Path] = OrderedDict()  # least recently read first
+        self._kept_bytes = 0
         self.reads = 0  # reads actually sent
 
+    @property
+    def kept(self) -> int:
+        """Reads held now, finished or in flight (for tests and metrics)."""
+        return len(self._reads)
+
     async def read(
-        self, path: str, version: int | None = None, *, not_before: float | None = None
+        self,
+        path: str,
+        version: int | None = None,
+        *,
+        keys: Collection[str] | None = None,
+        not_before: float | None = None,
+        lane: str | None = None,
     ) -> SecretVersion:
         """The secret, from a read shared with other callers when one is usable.
 
-        A read in flight is always shared. A finished one is reused while younger than
-        ``max_age``, except a retryable failure (Vault down, sealed, slow): the next caller
-        asks Vault again, so an outage ends for everyone as soon as Vault is back.
-        ``not_before`` (on this object's clock): only a read started at or after that moment
-        will do, e.g. one started after a user asked for a refresh.
+        ``keys``: the keys the caller will use (``None``: all); a result served from an earlier
+        read holds those at least. A read in flight is always shared. A finished one is reused
+        while younger than ``max_age``, except a retryable failure (Vault down, sealed, slow):
+        the next caller asks Vault again, so an outage ends for everyone as soon as Vault is
+        back. ``not_before`` (on this object's clock): only a read started at or after that
+        moment will do, e.g. one started after a user asked for a refresh. ``lane``: whose read
+        it is, passed to the reader for fair turns.
         """
-        key = (path, version)
+        if isinstance(keys, str):
+            keys = (keys,)  # one key, not its characters
+        wanted = None if keys is None else frozenset(keys)
         now = self._clock()
-        cached = self._reads.get(key)
-        if cached is None or not self._usable(*cached, now=now, not_before=not_before):
-            task = asyncio.ensure_future(self._reader.read(path, version))
-            task.add_done_callback(_consume_exception)
-            if version is None:
-                task.add_done_callback(functools.partial(self._saw_latest, path))
-            cached = (now, task)
-            self._reads[key] = cached
-            self.reads += 1
-            if self._on_read is not None:
-                self._on_read()
-        return await asyncio.shield(cached[1])
+        self._drop_expired(now)
+        key = (path, version)
+        read = self._reads.get(key)
+        if read is None or not self._usable(read, wanted, now=now, not_before=not_before):
+            read = self._start(key, now, lane)
+        self._want(path, read, wanted)
+        if read.task is not None:
+            return await asyncio.shield(read.task)
+        return read.outcome()
 
     def _usable(
-        self,
-        started: float,
-        read: asyncio.Future[SecretVersion],
-        *,
-        now: float,
-        not_before: float | None,
+        self, read: _Read, wanted: frozenset[str] | None, *, now: float, not_before: float | None
     ) -> bool:
-        if not_before is not None and started < not_before:
+        if not_before is not None and read.started < not_before:
             return False
-        if not read.done():
-            return True
-        if read.cancelled():
-            return False
-        failure = read.exception()
-        if isinstance(failure, VaultError) and failure.retryable:
-            return False
-        return now - started <= self._max_age
+        if read.task is not None:
+            return True  # in flight: always shared
+        return now - read.started <= self._max_age and read.serves(wanted)
 
-    def _saw_latest(self, path: str, read: asyncio.Future[SecretVersion]) -> None:
-        if read.cancelled() or read.exception() is not None:
+    def _start(self, key: tuple[str, int | None], now: float, lane: str | None) -> _Read:
+        path, version = key
+        # Only a lane given goes to the reader: readers that know none stay usable.
+        reading = (
+            self._reader.read(path, version)
+            if lane is None
+            else self._reader.read(path, version, lane=lane)
+        )
+        read = _Read(now, asyncio.ensure_future(reading))
+        self._discard(key)  # a superseded read: delete first, so the order stays by start
+        self._reads[key] = read
+        assert read.task is not None
+        read.task.add_done_callback(functools.partial(self._finish, key, read))
+        self.reads += 1
+        if self._on_read is not None:
+            self._on_read()
+        self._drop_over_bounds()
+        return read
+
+    def _want(self, path: str, read: _Read, wanted: frozenset[str] | None) -> None:
+        """Remember which keys of ``path`` callers use, so the next read keeps those."""
+        known = self._path(path)
+        if wanted is None:
+            read.whole = read.whole or read.task is not None
+        elif read.task is not None:
+            known.keys |= wanted  # checked against the secret's keys when the read ends
+        else:
+            known.keys |= wanted & read.names
+
+    def _finish(
+        self, key: tuple[str, int | None], read: _Read, task: asyncio.Future[SecretVersion]
+    ) -> None:
+        """A read ended: keep what later callers may reuse, and let go of the rest."""
+        read.task = None
+        current = self._reads.get(key) is read
+        if task.cancelled():
+            self._discard_if(key, read)
             return
-        version, previous = read.result().version, self._latest.get(path)
+        failure = task.exception()  # also marks it retrieved: no "never retrieved" log
+        if failure is not None:
+            if not isinstance(failure, VaultError) or failure.retryable:
+                self._discard_if(key, read)  # never reused: asking again is the point
+                return
+            failure.__context__ = None  # no hvac exception (with Vault's answer) kept with it
+            read.failure = failure.with_traceback(None)
+            return
+        secret = task.result()
+        if key[1] is None:
+            self._saw_latest(key[0], secret.version)
+        self._keep(key[0], read, secret)
+        if current:
+            self._kept_bytes += read.size
+            self._drop_over_bounds()
+
+    def _keep(self, path: str, read: _Read, secret: SecretVersion) -> None:
+        read.names = frozenset(secret.data)
+        known = self._path(path)
+        known.keys &= read.names  # a key the secret lacks needs no value kept
+        keep = read.names if read.whole else known.keys
+        data = {k: secret.data[k] for k in keep}
+        read.kept = SecretVersion(secret.path, secret.version, secret.created_time, data)
+        read.size = sum(len(k) + len(secret_bytes(v)) for k, v in data.items())
+
+    def _saw_latest(self, path: str, version: int) -> None:
+        known = self._path(path)
+        previous = known.latest
         if version == previous:
             return  # reads of one path are never in flight side by side: this is the newest
-        self._latest[path] = version
+        known.latest = version
         if previous is not None and self._on_new_version is not None:
             self._on_new_version(path)
+
+    def _path(self, path: str) -> _Path:
+        known = self._paths.get(path)
+        if known is None:
+            known = self._paths[path] = _Path()
+            while len(self._paths) > self._max_paths:
+                self._paths.popitem(last=False)
+        else:
+            self._paths.move_to_end(path)
+        return known
+
+    # -- dropping what can no longer be reused
+
+    def _drop_expired(self, now: float) -> None:
+        """Finished reads older than ``max_age``: the oldest come first, so stop at a young one."""
+        old = itertools.takewhile(
+            lambda item: now - item[1].started > self._max_age, self._reads.items()
+        )
+        for key in [key for key, read in old if read.task is None]:
+            self._discard(key)
+
+    def _drop_over_bounds(self) -> None:
+        """The oldest finished reads, while there are too many or they keep too many bytes."""
+        while len(self._reads) > self._max_reads or self._kept_bytes > self._max_bytes:
+            oldest = next((key for key, read in self._reads.items() if read.task is None), None)
+            if oldest is None:
+                return  # only reads in flight left: their callers hold them anyway
+            self._discard(oldest)
+
+    def _discard(self, key: tuple[str, int | None]) -> None:
+        read = self._reads.pop(key, None)
+        if read is not None:
+            self._kept_bytes -= read.size
+
+    def _discard_if(self, key: tuple[str, int | None], read: _Read) -> None:
+        if self._reads.get(key) is read:
+            self._discard(key)
 
     def forget(self, path: str | None = None) -> None:
         """Drop finished results (of ``path``, or all): the next read goes to Vault (on-demand
         refresh). Reads in flight stay shared."""
         for key in [k for k in self._reads if path is None or k[0] == path]:
-            if self._reads[key][1].done():
-                del self._reads[key]
+            if self._reads[key].task is None:
+                self._discard(key)
 
-    async def value(self, ref: VaultRef, *, not_before: float | None = None) -> tuple[Any, int]:
+    async def value(
+        self, ref: VaultRef, *, not_before: float | None = None, lane: str | None = None
+    ) -> tuple[Any, int]:
         """The value of one reference and the version it was read at."""
-        secret = await self.read(ref.path, ref.version, not_before=not_before)
+        secret = await self.read(
+            ref.path, ref.version, keys=(ref.key,), not_before=not_before, lane=lane
+        )
         return secret.value(ref.key), secret.version
 
     async def resolve(
-        self, refs: Iterable[SecretRef], *, not_before: float | None = None
+        self, refs: Iterable[SecretRef], *, not_before: float | None = None, lane: str | None = None
     ) -> Resolution:
-        """Resolve every reference of an entry concurrently; never raises :class:`VaultError`."""
+        """Resolve every reference of an entry concurrently, one read per (path, version) with
+        all the keys the entry uses from it; never raises :class:`VaultError`. ``lane``: the
+        entry's namespace (fair turns when Vault reads have to wait)."""
         refs = list(refs)
+        wanted: dict[tuple[str, int | None], set[str]] = {}
+        for ref in refs:
+            wanted.setdefault((ref.vault.path, ref.vault.version), set()).add(ref.vault.key)
         outcomes = await asyncio.gather(
-            *(self.value(ref.vault, not_before=not_before) for ref in refs),
+            *(
+                self.read(path, version, keys=keys, not_before=not_before, lane=lane)
+                for (path, version), keys in wanted.items()
+            ),
             return_exceptions=True,
         )
+        answers = dict(zip(wanted, outcomes, strict=True))
         values: dict[str, ResolvedValue] = {}
         failures: dict[str, VaultError] = {}
-        for ref, outcome in zip(refs, outcomes, strict=True):
-            if isinstance(outcome, VaultError):
-                failures[ref.name] = outcome
-            elif isinstance(outcome, BaseException):
-                raise outcome
-            else:
-                value, version = outcome
-                values[ref.name] = ResolvedValue(ref, version, secret_bytes(value))
+        for ref in refs:
+            outcome = answers[(ref.vault.path, ref.vault.version)]
+            try:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                value = outcome.value(ref.vault.key)
+            except VaultError as error:
+                failures[ref.name] = error
+                continue
+            values[ref.name] = ResolvedValue(ref, outcome.version, secret_bytes(value))
         return Resolution(values, failures)
-
-
-def _consume_exception(future: asyncio.Future[Any]) -> None:
-    """Mark a shared read's failure as retrieved: with no caller left waiting for it, asyncio
-    would otherwise log "exception was never retrieved" (with the error, which is harmless but
-    noisy)."""
-    if not future.cancelled():
-        future.exception()

@@ -223,7 +223,9 @@ class EntryReconciler:
             )
             return None
         resolution = await self.vault.resolve(
-            plan.secrets, fresh_since=self._refresh_asked_at(namespace, name, entry)
+            plan.secrets,
+            namespace=namespace,
+            fresh_since=self._refresh_asked_at(namespace, name, entry),
         )
         if resolution.failures:
             failures = sorted(resolution.failures.items())

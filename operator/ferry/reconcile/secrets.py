@@ -3,7 +3,9 @@
 What is kept where (docs/secrets.md, docs/decisions/0015-secrets-from-vault.md):
 
 * values live only in Vault, in the Secrets Ferry writes, and in memory for the length of one
-  reconcile; never in logs, Events, status, Redis, PostgreSQL or metric labels;
+  reconcile — and, so entries refreshing together share one read, the values of the keys in use
+  in :class:`PathReads` for at most ``vault.min_refresh_seconds`` (bounded in count and size);
+  never in logs, Events, status, Redis, PostgreSQL or metric labels;
 * revisions and status carry :class:`SecretRecord`\\ s (reference, Vault version, HMAC);
 * the Secret's ``ferry.dev/rendered-hash`` is an HMAC of its data, so drift is seen without a
   plain hash of a secret anywhere; the Secret index computes the same HMAC from what it sees.
@@ -103,6 +105,7 @@ class VaultSecrets:
             verify=str(settings.ca_file) if settings.ca_file else True,
             namespace=settings.namespace,
             max_concurrency=settings.max_concurrency,
+            queue_timeout=settings.queue_timeout_seconds,
         )
         if settings.hmac_key_file is None:
             raise ValueError("vault.hmac_key_file is required when vault.address is set")
@@ -122,13 +125,14 @@ class VaultSecrets:
         return allowed_prefixes(namespace, annotations.get(L.VAULT_PATHS), self.operator_prefixes)
 
     async def resolve(
-        self, refs: Iterable[SecretRef], *, fresh_since: float | None = None
+        self, refs: Iterable[SecretRef], *, namespace: str, fresh_since: float | None = None
     ) -> Resolution:
-        """Every value of one entry. ``fresh_since`` (``time.monotonic()``): a refresh was asked
-        for then, so only reads started since will do; one such read serves every entry that
-        asked before it started (a burst of refreshes on one path costs a few reads, not one
-        per entry)."""
-        resolution = await self.reads.resolve(refs, not_before=fresh_since)
+        """Every value of one entry of ``namespace``. ``fresh_since`` (``time.monotonic()``): a
+        refresh was asked for then, so only reads started since will do; one such read serves
+        every entry that asked before it started (a burst of refreshes on one path costs a few
+        reads, not one per entry). When reads have to wait for a connection to Vault, namespaces
+        take turns: one tenant's many entries cannot make another's reads time out."""
+        resolution = await self.reads.resolve(refs, not_before=fresh_since, lane=namespace)
         for error in resolution.failures.values():  # reasons are a fixed set: bounded labels
             metrics.VAULT_FAILURES.labels(error.reason or type(error).__name__).inc()
         return resolution

@@ -417,7 +417,13 @@ class VaultSettings(SettingsGroup):
     report it and are retried with backoff)."""
 
     max_concurrency: Annotated[int, POSITIVE] = 8
-    """Most requests in flight to Vault at once."""
+    """Most reads in flight to Vault at once (logins and token renewals have a slot of their
+    own); waiting reads take turns by namespace."""
+
+    queue_timeout_seconds: Annotated[float, SECONDS] = 30.0
+    """Longest a read waits for a free connection to Vault (all ``max_concurrency`` in use)
+    before it fails as ``VaultBusy`` — Vault was not asked — and is retried with backoff. The
+    request's own ``timeout_seconds`` starts only once it is sent."""
 
     mount: str = "secret"
     """Mount path of the KV version 2 secrets engine that ``secretData`` paths are read from."""
