@@ -10,13 +10,16 @@ the two cannot disagree on a field.
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime as dt
 import json
+import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ferry.adapters.postgres.history import AuditKey
 from ferry.adapters.postgres.records import AuditRecord, Revision
 from ferry.domain import kinds
 from ferry.domain import labels as L
@@ -32,6 +35,38 @@ _KIND_PREFIX = {
     k.kind.lower(): k.kind for k in (kinds.CONFIG_ENTRY, kinds.FEATURE_FLAG, kinds.CONFIG_SCHEMA)
 }
 _UID_NAMESPACE = uuid.UUID("6f1d3a52-5a8e-4a8e-9b57-3c0e4f6b9a10")
+
+#: The largest values of PostgreSQL's ``integer`` (revision numbers) and ``bigint`` (audit row
+#: ids): a larger number names no row, and sent to PostgreSQL it would be an error.
+INT4_MAX = 2**31 - 1
+INT8_MAX = 2**63 - 1
+
+#: Object names (RFC 1123 subdomains, at most 253 characters) and namespace names (RFC 1123
+#: labels, at most 63): anything else names no object, so it is never sent to PostgreSQL.
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+def is_object_name(text: str) -> bool:
+    return len(text) <= 253 and _DNS_SUBDOMAIN.fullmatch(text) is not None
+
+
+def is_namespace_name(text: str) -> bool:
+    return len(text) <= 63 and _DNS_LABEL.fullmatch(text) is not None
+
+
+def parse_number(text: str, maximum: int) -> int | None:
+    """A non-negative decimal written in ASCII digits, at most ``maximum``; None otherwise.
+
+    Neither ``str.isdigit`` nor ``int`` alone will do: "²" is a digit to the first and not a
+    number to the second, "٣" is 3 to both, and ``int`` also takes "+1", " 1" and "1_0"."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    significant = text.lstrip("0") or "0"
+    if len(significant) > len(str(maximum)):  # also keeps int() off very long strings
+        return None
+    value = int(significant)
+    return value if value <= maximum else None
 
 
 @dataclass(frozen=True)
@@ -79,9 +114,10 @@ def parse_revision_name(text: str) -> tuple[str, str, int] | None:
     prefix, _, rest = text.partition(".")
     name, _, number = rest.rpartition(".")
     kind = _KIND_PREFIX.get(prefix)
-    if kind is None or not name or not number.isdigit():
+    revision = parse_number(number, INT4_MAX)
+    if kind is None or not is_object_name(name) or revision is None:
         return None
-    return kind, name, int(number)
+    return kind, name, revision
 
 
 def _time(value: dt.datetime) -> str:
@@ -189,11 +225,15 @@ def audit_from_object(obj: Mapping[str, Any]) -> AuditRecord:
 def list_object(
     resource: Resource, items: list[dict[str, Any]], next_page: str | None = None
 ) -> dict[str, Any]:
+    return list_head(resource, next_page) | {"items": items}
+
+
+def list_head(resource: Resource, next_page: str | None = None) -> dict[str, Any]:
+    """A list without its ``items``."""
     return {
         "apiVersion": API_VERSION,
         "kind": f"{resource.kind}List",
         "metadata": _list_metadata(next_page),
-        "items": items,
     }
 
 
@@ -201,24 +241,101 @@ def _list_metadata(next_page: str | None) -> dict[str, Any]:
     return {"resourceVersion": ""} | ({"continue": next_page} if next_page else {})
 
 
-# A ``continue`` token: where the last page ended, (namespace, kind, name, revision) in list
-# order. Rows recorded meanwhile are neither repeated nor skipped before that point.
+# ``continue`` tokens. A revision list's: where the last page ended, (namespace, kind, name,
+# revision) in list order; the next page is the rows after it. An audit list's: the key (at, id)
+# of the last row sent and of the newest row of the list, fixed by its first page.
+
+#: Tokens this server makes are a few hundred characters; a longer one is not its own. (Also
+#: keeps the JSON decoder off deeply nested input, which it answers with RecursionError.)
+MAX_TOKEN_LENGTH = 2048
 
 
 def continue_token(r: Revision) -> str:
-    raw = json.dumps([r.namespace, r.kind, r.name, r.revision]).encode()
-    return base64.urlsafe_b64encode(raw).decode()
+    return _encode_token([r.namespace, r.kind, r.name, r.revision])
 
 
 def parse_continue(token: str) -> tuple[str, str, str, int]:
     """Raises ValueError for a token this server did not make."""
-    try:
-        ns, kind, name, revision = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f'continue token "{token}" is not valid') from exc
-    if not all(isinstance(v, str) for v in (ns, kind, name)) or not isinstance(revision, int):
-        raise ValueError(f'continue token "{token}" is not valid')
+    value = _decode_token(token)
+    if not (isinstance(value, list) and len(value) == 4):
+        raise _bad_token(token)
+    ns, kind, name, revision = value
+    if not all(_storable_text(v) for v in (ns, kind, name)) or not _storable_int(
+        revision, INT4_MAX
+    ):
+        raise _bad_token(token)
     return ns, kind, name, revision
+
+
+def audit_continue_token(after: AuditKey, until: AuditKey) -> str:
+    return _encode_token({"after": _audit_key(after), "until": _audit_key(until)})
+
+
+def parse_audit_continue(token: str) -> tuple[AuditKey, AuditKey]:
+    """(after, until) of an audit list's token; raises ValueError for one this server did not
+    make."""
+    value = _decode_token(token)
+    if not (isinstance(value, dict) and set(value) == {"after", "until"}):
+        raise _bad_token(token)
+    try:
+        return _parse_audit_key(value["after"]), _parse_audit_key(value["until"])
+    except (ValueError, TypeError, OverflowError):
+        raise _bad_token(token) from None
+
+
+def _audit_key(key: AuditKey) -> list[Any]:
+    return [format_time(key[0]), key[1]]
+
+
+def _parse_audit_key(value: Any) -> AuditKey:
+    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)):
+        raise ValueError("not an audit key")
+    if not _storable_int(value[1], INT8_MAX):
+        raise ValueError("not an audit row id")
+    return parse_time(value[0]).astimezone(dt.UTC), value[1]
+
+
+def _encode_token(value: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode()
+
+
+def _decode_token(token: str) -> Any:
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise ValueError(f"continue token is not valid: longer than {MAX_TOKEN_LENGTH} characters")
+    try:
+        return json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, TypeError, binascii.Error, RecursionError):
+        raise _bad_token(token) from None
+
+
+def _bad_token(token: str) -> ValueError:
+    return ValueError(f'continue token "{token}" is not valid')
+
+
+def _storable_text(value: Any) -> bool:
+    """Text PostgreSQL can take as a parameter (it refuses NUL characters)."""
+    return isinstance(value, str) and "\x00" not in value
+
+
+def _storable_int(value: Any, maximum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= maximum
+
+
+# ------------------------------------------------------------------------------- encoding
+
+
+def encode(value: Any) -> str:
+    """JSON as the server sends it: compact and ASCII, so its length is its size in bytes."""
+    return json.dumps(value, separators=(",", ":"))
+
+
+def encode_with(head: Mapping[str, Any], key: str, pieces: Iterable[str]) -> str:
+    """``head`` with one more member, ``key``, an array of already encoded ``pieces``: a list
+    or Table assembled from items encoded one at a time (as the page was measured), without
+    encoding them again."""
+    opening = encode(dict(head))
+    assert opening.endswith("}") and opening != "{}", "head is a non-empty object"
+    return f"{opening[:-1]},{json.dumps(key)}:[{','.join(pieces)}]}}"
 
 
 # ------------------------------------------------------------------------------- tables
@@ -301,25 +418,33 @@ def table(
     next_page: str | None = None,
 ) -> dict[str, Any]:
     """A ``meta.k8s.io/v1`` Table; ``include`` is ``includeObject`` (None, Metadata, Object)."""
-    rows = []
-    for obj in objects:
-        row: dict[str, Any] = {"cells": _cells(resource, obj, now)}
-        if include == "Object":
-            row["object"] = dict(obj)
-        elif include != "None":
-            row["object"] = {
-                "apiVersion": "meta.k8s.io/v1",
-                "kind": "PartialObjectMetadata",
-                "metadata": obj["metadata"],
-            }
-        rows.append(row)
+    rows = [table_row(resource, obj, now, include) for obj in objects]
+    return table_head(resource, next_page) | {"rows": rows}
+
+
+def table_head(resource: str, next_page: str | None = None) -> dict[str, Any]:
+    """A Table without its ``rows``."""
     return {
         "apiVersion": "meta.k8s.io/v1",
         "kind": "Table",
         "metadata": _list_metadata(next_page),
         "columnDefinitions": _COLUMNS[resource],
-        "rows": rows,
     }
+
+
+def table_row(
+    resource: str, obj: Mapping[str, Any], now: dt.datetime, include: str
+) -> dict[str, Any]:
+    row: dict[str, Any] = {"cells": _cells(resource, obj, now)}
+    if include == "Object":
+        row["object"] = dict(obj)
+    elif include != "None":
+        row["object"] = {
+            "apiVersion": "meta.k8s.io/v1",
+            "kind": "PartialObjectMetadata",
+            "metadata": obj["metadata"],
+        }
+    return row
 
 
 def wants_table(accept: str) -> bool:
@@ -387,7 +512,8 @@ class Requirement:
 
 
 def parse_selector(text: str | None, what: str) -> list[Requirement]:
-    """``a=b,c!=d`` (also ``==``); the set-based forms of label selectors are refused."""
+    """``a=b,c!=d`` (also ``==``); the set-based forms of label selectors are refused, and so
+    is a NUL character, which no object's field holds (PostgreSQL refuses it in text)."""
     out: list[Requirement] = []
     for part in (text or "").split(","):
         part = part.strip()
@@ -401,5 +527,8 @@ def parse_selector(text: str | None, what: str) -> list[Requirement]:
             equal = True
         else:
             raise BadSelector(f'{what} "{part}" is not supported: use key=value or key!=value')
-        out.append(Requirement(key.strip(), equal, value.strip()))
+        key, value = key.strip(), value.strip()
+        if "\x00" in key or "\x00" in value:
+            raise BadSelector(f'{what} "{key.replace(chr(0), "")}": a NUL character is not allowed')
+        out.append(Requirement(key, equal, value))
     return out
