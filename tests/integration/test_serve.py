@@ -840,3 +840,308 @@ def test_resume_replays_only_while_the_stream_holds_every_missed_change() -> Non
     assert resume_from(event_id(None, (0, 0)), state) is None  # changes since were trimmed
     for garbage in ("", "1-0", "e1.x-0", "e1.1", "e1."):
         assert resume_from(garbage, state) is None
+
+
+# ----------------------------------------------------------------------------- hostile callers
+# Appended below the file's first import block (which stays as it was): hence E402.
+import asyncio  # noqa: E402
+import re  # noqa: E402
+import socket  # noqa: E402
+import time  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+
+from ferry.adapters.cache import Cache  # noqa: E402
+
+
+def _address(url: str) -> tuple[str, int]:
+    host, port = url.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+def _until_closed(sock: socket.socket, seconds: float = 20) -> bytes:
+    """Everything the server sends until it closes the connection, which it must within
+    ``seconds``."""
+    answer = b""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(1 << 20)
+        except TimeoutError:
+            break
+        if not chunk:
+            return answer
+        answer += chunk
+    raise AssertionError(f"still open after {seconds} s, having sent {answer[:300]!r}")
+
+
+def _exchange(url: str, request: bytes) -> bytes:
+    with socket.create_connection(_address(url), timeout=10) as sock:
+        sock.sendall(request)
+        return _until_closed(sock)
+
+
+def _metric(url: str, name: str, **labels: str) -> float:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as answer:
+        families = text_string_to_metric_families(answer.read().decode())
+    return sum(
+        sample.value
+        for family in families
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def _rss(pid: int) -> int:
+    found = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+    assert found is not None
+    return int(found.group(1)) * 1024
+
+
+async def _fill_stream(redis_url: str, namespace: str, count: int, name_size: int) -> None:
+    """``count`` changes in ``namespace``, written as the operator writes them (document and
+    stream entry in one script), with names of ``name_size`` characters."""
+    cache = Cache(redis_url)
+    try:
+        for i in range(count):
+            await cache.put(
+                namespace,
+                f"filler-{i}-" + "x" * name_size,
+                revision=1,
+                content_hash="h",
+                data={},
+                rendered={},
+                format="json",
+            )
+    finally:
+        await cache.close()
+
+
+def _watch_request(namespace: str, token: str, *extra: str) -> bytes:
+    lines = [
+        f"GET /v1/watch?namespace={namespace} HTTP/1.1",
+        "Host: ferry",
+        f"Authorization: Bearer {token}",
+        *extra,
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _status_of(sock: socket.socket) -> int:
+    head = b""
+    while b"\r\n" not in head:
+        chunk = sock.recv(1)
+        assert chunk, f"closed before a status line: {head!r}"
+        head += chunk
+    return int(head.split()[1])
+
+
+def test_a_token_of_other_than_printable_ascii_is_refused_with_401(serve: Serve) -> None:
+    """It was a 500 (UnicodeEncodeError while asking for the TokenReview)."""
+    answer = _exchange(
+        serve.url,
+        b"GET /v1/configs/a/b HTTP/1.1\r\nHost: ferry\r\nAuthorization: Bearer ab\xff\xfe\r\n"
+        b"Connection: close\r\n\r\n",
+    )
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:300]
+    assert b"not printable ASCII" in answer
+
+
+def test_a_deeply_nested_ofrep_body_is_a_parse_error(serve: Serve, tenant: Tenant) -> None:
+    """Under the size limit, but deeper than the JSON parser recurses: 400, never a 500."""
+    for path in ("/ofrep/v1/evaluate/flags/checkout", "/ofrep/v1/evaluate/flags"):
+        request = urllib.request.Request(
+            serve.url + path,
+            data=b"[" * 100_000,
+            method="POST",
+            headers={"Authorization": f"Bearer {tenant.token}", "Content-Type": "application/json"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        raw = refused.value.read()
+        assert refused.value.code == 400, raw[:300]
+        assert json.loads(raw)["errorCode"] == "PARSE_ERROR"
+
+
+def test_refused_requests_with_large_headers_leave_no_memory_behind(
+    kube: Kube, database_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """A refused token's answer is cached; each request refused with it used to stay in memory
+    with its headers for as long as the cached answer lived (here 60 s)."""
+    options = ("--serve-auth-cache-ttl-seconds", "60")
+    process, url = start_serve(kube, database_url, redis_url, tmp_path, options=options)
+    padding = {f"X-Pad-{i}": "p" * 8000 for i in range(56)}  # ≈ 450 KB, within the limits
+
+    def refused(_: int = 0) -> int:
+        request = urllib.request.Request(
+            url + "/v1/configs/a/b", headers={"Authorization": "Bearer not-a-token", **padding}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return int(answer.status)
+        except urllib.error.HTTPError as exc:
+            exc.read()
+            return exc.code
+
+    try:
+        assert {refused() for _ in range(20)} == {401}  # warm: the cached refusal, the allocator
+        before = _rss(process.pid)
+        with ThreadPoolExecutor(4) as pool:
+            codes = set(pool.map(refused, range(400)))
+        assert codes == {401}
+        grown = _rss(process.pid) - before
+        assert grown < 64 << 20, f"{grown >> 20} MiB kept after 400 refused requests"
+    finally:
+        process.stop()
+
+
+def test_idle_and_slow_connections_are_closed_by_the_server(serve: Serve) -> None:
+    """A connection has 10 s (server.KEEPALIVE_SECONDS) to send a request's headers, from when
+    it opened or from the previous answer; aiohttp's default kept one for an hour."""
+
+    def idle() -> float:
+        started = time.monotonic()
+        with socket.create_connection(_address(serve.url), timeout=30) as sock:
+            assert sock.recv(1) == b""  # closed by the server (a TimeoutError fails the test)
+        return time.monotonic() - started
+
+    def dribbling() -> float:
+        started = time.monotonic()
+        with socket.create_connection(_address(serve.url), timeout=1) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: ferry\r\n")
+            while time.monotonic() - started < 30:
+                try:
+                    if sock.recv(1) == b"":
+                        return time.monotonic() - started
+                except TimeoutError:
+                    sock.sendall(b"X-Slow: 1\r\n")  # one more header line a second, never the end
+                except OSError:  # reset by the server
+                    return time.monotonic() - started
+        raise AssertionError("a request whose headers never end was still open after 30 s")
+
+    with ThreadPoolExecutor(2) as pool:
+        waits = [pool.submit(idle), pool.submit(dribbling)]
+        assert [wait.result(timeout=60) < 14 for wait in waits] == [True, True]
+
+
+def test_a_watch_whose_client_stops_reading_is_ended(
+    serve: Serve, tenant: Tenant, redis_url: str
+) -> None:
+    """A blocked write used to wait for the client for ever, past the watch's lifetime."""
+    baseline = _metric(serve.url, "ferry_serve_watchers")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window, soon full
+    sock.settimeout(10)
+    try:
+        sock.connect(_address(serve.url))
+        sock.sendall(_watch_request(tenant.namespace, tenant.token))
+        seen = b""
+        while b"event: ready" not in seen:
+            chunk = sock.recv(4096)
+            assert chunk, seen
+            seen += chunk
+        # ≈ 15 MB of events this client never reads (large names make few of them).
+        asyncio.run(_fill_stream(redis_url, tenant.namespace, 300, 50_000))
+        eventually(
+            lambda: _metric(serve.url, "ferry_serve_watchers") <= baseline,
+            timeout=45,
+            what="the stalled watch to be ended",
+        )
+        _until_closed(sock)  # what was sent arrives, then the end (a TimeoutError fails)
+    finally:
+        sock.close()
+
+
+def test_watches_past_the_per_user_cap_are_refused_with_429(serve: Serve, tenant: Tenant) -> None:
+    """1,024 watches of one user per server process (watch.WATCHES_PER_USER)."""
+    address = _address(serve.url)
+    request = _watch_request(tenant.namespace, tenant.token)
+    opened: list[socket.socket] = []
+    try:
+        for _ in range(1024):
+            sock = socket.create_connection(address, timeout=10)
+            opened.append(sock)
+            sock.sendall(request)
+            assert _status_of(sock) == 200
+        answer = _exchange(
+            serve.url, _watch_request(tenant.namespace, tenant.token, "Connection: close")
+        )
+        assert answer.startswith(b"HTTP/1.1 429"), answer[:300]
+        assert b"1024 watches" in answer and b"Retry-After" in answer
+        opened.pop().close()
+
+        def admitted() -> bool:
+            with socket.create_connection(address, timeout=10) as sock:
+                sock.sendall(request)
+                return _status_of(sock) == 200
+
+        eventually(admitted, timeout=10, what="a watch once one was closed")
+    finally:
+        for sock in opened:
+            sock.close()
+
+
+def test_a_resume_past_a_long_gap_is_told_to_re_read(
+    serve: Serve, tenant: Tenant, redis_url: str
+) -> None:
+    """Replaying read every change of every namespace after the id (up to the stream's 10,000)
+    for each reconnect; past 1,000 (watch.MAX_REPLAY) the client re-reads instead."""
+    first = SSE(serve.url, f"/v1/watch?namespace={tenant.namespace}", tenant.token)
+    try:
+        ready = first.next()
+        assert ready.event == "ready"
+    finally:
+        first.close()
+    asyncio.run(_fill_stream(redis_url, f"elsewhere-{uuid.uuid4().hex[:8]}", 1001, 8))
+    resumed = SSE(serve.url, f"/v1/watch?namespace={tenant.namespace}", tenant.token, ready.id)
+    try:
+        assert resumed.next().event == "reset"
+        assert resumed.next().event == "ready"
+    finally:
+        resumed.close()
+
+
+def test_a_tenant_probing_names_is_throttled_and_others_are_served(
+    serve: Serve, kube: Kube, tenant: Tenant, operator: Operator
+) -> None:
+    """Each name not yet asked about costs a SubjectAccessReview (and a PostgreSQL read when it
+    does not exist); one user gets a budget of them (200 at once, 20 a second after), so others
+    keep being answered."""
+    other = kube.namespace("serve")
+    kube.apply(schema("payments", other, PAYMENTS))
+    other_token = serve.account(other, "app", ["configentries"])
+    _write_entry(kube, other, "api", 4)
+    _ready_revision(kube, other, "api", 1)
+
+    reviewed = _metric(serve.url, "ferry_serve_auth_total", check="access", outcome="reviewed")
+    started = time.monotonic()
+    for _ in range(2000):
+        path = f"/v1/configs/{tenant.namespace}/probe-{uuid.uuid4().hex}"
+        status, headers, body = serve.request("GET", path, token=tenant.token)
+        if status != 404:
+            break
+    elapsed = time.monotonic() - started
+    assert status == 429, body
+    assert f"system:serviceaccount:{tenant.namespace}:app" in body["message"]
+    assert "too many" in body["message"] and int(headers["Retry-After"]) >= 1
+    spent = _metric(serve.url, "ferry_serve_auth_total", check="access", outcome="reviewed")
+    assert spent - reviewed <= 200 + 20 * elapsed + 5
+
+    status, _, body = serve.request("GET", f"/v1/configs/{other}/api", token=other_token)
+    assert status == 200 and body["data"] == {"db": {"poolSize": 4}}
+
+
+def test_a_missing_config_asked_for_again_is_answered_from_memory_until_created(
+    serve: Serve, kube: Kube, tenant: Tenant
+) -> None:
+    """Not found used to be a PostgreSQL query every time."""
+    path = f"/v1/configs/{tenant.namespace}/later"
+    assert serve.request("GET", path, token=tenant.token)[0] == 404
+    remembered = _metric(serve.url, "ferry_serve_reads_total", what="config", source="absent")
+    assert serve.request("GET", path, token=tenant.token)[0] == 404
+    after = _metric(serve.url, "ferry_serve_reads_total", what="config", source="absent")
+    assert after == remembered + 1
+    _write_entry(kube, tenant.namespace, "later", 6)
+    _ready_revision(kube, tenant.namespace, "later", 1)
+    status, _, body = serve.request("GET", path, token=tenant.token)
+    assert status == 200 and body["data"] == {"db": {"poolSize": 6}}

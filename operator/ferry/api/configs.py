@@ -10,6 +10,11 @@ deletion was recorded after it. Either way the body is the same document, and th
 ConfigMap's ``ferry.dev/hash``), the format is there because a change of ``target.format`` alone
 changes the rendering but not the content. ``If-None-Match`` with it answers 304.
 
+A configuration found in neither (or deleted) is remembered as absent for
+:data:`ABSENT_SECONDS`, dropped sooner when its change arrives on the stream (as the mirror of
+documents is), so a client asking again and again for a missing one is not a PostgreSQL query
+each time.
+
 Whom it trusts: the caller's token (TokenReview) and RBAC ``get`` on that ConfigEntry (a
 SubjectAccessReview naming it), before anything is read.
 """
@@ -17,6 +22,7 @@ SubjectAccessReview naming it), before anything is read.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +42,11 @@ from ferry.domain.errors import Invalid
 from ferry.domain.render import render
 
 RESOURCE = kinds.CONFIG_ENTRY.plural
+
+#: Seconds a configuration found in neither Redis nor PostgreSQL is answered 404 from memory.
+#: Its creation reaches the stream and ends that sooner; the bound is for a write that reached
+#: PostgreSQL but not yet Redis (the operator retries it), which a read would otherwise find.
+ABSENT_SECONDS = 5.0
 
 
 def etag(document: Mapping[str, Any]) -> str:
@@ -83,6 +94,8 @@ class ConfigSource:
     cache: Cache
     reader: LatestReader
     mirror: Mirror | None = None
+    absent: Mirror | None = None
+    """Keys found in neither store: the time (monotonic) until which that answer stands."""
 
     async def read(self, namespace: str, name: str) -> tuple[str, dict[str, Any] | None, str]:
         """(source, document, its JSON text): the source is ``redis`` or ``postgres``; the
@@ -92,8 +105,12 @@ class ConfigSource:
         if self.mirror is not None and (kept := self.mirror.get(key)) is not None:
             metrics.child(metrics.SOURCE, "config", "redis").inc()
             return "redis", kept[0], kept[1]
+        if self._known_absent(key):
+            metrics.child(metrics.SOURCE, "config", "absent").inc()
+            return "postgres", None, "null"
         redis_error: CacheUnavailable | None = None
-        generation = self.mirror.hub.generation if self.mirror is not None else 0
+        mirror = self.mirror or self.absent
+        generation = mirror.hub.generation if mirror is not None else 0
         try:
             raw = await self.cache.get_raw(namespace, name)
         except CacheUnavailable as exc:
@@ -115,7 +132,15 @@ class ConfigSource:
             document = None if row is None else document_from_revision(row)
         except Invalid:  # a recorded revision renders (it did when recorded); be safe anyway
             document = None
+        if row is None and redis_error is None and self.absent is not None:
+            # Absent from both (not merely Redis down): remember it, unless a change arrived
+            # meanwhile (the generation moved: it may be this very entry's creation).
+            self.absent.put(key, time.monotonic() + ABSENT_SECONDS, generation)
         return "postgres", document, json.dumps(document, ensure_ascii=False)
+
+    def _known_absent(self, key: tuple[str, str, str]) -> bool:
+        until = self.absent.get(key) if self.absent is not None else None
+        return until is not None and until > time.monotonic()
 
 
 def add_routes(app: web.Application, guard: Guard, source: ConfigSource) -> None:

@@ -10,23 +10,37 @@ namespace payments``; a token never appears in a response or a log line.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from aiohttp import web
 
-from ferry.adapters.kube_auth import Access, AuthUnavailable, KubeAuth, Unauthenticated, User
+from ferry.adapters.kube_auth import (
+    Access,
+    AuthUnavailable,
+    KubeAuth,
+    TooManyReviews,
+    Unauthenticated,
+    User,
+)
 from ferry.api import metrics
 from ferry.domain.status import status_body
 
 logger = logging.getLogger(__name__)
 
 
-def status_response(code: int, message: str, **details: Any) -> web.Response:
+def status_response(
+    code: int, message: str, *, retry_after: float | None = None, **details: Any
+) -> web.Response:
+    """A Kubernetes ``Status``; ``retry_after`` seconds (a 503 says 1 unless told) become
+    ``Retry-After``, rounded up."""
     response = web.json_response(status_body(code, message, **details), status=code)
     if code == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="ferry"'
-    if code == 503:
-        response.headers["Retry-After"] = "1"
+    if retry_after is None and code == 503:
+        retry_after = 1
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return response
 
 
@@ -79,9 +93,13 @@ class Guard:
         return user
 
     async def allowed(self, user: User, access: Access) -> bool:
-        """RBAC's answer (:class:`Refused` with 503 if it cannot be asked)."""
+        """RBAC's answer (:class:`Refused` with 503 if it cannot be asked, 429 if the user has
+        asked about too many objects lately)."""
         try:
             decision, cached = await self.auth.authorize(user, access)
+        except TooManyReviews as exc:
+            metrics.child(metrics.AUTH, "access", "throttled").inc()
+            raise Refused(status_response(429, str(exc), retry_after=exc.retry_after)) from None
         except AuthUnavailable as exc:
             metrics.child(metrics.AUTH, "access", "unavailable").inc()
             logger.warning("cannot check access: %s", exc)

@@ -32,6 +32,24 @@ AUTH = Counter(
 )
 WATCHERS = Gauge("ferry_serve_watchers", "Server-Sent Event streams open now")
 STREAM_UP = Gauge("ferry_serve_stream_up", "1 while the Redis change stream is being tailed")
+WATCHES_REFUSED = Counter(
+    "ferry_serve_watches_refused_total",
+    "Watches refused with 429 because a limit was reached (limit: user or process)",
+    ["limit"],
+)
+WATCHES_DROPPED = Counter(
+    "ferry_serve_watches_dropped_total",
+    "Watches ended because the client stopped taking what was sent",
+)
+CONNECTIONS = Gauge("ferry_serve_connections", "Connections open now (this process)")
+CONNECTIONS_REFUSED = Counter(
+    "ferry_serve_connections_refused_total",
+    "Connections answered 503 and closed because the process held its maximum already",
+)
+ANSWERS_DROPPED = Counter(
+    "ferry_serve_answers_dropped_total",
+    "Connections dropped because the client took none of an answer in time",
+)
 
 
 OTHER = "other"

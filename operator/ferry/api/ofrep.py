@@ -26,6 +26,7 @@ changes what others are served.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -56,6 +57,11 @@ logger = logging.getLogger(__name__)
 NAMESPACE_HEADER = "X-Ferry-Namespace"
 RESOURCE = kinds.FEATURE_FLAG.plural
 KIND = kinds.FEATURE_FLAG.kind
+
+#: Seconds a request body (at most 256 KiB: ``server.MAX_BODY_BYTES``) may take to arrive once
+#: the headers have; a client that sends it slowly or never gets 408. (aiohttp reads a body with
+#: no time limit.) Would be the setting ``serve.body_timeout_seconds``.
+BODY_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -211,16 +217,25 @@ async def read_context(request: web.Request) -> tuple[str | None, dict[str, Any]
     """(targeting key, the other attributes) from an OFREP request body.
 
     A missing body or ``context`` is an empty context (the OFREP providers send none when the
-    app set none). ``PARSE_ERROR`` for a body that is not JSON, ``INVALID_CONTEXT`` for a context
-    that is not an object or a targeting key that is not a string.
+    app set none). ``PARSE_ERROR`` for a body that is not JSON (or nested deeper than the parser
+    recurses), ``INVALID_CONTEXT`` for a context that is not an object or a targeting key that
+    is not a string; :class:`Refused` with 408 for a body that does not arrive in time.
     """
-    raw = await request.read()
+    try:
+        async with asyncio.timeout(BODY_SECONDS):
+            raw = await request.read()
+    except TimeoutError:
+        raise Refused(
+            status_response(408, f"the request body did not arrive within {BODY_SECONDS:g} s")
+        ) from None
     if not raw.strip():
         return None, {}
     try:
         body = json.loads(raw)  # bytes: UTF-8 (or -16/-32), as RFC 8259 allows
     except ValueError as exc:  # UnicodeDecodeError included
         raise BadRequest("PARSE_ERROR", f"the request body is not JSON: {exc}") from None
+    except RecursionError:  # valid JSON perhaps, but nested deeper than the parser goes
+        raise BadRequest("PARSE_ERROR", "the request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise BadRequest("INVALID_CONTEXT", "the request body must be a JSON object")
     context = body.get("context", {})

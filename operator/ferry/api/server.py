@@ -9,12 +9,19 @@ Routes (also in ``openapi.json`` beside this file, served at ``/openapi.json``; 
 two agree): ``/v1/configs/{namespace}/{name}``, ``/v1/watch``, ``/ofrep/v1/evaluate/flags[/{key}]``,
 ``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``. The last four need no token: they say
 nothing about any tenant.
+
+What a connection may hold (aiohttp bounds none of it by default): :data:`KEEPALIVE_SECONDS` to
+send a request's headers, from when it opened or from the previous answer; at most
+:data:`MAX_HEADERS` header lines; :data:`STALL_SECONDS` for the client to take an answer; at most
+:data:`MAX_CONNECTIONS` connections per process (:class:`CappedSite`). Watches have limits of
+their own (``watch``); request bodies are bounded where they are read (``ofrep``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,12 +31,13 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ferry.adapters.cache import CONFIG_EVENT, Cache, CacheUnavailable
+from ferry.adapters.cache import CONFIG_EVENT, Cache, CacheUnavailable, Change
 from ferry.adapters.kube_auth import KubeAuth
 from ferry.adapters.postgres import StoreUnavailable
 from ferry.adapters.postgres.latest import LatestReader
 from ferry.api import configs, metrics, ofrep, watch
 from ferry.api.guard import Guard, status_response
+from ferry.domain.status import status_body
 
 #: Largest request body (an OFREP evaluation context); larger ones get 413.
 MAX_BODY_BYTES = 256 * 1024
@@ -38,8 +46,37 @@ MAX_BODY_BYTES = 256 * 1024
 #: Documents kept in memory between changes (see ``watch.Mirror``): configs and flag sets.
 MIRROR_ENTRIES = 10_000
 
+#: Configurations found in neither Redis nor PostgreSQL, remembered (briefly: ``configs``) so a
+#: repeated read of a missing one is not a PostgreSQL query each time. A mirror of its own, so
+#: names that do not exist cannot push documents that do out of ``MIRROR_ENTRIES``.
+ABSENT_ENTRIES = 4096
 
-def _mirror_key(change: watch.Change) -> tuple[Any, Any, Any]:
+#: Seconds a connection may go without a request in progress: between requests (keep-alive),
+#: and (aiohttp starts the same timer when a connection opens, and it closes the connection if
+#: the request's headers are not all there when it fires) the time a new connection has to send
+#: its first request's line and headers. aiohttp's default is 3,630 s, during which a client
+#: that sends nothing, or a header line now and then, held the connection. Clients that keep
+#: connections open longer reconnect. Would be the setting ``serve.keepalive_seconds``.
+KEEPALIVE_SECONDS = 10.0
+
+#: Connections one server process holds at once (each watch holds one: ``watch`` allows 2,048);
+#: past it, a new connection is answered 503 and closed before anything is read from it.
+#: Would be the setting ``serve.max_connections``.
+MAX_CONNECTIONS = 4096
+
+#: Header lines a request may have (aiohttp's default is 128; each line at most 8,190 bytes):
+#: about 512 KiB of headers per request at most, which a mesh's and a tracer's headers are far
+#: from needing. More: 400.
+MAX_HEADERS = 64
+
+#: Seconds an answer may wait unsent while the client takes none of it; then the connection is
+#: dropped. aiohttp waits for ever: a handler whose answer is larger than the socket buffers
+#: never ends, and a connection closed with an answer still buffered is never released (so it
+#: would count against ``MAX_CONNECTIONS`` for good). Would be ``serve.write_timeout_seconds``.
+STALL_SECONDS = 30.0
+
+
+def _mirror_key(change: Change) -> tuple[Any, Any, Any]:
     """The key a change invalidates: (kind, namespace, name), name None for a flag set."""
     event = change.event
     return (event.get("kind", CONFIG_EVENT), event.get("namespace"), event.get("name"))
@@ -86,6 +123,34 @@ async def _measure(request: web.Request, handler: Handler) -> web.StreamResponse
             metrics.child(metrics.REQUEST_SECONDS, route).observe(time.perf_counter() - started)
 
 
+def bounded_answers(stall_seconds: float = STALL_SECONDS) -> Any:
+    """A middleware that sends each answer itself (aiohttp would, after it, with no time limit),
+    and drops the connection when the client takes none of it for ``stall_seconds``.
+
+    "Sent" means handed to the kernel: the transport's buffer limits are set to zero, so that
+    the last write returns only once nothing is left in Python's buffer (a connection closed
+    with something there waits for the client for ever). Streams (the watch) bound their own
+    writes and are left as they are."""
+
+    @web.middleware
+    async def send(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        transport = request.transport
+        if response.prepared or transport is None:
+            return response
+        transport.set_write_buffer_limits(high=0, low=0)
+        try:
+            async with asyncio.timeout(stall_seconds):  # no task of its own, unlike wait_for
+                await response.prepare(request)
+                await response.write_eof()
+        except TimeoutError:
+            metrics.ANSWERS_DROPPED.inc()
+            watch.hang_up(request)
+        return response
+
+    return send
+
+
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Errors as Kubernetes ``Status`` JSON, also aiohttp's own (404, 405, 413)."""
@@ -99,13 +164,16 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def make_app(parts: Parts) -> web.Application:
-    app = web.Application(middlewares=[_measure, _errors], client_max_size=MAX_BODY_BYTES)
+    middlewares = [_measure, bounded_answers(), _errors]
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     guard = Guard(parts.auth, parts.audience)
     hub = watch.ChangeHub(parts.cache)
     mirror = watch.Mirror(hub, _mirror_key, MIRROR_ENTRIES)
+    absent = watch.Mirror(hub, _mirror_key, ABSENT_ENTRIES)
     readiness = _Readiness(parts)
 
-    configs.add_routes(app, guard, configs.ConfigSource(parts.cache, parts.reader, mirror))
+    source = configs.ConfigSource(parts.cache, parts.reader, mirror, absent)
+    configs.add_routes(app, guard, source)
     watch.add_routes(
         app,
         guard,
@@ -186,15 +254,118 @@ class _Readiness:
             return self._last
 
 
+class CappedSite(web.BaseSite):
+    """A TCP site of at most ``max_connections`` connections at once. aiohttp has no such limit
+    (``backlog`` bounds only connections not yet accepted); past it, a new connection is
+    answered ``503`` and closed before anything is read from it, so that one client cannot hold
+    every file descriptor and the memory that goes with them."""
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        reuse_port: bool = False,
+    ) -> None:
+        super().__init__(runner)
+        self._host = host
+        self._port = port
+        self._max = max_connections
+        self._reuse_port = reuse_port
+        self._bound = port
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self.port}"
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the one the kernel chose for port 0, once started)."""
+        return self._bound
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        metrics.CONNECTIONS.set_function(lambda: len(server.connections))
+        listening = await asyncio.get_running_loop().create_server(
+            _capped(server, self._max),
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_port=self._reuse_port or None,
+        )
+        self._server = listening
+        if listening.sockets:
+            self._bound = int(listening.sockets[0].getsockname()[1])
+
+
+def _capped(server: web.Server, limit: int) -> Callable[[], asyncio.BaseProtocol]:
+    """``server``'s protocol factory, making a :class:`_TooMany` instead past ``limit``."""
+    answer = _too_many_answer(limit)
+
+    def protocol() -> asyncio.BaseProtocol:
+        if len(server.connections) >= limit:
+            metrics.CONNECTIONS_REFUSED.inc()
+            return _TooMany(answer)
+        return server()
+
+    return protocol
+
+
+def _too_many_answer(limit: int) -> bytes:
+    message = (
+        f"too many connections to this server process (it holds {limit} at most); retry, "
+        "another replica may answer"
+    )
+    body = json.dumps(status_body(503, message)).encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class _TooMany(asyncio.Protocol):
+    """A connection past the cap: the 503 and the end of the stream at once; the request is read
+    and dropped until the client hangs up, for a second at most (closing with the request
+    unread would reset the connection, and the client could lose the answer)."""
+
+    LINGER_SECONDS = 1.0
+
+    def __init__(self, answer: bytes) -> None:
+        self._answer = answer
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(self._answer)
+        transport.write_eof()
+        asyncio.get_running_loop().call_later(self.LINGER_SECONDS, transport.abort)
+
+    def data_received(self, data: bytes) -> None:
+        pass  # the request, unread
+
+    def eof_received(self) -> bool:
+        return False  # the client hung up: close
+
+
 async def run(
     app: web.Application, host: str, port: int, *, ready: asyncio.Event, reuse_port: bool = False
 ) -> None:
     """Serve until cancelled (SIGTERM), then finish what is in flight. ``reuse_port``: several
     processes listen on the port and the kernel spreads connections over them."""
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        shutdown_timeout=5,
+        keepalive_timeout=KEEPALIVE_SECONDS,
+        max_headers=MAX_HEADERS,
+    )
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
+        await CappedSite(runner, host, port, reuse_port=reuse_port).start()
         ready.set()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.Event().wait()

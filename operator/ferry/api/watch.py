@@ -21,6 +21,12 @@ id. A client too slow to take its events (its queue full) is sent ``reset`` and 
 A watch ends after about ``max_seconds`` (randomised, as kube-apiserver ends watches), so the
 client reconnects and its token and access are checked again.
 
+Limits (a watch holds a connection, a task and a queue for up to an hour): at most
+:data:`WATCHES_PER_USER` open watches per user and :data:`WATCHES_PER_PROCESS` in all, per
+server process (``429`` past either); every write waits at most :data:`WRITE_STALL_SECONDS` for
+the client to take what was sent before, and never past the watch's end, or the connection is
+dropped; a resume replays at most :data:`MAX_REPLAY` changes of the stream (``reset`` past it).
+
 Whom it trusts: the caller's token, and RBAC ``get`` on ``configentries`` (naming ``name`` when
 given) in the namespace; flag events only with ``get`` on ``featureflags`` there too.
 """
@@ -33,7 +39,7 @@ import json
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +65,23 @@ logger = logging.getLogger(__name__)
 
 QUEUE_SIZE = 1024
 NO_EPOCH = "0"
+
+#: Open watches one user may have in one server process; past it, 429. An app's replicas share
+#: their service account, hence room for many (bench/sse_watch.py connects 1,000 as one user),
+#: yet one user cannot take every watch the process allows. Would be the setting
+#: ``serve.max_watches_per_user``.
+WATCHES_PER_USER = 1024
+#: Open watches in one server process, all users together; past it, 429 (another replica may
+#: take it). Would be the setting ``serve.max_watches``.
+WATCHES_PER_PROCESS = 2048
+#: Seconds one write may wait for the client to take what was sent before (a write waits only
+#: once the socket's buffers are full); past it the client has stopped reading, and the
+#: connection is dropped with what it did not take. Would be ``serve.watch_write_timeout_seconds``.
+WRITE_STALL_SECONDS = 10.0
+#: Changes of the stream (all namespaces) a resuming watch is replayed at most; past it the
+#: client is sent ``reset`` and re-reads, as when the stream no longer holds its id. Each
+#: reconnect then reads at most this many entries, not the whole stream (10,000 by default).
+MAX_REPLAY = 1000
 
 
 class _Reset:
@@ -97,6 +120,45 @@ def resume_from(last_event_id: str, state: StreamState) -> StreamId | None:
     if not same_stream or position > state.last or state.trimmed > position:
         return None
     return position
+
+
+# ----------------------------------------------------------------------------- limits
+class WatchLimits:
+    """How many watches are open, per user and in all, and whether one more may open."""
+
+    def __init__(
+        self, per_user: int = WATCHES_PER_USER, per_process: int = WATCHES_PER_PROCESS
+    ) -> None:
+        self.per_user = per_user
+        self.per_process = per_process
+        self.open = 0
+        self._by_user: dict[str, int] = {}
+
+    def admit(self, user: str) -> str | None:
+        """None, and one more watch of ``user`` is counted (until :meth:`release`); or why it
+        may not open."""
+        if self.open >= self.per_process:
+            metrics.WATCHES_REFUSED.labels("process").inc()
+            return (
+                f"this server has {self.per_process} watches open, as many as it takes; "
+                "retry later (another replica may take it)"
+            )
+        held = self._by_user.get(user, 0)
+        if held >= self.per_user:
+            metrics.WATCHES_REFUSED.labels("user").inc()
+            return (
+                f"{user} has {self.per_user} watches open on this server, as many as one user "
+                "may have; close one, or retry later"
+            )
+        self._by_user[user] = held + 1
+        self.open += 1
+        return None
+
+    def release(self, user: str) -> None:
+        held = self._by_user.pop(user, 0) - 1
+        if held > 0:
+            self._by_user[user] = held
+        self.open -= 1
 
 
 # ----------------------------------------------------------------------------- the hub
@@ -285,6 +347,91 @@ def _public(event: dict[str, Any]) -> dict[str, Any]:
     return {k: event[k] for k in keep if k in event}
 
 
+class _Gone(Exception):
+    """The client stopped taking what the watch sends: the connection was dropped."""
+
+
+def hang_up(request: web.Request) -> None:
+    """Drop the connection at once, with whatever is still buffered for it. (``close`` would
+    first wait for the buffer to drain, for ever if the client does not read.)"""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+async def _within(request: web.Request, write: Awaitable[Any], deadline: float) -> None:
+    """``write``, given :data:`WRITE_STALL_SECONDS` and never past ``deadline`` (loop time);
+    :class:`_Gone` once the connection was dropped for taking longer."""
+    left = deadline - asyncio.get_running_loop().time()
+    try:
+        # asyncio.timeout, not wait_for: no task per write; and a write that needs no waiting
+        # is done even when no time is left.
+        async with asyncio.timeout(max(0.0, min(WRITE_STALL_SECONDS, left))):
+            await write
+    except TimeoutError:
+        metrics.WATCHES_DROPPED.inc()
+        hang_up(request)
+        raise _Gone from None
+
+
+async def _finish(request: web.Request, response: web.StreamResponse, deadline: float) -> None:
+    """End the stream; drop the connection if the client has not taken all of it (so closing
+    does not wait on it)."""
+    await _within(request, response.write_eof(), deadline)
+    transport = request.transport
+    if transport is not None and transport.get_write_buffer_size():
+        hang_up(request)
+
+
+@dataclass
+class _Feed:
+    """What one watch sends until ``deadline`` (loop time), each write bounded (``_within``)."""
+
+    hub: ChangeHub
+    request: web.Request
+    response: web.StreamResponse
+    watcher: Watcher
+    deadline: float
+
+    async def write(self, data: bytes) -> None:
+        await _within(self.request, self.response.write(data), self.deadline)
+
+    async def opening(self, replay: list[Change], start: StreamId, reset: bool) -> None:
+        """The reconnection delay, ``reset`` or what was missed, then ``ready`` at ``start``."""
+        epoch, namespace = self.hub.epoch, self.watcher.namespace
+        await self.write(b"retry: 1000\n\n")
+        if reset:
+            await self.write(_sse("reset", {"namespace": namespace}))
+        for change in replay:
+            await self.write(
+                _sse(change.event["type"], _public(change.event), event_id(epoch, change.id))
+            )
+        await self.write(_sse("ready", {"namespace": namespace}, event_id(epoch, start)))
+
+    async def live(self, sent: StreamId, heartbeat: float) -> None:
+        """Changes as they come (those after ``sent``), and heartbeats, until the deadline."""
+        loop = asyncio.get_running_loop()
+        hub, namespace = self.hub, self.watcher.namespace
+        while (left := self.deadline - loop.time()) > 0:
+            try:
+                item = await asyncio.wait_for(self.watcher.queue.get(), min(heartbeat, left))
+            except TimeoutError:
+                if self.deadline > loop.time():
+                    await self.write(b": heartbeat\n\n")
+                continue
+            if isinstance(item, _Reset):
+                # Whatever comes after is new: the client re-reads everything before it.
+                sent = (0, 0)
+                at = None if hub.position is None else event_id(hub.epoch, hub.position)
+                await self.write(_sse("reset", {"namespace": namespace}, at))
+                continue
+            if item.id <= sent:
+                continue  # already replayed
+            sent = item.id
+            event = item.event
+            await self.write(_sse(event["type"], _public(event), event_id(hub.epoch, item.id)))
+
+
 def add_routes(
     app: web.Application,
     guard: Guard,
@@ -292,7 +439,10 @@ def add_routes(
     *,
     heartbeat_seconds: float,
     max_seconds: float = 1800.0,
+    limits: WatchLimits | None = None,
 ) -> None:
+    limits = limits or WatchLimits()
+
     async def watch(request: web.Request) -> web.StreamResponse:
         namespace = request.query.get("namespace", "")
         name = request.query.get("name") or None
@@ -310,13 +460,16 @@ def add_routes(
             return forbidden(user, access)
         if hub.position is None:
             return status_response(503, "the change stream is unavailable (Redis)")
-
+        refusal = limits.admit(user.username)
+        if refusal is not None:
+            return status_response(429, refusal, retry_after=5)
         watcher = Watcher(namespace, name, configs, flags)
         hub.subscribe(watcher)
         try:
             return await _stream(request, watcher, heartbeat_seconds, max_seconds)
         finally:
             hub.unsubscribe(watcher)
+            limits.release(user.username)
 
     async def _stream(
         request: web.Request, watcher: Watcher, heartbeat: float, max_seconds: float
@@ -329,10 +482,11 @@ def add_routes(
             try:
                 state = await hub.cache.stream_state()
                 position = resume_from(last_seen, state)
-                if position is None:
+                found = None if position is None else await _replay(watcher, position)
+                if found is None:
                     reset = True
                 else:
-                    replay, start = await _replay(watcher, position)
+                    replay, start = found
             except CacheUnavailable:
                 return status_response(503, "the change stream is unavailable (Redis)")
         response = web.StreamResponse(
@@ -342,57 +496,30 @@ def add_routes(
                 "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
             }
         )
-        await response.prepare(request)
-        epoch = hub.epoch
-        await response.write(b"retry: 1000\n\n")
-        if reset:
-            await response.write(_sse("reset", {"namespace": watcher.namespace}))
-        for change in replay:
-            await response.write(
-                _sse(change.event["type"], _public(change.event), event_id(epoch, change.id))
-            )
-        await response.write(
-            _sse("ready", {"namespace": watcher.namespace}, event_id(epoch, start))
-        )
-        sent = start
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max_seconds * (1 + random.random())
+        feed = _Feed(hub, request, response, watcher, deadline)
         try:
-            while loop.time() < deadline:
-                try:
-                    item = await asyncio.wait_for(watcher.queue.get(), heartbeat)
-                except TimeoutError:
-                    await response.write(b": heartbeat\n\n")
-                    continue
-                if isinstance(item, _Reset):
-                    # Whatever comes after is new: the client re-reads everything before it.
-                    sent = (0, 0)
-                    at = None if hub.position is None else event_id(hub.epoch, hub.position)
-                    await response.write(_sse("reset", {"namespace": watcher.namespace}, at))
-                    continue
-                if item.id <= sent:
-                    continue  # already replayed
-                sent = item.id
-                await response.write(
-                    _sse(item.event["type"], _public(item.event), event_id(hub.epoch, item.id))
-                )
-        except (ConnectionResetError, asyncio.CancelledError):
+            await _within(request, response.prepare(request), deadline)
+            await feed.opening(replay, start, reset)
+            await feed.live(start, heartbeat)
+            await _finish(request, response, loop.time() + WRITE_STALL_SECONDS)
+        except (_Gone, ConnectionResetError, asyncio.CancelledError):
             pass
         return response
 
-    async def _replay(watcher: Watcher, position: StreamId) -> tuple[list[Change], StreamId]:
-        """Every change after ``position`` this watch wants, and the id it got to."""
-        found: list[Change] = []
-        cursor = position
-        while True:
-            page = await hub.cache.changes_after(cursor, 1000)
-            if not page:
-                return found, cursor
-            found.extend(
-                c
-                for c in page
-                if c.event.get("namespace") == watcher.namespace and watcher.wants(c.event)
-            )
-            cursor = page[-1].id
+    async def _replay(watcher: Watcher, position: StreamId) -> tuple[list[Change], StreamId] | None:
+        """Every change after ``position`` this watch wants, and the id it got to; None when
+        more than :data:`MAX_REPLAY` changes (of all namespaces) came after it: the client
+        re-reads instead, so a reconnect costs one bounded read of the stream."""
+        page = await hub.cache.changes_after(position, MAX_REPLAY + 1)
+        if len(page) > MAX_REPLAY:
+            return None
+        found = [
+            c
+            for c in page
+            if c.event.get("namespace") == watcher.namespace and watcher.wants(c.event)
+        ]
+        return found, (page[-1].id if page else position)
 
     app.router.add_get("/v1/watch", watch)

@@ -22,6 +22,14 @@ from ferry.settings import Settings
 #: The settings groups ``ferry serve`` reads; the others are the operator's.
 GROUPS = ("kubernetes", "database", "cache", "flags", "serve")
 
+#: Uncached SubjectAccessReviews one user may cause per server process: REVIEW_BURST at once,
+#: then REVIEWS_PER_SECOND (``kube_auth.ReviewBudget``); past it, 429. Answers are cached for
+#: ``serve.auth_cache_ttl_seconds``, so an app re-reading the same entries spends next to
+#: nothing; 200 lets one user read 200 different objects at once. Would be the settings
+#: ``serve.reviews_per_second`` and ``serve.review_burst``.
+REVIEWS_PER_SECOND = 20.0
+REVIEW_BURST = 200
+
 
 @click.command()
 @options_of(GROUPS)
@@ -33,12 +41,26 @@ def serve(verbose: bool, **params: Any) -> None:
     (TokenReview) and is authorised by RBAC (SubjectAccessReview): get on configentries or
     featureflags (ferry.dev) in the namespace it reads. Stateless: run several replicas.
     """
-    settings = settings_from(params, groups=GROUPS)
+    settings: Settings = settings_from(params, groups=GROUPS)
+    _require_audience(settings.serve.token_audience)
     configure_logging(verbose)
     if settings.serve.workers == 1:
         asyncio.run(_serve(settings))
     else:
         _supervise(settings)
+
+
+def _require_audience(audience: str) -> None:
+    """An empty audience used to mean "no audience": TokenReview without ``spec.audiences``
+    accepts a token made for the API server itself, so any workload's ordinary service-account
+    token (readable by whoever can exec into its pod) would be accepted. Refused, saying so."""
+    if not audience.strip():
+        raise click.BadParameter(
+            "must not be empty: tokens are checked against this audience (the default is "
+            "'ferry'; to accept ordinary service-account tokens, give the API server's own "
+            "audience, e.g. https://kubernetes.default.svc)",
+            param_hint="'--serve-token-audience' / FERRY_SERVE_TOKEN_AUDIENCE",
+        )
 
 
 def _supervise(settings: Settings) -> None:
@@ -95,15 +117,17 @@ async def _serve(settings: Settings, *, reuse_port: bool = False) -> None:
     from ferry.api import server
 
     serve_settings = settings.serve
+    budget = kube_auth.ReviewBudget(per_second=REVIEWS_PER_SECOND, burst=REVIEW_BURST)
     parts = server.Parts(
         cache=Cache.from_settings(settings.cache),
         reader=LatestReader(settings.database.url, max_size=settings.database.pool_max_size),
         auth=kube_auth.KubeAuth(
             kube_auth.make_client(settings.kubernetes.kubeconfig),
-            audience=serve_settings.token_audience or None,
+            audience=serve_settings.token_audience,
             ttl_seconds=serve_settings.auth_cache_ttl_seconds,
+            review_budget=budget,
         ),
-        audience=serve_settings.token_audience or None,
+        audience=serve_settings.token_audience,
         default_bucketing=settings.flags.default_bucketing,
         heartbeat_seconds=serve_settings.heartbeat_seconds,
         flag_metric_limit=serve_settings.flag_metric_limit,

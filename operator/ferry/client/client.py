@@ -25,6 +25,12 @@ TOKEN_FILE = "/var/run/secrets/ferry/token"
 POD_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 NAMESPACE_HEADER = "X-Ferry-Namespace"
 
+#: Longest line of a watch stream read, and most bytes of one event (Ferry's are well under a
+#: kilobyte); past either the stream is dropped and the watch reconnects, rather than holding
+#: whatever a broken or hostile server sends in memory.
+MAX_LINE_BYTES = 64 * 1024
+MAX_EVENT_BYTES = 256 * 1024
+
 
 class FerryError(Exception):
     """The API refused (401, 403, 404, 400): ``status`` and the server's message."""
@@ -36,7 +42,45 @@ class FerryError(Exception):
 
 
 class FerryUnavailable(FerryError):
-    """The API cannot be reached or answers 5xx, and there is no cached copy to serve."""
+    """The API cannot be reached, answers 5xx or 429 (a limit of the server's: retry later), and
+    there is no cached copy to serve."""
+
+
+class _CrossOrigin(Exception):
+    """A redirect to another scheme, host or port: not followed (see :class:`_Redirects`)."""
+
+    def __init__(self, status: int, location: str) -> None:
+        super().__init__(location)
+        self.status = status
+        self.location = location
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port or default
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Redirects on the same origin only. urllib's own handler copies every header to wherever
+    it is sent (another host; https to http), ``Authorization`` and its token included."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if _origin(newurl) != _origin(req.full_url):
+            fp.close()
+            raise _CrossOrigin(code, newurl)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_Redirects)
 
 
 @dataclass(frozen=True)
@@ -141,12 +185,18 @@ class FerryClient:
         if data is not None:
             request.add_header("Content-Type", "application/json")
         try:
-            return urllib.request.urlopen(request, timeout=timeout or self.timeout)
+            return _OPENER.open(request, timeout=timeout or self.timeout)
+        except _CrossOrigin as exc:
+            raise FerryError(
+                exc.status,
+                f"redirected to another origin ({exc.location}): not followed, the request "
+                "carries a token; point the client at that URL if it is Ferry's",
+            ) from None
         except urllib.error.HTTPError as exc:
             if exc.code == 304:
                 return exc
             text = exc.read()
-            if exc.code >= 500:
+            if exc.code >= 500 or exc.code == 429:
                 raise FerryUnavailable(exc.code, _message(text)) from None
             raise FerryError(exc.code, _message(text)) from None
         except (urllib.error.URLError, OSError) as exc:
@@ -367,12 +417,19 @@ class Watch:
         self._response = response
         parser = EventParser(self.last_event_id)
         first = self.last_event_id is None
+        pending = 0  # bytes of the event being read
         with response:
             self.connections += 1
             while not self._stop.is_set():
-                raw = response.readline()
+                raw = response.readline(MAX_LINE_BYTES + 1)
                 if not raw:
                     return  # the server ended the stream: reconnect
+                pending = 0 if raw.strip(b"\r\n") == b"" else pending + len(raw)
+                if len(raw) > MAX_LINE_BYTES or pending > MAX_EVENT_BYTES:
+                    raise ValueError(
+                        f"the watch stream sent a line over {MAX_LINE_BYTES} bytes or an event "
+                        f"over {MAX_EVENT_BYTES}"
+                    )
                 event = parser.feed(raw.decode("utf-8").rstrip("\r\n"))
                 if event is None:
                     continue

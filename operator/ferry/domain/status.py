@@ -14,7 +14,11 @@ REASONS = {
     404: "NotFound",
     405: "MethodNotAllowed",
     406: "NotAcceptable",
+    408: "Timeout",
+    413: "RequestEntityTooLarge",
+    429: "TooManyRequests",
     503: "ServiceUnavailable",
+    504: "Timeout",  # kubectl prints "(Timeout)"
 }
 
 

@@ -69,10 +69,7 @@ class Refused(Exception):
 
 
 def status(code: int, message: str) -> web.Response:
-    body = status_body(code, message)
-    if code == 504:  # metav1.StatusReasonTimeout, which kubectl prints as "(Timeout)"
-        body["reason"] = "Timeout"
-    return web.json_response(body, status=code)
+    return web.json_response(status_body(code, message), status=code)
 
 
 @dataclass
