@@ -61,7 +61,7 @@ KEEPALIVE_SECONDS = 10.0
 
 #: Connections one server process holds at once (each watch holds one: ``watch`` allows 2,048);
 #: past it, a new connection is answered 503 and closed before anything is read from it.
-#: Would be the setting ``serve.max_connections``.
+#: The default of the setting ``serve.max_connections``.
 MAX_CONNECTIONS = 4096
 
 #: Header lines a request may have (aiohttp's default is 128; each line at most 8,190 bytes):
@@ -99,6 +99,8 @@ class Parts:
     watch_max_seconds: float = 1800.0
     flag_metric_limit: int = 0
     """Flags with series of their own in ``ferry_flag_evaluations_total`` (api.metrics)."""
+    max_watches: int = watch.WATCHES_PER_PROCESS
+    max_watches_per_user: int = watch.WATCHES_PER_USER
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -180,6 +182,7 @@ def make_app(parts: Parts) -> web.Application:
         hub,
         heartbeat_seconds=parts.heartbeat_seconds,
         max_seconds=parts.watch_max_seconds,
+        limits=watch.WatchLimits(parts.max_watches_per_user, parts.max_watches),
     )
     ofrep.add_routes(
         app,
@@ -352,7 +355,13 @@ class _TooMany(asyncio.Protocol):
 
 
 async def run(
-    app: web.Application, host: str, port: int, *, ready: asyncio.Event, reuse_port: bool = False
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    ready: asyncio.Event,
+    reuse_port: bool = False,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> None:
     """Serve until cancelled (SIGTERM), then finish what is in flight. ``reuse_port``: several
     processes listen on the port and the kernel spreads connections over them."""
@@ -365,7 +374,9 @@ async def run(
     )
     await runner.setup()
     try:
-        await CappedSite(runner, host, port, reuse_port=reuse_port).start()
+        await CappedSite(
+            runner, host, port, reuse_port=reuse_port, max_connections=max_connections
+        ).start()
         ready.set()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.Event().wait()

@@ -68,11 +68,11 @@ NO_EPOCH = "0"
 
 #: Open watches one user may have in one server process; past it, 429. An app's replicas share
 #: their service account, hence room for many (bench/sse_watch.py connects 1,000 as one user),
-#: yet one user cannot take every watch the process allows. Would be the setting
+#: yet one user cannot take every watch the process allows. The default of the setting
 #: ``serve.max_watches_per_user``.
 WATCHES_PER_USER = 1024
 #: Open watches in one server process, all users together; past it, 429 (another replica may
-#: take it). Would be the setting ``serve.max_watches``.
+#: take it). The default of the setting ``serve.max_watches``.
 WATCHES_PER_PROCESS = 2048
 #: Seconds one write may wait for the client to take what was sent before (a write waits only
 #: once the socket's buffers are full); past it the client has stopped reading, and the

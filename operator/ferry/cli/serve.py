@@ -22,14 +22,6 @@ from ferry.settings import Settings
 #: The settings groups ``ferry serve`` reads; the others are the operator's.
 GROUPS = ("kubernetes", "database", "cache", "flags", "serve")
 
-#: Uncached SubjectAccessReviews one user may cause per server process: REVIEW_BURST at once,
-#: then REVIEWS_PER_SECOND (``kube_auth.ReviewBudget``); past it, 429. Answers are cached for
-#: ``serve.auth_cache_ttl_seconds``, so an app re-reading the same entries spends next to
-#: nothing; 200 lets one user read 200 different objects at once. Would be the settings
-#: ``serve.reviews_per_second`` and ``serve.review_burst``.
-REVIEWS_PER_SECOND = 20.0
-REVIEW_BURST = 200
-
 
 @click.command()
 @options_of(GROUPS)
@@ -117,7 +109,9 @@ async def _serve(settings: Settings, *, reuse_port: bool = False) -> None:
     from ferry.api import server
 
     serve_settings = settings.serve
-    budget = kube_auth.ReviewBudget(per_second=REVIEWS_PER_SECOND, burst=REVIEW_BURST)
+    budget = kube_auth.ReviewBudget(
+        per_second=serve_settings.reviews_per_second, burst=serve_settings.review_burst
+    )
     parts = server.Parts(
         cache=Cache.from_settings(settings.cache),
         reader=LatestReader(settings.database.url, max_size=settings.database.pool_max_size),
@@ -131,12 +125,19 @@ async def _serve(settings: Settings, *, reuse_port: bool = False) -> None:
         default_bucketing=settings.flags.default_bucketing,
         heartbeat_seconds=serve_settings.heartbeat_seconds,
         flag_metric_limit=serve_settings.flag_metric_limit,
+        max_watches=serve_settings.max_watches,
+        max_watches_per_user=serve_settings.max_watches_per_user,
     )
     app = server.make_app(parts)
     ready = asyncio.Event()
     task = asyncio.create_task(
         server.run(
-            app, serve_settings.host, serve_settings.port, ready=ready, reuse_port=reuse_port
+            app,
+            serve_settings.host,
+            serve_settings.port,
+            ready=ready,
+            reuse_port=reuse_port,
+            max_connections=serve_settings.max_connections,
         )
     )
     loop = asyncio.get_running_loop()

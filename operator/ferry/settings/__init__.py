@@ -185,6 +185,27 @@ class ServeSettings(SettingsGroup):
     them), each with its own caches and one Redis stream reader. More than 1 uses more than one
     CPU core per replica; each ``/metrics`` scrape answers for the one process it reaches."""
 
+    max_connections: Annotated[int, POSITIVE] = 4096
+    """Connections one server process holds at once; past it a new one is answered ``503`` and
+    closed before anything is read, so no caller can take every file descriptor."""
+
+    max_watches: Annotated[int, POSITIVE] = 2048
+    """``/v1/watch`` streams one server process holds open at once (``429`` past it)."""
+
+    max_watches_per_user: Annotated[int, POSITIVE] = 1024
+    """``/v1/watch`` streams one user (a service account: every replica of an app that shares
+    it) holds open on one server process (``429`` past it)."""
+
+    reviews_per_second: Annotated[float, Range(min=0.1)] = 20.0
+    """SubjectAccessReviews one user may cause per second on one server process once its burst
+    is spent (``429`` with ``Retry-After`` past it). Answers are cached for
+    ``auth_cache_ttl_seconds``, so re-reading the same objects costs nothing; this bounds what
+    asking for ever new names costs the API server and PostgreSQL."""
+
+    review_burst: Annotated[int, POSITIVE] = 200
+    """SubjectAccessReviews one user may cause at once (e.g. reading that many different objects
+    at start) before ``reviews_per_second`` applies."""
+
 
 @dataclass(frozen=True)
 class WebhookSettings(SettingsGroup):
