@@ -461,34 +461,27 @@ def test_the_webhooks_process_admits_and_reconciles_nothing_beside_a_replica_wit
     assert reconciles(scrape(webhooks)) == 0
 
 
-def test_a_webhooks_process_that_cannot_listen_exits_naming_the_address(stack: HaStack) -> None:
-    """As `ferry run` (test_resilience): the cause in the log, the process gone, and its webhook
-    port never opened (it listens on its API port first)."""
+@pytest.mark.parametrize("taken", ["api", "webhook"])
+def test_a_webhooks_process_that_cannot_listen_exits_naming_the_address(
+    stack: HaStack, taken: str
+) -> None:
+    """As `ferry run` (test_resilience): the cause in the log and the process gone. It listens on
+    its API port first, so with that taken its webhook port never opens. The webhook port is the
+    admission thread's, bound once the API port serves: the thread is the process's reason to
+    be, so when it ends the process exits, naming the cause, rather than staying alive and
+    unready with nothing to restart it."""
     webhooks = stack.webhooks(f"busy-{uuid.uuid4().hex[:5]}")
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        webhooks.api_port = taken.getsockname()[1]
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as occupied:
+        occupied.bind(("127.0.0.1", 0))
+        occupied.listen()
+        setattr(webhooks, f"{taken}_port", occupied.getsockname()[1])
         with pytest.raises(StartupError, match="exited before"):
             webhooks.start(timeout=60)
     log = webhooks.log.read_text()
-    assert f"('127.0.0.1', {webhooks.api_port}): address already in use" in log, log[-3000:]
-    assert webhooks.webhook_port is not None and not port_is_open(webhooks.webhook_port)
-
-
-def test_a_webhooks_process_whose_admission_thread_fails_exits(stack: HaStack) -> None:
-    """The admission thread is the process's reason to be: when it ends (here it cannot take
-    the webhook port, which is bound only after the API port is serving) the process stops and
-    exits, naming the cause, rather than staying alive and unready with nothing to restart it."""
-    webhooks = stack.webhooks(f"busy-{uuid.uuid4().hex[:5]}")
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        webhooks.webhook_port = taken.getsockname()[1]
-        with pytest.raises(StartupError, match="exited before"):
-            webhooks.start(timeout=60)
-    log = webhooks.log.read_text()
-    assert f"('127.0.0.1', {webhooks.webhook_port}): address already in use" in log, log[-3000:]
-    assert "the admission webhooks can no longer be served: stopping" in log, log[-3000:]
-    assert "RuntimeError: the admission webhooks can no longer be served" in log, log[-3000:]
-    assert not port_is_open(webhooks.api_port)  # it was serving; the process is gone
+    port = getattr(webhooks, f"{taken}_port")
+    assert f"('127.0.0.1', {port}): address already in use" in log, log[-3000:]
+    assert webhooks.webhook_port is not None
+    assert not port_is_open(webhooks.webhook_port) and not port_is_open(webhooks.api_port)
+    if taken == "webhook":
+        assert "the admission webhooks can no longer be served: stopping" in log, log[-3000:]
+        assert "RuntimeError: the admission webhooks can no longer be served" in log, log[-3000:]

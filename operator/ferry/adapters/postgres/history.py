@@ -13,11 +13,14 @@ query has, so that PostgreSQL plans each with the indexes that start with ``name
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ferry.adapters.postgres.pool import Pooled
 from ferry.adapters.postgres.records import AuditRecord, Revision
+
+T = TypeVar("T")
 
 _REVISION_ORDER = " ORDER BY r.namespace, r.kind, r.name, r.revision LIMIT %(limit)s"
 
@@ -185,12 +188,8 @@ class HistoryReader(Pooled):
         """As :meth:`revisions`, stopping at the first revision that brings their size to
         ``max_bytes``; and whether more may follow (some left out, or ``limit`` reached)."""
         where, params = _revision_where(query)
-        rows, cut = await self._rows_within(
-            f"SELECT r.* FROM revisions r WHERE {where}{_REVISION_ORDER}",
-            params | {"limit": query.limit},
-            max_bytes,
-        )
-        return [Revision.from_row(r) for r in rows], cut or len(rows) == query.limit
+        sql = f"SELECT r.* FROM revisions r WHERE {where}{_REVISION_ORDER}"
+        return await self._page(sql, params, query.limit, max_bytes, Revision.from_row)
 
     async def audit_log(self, query: AuditQuery) -> list[AuditRecord]:
         """The newest ``limit`` matching rows, oldest first."""
@@ -225,9 +224,18 @@ class HistoryReader(Pooled):
         stopping at the first that brings their size to ``max_bytes``: one stretch of a list
         read forwards; and whether more may follow."""
         where, params = _audit_where(query)
-        rows, cut = await self._rows_within(
-            f"SELECT * FROM audit_log WHERE {where} ORDER BY at, id LIMIT %(limit)s",
-            params | {"limit": query.limit},
-            max_bytes,
-        )
-        return [AuditRecord.from_row(r) for r in rows], cut or len(rows) == query.limit
+        sql = f"SELECT * FROM audit_log WHERE {where} ORDER BY at, id LIMIT %(limit)s"
+        return await self._page(sql, params, query.limit, max_bytes, AuditRecord.from_row)
+
+    async def _page(
+        self,
+        sql: str,
+        params: dict[str, Any],
+        limit: int | None,
+        max_bytes: int,
+        from_row: Callable[[Mapping[str, Any]], T],
+    ) -> tuple[list[T], bool]:
+        """``sql``'s rows (at most ``limit``; None: no bound) up to ``max_bytes``, and whether
+        more may follow (some left out, or ``limit`` reached)."""
+        rows, cut = await self._rows_within(sql, params | {"limit": limit}, max_bytes)
+        return [from_row(r) for r in rows], cut or len(rows) == limit
