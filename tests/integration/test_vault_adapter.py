@@ -26,7 +26,6 @@ import pytest
 from ferry.adapters.vault import (
     AuthenticationFailed,
     KubernetesAuth,
-    PathReads,
     PermissionDenied,
     SecretNotFound,
     TokenAuth,
@@ -35,6 +34,7 @@ from ferry.adapters.vault import (
     VaultError,
     VaultUnavailable,
 )
+from ferry.adapters.vault_reads import PathReads
 from ferry.devenv.vault import (
     BINARY_SCRIPT,
     OPERATOR_NAMESPACE,

@@ -1,11 +1,12 @@
-"""How reads of one Vault path are shared (ferry.adapters.vault.PathReads), with a reader that
+"""How reads of one Vault path are shared (ferry.adapters.vault_reads.PathReads), with a reader that
 counts calls: the sharing rules, not Vault itself (tests/integration/test_vault_adapter.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from ferry.adapters.vault import PathReads, SecretVersion, VaultUnavailable
+from ferry.adapters.vault import SecretVersion, VaultUnavailable
+from ferry.adapters.vault_reads import PathReads
 
 
 class Reader:

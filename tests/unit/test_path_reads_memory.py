@@ -1,4 +1,4 @@
-"""What PathReads keeps of Vault's answers, and for how long (ferry.adapters.vault.PathReads).
+"""What PathReads keeps of Vault's answers, and for how long (ferry.adapters.vault_reads.PathReads).
 
 A reader that hands out values the test can follow with weak references: a value still reachable
 after gc is still in the operator's heap. Sharing itself is Vault's side of the story
@@ -13,13 +13,13 @@ import weakref
 
 import pytest
 
-from ferry.adapters import vault
+from ferry.adapters import vault_reads
 from ferry.adapters.vault import (
-    PathReads,
     SecretNotFound,
     SecretVersion,
     VaultUnavailable,
 )
+from ferry.adapters.vault_reads import PathReads
 from ferry.domain.secrets import SecretRef, parse_secret_data
 
 
@@ -140,14 +140,14 @@ async def test_a_tenant_cannot_grow_memory_with_new_pinned_versions_or_missing_p
     """An entry with 64 references, updated again and again with a new pinned ``version``."""
     reader = Reader(missing=tuple(f"gone-{i}" for i in range(64)))
     reads = PathReads(reader)  # no max_age at all: only the bound on its size holds
-    rounds = vault.MAX_KEPT_READS // 64 + 8
+    rounds = vault_reads.MAX_KEPT_READS // 64 + 8
     for version in range(1, rounds + 1):
         await reads.resolve(
             [r for i in range(64) for r in refs(f"team-a/p{i}", "k", version=version)]
         )
         await reads.resolve([r for i in range(64) for r in refs(f"gone-{i}", "k", version=version)])
     assert reader.calls == 2 * 64 * rounds
-    assert await reader.alive() + await reader.failures_alive() <= vault.MAX_KEPT_READS
+    assert await reader.alive() + await reader.failures_alive() <= vault_reads.MAX_KEPT_READS
     assert await reader.alive() < 64 * rounds  # the oldest really went
 
 

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ferry.adapters.vault import PathReads, SecretNotFound, SecretVersion
+from ferry.adapters.vault import SecretNotFound, SecretVersion
+from ferry.adapters.vault_reads import PathReads
 from ferry.domain.errors import Invalid
 from ferry.domain.secrets import (
     HMAC_PREFIX,
@@ -330,7 +331,7 @@ def test_bad_interval() -> None:
         next_refresh("u", 0, 0)
 
 
-# --- coalescing reads (ferry.adapters.vault.PathReads over an in-memory reader) -----------------
+# --- coalescing reads (ferry.adapters.vault_reads.PathReads over an in-memory reader) -------------
 
 
 class MemoryReader:

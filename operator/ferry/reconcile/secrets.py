@@ -22,12 +22,12 @@ from typing import Any
 from ferry import metrics
 from ferry.adapters.vault import (
     KubernetesAuth,
-    PathReads,
     Resolution,
     TokenAuth,
     VaultClient,
     VaultConfig,
 )
+from ferry.adapters.vault_reads import PathReads
 from ferry.domain import labels as L
 from ferry.domain.hashing import canonical_json
 from ferry.domain.secrets import (
