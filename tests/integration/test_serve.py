@@ -1021,7 +1021,8 @@ def test_idle_and_slow_connections_are_closed_by_the_server(serve: Serve) -> Non
 
     with ThreadPoolExecutor(2) as pool:
         waits = [pool.submit(idle), pool.submit(dribbling)]
-        assert [wait.result(timeout=60) < 14 for wait in waits] == [True, True]
+        # Closed by the server's 10 s bound: well before the 30 s after which it counts as never.
+        assert [wait.result(timeout=60) < 25 for wait in waits] == [True, True]
 
 
 def test_a_watch_whose_client_stops_reading_is_ended(
