@@ -12,7 +12,7 @@ import datetime as dt
 import enum
 import functools
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -255,23 +255,10 @@ class Reporter:
                     reason=annotations.get(L.CHANGE_REASON),
                 )
         except StoreUnavailable as exc:
-            metrics.STORE_UP.set(0)
-            metrics.STORE_ERRORS.inc()
-            generation = snapshot.generation
-            await self.status(
-                namespace,
-                name,
-                snapshot,
-                [
-                    Condition("Valid", "True", "Valid", "content is valid", generation),
-                    Condition("Recorded", "False", "DatabaseUnavailable", str(exc), generation),
-                    Condition("Ready", "False", "NotRecorded", untouched, generation),
-                    *progress(
-                        reconciling=("DatabaseUnavailable", untouched), generation=generation
-                    ),
-                ],
-            )
-            raise Requeue(str(exc)) from exc
+            valid = Condition("Valid", "True", "Valid", "content is valid", snapshot.generation)
+            raise await self._store_down(
+                namespace, name, snapshot, exc, "NotRecorded", untouched, before=[valid]
+            ) from exc
         metrics.STORE_UP.set(1)
         revision = recorded.revision.revision
         self._recorded[snapshot.uid] = (content_hash, revision)
@@ -299,27 +286,42 @@ class Reporter:
                 username=snapshot.annotations.get(L.CHANGED_BY),
             )
         except StoreUnavailable as exc:
-            metrics.STORE_UP.set(0)
-            metrics.STORE_ERRORS.inc()
             waiting = "deleted once the deletion is recorded in PostgreSQL"
-            generation = snapshot.generation
-            await self.status(
-                namespace,
-                name,
-                snapshot,
-                [
-                    Condition("Recorded", "False", "DatabaseUnavailable", str(exc), generation),
-                    Condition("Ready", "False", "DeletionNotRecorded", waiting, generation),
-                    *progress(reconciling=("DatabaseUnavailable", waiting), generation=generation),
-                ],
-            )
-            raise Requeue(str(exc)) from exc
+            raise await self._store_down(
+                namespace, name, snapshot, exc, "DeletionNotRecorded", waiting
+            ) from exc
         self.forget(snapshot.uid)
         if L.FINALIZER in snapshot.finalizers:
             remaining = [f for f in snapshot.finalizers if f != L.FINALIZER]
             await self.kube.set_finalizers(
                 self.kind, namespace, name, remaining, snapshot.resource_version
             )
+
+    async def _store_down(
+        self,
+        namespace: str,
+        name: str,
+        snapshot: Snapshot,
+        error: StoreUnavailable,
+        reason: str,
+        waiting: str,
+        *,
+        before: Sequence[Condition] = (),
+    ) -> Requeue:
+        """PostgreSQL could not record what must be recorded first: counted, and said in status
+        (``Recorded=False``; ``Ready=False`` for ``reason``, ``waiting`` telling the user what
+        waits meanwhile; Ferry retries by itself). Returns the :class:`Requeue` to raise."""
+        metrics.STORE_UP.set(0)
+        metrics.STORE_ERRORS.inc()
+        generation = snapshot.generation
+        conditions = [
+            *before,
+            Condition("Recorded", "False", "DatabaseUnavailable", str(error), generation),
+            Condition("Ready", "False", reason, waiting, generation),
+            *progress(reconciling=("DatabaseUnavailable", waiting), generation=generation),
+        ]
+        await self.status(namespace, name, snapshot, conditions)
+        return Requeue(str(error))
 
     async def hold_on(self, namespace: str, name: str, snapshot: Snapshot) -> None:
         """Add Ferry's finalizer if it is missing (the mutating webhook adds it on create; an
