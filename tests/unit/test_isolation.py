@@ -25,7 +25,8 @@ from ferry.domain.entry import plan_entry as pure_plan_entry
 from ferry.domain.errors import Invalid, Violation
 from ferry.domain.jsonschema import TOO_COSTLY, check_schema, is_too_costly
 from ferry.reconcile import isolation
-from ferry.reconcile.isolation import Isolation, _Answers, _plain, _Slots
+from ferry.reconcile.isolation import Isolation, _Answers, _plain
+from ferry.slots import FairSlots
 from tests.hostile_inputs import COSTLY_SCHEMA, costly_data
 
 COSTLY_DATA = costly_data()
@@ -250,7 +251,7 @@ def test_a_workers_answer_may_hold_only_what_answers_are_made_of() -> None:
 
 
 async def test_slots_take_turns_between_tenants_and_cap_each() -> None:
-    slots = _Slots(size=1, per_tenant=1)
+    slots = FairSlots(size=1, per_tenant=1)
     order: list[str] = []
 
     async def use(tenant: str, label: str) -> None:
@@ -266,7 +267,7 @@ async def test_slots_take_turns_between_tenants_and_cap_each() -> None:
     await asyncio.gather(*tasks)
     assert order == ["a2", "b1", "a3"]
 
-    capped = _Slots(size=3, per_tenant=2)
+    capped = FairSlots(size=3, per_tenant=2)
     await capped.acquire("a", None)
     await capped.acquire("a", None)
     with pytest.raises(TimeoutError):

@@ -18,6 +18,7 @@ import hvac.exceptions
 import pytest
 
 from ferry.adapters.vault import TokenAuth, VaultClient, VaultConfig, VaultError, VaultUnavailable
+from ferry.slots import FairSlots
 
 ADDRESS = "http://127.0.0.1:9"  # never connected to: every call here is a stand-in
 
@@ -134,32 +135,28 @@ async def test_hvacs_404_never_leaves_the_client_raw(make_client: Any) -> None:
 
 
 async def test_lanes_take_turns_for_slots() -> None:
-    from ferry.adapters.vault import _Slots
-
-    slots, order = _Slots(1, "reads"), []
+    slots, order = FairSlots(1, per_tenant=1), []
     await slots.acquire("busy", 1)  # the one slot, taken
 
     async def wait(lane: str, n: int) -> None:
         await slots.acquire(lane, 5)
         order.append(f"{lane}{n}")
-        slots.release()
+        slots.release(lane)
 
     waiters = [asyncio.ensure_future(wait("busy", n)) for n in range(4)]
     await asyncio.sleep(0)
     waiters += [asyncio.ensure_future(wait("quiet", n)) for n in range(2)]
     await asyncio.sleep(0)
-    slots.release()
+    slots.release("busy")
     await asyncio.gather(*waiters)
     assert order == ["busy0", "quiet0", "busy1", "quiet1", "busy2", "busy3"]
 
 
 async def test_a_waiter_that_gives_up_leaves_no_trace() -> None:
-    from ferry.adapters.vault import _Slots
-
-    slots = _Slots(1, "reads")
-    await slots.acquire(None, 1)
+    slots = FairSlots(1, per_tenant=1)
+    await slots.acquire("", 1)
     with pytest.raises(TimeoutError):
         await slots.acquire("a", 0.05)
-    assert slots.waiting == 0
-    slots.release()
+    assert not slots.waiting
+    slots.release("")
     await asyncio.wait_for(slots.acquire("b", 1), 0.5)  # the slot is free again, at once

@@ -36,7 +36,6 @@ import functools
 import logging
 import math
 import time
-from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ import hvac.exceptions
 import requests
 
 from ferry.domain.secrets import SecretRef
+from ferry.slots import FairSlots
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -240,60 +240,20 @@ class _Token:
         return self.obtained_at + self.lease if self.lease > 0 else None
 
 
-class _Slots:
-    """``size`` slots for requests to Vault, handed out fairly.
+@dataclass(frozen=True)
+class _Pool:
+    """Slots for requests to Vault (:class:`~ferry.slots.FairSlots`: waiters queue per lane, a
+    tenant — the namespace whose entry asked — and lanes take turns, so a lane with a thousand
+    waiters delays another lane's next request by one turn, not a thousand), with what a
+    message says of them."""
 
-    Waiters queue per lane (a tenant: the namespace whose entry asked) and lanes take turns, so a
-    lane with a thousand waiters delays another lane's next request by one turn, not a thousand.
-    Waiting is bounded by the caller's timeout, separately from the request's own timeout.
-    """
+    slots: FairSlots
+    size: int
+    kind: str
 
-    def __init__(self, size: int, kind: str) -> None:
-        self.size, self.kind = size, kind  # for messages
-        self._free = size
-        self._waiting: OrderedDict[str | None, deque[asyncio.Future[None]]] = OrderedDict()
-
-    @property
-    def waiting(self) -> int:
-        return sum(len(queue) for queue in self._waiting.values())
-
-    async def acquire(self, lane: str | None, timeout: float) -> None:
-        """Take a slot, waiting at most ``timeout`` seconds (then :class:`TimeoutError`)."""
-        if self._free > 0 and not self._waiting:
-            self._free -= 1
-            return
-        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(lane, deque()).append(granted)
-        try:
-            await asyncio.wait_for(asyncio.shield(granted), timeout)
-        except BaseException:
-            if granted.done():
-                self.release()  # handed to us as we gave up: pass it on, or it is lost
-            else:
-                granted.cancel()
-                self._unqueue(lane, granted)
-            raise
-
-    def release(self) -> None:
-        """Give a slot back: to the first waiter of the next lane in turn, if any."""
-        while self._waiting:
-            lane, queue = next(iter(self._waiting.items()))
-            granted = queue.popleft()
-            if queue:
-                self._waiting.move_to_end(lane)  # this lane's next waiter goes after the others
-            else:
-                del self._waiting[lane]
-            if not granted.done():
-                granted.set_result(None)
-                return
-        self._free += 1
-
-    def _unqueue(self, lane: str | None, granted: asyncio.Future[None]) -> None:
-        queue = self._waiting.get(lane)
-        if queue is not None and granted in queue:
-            queue.remove(granted)
-            if not queue:
-                del self._waiting[lane]
+    @classmethod
+    def of(cls, size: int, kind: str) -> _Pool:
+        return cls(FairSlots(size, per_tenant=size), size, kind)
 
 
 class VaultClient:
@@ -306,8 +266,8 @@ class VaultClient:
         # One thread per slot: a request that has its slot never waits for a thread, so its
         # timeout measures Vault alone. A slot is given back when its thread is done, not when
         # its caller stops waiting: a timed-out request still holds a connection to Vault.
-        self._read_slots = _Slots(config.max_concurrency, "reads (vault.max_concurrency)")
-        self._auth_slots = _Slots(1, "login and renewal")  # never behind a queue of reads
+        self._read_slots = _Pool.of(config.max_concurrency, "reads (vault.max_concurrency)")
+        self._auth_slots = _Pool.of(1, "login and renewal")  # never behind a queue of reads
         self._executor = ThreadPoolExecutor(
             max_workers=config.max_concurrency + 1, thread_name_prefix="ferry-vault"
         )
@@ -608,24 +568,26 @@ class VaultClient:
             raise self._normalise(exc, what) from None
 
     async def _start(
-        self, call: Callable[[], T], slots: _Slots, *, lane: str | None, what: str
+        self, call: Callable[[], T], pool: _Pool, *, lane: str | None, what: str
     ) -> Future[T]:
         """Wait (bounded) for a slot, then run ``call`` on a thread that is free by design."""
+        tenant = lane or ""
         try:
-            await slots.acquire(lane, self.config.queue_timeout)
+            await pool.slots.acquire(tenant, self.config.queue_timeout)
         except TimeoutError:
             raise VaultBusy(
                 f"no request to Vault at {self.config.address} could start within "
-                f"{self.config.queue_timeout:g}s ({what}): all {slots.size} connections this "
-                f"operator allows for {slots.kind} were in use; Vault was not asked"
+                f"{self.config.queue_timeout:g}s ({what}): all {pool.size} connections this "
+                f"operator allows for {pool.kind} were in use; Vault was not asked"
             ) from None
         loop = asyncio.get_running_loop()
         try:
             running = self._executor.submit(call)
         except RuntimeError:  # shut down: close() was called
-            slots.release()
+            pool.slots.release(tenant)
             raise VaultError(f"the Vault client was closed ({what})") from None
-        running.add_done_callback(lambda _: _call_soon(loop, slots.release))
+        release = functools.partial(pool.slots.release, tenant)
+        running.add_done_callback(lambda _: _call_soon(loop, release))
         return running
 
     def _normalise(self, exc: BaseException, what: str) -> VaultError:

@@ -58,6 +58,7 @@ from ferry.domain.entry import EntryPlan, references
 from ferry.domain.errors import Invalid, Violation
 from ferry.domain.jsonschema import TOO_COSTLY
 from ferry.metrics import ENTRY_CHECKS
+from ferry.slots import FairSlots
 
 logger = logging.getLogger(__name__)
 
@@ -230,69 +231,6 @@ def _plain(value: Any) -> Any:
     return root
 
 
-class _Slots:
-    """At most ``size`` calls at once, at most ``per_tenant`` of them for one tenant; waiting
-    tenants are served in turn (round robin), each tenant's calls in order."""
-
-    def __init__(self, size: int, per_tenant: int) -> None:
-        self.free = size
-        self.per_tenant = per_tenant
-        self.running: collections.Counter[str] = collections.Counter()
-        self.waiting: dict[str, collections.deque[asyncio.Future[None]]] = {}
-
-    async def acquire(self, tenant: str, timeout: float | None) -> None:
-        if self.free and self.running[tenant] < self.per_tenant and tenant not in self.waiting:
-            self._grant(tenant)
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiting.setdefault(tenant, collections.deque()).append(waiter)
-        try:
-            async with asyncio.timeout(timeout):
-                await waiter
-        except BaseException:
-            if waiter.done() and not waiter.cancelled():
-                self.release(tenant)  # granted just as the caller gave up: pass it on
-            else:
-                waiter.cancel()
-                self._forget(tenant, waiter)
-            raise
-
-    def release(self, tenant: str) -> None:
-        self.running[tenant] -= 1
-        if self.running[tenant] <= 0:
-            del self.running[tenant]
-        self.free += 1
-        self._dispatch()
-
-    def _grant(self, tenant: str) -> None:
-        self.free -= 1
-        self.running[tenant] += 1
-
-    def _forget(self, tenant: str, waiter: asyncio.Future[None]) -> None:
-        queue = self.waiting.get(tenant)
-        if queue is not None:
-            with contextlib.suppress(ValueError):
-                queue.remove(waiter)
-            if not queue:
-                del self.waiting[tenant]
-        self._dispatch()
-
-    def _dispatch(self) -> None:
-        while self.free:
-            for tenant in list(self.waiting):
-                if self.running[tenant] < self.per_tenant:
-                    queue = self.waiting.pop(tenant)  # re-inserted last: its turn is over
-                    waiter = queue.popleft()
-                    if queue:
-                        self.waiting[tenant] = queue
-                    if not waiter.done():
-                        self._grant(tenant)
-                        waiter.set_result(None)
-                    break
-            else:
-                return
-
-
 @dataclass(eq=False)  # compared and hashed by identity: kept in a set
 class _Worker:
     process: asyncio.subprocess.Process
@@ -379,7 +317,7 @@ class Isolation:
     to a worker."""
     name: str = "reconcile"
     """Which pool this is in ``ferry_entry_checks_total`` (``admission`` or ``reconcile``)."""
-    _slots: _Slots | None = None
+    _slots: FairSlots | None = None
     _idle: asyncio.Queue[_Worker] | None = None
     _all: set[_Worker] = field(default_factory=set)
     _spawning: set[asyncio.Task[None]] = field(default_factory=set)
@@ -422,7 +360,7 @@ class Isolation:
     def start(self) -> None:
         """Start the workers now (otherwise the first call does)."""
         if self._slots is None:
-            self._slots = _Slots(self.workers, self.per_tenant)
+            self._slots = FairSlots(self.workers, self.per_tenant)
             self._idle = asyncio.Queue()
             for _ in range(self.workers):
                 self._replace()
