@@ -22,7 +22,6 @@ read live before refusing an entry (:func:`next_to_read`), and what the mutating
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +34,7 @@ from ferry.domain.frozen import remembered
 from ferry.domain.jsonschema import MAX_DATA_DEPTH, check_schema, is_flat
 from ferry.domain.jsonschema.walk import LEAVES
 from ferry.domain.labels import CHANGED_AT, CHANGED_BY, FINALIZER
+from ferry.domain.names import is_namespace_name, is_object_name
 from ferry.domain.secrets import refresh_interval_violations
 
 __all__ = [
@@ -59,10 +59,6 @@ __all__ = [
 BACKWARD = "Backward"
 COMPATIBILITY_NONE = "None"
 
-#: A namespace name: an RFC 1123 label (lower-case alphanumerics and '-', at most 63 characters).
-_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-#: A ConfigMap/Secret name: an RFC 1123 subdomain, at most 253 characters.
-_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 #: What a user reads for data nested past what can even be decoded (Python's recursion limit);
 #: the domain's own, lower bound (MAX_DATA_DEPTH) produces a violation with a path instead.
@@ -184,11 +180,7 @@ def _target_name_violations(spec: Mapping[str, Any]) -> list[Violation]:
     namespaces = target.get("namespaces")
     if isinstance(namespaces, list):
         for i, namespace in enumerate(namespaces):
-            if not (
-                isinstance(namespace, str)
-                and len(namespace) <= 63
-                and _DNS1123_LABEL.fullmatch(namespace)
-            ):
+            if not (isinstance(namespace, str) and is_namespace_name(namespace)):
                 found.append(
                     Violation(
                         f"spec.target.namespaces[{i}]",
@@ -198,9 +190,7 @@ def _target_name_violations(spec: Mapping[str, Any]) -> list[Violation]:
                     )
                 )
     name = target.get("name")
-    if name is not None and not (
-        isinstance(name, str) and len(name) <= 253 and _DNS1123_SUBDOMAIN.fullmatch(name)
-    ):
+    if name is not None and not (isinstance(name, str) and is_object_name(name)):
         found.append(
             Violation(
                 "spec.target.name",

@@ -13,7 +13,6 @@ import base64
 import binascii
 import datetime as dt
 import json
-import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from ferry.adapters.postgres.history import AuditKey
 from ferry.adapters.postgres.records import AuditRecord, Revision
 from ferry.domain import kinds
 from ferry.domain import labels as L
+from ferry.domain.names import is_object_name
 
 GROUP = "history.ferry.dev"
 VERSION = "v1alpha1"
@@ -40,19 +40,6 @@ _UID_NAMESPACE = uuid.UUID("6f1d3a52-5a8e-4a8e-9b57-3c0e4f6b9a10")
 #: ids): a larger number names no row, and sent to PostgreSQL it would be an error.
 INT4_MAX = 2**31 - 1
 INT8_MAX = 2**63 - 1
-
-#: Object names (RFC 1123 subdomains, at most 253 characters) and namespace names (RFC 1123
-#: labels, at most 63): anything else names no object, so it is never sent to PostgreSQL.
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-
-
-def is_object_name(text: str) -> bool:
-    return len(text) <= 253 and _DNS_SUBDOMAIN.fullmatch(text) is not None
-
-
-def is_namespace_name(text: str) -> bool:
-    return len(text) <= 63 and _DNS_LABEL.fullmatch(text) is not None
 
 
 def parse_number(text: str, maximum: int) -> int | None:

@@ -33,6 +33,7 @@ from ferry.adapters.postgres import AuditRecord, Revision, StoreUnavailable
 from ferry.adapters.postgres.history import AuditKey, AuditQuery, HistoryReader, RevisionQuery
 from ferry.adapters.postgres.pool import QueryRejected, StatementTimeout
 from ferry.domain import labels as L
+from ferry.domain.names import is_namespace_name
 from ferry.domain.status import status_body
 from ferry.history import resources as R
 from ferry.historyapi.frontproxy import CONFIGMAP_NAME, CONFIGMAP_NAMESPACE, FrontProxy
@@ -431,7 +432,7 @@ async def _audit_events(
 
 async def _one(parts: Parts, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
     """The object ``name`` names; None when there is none (or the name cannot be one)."""
-    if not R.is_namespace_name(namespace):
+    if not is_namespace_name(namespace):
         return None
     if resource == R.REVISIONS:
         parsed = R.parse_revision_name(name)
@@ -502,7 +503,7 @@ def make_app(parts: Parts) -> web.Application:
         if request.query.get("watch") in ("true", "1"):
             raise Refused(405, f"{resource} cannot be watched")
         await _authorize(parts, user, Access("list", resource, namespace or "", group=R.GROUP))
-        if namespace is not None and not R.is_namespace_name(namespace):
+        if namespace is not None and not is_namespace_name(namespace):
             return _list_response(request, resource, [], None)  # no object lives there
         page = _revisions if resource == R.REVISIONS else _audit_events
         pieces, next_page = await page(parts, namespace, request)
