@@ -86,6 +86,12 @@ def _current(at: str | None) -> str:
     )
 
 
+def _revisions_sql(query: RevisionQuery) -> tuple[str, dict[str, Any]]:
+    """The query of :meth:`HistoryReader.revisions`, in its order, ``limit`` still to bind."""
+    where, params = _revision_where(query)
+    return f"SELECT r.* FROM revisions r WHERE {where}{_REVISION_ORDER}", params
+
+
 def _revision_where(query: RevisionQuery) -> tuple[str, dict[str, Any]]:
     """The conditions a query has, and their parameters. Only those: a condition that is always
     true for this query (``%(ns)s IS NULL OR …``) would hide from the planner which index to
@@ -175,11 +181,8 @@ class HistoryReader(Pooled):
     async def revisions(self, query: RevisionQuery) -> list[Revision]:
         """Matching revisions ordered by namespace, kind, name and revision (at most
         ``limit``: LIMIT NULL is no limit)."""
-        where, params = _revision_where(query)
-        rows = await self._rows(
-            f"SELECT r.* FROM revisions r WHERE {where}{_REVISION_ORDER}",
-            params | {"limit": query.limit},
-        )
+        sql, params = _revisions_sql(query)
+        rows = await self._rows(sql, params | {"limit": query.limit})
         return [Revision.from_row(r) for r in rows]
 
     async def revisions_within(
@@ -187,8 +190,7 @@ class HistoryReader(Pooled):
     ) -> tuple[list[Revision], bool]:
         """As :meth:`revisions`, stopping at the first revision that brings their size to
         ``max_bytes``; and whether more may follow (some left out, or ``limit`` reached)."""
-        where, params = _revision_where(query)
-        sql = f"SELECT r.* FROM revisions r WHERE {where}{_REVISION_ORDER}"
+        sql, params = _revisions_sql(query)
         return await self._page(sql, params, query.limit, max_bytes, Revision.from_row)
 
     async def audit_log(self, query: AuditQuery) -> list[AuditRecord]:
