@@ -18,7 +18,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from ferry.adapters.vault import (
     Resolution,
@@ -27,7 +26,7 @@ from ferry.adapters.vault import (
     SecretVersion,
     VaultError,
 )
-from ferry.domain.secrets import SecretRef, VaultRef, secret_bytes
+from ferry.domain.secrets import SecretRef, secret_bytes
 
 #: Bounds: finished reads kept, bytes of values they keep (estimated), and paths whose latest
 #: version and keys in use are remembered between reads.
@@ -279,15 +278,6 @@ class PathReads:
         for key in [k for k in self._reads if path is None or k[0] == path]:
             if self._reads[key].task is None:
                 self._discard(key)
-
-    async def value(
-        self, ref: VaultRef, *, not_before: float | None = None, lane: str | None = None
-    ) -> tuple[Any, int]:
-        """The value of one reference and the version it was read at."""
-        secret = await self.read(
-            ref.path, ref.version, keys=(ref.key,), not_before=not_before, lane=lane
-        )
-        return secret.value(ref.key), secret.version
 
     async def resolve(
         self, refs: Iterable[SecretRef], *, not_before: float | None = None, lane: str | None = None

@@ -34,25 +34,11 @@ def serve(verbose: bool, **params: Any) -> None:
     featureflags (ferry.dev) in the namespace it reads. Stateless: run several replicas.
     """
     settings: Settings = settings_from(params, groups=GROUPS)
-    _require_audience(settings.serve.token_audience)
     configure_logging(verbose)
     if settings.serve.workers == 1:
         asyncio.run(_serve(settings))
     else:
         _supervise(settings)
-
-
-def _require_audience(audience: str) -> None:
-    """An empty audience used to mean "no audience": TokenReview without ``spec.audiences``
-    accepts a token made for the API server itself, so any workload's ordinary service-account
-    token (readable by whoever can exec into its pod) would be accepted. Refused, saying so."""
-    if not audience.strip():
-        raise click.BadParameter(
-            "must not be empty: tokens are checked against this audience (the default is "
-            "'ferry'; to accept ordinary service-account tokens, give the API server's own "
-            "audience, e.g. https://kubernetes.default.svc)",
-            param_hint="'--serve-token-audience' / FERRY_SERVE_TOKEN_AUDIENCE",
-        )
 
 
 def _supervise(settings: Settings) -> None:

@@ -206,6 +206,19 @@ class ServeSettings(SettingsGroup):
     """SubjectAccessReviews one user may cause at once (e.g. reading that many different objects
     at start) before ``reviews_per_second`` applies."""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # An empty audience used to mean "no audience": TokenReview without spec.audiences
+        # accepts a token made for the API server itself, so any workload's ordinary
+        # service-account token (readable by whoever can exec into its pod) would be accepted.
+        if not self.token_audience.strip():
+            raise SettingsError(
+                "serve.token_audience (--serve-token-audience / FERRY_SERVE_TOKEN_AUDIENCE) must "
+                "not be empty: tokens are checked against this audience (the default is 'ferry';"
+                " to accept ordinary service-account tokens, give the API server's own audience,"
+                " e.g. https://kubernetes.default.svc)"
+            )
+
 
 @dataclass(frozen=True)
 class WebhookSettings(SettingsGroup):
