@@ -20,8 +20,9 @@ said no; messages name the object.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,11 +109,10 @@ class Cluster:
             )
         )
         try:
-            result = self.client.create(review)
+            with _reaching():
+                result = self.client.create(review)
         except ApiError as exc:
             raise ClusterError(f"cannot check access: {exc.status.message}") from exc
-        except httpx.HTTPError as exc:
-            raise ClusterError(f"cannot reach the Kubernetes API: {exc}") from exc
         return bool(result.status and result.status.allowed)
 
     def require(
@@ -140,13 +140,14 @@ class Cluster:
         selector ``fields`` (lightkube's form: a value, or ``operators.not_in``)."""
         where = f'namespace "{namespace}"' if namespace else "all namespaces"
         try:
-            found = self.client.list(
-                _generic(resource),
-                namespace=namespace or ALL_NS,
-                fields=dict(fields) if fields else None,
-                chunk_size=limit,
-            )
-            return [dict(o.to_dict()) for o in found]
+            with _reaching():
+                found = self.client.list(
+                    _generic(resource),
+                    namespace=namespace or ALL_NS,
+                    fields=dict(fields) if fields else None,
+                    chunk_size=limit,
+                )
+                return [dict(o.to_dict()) for o in found]
         except ApiError as exc:
             what = f"{resource.plural}.{resource.group} in {where}"
             if exc.status.code in (404, 503):
@@ -155,30 +156,26 @@ class Cluster:
                     f"APIService {resource.version}.{resource.group} Available?"
                 ) from exc
             raise _api_error(exc, what) from exc
-        except httpx.HTTPError as exc:
-            raise ClusterError(f"cannot reach the Kubernetes API: {exc}") from exc
 
     # ----------------------------------------------------------------------------- objects
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return dict(self.client.get(KINDS[kind], name, namespace=namespace).to_dict())
+            with _reaching():
+                return dict(self.client.get(KINDS[kind], name, namespace=namespace).to_dict())
         except ApiError as exc:
             if exc.status.code == 404:
                 return None
             raise _api_error(exc, f"{kind} {namespace}/{name}") from exc
-        except httpx.HTTPError as exc:
-            raise ClusterError(f"cannot reach the Kubernetes API: {exc}") from exc
 
     def secret_values(self, namespace: str, name: str) -> dict[str, str] | None:
         """A Secret's values, read with the caller's own credentials (None: no such Secret)."""
         try:
-            found = self.client.get(Secret, name, namespace=namespace)
+            with _reaching():
+                found = self.client.get(Secret, name, namespace=namespace)
         except ApiError as exc:
             if exc.status.code == 404:
                 return None
             raise _api_error(exc, f"Secret {namespace}/{name}") from exc
-        except httpx.HTTPError as exc:
-            raise ClusterError(f"cannot reach the Kubernetes API: {exc}") from exc
         values = {}
         for key, value in (found.data or {}).items():
             try:
@@ -192,27 +189,26 @@ class Cluster:
 
     def list(self, kind: str, namespace: str) -> list[dict[str, Any]]:
         try:
-            return [dict(o.to_dict()) for o in self.client.list(KINDS[kind], namespace=namespace)]
+            with _reaching():
+                found = self.client.list(KINDS[kind], namespace=namespace)
+                return [dict(o.to_dict()) for o in found]
         except ApiError as exc:
             raise _api_error(exc, f'{_plural(kind)} in namespace "{namespace}"') from exc
-        except httpx.HTTPError as exc:
-            raise ClusterError(f"cannot reach the Kubernetes API: {exc}") from exc
 
     def json_patch(
         self, kind: str, namespace: str, name: str, operations: Sequence[Mapping[str, Any]]
     ) -> dict[str, Any]:
         try:
-            patched = self.client.patch(
-                KINDS[kind],
-                name,
-                [dict(op) for op in operations],
-                namespace=namespace,
-                patch_type=PatchType.JSON,
-            )
+            with _reaching():
+                patched = self.client.patch(
+                    KINDS[kind],
+                    name,
+                    [dict(op) for op in operations],
+                    namespace=namespace,
+                    patch_type=PatchType.JSON,
+                )
         except ApiError as exc:
             raise _api_error(exc, f"{kind} {namespace}/{name}") from exc
-        except httpx.HTTPError as exc:
-            raise ClusterError(f"cannot reach the Kubernetes API: {exc}") from exc
         return dict(patched.to_dict())
 
     def create(self, document: Mapping[str, Any]) -> dict[str, Any]:
@@ -221,13 +217,12 @@ class Cluster:
         meta = document.get("metadata") or {}
         what = f"{kind} {meta.get('namespace')}/{meta.get('name')}"
         try:
-            created = self.client.create(KINDS[kind].from_dict(dict(document)))
+            with _reaching():
+                created = self.client.create(KINDS[kind].from_dict(dict(document)))
         except ApiError as exc:
             if exc.status.code == 409:
                 raise AlreadyExists(f"{what} already exists") from exc
             raise _api_error(exc, what) from exc
-        except httpx.HTTPError as exc:
-            raise ClusterError(f"cannot reach the Kubernetes API: {exc}") from exc
         return dict(created.to_dict())
 
 
@@ -246,6 +241,18 @@ def _generic(resource: ApiResource) -> type[GenericNamespacedResource]:
     return create_namespaced_resource(
         resource.group, resource.version, resource.kind, resource.plural, verbs=["get", "list"]
     )
+
+
+@contextlib.contextmanager
+def _reaching() -> Iterator[None]:
+    """A call to the API server: its answers (:class:`ApiError`) pass to the caller, which knows
+    what each means for it; no answer at all (a connection refused, a timeout) is said here."""
+    try:
+        yield
+    except ApiError:
+        raise
+    except httpx.HTTPError as exc:
+        raise ClusterError(f"cannot reach the Kubernetes API: {exc}") from exc
 
 
 def _api_error(exc: ApiError, what: str) -> ClusterError:
